@@ -1,0 +1,232 @@
+"""ARP for IPv4 over Ethernet (RFC 826; BSD's netinet/if_arp.c).
+
+Neighbour entries live per interface in `ifp.llinfo` (IPv4 address as int ->
+LlEntry). A resolved entry carries the whole 14-byte Ethernet header for
+frames to that neighbour, so ether_output only copies it in front of the
+packet. An unresolved entry holds a small bounded queue of packets waiting
+for the answer; requests are retried once a second, and after `maxtries`
+unanswered requests the waiting packets are dropped with ICMP host
+unreachable sent back to their sources. Resolved entries age out after
+`keep` seconds and are resolved afresh on next use.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .ether import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IP, ether_header,
+                    ether_output_frame)
+from .ifnet import IFF_NOARP, if_transmit
+
+ARPHRD_ETHER = 1
+ARPOP_REQUEST = 1
+ARPOP_REPLY = 2
+ARP_LEN = 28
+
+ARPT_KEEP = 1200.0      # seconds a resolved entry lives (BSD arpt_keep)
+ARPT_RETRY = 1.0        # seconds between requests for an unresolved entry
+ARP_MAXTRIES = 5        # requests before giving up (BSD arp_maxtries)
+ARP_MAXHOLD = 16        # packets waiting per unresolved neighbour
+
+LLE_INCOMPLETE = "incomplete"
+LLE_REACHABLE = "reachable"
+
+_ARP = struct.Struct("!HHBBH6sI6sI")
+
+
+class LlEntry:
+    __slots__ = ("addr", "ifp", "mac", "hdr", "state", "expire", "asked",
+                 "next_try", "holdq")
+
+    def __init__(self, addr: int, ifp):
+        self.addr = addr
+        self.ifp = ifp
+        self.mac = None
+        self.hdr = None          # dst+src+type for IPv4 frames, once resolved
+        self.state = LLE_INCOMPLETE
+        self.expire = 0.0
+        self.asked = 0
+        self.next_try = 0.0
+        self.holdq: list = []
+
+
+class Arp:
+    def __init__(self, stack, keep: float = ARPT_KEEP, retry: float = ARPT_RETRY,
+                 maxtries: int = ARP_MAXTRIES, maxhold: int = ARP_MAXHOLD):
+        self.stack = stack
+        self.keep = keep
+        self.retry = retry
+        self.maxtries = maxtries
+        self.maxhold = maxhold
+        self.stats = dict.fromkeys((
+            "rxrequests", "rxreplies", "txrequests", "txreplies",
+            "received", "badlen", "badtype", "dupips", "timeouts",
+            "held", "holdq_drops", "expired"), 0)
+
+    # -- input ---------------------------------------------------------
+    def input(self, m) -> None:
+        """Consumes `m`: an ARP packet, Ethernet header already stripped."""
+        ifp = m.rcvif
+        st = self.stats
+        st["received"] += 1
+        if m.pkt_len < ARP_LEN:
+            st["badlen"] += 1
+            ifp.input_discard(m, "arp_malformed")
+            return
+        if m.len < ARP_LEN:
+            m = self.stack.pool.pullup(m, ARP_LEN)
+            if m is None:
+                ifp.input_discard(None, "nobufs")
+                return
+        htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _ARP.unpack_from(m.buf, m.off)
+        if htype != ARPHRD_ETHER or ptype != ETHERTYPE_IP or hlen != 6 or plen != 4:
+            st["badtype"] += 1
+            ifp.input_discard(m, "arp_malformed")
+            return
+        if sha == ifp.lladdr:
+            self.stack.pool.freem(m)       # our own, looped back
+            return
+        mine = any(ia.addr == tpa for ia in ifp.in_addrs)
+        if any(ia.addr == spa for ia in ifp.in_addrs):
+            st["dupips"] += 1
+            self.stack.log.warning("%s: %s claims our address %s", ifp.name,
+                                   _mac(sha), _ip(spa))
+            self.stack.pool.freem(m)
+            return
+        if op == ARPOP_REQUEST:
+            st["rxrequests"] += 1
+        elif op == ARPOP_REPLY:
+            st["rxreplies"] += 1
+        # RFC 826 merge: update a known sender; learn it if we are the target.
+        la = ifp.llinfo.get(spa)
+        if la is not None or (mine and spa != 0):
+            self._update(ifp, spa, sha, la)
+        if mine and op == ARPOP_REQUEST:
+            self._reply_in_place(ifp, m, sha, spa, tpa)
+            return
+        self.stack.pool.freem(m)
+
+    def _update(self, ifp, addr: int, mac: bytes, la: LlEntry | None) -> None:
+        if la is None:
+            la = ifp.llinfo[addr] = LlEntry(addr, ifp)
+        la.mac = mac
+        la.hdr = ether_header(mac, ifp.lladdr, ETHERTYPE_IP)
+        la.state = LLE_REACHABLE
+        la.expire = self.stack.clock() + self.keep
+        la.asked = 0
+        held, la.holdq = la.holdq, []
+        for m in held:
+            ether_output_frame(ifp, m, la.hdr)
+
+    def _reply_in_place(self, ifp, m, sha, spa, tpa) -> None:
+        """Turn the request in `m` into our reply and send it. Consumes `m`."""
+        _ARP.pack_into(m.buf, m.off, ARPHRD_ETHER, ETHERTYPE_IP, 6, 4,
+                       ARPOP_REPLY, ifp.lladdr, tpa, sha, spa)
+        m.len = m.pkt_len = ARP_LEN
+        if m.next is not None:          # padding in a chained mbuf
+            self.stack.pool.freem(m.next)
+            m.next = None
+        self.stats["txreplies"] += 1
+        ether_output_frame(ifp, m, ether_header(sha, ifp.lladdr, ETHERTYPE_ARP))
+
+    # -- resolution ------------------------------------------------------
+    def resolve(self, ifp, m, nexthop: int) -> None:
+        """Called by ether_output when `nexthop` has no resolved entry.
+        Consumes `m`: it waits in the entry's hold queue (the oldest is
+        dropped when the queue is full) until the reply comes."""
+        if ifp.flags & IFF_NOARP:
+            ifp.output_discard(m, "arp_unresolved")
+            return
+        la = ifp.llinfo.get(nexthop)
+        if la is None:
+            la = ifp.llinfo[nexthop] = LlEntry(nexthop, ifp)
+        if la.hdr is not None:          # resolved meanwhile
+            ether_output_frame(ifp, m, la.hdr)
+            return
+        if len(la.holdq) >= self.maxhold:
+            self.stats["holdq_drops"] += 1
+            ifp.output_discard(la.holdq.pop(0), "arp_holdq_full")
+        la.holdq.append(m)
+        self.stats["held"] += 1
+        if la.asked == 0:
+            self._request(la)
+
+    def _request(self, la: LlEntry) -> None:
+        ifp = la.ifp
+        if not ifp.in_addrs:
+            return
+        frame = ether_header(BROADCAST, ifp.lladdr, ETHERTYPE_ARP) + _ARP.pack(
+            ARPHRD_ETHER, ETHERTYPE_IP, 6, 4, ARPOP_REQUEST, ifp.lladdr,
+            _source_for(ifp, la.addr), b"\x00" * 6, la.addr)
+        la.asked += 1
+        la.next_try = self.stack.clock() + self.retry
+        m = self.stack.pool.from_bytes(frame)
+        if m is None:
+            ifp.output_discard(None, "txerror")
+            return
+        self.stats["txrequests"] += 1
+        ifp.omcasts += 1
+        if_transmit(ifp, m)
+
+    # -- timers ----------------------------------------------------------
+    def timer(self) -> None:
+        """Once a second from the stack's callout: retry, give up, age."""
+        now = self.stack.clock()
+        for ifp in list(self.stack.ifnets.values()):
+            for addr, la in list(ifp.llinfo.items()):
+                if la.state == LLE_REACHABLE:
+                    if now >= la.expire:
+                        self.stats["expired"] += 1
+                        del ifp.llinfo[addr]
+                elif now >= la.next_try:
+                    if la.asked < self.maxtries:
+                        self._request(la)
+                    else:
+                        self.stats["timeouts"] += 1
+                        del ifp.llinfo[addr]
+                        self._fail(la)
+
+    def _fail(self, la: LlEntry) -> None:
+        """Nobody answered: the held packets are undeliverable (RFC 1812
+        4.3.3.1: host unreachable)."""
+        icmp = self.stack.icmp
+        held, la.holdq = la.holdq, []
+        for m in held:
+            la.ifp.out_discards["arp_unresolved"] += 1
+            la.ifp.oerrors += 1
+            icmp.error_unreach_host(m)
+
+    def flush(self, ifp) -> None:
+        """Forget every neighbour of `ifp` and free what they held."""
+        for la in ifp.llinfo.values():
+            for m in la.holdq:
+                self.stack.pool.freem(m)
+            la.holdq = []
+        ifp.llinfo.clear()
+
+    def table(self) -> list[dict]:
+        now = self.stack.clock()
+        out = []
+        for ifp in self.stack.ifnets.values():
+            for addr, la in ifp.llinfo.items():
+                out.append({
+                    "interface": ifp.name, "address": _ip(addr),
+                    "mac": _mac(la.mac) if la.mac else None, "state": la.state,
+                    "expires_in": round(la.expire - now, 1) if la.mac else None,
+                    "held": len(la.holdq)})
+        return out
+
+
+def _source_for(ifp, dst: int) -> int:
+    for ia in ifp.in_addrs:
+        if dst & ia.mask == ia.net:
+            return ia.addr
+    return ifp.in_addrs[0].addr
+
+
+def _ip(a: int) -> str:
+    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
+
+
+def _mac(b) -> str:
+    return ":".join(f"{x:02x}" for x in bytes(b))

@@ -1,0 +1,140 @@
+"""Pieces for measuring forwarders with real traffic: iperf3 between two
+host namespaces, through the iopkt lab or through a baseline, with the
+forwarder pinned to one core and iperf3 to the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from . import lab, netns
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RELAY = os.path.join(ROOT, "scripts", "tap_relay.py")
+
+
+class BenchError(Exception):
+    pass
+
+
+def cpus() -> tuple[set[int], set[int]]:
+    """(forwarder cores, iperf3 cores): split the machine in two."""
+    avail = sorted(os.sched_getaffinity(0))
+    if len(avail) < 2:
+        return set(avail), set(avail)
+    return {avail[0]}, set(avail[1:])
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Pin every thread of `pid` (affinity is per thread on Linux)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+def need_iperf3() -> str:
+    path = shutil.which("iperf3")
+    if not path:
+        raise BenchError("iperf3 is not installed: 'sudo make bench' installs it "
+                         "(Debian package iperf3), or apt-get install iperf3")
+    return path
+
+
+def iperf3(ns_client: str, ns_server: str, server_ip: str, seconds: float,
+           extra: list[str] | None = None, cores: set[int] | None = None,
+           timeout: float | None = None) -> dict:
+    """One iperf3 run, client in `ns_client`, server in `ns_server`.
+    Returns iperf3's JSON (the client's, which carries the receiver's sums)."""
+    need_iperf3()
+    port = str(5201 + (os.getpid() % 500))
+    srv = netns.ns_popen(ns_server, ["iperf3", "-s", "-1", "-p", port, "-J"],
+                         cpus=cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.3)
+        cmd = ["iperf3", "-c", server_ip, "-p", port, "-t", str(seconds), "-J",
+               *(extra or [])]
+        cli = netns.ns_popen(ns_client, cmd, cpus=cores, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            out, err = cli.communicate(timeout=timeout or seconds + 20)
+        except subprocess.TimeoutExpired:
+            cli.kill()
+            cli.communicate()
+            raise BenchError(f"iperf3 did not finish within {timeout or seconds + 20}s")
+        try:
+            res = json.loads(out)
+        except json.JSONDecodeError:
+            raise BenchError(f"iperf3 printed no JSON: {err.decode(errors='replace')[-300:]}")
+        if "error" in res:
+            raise BenchError(f"iperf3: {res['error']}")
+        return res
+    finally:
+        if srv.poll() is None:
+            srv.terminate()
+        try:
+            srv.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.communicate()
+
+
+def received_bps(res: dict) -> float:
+    end = res["end"]
+    s = end.get("sum_received") or end.get("sum")
+    return float(s["bits_per_second"])
+
+
+@contextlib.contextmanager
+def stack_lab(spec: lab.LabSpec, cores: set[int] | None = None):
+    """The iopkt lab, its stack pinned to `cores`; torn down on exit."""
+    st = lab.up(spec)
+    try:
+        if cores:
+            pin(st["pid"], cores)
+        yield st
+    finally:
+        lab.down(spec.prefix, quiet=True)
+
+
+@contextlib.contextmanager
+def relay_lab(prefix: str, cores: set[int] | None = None):
+    """The baseline: hosts P-a 198.18.0.2/24 and P-b 198.18.0.3/24 on one
+    Ethernet segment joined by scripts/tap_relay.py."""
+    lab.check_prefix(prefix)
+    ns_a, ns_b, tap_a, tap_b = f"{prefix}-a", f"{prefix}-b", f"{prefix}-a0", f"{prefix}-b0"
+    proc = None
+    try:
+        netns.ns_create(ns_a)
+        netns.ns_create(ns_b)
+        proc = subprocess.Popen([sys.executable, RELAY, "--tap-a", tap_a, "--tap-b", tap_b],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        if proc.stdout.readline().strip() != b"ready":
+            raise BenchError(f"tap_relay did not start: {proc.stderr.read().decode()[-300:]}")
+        if cores:
+            pin(proc.pid, cores)
+        netns.link_move(tap_a, ns_a)
+        netns.link_move(tap_b, ns_b)
+        netns.host_setup(ns_a, tap_a, "198.18.0.2", 24, None)
+        netns.host_setup(ns_b, tap_b, "198.18.0.3", 24, None)
+        yield {"pid": proc.pid, "ns_a": ns_a, "ns_b": ns_b, "server_ip": "198.18.0.3"}
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        netns.ns_remove(ns_a)
+        netns.ns_remove(ns_b)
+        netns.link_delete(tap_a)
+        netns.link_delete(tap_b)

@@ -1,0 +1,406 @@
+"""The `iopkt` command.
+
+    iopkt run -i NAME -d tap name=tapA -d tap name=tapB [--inet IF=A/P] [--route DST=GW]
+    iopkt nicinfo [IF] | ifconfig [IF ...] | route [add|delete ...] | netstat -m | arp
+    iopkt lab up|down|status
+    iopkt drivers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+
+from . import control
+from .control import ControlError
+
+EXIT_USAGE = 2
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        print("iopkt: needs root (CAP_NET_ADMIN for TAPs, namespaces and the "
+              "control socket): run it with sudo", file=sys.stderr)
+        sys.exit(1)
+
+
+def fail(msg: str, code: int = 1) -> None:
+    print(f"iopkt: {msg}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _instance(name: str) -> str:
+    try:
+        return control.check_instance_name(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+# -- run -----------------------------------------------------------------
+def cmd_run(args) -> None:
+    need_root()
+    from .drvload import DriverError, resolve
+    from .route import parse_prefix, aton
+    from .stack import Stack
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format=f"iopkt[{args.instance}]: %(message)s", stream=sys.stderr)
+    log = logging.getLogger("iopkt")
+    if not args.driver:
+        fail("nothing to run: give at least one driver with -d NAME [OPTIONS]", EXIT_USAGE)
+    try:
+        stack = Stack(args.instance, nmbclusters=args.nmbclusters,
+                      mclbytes=args.mclbytes, log=log)
+    except ValueError as e:
+        fail(str(e), EXIT_USAGE)
+    ctl = None
+    try:
+        for d in args.driver:
+            name, opts = d[0], ",".join(d[1:])
+            drv = resolve(name)
+            mount_driver(stack, drv, opts)
+        for spec in args.inet:
+            ifname, _, pfx = spec.partition("=")
+            if ifname not in stack.ifnets or "/" not in pfx:
+                raise DriverError(f"--inet {spec}: expected IF=ADDR/PLEN with IF one of "
+                                  f"{', '.join(stack.ifnets)}")
+            stack.ip.add_address(stack.ifnets[ifname], *parse_prefix(pfx))
+        for spec in args.route:
+            dst, _, gw = spec.partition("=")
+            stack.ip.routes.add(*parse_prefix(dst), aton(gw))
+        ctl = control.ControlServer(stack, args.instance)
+    except (DriverError, ValueError, ControlError, OSError) as e:
+        stack.shutdown()
+        fail(str(e), EXIT_USAGE if isinstance(e, (DriverError, ValueError)) else 1)
+    signal.signal(signal.SIGINT, lambda *_: stack.stop())
+    signal.signal(signal.SIGTERM, lambda *_: stack.stop())
+    log.info("running: %s; control socket %s", ", ".join(stack.ifnets), ctl.path)
+    try:
+        stack.run()
+    finally:
+        ctl.close()
+        stack.close()
+
+
+def mount_driver(stack, drv, opts: str):
+    """Attach driver `drv` with option string `opts`: a native driver
+    directly, a legacy one through the shim. Returns the Ifnet."""
+    from .drvload import DriverError
+    if drv.kind == "native":
+        return drv.attach(stack, drv.parse_options(opts))
+    raise DriverError(f"{drv.name} is a legacy io-net driver and needs the shim, "
+                      "which this build does not have")
+
+
+# -- show commands ---------------------------------------------------------
+def _req(args, op, **kw):
+    need_root()
+    try:
+        return control.request(args.instance, op, **kw)
+    except ControlError as e:
+        fail(str(e))
+
+
+def _dump(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+def _dots(label: str, value, width: int = 44) -> str:
+    return f"  {label} {'.' * max(2, width - len(label))} {value}"
+
+
+def _rate(bps: int) -> str:
+    if not bps:
+        return "unknown"
+    return f"{bps / 1e9:g} Gb/s" if bps >= 1e9 else f"{bps / 1e6:g} Mb/s"
+
+
+def cmd_nicinfo(args) -> None:
+    res = _req(args, "nicinfo", ifname=args.ifname)
+    if args.json:
+        return _dump(res)
+    for d in res:
+        c = d["counters"]
+        info = d["driver_info"]
+        print(f"{d['name']}: {info.get('driver', d['driver'])}")
+        if d["description"]:
+            print(f"  {d['description']}")
+        print(_dots("Physical Node ID", d["mac"].upper().replace(":", "")))
+        print(_dots("MTU", d["mtu"]))
+        print(_dots("Media Rate", _rate(d["media_bps"])))
+        print(_dots("Link", d["link_state"]))
+        print(_dots("Flags", d["flags"]))
+        print()
+        print(_dots("Packets Transmitted OK", c["opackets"]))
+        print(_dots("Bytes Transmitted OK", c["obytes"]))
+        print(_dots("Broadcast/Multicast Packets Transmitted", c["omcasts"], 50))
+        print(_dots("Transmit Errors", c["oerrors"]))
+        print(_dots("Transmit Queue Drops", c["oqdrops"]))
+        print()
+        print(_dots("Packets Received OK", c["ipackets"]))
+        print(_dots("Bytes Received OK", c["ibytes"]))
+        print(_dots("Broadcast/Multicast Packets Received", c["imcasts"], 50))
+        print(_dots("Receive Errors", c["ierrors"]))
+        print(_dots("Receive Queue Drops", c["iqdrops"]))
+        print(_dots("Unknown Protocol", c["noproto"]))
+        for k, v in c["in_discards"].items():
+            if v:
+                print(_dots(f"  discarded in: {k}", v))
+        for k, v in c["out_discards"].items():
+            if v:
+                print(_dots(f"  discarded out: {k}", v))
+        q = d["if_snd"]
+        print(_dots("Send queue (len/max/hiwat/drops)",
+                    f"{q['len']}/{q['maxlen']}/{q['hiwat']}/{q['drops']}"))
+        for k, v in info.items():
+            if k != "driver" and not isinstance(v, dict):
+                print(_dots(k, v))
+        for k, v in info.items():
+            if isinstance(v, dict):
+                print(f"  {k}:")
+                for kk, vv in v.items():
+                    print(_dots("  " + kk, vv))
+        print()
+
+
+def cmd_ifconfig(args) -> None:
+    kw = {"ifname": args.ifname}
+    words = list(args.words)
+    while words:
+        w = words.pop(0)
+        if w in ("up", "down"):
+            kw["up"] = w == "up"
+        elif w == "mtu" and words:
+            try:
+                kw["mtu"] = int(words.pop(0))
+            except ValueError:
+                fail("ifconfig: mtu needs a number", EXIT_USAGE)
+        elif w in ("inet", "alias") and words:
+            kw["inet"] = words.pop(0)
+        elif w in ("delete", "-alias") and words:
+            kw["delete"] = words.pop(0)
+        else:
+            fail(f"ifconfig: cannot understand '{w}' (use: inet A/P, delete A, "
+                 "mtu N, up, down)", EXIT_USAGE)
+    if not args.ifname and args.words:
+        fail("ifconfig: name the interface to change", EXIT_USAGE)
+    res = _req(args, "ifconfig", **kw)
+    if args.json:
+        return _dump(res)
+    for d in res:
+        print(f"{d['name']}: flags=<{d['flags']}> mtu {d['mtu']}  ({d['driver']})")
+        print(f"\taddress: {d['mac']}")
+        print(f"\tmedia: Ethernet {_rate(d['media_bps'])}  status: {d['link_state']}")
+        for a in d["inet"]:
+            print(f"\tinet {a}")
+
+
+def cmd_route(args) -> None:
+    kw = {}
+    w = list(args.words)
+    if w:
+        verb = w.pop(0)
+        if verb in ("add", "delete", "del") and w:
+            dst = w.pop(0)
+            if verb == "add":
+                if not w:
+                    fail("route add DST GATEWAY [-ifp IF]", EXIT_USAGE)
+                kw = {"add": dst, "gateway": w.pop(0)}
+                if len(w) == 2 and w[0] == "-ifp":
+                    kw["ifname"] = w[1]
+                elif w:
+                    fail(f"route: cannot understand {' '.join(w)}", EXIT_USAGE)
+            else:
+                kw = {"delete": dst}
+        elif verb != "show":
+            fail("route: use 'route [show]', 'route add DST GW', 'route delete DST'", EXIT_USAGE)
+    res = _req(args, "route", **kw)
+    if args.json:
+        return _dump(res)
+    print(f"{'Destination':20} {'Gateway':18} {'Flags':6} {'Use':>10}  Interface")
+    for r in res:
+        print(f"{r['destination']:20} {r['gateway']:18} {r['flags']:6} {r['use']:>10}  {r['interface']}")
+
+
+def cmd_netstat(args) -> None:
+    res = _req(args, "netstat")
+    if args.json:
+        return _dump(res if not args.m else res["mbuf"])
+    mb = res["mbuf"]
+    if args.m:
+        print(f"{mb['clusters_in_use']}/{mb['clusters_free']}/{mb['clusters_total']} "
+              "mbuf clusters in use (current/free/max)")
+        print(f"{mb['clusters_hiwat']} mbuf clusters in use at most (high-water mark)")
+        print(f"{mb['mclbytes']} bytes per cluster, {mb['headroom']} bytes headroom")
+        print(f"{mb['ext_in_use']}/{mb['ext_total']} external-storage mbufs in use "
+              f"(high-water {mb['ext_hiwat']})")
+        print(f"{mb['cluster_drops']} requests for mbufs denied")
+        print(f"{mb['ext_drops']} requests for external mbufs denied")
+        print(f"{mb['gets']} mbufs allocated, {mb['frees']} freed")
+        return
+    for proto in ("ip", "icmp", "arp"):
+        print(f"{proto}:")
+        for k, v in res[proto].items():
+            if isinstance(v, dict):
+                for kk, vv in v.items():
+                    print(f"\t{vv} {k} {kk}")
+            elif v:
+                print(f"\t{v} {k}")
+
+
+def cmd_arp(args) -> None:
+    res = _req(args, "arp")
+    if args.json:
+        return _dump(res)
+    for e in res:
+        print(f"{e['address']:16} {e['mac'] or '(incomplete)':18} {e['interface']:6} "
+              f"{e['state']}" + (f" expires in {e['expires_in']}s" if e["expires_in"] else "")
+              + (f" ({e['held']} held)" if e["held"] else ""))
+
+
+def cmd_drivers(args) -> None:
+    from .drvload import available
+    for d in sorted(available().values(), key=lambda d: d.name):
+        print(f"{d.name:12} {d.kind:7} {d.description}")
+        if args.verbose and d.options:
+            print(d.options_help())
+
+
+# -- lab -----------------------------------------------------------------
+def cmd_lab(args) -> None:
+    need_root()
+    from . import lab
+    try:
+        if args.lab_cmd == "up":
+            da = args.driver_a or args.driver
+            db = args.driver_b or args.driver
+            spec = lab.LabSpec(prefix=lab.check_prefix(args.prefix), driver_a=_resolve_name(da),
+                               driver_b=_resolve_name(db), opts_a=args.options or "",
+                               opts_b=args.options or "")
+            st = lab.up(spec)
+            if args.json:
+                return _dump(st)
+            p = args.prefix
+            print(f"lab '{p}' is up: stack pid {st['pid']} ({st['driver_a']}, {st['driver_b']})")
+            print(f"  {st['ns_a']}: 198.18.0.2/24 --- {st['if_a']} 198.18.0.1 [iopkt] "
+                  f"198.19.0.1 {st['if_b']} --- {st['ns_b']}: 198.19.0.2/24")
+            print("Try:")
+            print(f"  sudo ip netns exec {st['ns_a']} ping -c 3 198.19.0.2")
+            print(f"  sudo ip netns exec {st['ns_b']} iperf3 -s -D")
+            print(f"  sudo ip netns exec {st['ns_a']} iperf3 -c 198.19.0.2 -t 5")
+            print(f"  sudo .venv/bin/iopkt nicinfo -i {p}")
+            print(f"  sudo .venv/bin/iopkt netstat -m -i {p}")
+            print(f"  sudo .venv/bin/iopkt lab down --prefix {p}")
+        elif args.lab_cmd == "down":
+            removed = lab.down(lab.check_prefix(args.prefix))
+            if args.json:
+                return _dump(removed)
+            print(f"lab '{args.prefix}' is down" + ("; removed: " + ", ".join(removed)
+                                                    if removed else " (nothing was up)"))
+        else:
+            res = lab.status()
+            if args.json:
+                return _dump(res)
+            if not res:
+                print("no lab is up")
+            for s in res:
+                ns = ", ".join(f"{k}{'' if v else ' (missing)'}" for k, v in s["namespaces"].items())
+                print(f"{s['prefix']}: stack pid {s['pid']} "
+                      f"{'answering' if s['answering'] else 'NOT answering'}"
+                      f"{', up ' + str(s['uptime']) + 's' if s.get('uptime') else ''}; "
+                      f"drivers {'/'.join(s['drivers'])}; interfaces "
+                      f"{'/'.join(str(i) for i in s['interfaces'])}; namespaces {ns}")
+    except (lab.LabError, ControlError) as e:
+        fail(str(e))
+
+
+def _resolve_name(name: str) -> str:
+    from .drvload import DriverError, resolve
+    try:
+        return resolve(name).name
+    except DriverError as e:
+        fail(str(e), EXIT_USAGE)
+
+
+# -- parser --------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="iopkt", description="QNX io-pkt's driver model on Linux: "
+                                "a Python IPv4 router with native and legacy (io-net) drivers.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def show(name, help_, fn):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.add_argument("-i", dest="instance", default="iopkt", type=_instance,
+                        help="the stack instance to ask (default: iopkt)")
+        sp.add_argument("--json", action="store_true", help="print JSON")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    r = sub.add_parser("run", help="run a stack in the foreground",
+                       description="Start the stack with its drivers; logs go to stderr; "
+                       "SIGINT/SIGTERM stop it cleanly.")
+    r.add_argument("-i", dest="instance", default="iopkt", type=_instance,
+                   help="instance name, as io-pkt's -i (default: iopkt)")
+    r.add_argument("-d", dest="driver", action="append", nargs="+", default=[],
+                   metavar=("NAME", "OPTIONS"),
+                   help="mount a driver: NAME (tap -> devnp-tap, else devn-tap) and "
+                   "options key=value,key=value; repeat for more interfaces")
+    r.add_argument("--inet", action="append", default=[], metavar="IF=ADDR/PLEN",
+                   help="configure an address, e.g. tap0=198.18.0.1/24")
+    r.add_argument("--route", action="append", default=[], metavar="DST=GW",
+                   help="add a static route, e.g. default=198.18.0.2")
+    r.add_argument("--mclbytes", type=int, default=2048, help="mbuf cluster size (default 2048)")
+    r.add_argument("--nmbclusters", type=int, default=4096,
+                   help="clusters in the pool (default 4096)")
+    r.add_argument("-v", "--verbose", action="store_true")
+    r.set_defaults(fn=cmd_run)
+
+    sp = show("nicinfo", "driver and interface counters (as QNX nicinfo)", cmd_nicinfo)
+    sp.add_argument("ifname", nargs="?", help="one interface (default: all)")
+    sp = show("ifconfig", "show or configure interfaces", cmd_ifconfig)
+    sp.add_argument("ifname", nargs="?")
+    sp.add_argument("words", nargs="*", help="inet A/P | delete A | mtu N | up | down")
+    sp = show("route", "show or change the routing table", cmd_route)
+    sp.add_argument("words", nargs="*", help="add DST GW [-ifp IF] | delete DST")
+    sp = show("netstat", "protocol statistics; -m for the mbuf pool", cmd_netstat)
+    sp.add_argument("-m", action="store_true", help="mbuf pool statistics")
+    show("arp", "the ARP table", cmd_arp)
+
+    d = sub.add_parser("drivers", help="list the drivers that can be mounted")
+    d.add_argument("-v", "--verbose", action="store_true", help="with their options")
+    d.set_defaults(fn=cmd_drivers)
+
+    lb = sub.add_parser("lab", help="two host namespaces with the stack between them")
+    lsub = lb.add_subparsers(dest="lab_cmd", required=True, metavar="up|down|status")
+    lu = lsub.add_parser("up", help="build the lab and start its stack")
+    lu.add_argument("--driver", default="devnp-tap",
+                    help="driver for both sides: devnp-tap (default), devn-tap, ...")
+    lu.add_argument("--driver-a", help="driver facing host A (mixed labs)")
+    lu.add_argument("--driver-b", help="driver facing host B (mixed labs)")
+    lu.add_argument("--options", help="extra driver options for both sides (key=value,...)")
+    ld = lsub.add_parser("down", help="stop the stack and remove everything the lab made")
+    ls = lsub.add_parser("status", help="what labs are up")
+    for sp in (lu, ld):
+        sp.add_argument("--prefix", default="iopkt",
+                        help="names the namespaces P-a, P-b and the stack instance (default: iopkt)")
+    for sp in (lu, ld, ls):
+        sp.add_argument("--json", action="store_true")
+    lb.set_defaults(fn=cmd_lab)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        pass
+
+
+if __name__ == "__main__":
+    main()

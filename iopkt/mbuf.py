@@ -1,0 +1,383 @@
+"""mbufs: the stack's packet buffers, after NetBSD's sys/kern/uipc_mbuf.c.
+
+An mbuf is a small header object pointing into storage. Storage is either a
+*cluster* from a preallocated pool (2048 bytes by default, io-pkt's
+`mclbytes`) or *external* storage owned by somebody else (the shim's
+zero-copy mode) with a free callback that gives it back.
+
+    m.buf[m.off : m.off + m.len]    the bytes this mbuf holds
+    m.next                          next mbuf of the same packet (a chain)
+    m.nextpkt                       next packet on a queue
+    m.pkt_len / m.rcvif / m.csum_flags    packet header, valid on the first mbuf
+
+Every cluster starts with `headroom` bytes free in front, so a link header can
+be prepended without a copy (M_PREPEND's leading space).
+
+Ownership rule, as in BSD: whoever holds an mbuf pointer owns it and must
+either pass it on (enqueue, hand to the next layer) or free it. Each function
+below says what it consumes and what the caller still owns.
+
+The pool never grows. When it is empty, `get` returns None and counts a
+failure; the caller drops the packet. That is the only allocation policy a
+router can afford.
+"""
+
+from __future__ import annotations
+
+MCLBYTES = 2048         # default cluster size, io-pkt's mclbytes
+MAX_LINKHDR = 64        # headroom kept in front of received data
+DEFAULT_NMBCLUSTERS = 4096
+
+# m.flags
+M_PKTHDR = 0x0002       # first mbuf of a packet: pkt_len/rcvif are valid
+M_EXT = 0x0001          # storage is external (not a pool cluster)
+M_BCAST = 0x0100        # received as link-level broadcast
+M_MCAST = 0x0200        # received as link-level multicast
+
+# m.type
+MT_FREE = 0
+MT_DATA = 1
+MT_HEADER = 2
+
+
+class Mbuf:
+    """One buffer header. Never construct directly: use MbufPool.get()."""
+
+    __slots__ = (
+        "next", "nextpkt", "buf", "view", "off", "len", "flags", "type",
+        "pkt_len", "rcvif", "csum_flags", "pool", "cluster", "rxiov",
+        "ext_free", "ext_arg", "size",
+    )
+
+    def __init__(self, pool: "MbufPool", cluster: bytearray | None):
+        self.pool = pool
+        self.cluster = cluster
+        self.buf = cluster
+        self.view = memoryview(cluster) if cluster is not None else None
+        self.size = len(cluster) if cluster is not None else 0
+        # Preallocated iovec for os.readv: the whole cluster after the
+        # headroom. Built once so the receive path allocates nothing.
+        self.rxiov = [self.view[pool.headroom:]] if cluster is not None else None
+        self.next = None
+        self.nextpkt = None
+        self.off = 0
+        self.len = 0
+        self.flags = 0
+        self.type = MT_FREE
+        self.pkt_len = 0
+        self.rcvif = None
+        self.csum_flags = 0
+        self.ext_free = None
+        self.ext_arg = None
+
+    # -- views ---------------------------------------------------------
+    def data(self) -> memoryview:
+        """A view of this mbuf's bytes (not the chain's). Allocates a view."""
+        return self.view[self.off:self.off + self.len]
+
+    def leadingspace(self) -> int:
+        return self.off
+
+    def trailingspace(self) -> int:
+        return self.size - self.off - self.len
+
+    def chain_len(self) -> int:
+        n, m = 0, self
+        while m is not None:
+            n += m.len
+            m = m.next
+        return n
+
+    def tobytes(self) -> bytes:
+        """The whole chain's data as bytes (a copy: tests and slow paths)."""
+        parts = []
+        m = self
+        while m is not None:
+            parts.append(m.view[m.off:m.off + m.len])
+            m = m.next
+        return b"".join(parts)
+
+    def __repr__(self) -> str:
+        return (f"<Mbuf off={self.off} len={self.len} pkt_len={self.pkt_len} "
+                f"flags={self.flags:#x}{' chain' if self.next else ''}>")
+
+
+class MbufPool:
+    """A bounded, preallocated set of cluster mbufs plus a stock of bare
+    headers for external storage.
+
+    Counters (what `netstat -m` shows): total clusters, in use, high-water
+    mark, allocation failures, and the same for external headers.
+    """
+
+    def __init__(self, nclusters: int = DEFAULT_NMBCLUSTERS,
+                 mclbytes: int = MCLBYTES, headroom: int = MAX_LINKHDR,
+                 nexthdrs: int | None = None):
+        if mclbytes < 256 or mclbytes > 65536:
+            raise ValueError(f"mclbytes={mclbytes}: must be 256..65536")
+        if headroom >= mclbytes // 2:
+            raise ValueError(f"headroom={headroom}: must be < mclbytes/2")
+        if nclusters < 1:
+            raise ValueError(f"nmbclusters={nclusters}: must be >= 1")
+        self.mclbytes = mclbytes
+        self.headroom = headroom
+        self.nclusters = nclusters
+        self._free = [Mbuf(self, bytearray(mclbytes)) for _ in range(nclusters)]
+        self.nexthdrs = nclusters if nexthdrs is None else nexthdrs
+        self._free_ext = [Mbuf(self, None) for _ in range(self.nexthdrs)]
+        self.drops = 0          # get() failed: pool empty
+        self.hiwat = 0          # most clusters ever out at once
+        self.ext_drops = 0
+        self.ext_hiwat = 0
+        self.gets = 0
+        self.frees = 0
+
+    # -- counters --------------------------------------------------------
+    @property
+    def in_use(self) -> int:
+        return self.nclusters - len(self._free)
+
+    @property
+    def ext_in_use(self) -> int:
+        return self.nexthdrs - len(self._free_ext)
+
+    def stats(self) -> dict:
+        return {
+            "mclbytes": self.mclbytes, "headroom": self.headroom,
+            "clusters_total": self.nclusters, "clusters_in_use": self.in_use,
+            "clusters_free": len(self._free), "clusters_hiwat": self.hiwat,
+            "cluster_drops": self.drops,
+            "ext_total": self.nexthdrs, "ext_in_use": self.ext_in_use,
+            "ext_hiwat": self.ext_hiwat, "ext_drops": self.ext_drops,
+            "gets": self.gets, "frees": self.frees,
+        }
+
+    # -- allocation --------------------------------------------------------
+    def get(self) -> Mbuf | None:
+        """m_getcl(M_PKTHDR): a packet-header mbuf with a cluster, data
+        starting after the headroom, len 0. Returns None (and counts a drop)
+        when the pool is empty. The caller owns the result."""
+        free = self._free
+        if not free:
+            self.drops += 1
+            return None
+        m = free.pop()
+        self.gets += 1
+        out = self.nclusters - len(free)
+        if out > self.hiwat:
+            self.hiwat = out
+        m.off = self.headroom
+        m.len = 0
+        m.flags = M_PKTHDR
+        m.type = MT_DATA
+        m.pkt_len = 0
+        m.rcvif = None
+        m.csum_flags = 0
+        return m
+
+    def get_ext(self, buf, off: int, length: int, free_fn, arg) -> Mbuf | None:
+        """MEXTADD: a packet-header mbuf over storage owned elsewhere.
+        `buf` must support the buffer protocol (bytearray, memoryview).
+        When the mbuf is freed, `free_fn(arg)` is called exactly once: that
+        is how the owner gets its buffer back. Returns None when no header
+        is free (the caller still owns `buf`)."""
+        free = self._free_ext
+        if not free:
+            self.ext_drops += 1
+            return None
+        m = free.pop()
+        out = self.nexthdrs - len(free)
+        if out > self.ext_hiwat:
+            self.ext_hiwat = out
+        m.buf = buf
+        m.view = memoryview(buf)
+        m.size = len(m.view)
+        m.off = off
+        m.len = length
+        m.flags = M_PKTHDR | M_EXT
+        m.type = MT_DATA
+        m.pkt_len = length
+        m.rcvif = None
+        m.csum_flags = 0
+        m.ext_free = free_fn
+        m.ext_arg = arg
+        return m
+
+    # -- release -----------------------------------------------------------
+    def free(self, m: Mbuf) -> Mbuf | None:
+        """m_free: release one mbuf, return its successor in the chain
+        (which the caller now owns)."""
+        n = m.next
+        m.next = None
+        m.nextpkt = None
+        m.rcvif = None
+        m.type = MT_FREE
+        self.frees += 1
+        if m.flags & M_EXT:
+            fn, arg = m.ext_free, m.ext_arg
+            m.ext_free = m.ext_arg = None
+            m.buf = m.view = None
+            m.flags = 0
+            self._free_ext.append(m)
+            fn(arg)
+        else:
+            m.flags = 0
+            self._free.append(m)
+        return n
+
+    def freem(self, m: Mbuf | None) -> None:
+        """m_freem: release a whole chain. Consumes `m`."""
+        free = self.free
+        while m is not None:
+            m = free(m)
+
+    # -- building packets ------------------------------------------------
+    def from_bytes(self, data, headroom: int | None = None) -> Mbuf | None:
+        """Copy `data` into a new packet (a chain of clusters if it does not
+        fit one). Slow path: tests, ICMP errors, fragments. Returns None,
+        freeing any partial chain, if the pool runs dry."""
+        mv = memoryview(data)
+        total = len(mv)
+        head = self.get()
+        if head is None:
+            return None
+        if headroom is not None:
+            head.off = headroom
+        m, pos = head, 0
+        while True:
+            n = min(total - pos, m.size - m.off)
+            m.view[m.off:m.off + n] = mv[pos:pos + n]
+            m.len = n
+            pos += n
+            if pos >= total:
+                break
+            nm = self.get()
+            if nm is None:
+                self.freem(head)
+                return None
+            nm.flags &= ~M_PKTHDR
+            nm.off = 0
+            m.next = nm
+            m = nm
+        head.pkt_len = total
+        return head
+
+    # -- the usual operations ----------------------------------------------
+    def prepend(self, m: Mbuf, n: int) -> Mbuf | None:
+        """M_PREPEND: make room for `n` bytes in front of the packet and
+        return the (possibly new) first mbuf. Uses the leading space when
+        there is enough (the normal case: no copy); otherwise links a new
+        mbuf in front. Consumes `m`; on failure frees the chain and returns
+        None."""
+        if m.off >= n:
+            m.off -= n
+            m.len += n
+            m.pkt_len += n
+            return m
+        nm = self.get()
+        if nm is None:
+            self.freem(m)
+            return None
+        nm.off = nm.size - n if n <= nm.size else 0
+        nm.len = n
+        nm.pkt_len = m.pkt_len + n
+        nm.rcvif = m.rcvif
+        nm.csum_flags = m.csum_flags
+        nm.flags = M_PKTHDR | (m.flags & (M_BCAST | M_MCAST))
+        m.flags &= ~M_PKTHDR
+        nm.next = m
+        return nm
+
+    def adj(self, m: Mbuf, n: int) -> None:
+        """m_adj: trim `n` bytes from the head (n > 0) or the tail (n < 0)
+        of the packet. Mbufs emptied stay in the chain with len 0. The
+        caller still owns `m`."""
+        if n >= 0:
+            m.pkt_len -= min(n, m.pkt_len)
+            x = m
+            while x is not None and n > 0:
+                k = min(n, x.len)
+                x.off += k
+                x.len -= k
+                n -= k
+                x = x.next
+        else:
+            keep = max(0, m.chain_len() + n)
+            m.pkt_len = keep
+            x = m
+            while x is not None:
+                if x.len >= keep:
+                    x.len = keep
+                    keep = 0
+                else:
+                    keep -= x.len
+                x = x.next
+
+    def pullup(self, m: Mbuf, n: int) -> Mbuf | None:
+        """m_pullup: make the first `n` bytes of the packet contiguous in
+        the first mbuf. Consumes `m`; returns the new head, or None (chain
+        freed) if the packet is shorter than `n` or the pool is empty."""
+        if m.len >= n:
+            return m
+        if m.pkt_len < n or n > m.size - 0:
+            self.freem(m)
+            return None
+        # Move what the first mbuf has to the front of its storage if it
+        # would not fit otherwise, then pull bytes from the followers.
+        if m.flags & M_EXT or m.off + n > m.size:
+            nm = self.get()
+            if nm is None:
+                self.freem(m)
+                return None
+            nm.pkt_len, nm.rcvif, nm.csum_flags = m.pkt_len, m.rcvif, m.csum_flags
+            nm.flags = M_PKTHDR | (m.flags & (M_BCAST | M_MCAST))
+            nm.off = min(nm.off, nm.size - n)
+            nm.len = 0
+            m.flags &= ~M_PKTHDR
+            nm.next = m
+            m = nm
+        x = m.next
+        while m.len < n and x is not None:
+            k = min(n - m.len, x.len)
+            m.view[m.off + m.len:m.off + m.len + k] = x.view[x.off:x.off + k]
+            m.len += k
+            x.off += k
+            x.len -= k
+            if x.len == 0:
+                x = self.free(x)
+                m.next = x
+        return m
+
+    def copydata(self, m: Mbuf, off: int, length: int, out=None):
+        """m_copydata: copy `length` bytes starting `off` bytes into the
+        packet into `out` (a writable buffer) or a new bytearray. The caller
+        still owns `m`. Raises ValueError if the chain is too short."""
+        if out is None:
+            out = bytearray(length)
+        dst = memoryview(out)
+        pos = 0
+        x = m
+        while x is not None and off >= x.len:
+            off -= x.len
+            x = x.next
+        while pos < length:
+            if x is None:
+                raise ValueError("copydata: chain shorter than requested")
+            k = min(length - pos, x.len - off)
+            dst[pos:pos + k] = x.view[x.off + off:x.off + off + k]
+            pos += k
+            off = 0
+            x = x.next
+        return out
+
+    @staticmethod
+    def cat(m: Mbuf, n: Mbuf) -> None:
+        """m_cat: append chain `n` to chain `m` (no copy). Consumes `n`;
+        its packet-header fields are dropped and m.pkt_len grows by its
+        length. The caller still owns `m`."""
+        m.pkt_len += n.chain_len()
+        x = m
+        while x.next is not None:
+            x = x.next
+        n.flags &= ~M_PKTHDR
+        x.next = n

@@ -1,0 +1,106 @@
+"""Network namespaces and links through pyroute2 (netlink, no `ip` shell).
+
+The lab, the benchmark and the tests build hosts with these few calls.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pyroute2 import IPRoute, NetNS, netns
+
+
+def ns_list() -> list[str]:
+    return list(netns.listnetns())
+
+
+def ns_exists(name: str) -> bool:
+    return name in ns_list()
+
+
+def ns_create(name: str) -> None:
+    """Create namespace `name` with loopback up and IPv6 off (so the hosts
+    send nothing we did not ask for: counters stay exact)."""
+    netns.create(name)
+    netns.pushns(name)
+    try:
+        for scope in ("all", "default"):
+            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
+                f.write("1")
+    finally:
+        netns.popns()
+    with NetNS(name) as ns:
+        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+
+
+def ns_remove(name: str) -> bool:
+    if ns_exists(name):
+        netns.remove(name)
+        return True
+    return False
+
+
+def link_exists(ifname: str) -> bool:
+    with IPRoute() as ip:
+        return bool(ip.link_lookup(ifname=ifname))
+
+
+def link_delete(ifname: str) -> bool:
+    """Delete `ifname` in the root namespace if it is there."""
+    with IPRoute() as ip:
+        idx = ip.link_lookup(ifname=ifname)
+        if idx:
+            ip.link("del", index=idx[0])
+            return True
+    return False
+
+
+def link_move(ifname: str, ns: str) -> None:
+    with IPRoute() as ip:
+        idx = ip.link_lookup(ifname=ifname)
+        if not idx:
+            raise RuntimeError(f"no link {ifname} to move into {ns}")
+        ip.link("set", index=idx[0], net_ns_fd=ns)
+
+
+def host_setup(ns: str, ifname: str, addr: str, plen: int, gateway: str | None,
+               mtu: int | None = None) -> None:
+    """Configure a host in `ns`: address on `ifname`, link up, default route."""
+    with NetNS(ns) as n:
+        idx = n.link_lookup(ifname=ifname)[0]
+        if mtu:
+            n.link("set", index=idx, mtu=mtu)
+        n.addr("add", index=idx, address=addr, prefixlen=plen)
+        n.link("set", index=idx, state="up")
+        if gateway:
+            n.route("add", dst="default", gateway=gateway)
+
+
+def veth_pair(a: str, b: str) -> None:
+    with IPRoute() as ip:
+        ip.link("add", ifname=a, kind="veth", peer=b)
+
+
+def ns_sysctl(ns: str, key: str, value: str) -> None:
+    """Write /proc/sys/<key> inside `ns` (key with slashes)."""
+    netns.pushns(ns)
+    try:
+        with open(os.path.join("/proc/sys", key), "w") as f:
+            f.write(value)
+    finally:
+        netns.popns()
+
+
+def ns_popen(ns: str | None, cmd: list[str], cpus: set[int] | None = None, **kw):
+    """subprocess.Popen of `cmd` inside namespace `ns` (None: this one),
+    optionally pinned to `cpus`. The child joins the namespace before exec,
+    as `ip netns exec` would, without a shell."""
+    import subprocess
+
+    def child():
+        if ns:
+            netns.setns(ns)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    return subprocess.Popen(cmd, preexec_fn=child, **kw)

@@ -1,0 +1,132 @@
+"""The IPv4 routing table: longest-prefix match with a per-destination cache.
+
+Connected routes appear when an address is configured on an interface;
+static routes (including the default, 0.0.0.0/0) are added by hand. The
+table is small, so lookup is a linear scan in prefix-length order; what
+makes forwarding fast is the cache (destination -> entry), flushed whenever
+the table changes, like BSD's route cache.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+RTF_UP = 0x1
+RTF_GATEWAY = 0x2
+RTF_HOST = 0x4
+RTF_STATIC = 0x800
+RTF_CONNECTED = 0x80000
+
+RT_CACHE_MAX = 8192
+
+
+class RouteError(ValueError):
+    pass
+
+
+class Rtentry:
+    __slots__ = ("dst", "plen", "mask", "gateway", "ifp", "flags", "use")
+
+    def __init__(self, dst: int, plen: int, gateway: int, ifp, flags: int):
+        self.plen = plen
+        self.mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+        self.dst = dst & self.mask
+        self.gateway = gateway          # 0 for a connected route
+        self.ifp = ifp
+        self.flags = flags | RTF_UP | (RTF_HOST if plen == 32 else 0)
+        self.use = 0
+
+    def to_dict(self) -> dict:
+        f = ""
+        for bit, ch in ((RTF_UP, "U"), (RTF_GATEWAY, "G"), (RTF_HOST, "H"),
+                        (RTF_STATIC, "S"), (RTF_CONNECTED, "C")):
+            if self.flags & bit:
+                f += ch
+        return {"destination": f"{ntoa(self.dst)}/{self.plen}",
+                "gateway": ntoa(self.gateway) if self.gateway else "link#" + self.ifp.name,
+                "flags": f, "interface": self.ifp.name, "use": self.use}
+
+
+class RouteTable:
+    def __init__(self):
+        self.routes: list[Rtentry] = []
+        self.cache: dict[int, Rtentry] = {}
+
+    def lookup(self, dst: int) -> Rtentry | None:
+        """Longest-prefix match. The forwarding path checks self.cache first
+        and calls this only on a miss."""
+        for rt in self.routes:                  # sorted longest first
+            if dst & rt.mask == rt.dst:
+                cache = self.cache
+                if len(cache) >= RT_CACHE_MAX:
+                    cache.clear()
+                cache[dst] = rt
+                return rt
+        return None
+
+    def add(self, dst: int, plen: int, gateway: int = 0, ifp=None,
+            flags: int = RTF_STATIC) -> Rtentry:
+        if not 0 <= plen <= 32:
+            raise RouteError(f"prefix length {plen}: must be 0..32")
+        if gateway:
+            gw_rt = self._connected_for(gateway)
+            if gw_rt is None:
+                raise RouteError(f"gateway {ntoa(gateway)} is not on a connected network")
+            if ifp is None:
+                ifp = gw_rt.ifp
+            flags |= RTF_GATEWAY
+        elif ifp is None:
+            raise RouteError("a route needs a gateway or an interface")
+        rt = Rtentry(dst, plen, gateway, ifp, flags)
+        for old in self.routes:
+            if old.dst == rt.dst and old.plen == plen:
+                raise RouteError(f"route {ntoa(rt.dst)}/{plen} exists")
+        self.routes.append(rt)
+        self.routes.sort(key=lambda r: -r.plen)
+        self.cache.clear()
+        return rt
+
+    def delete(self, dst: int, plen: int) -> Rtentry:
+        mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+        for rt in self.routes:
+            if rt.dst == dst & mask and rt.plen == plen:
+                self.routes.remove(rt)
+                self.cache.clear()
+                return rt
+        raise RouteError(f"no route {ntoa(dst & mask)}/{plen}")
+
+    def purge_ifp(self, ifp) -> None:
+        """Drop every route through `ifp` (it went away)."""
+        self.routes = [rt for rt in self.routes if rt.ifp is not ifp]
+        self.cache.clear()
+
+    def _connected_for(self, addr: int) -> Rtentry | None:
+        for rt in self.routes:
+            if rt.flags & RTF_CONNECTED and addr & rt.mask == rt.dst:
+                return rt
+        return None
+
+    def to_list(self) -> list[dict]:
+        return [rt.to_dict() for rt in self.routes]
+
+
+def aton(s: str) -> int:
+    return int(ipaddress.IPv4Address(s))
+
+
+def ntoa(a: int) -> str:
+    return str(ipaddress.IPv4Address(a))
+
+
+def parse_prefix(s: str) -> tuple[int, int]:
+    """'198.18.0.0/24', 'default' or a bare host address -> (addr, plen).
+    Raises ValueError naming the bad text."""
+    if s == "default":
+        return 0, 0
+    try:
+        if "/" in s:
+            iface = ipaddress.IPv4Interface(s)
+            return int(iface.ip), iface.network.prefixlen
+        return int(ipaddress.IPv4Address(s)), 32
+    except ValueError as e:
+        raise ValueError(f"{s!r} is not an IPv4 address or prefix") from e

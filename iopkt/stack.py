@@ -1,0 +1,244 @@
+"""The stack: one thread, one epoll loop (io-pkt's stack context).
+
+Everything that touches stack state runs in the thread that calls run():
+native drivers' receive handlers ("interrupts"), transmit, timers, the
+control socket. Other threads (a legacy driver's receive thread, through
+the shim) never touch the stack; they put mbufs on a hand-off queue and
+call wakeup(), which makes the loop run the registered soft interrupts.
+
+    stack = Stack("iopkt")
+    attach drivers (they call interrupt_attach and if_attach)
+    stack.run()          # until stop() or SIGINT/SIGTERM
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import select
+import threading
+import time
+from typing import Callable
+
+from .arp import Arp
+from .icmp import Icmp
+from .ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, Ifnet
+from .ipv4 import Ip
+from .mbuf import MbufPool
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+MAX_EVENTS = 64
+
+
+class Callout:
+    """A one-shot timer (BSD's callout); `cancel()` before it fires."""
+
+    __slots__ = ("when", "fn", "cancelled")
+
+    def __init__(self, when: float, fn: Callable):
+        self.when = when
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: "Callout") -> bool:
+        return self.when < other.when
+
+
+class Stack:
+    def __init__(self, name: str = "iopkt", nmbclusters: int = 4096,
+                 mclbytes: int = 2048, clock: Callable[[], float] = time.monotonic,
+                 log: logging.Logger | None = None):
+        self.name = name
+        self.clock = clock
+        self.log = log or logging.getLogger("iopkt")
+        self.pool = MbufPool(nmbclusters, mclbytes)
+        self.ifnets: dict[str, Ifnet] = {}
+        self.ip = Ip(self)
+        self.arp = Arp(self)
+        self.icmp = Icmp(self)
+        self.ep = select.epoll()
+        self._handlers: dict[int, Callable[[int], None]] = {}
+        self._callouts: list[Callout] = []
+        self._softints: list[Callable[[], None]] = []
+        # The wake-up other threads use: an eventfd in our epoll set.
+        self._wakefd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.interrupt_attach(self._wakefd, self._wake_intr)
+        self.wakeups = 0
+        self.thread_ident: int | None = None
+        self.running = False
+        self._stopping = False
+        self.started = clock()
+        self.loops = 0
+        self._periodic(1.0, self.arp.timer)
+
+    # -- interrupts (fd handlers) -------------------------------------------
+    def interrupt_attach(self, fd: int, handler: Callable[[int], None],
+                         events: int = EPOLLIN) -> None:
+        """InterruptAttach: call `handler(events)` in the stack thread when
+        `fd` is ready."""
+        self._handlers[fd] = handler
+        self.ep.register(fd, events)
+
+    def interrupt_modify(self, fd: int, events: int) -> None:
+        self.ep.modify(fd, events)
+
+    def interrupt_detach(self, fd: int) -> None:
+        if self._handlers.pop(fd, None) is not None:
+            try:
+                self.ep.unregister(fd)
+            except (OSError, ValueError):
+                pass
+
+    # -- soft interrupts: work handed over by other threads ---------------
+    def softint_establish(self, fn: Callable[[], None]) -> None:
+        """Register `fn` to run in the stack thread after each wakeup()."""
+        self._softints.append(fn)
+
+    def softint_disestablish(self, fn: Callable[[], None]) -> None:
+        if fn in self._softints:
+            self._softints.remove(fn)
+
+    def wakeup(self) -> None:
+        """Thread-safe: make the stack thread run its soft interrupts."""
+        os.eventfd_write(self._wakefd, 1)
+
+    def _wake_intr(self, _events: int) -> None:
+        try:
+            os.eventfd_read(self._wakefd)
+        except BlockingIOError:
+            pass
+        self.wakeups += 1
+        for fn in self._softints:
+            fn()
+
+    # -- callouts --------------------------------------------------------
+    def timeout(self, delay: float, fn: Callable[[], None]) -> Callout:
+        c = Callout(self.clock() + delay, fn)
+        heapq.heappush(self._callouts, c)
+        return c
+
+    def _periodic(self, interval: float, fn: Callable[[], None]) -> None:
+        def tick():
+            fn()
+            self.timeout(interval, tick)
+        self.timeout(interval, tick)
+
+    def _run_callouts(self) -> float:
+        """Run due callouts; return seconds until the next one."""
+        co = self._callouts
+        now = self.clock()
+        while co and co[0].when <= now:
+            c = heapq.heappop(co)
+            if not c.cancelled:
+                try:
+                    c.fn()
+                except Exception:
+                    self.log.exception("callout %r failed", c.fn)
+        return max(0.0, co[0].when - now) if co else 1.0
+
+    # -- interfaces ------------------------------------------------------
+    def next_unit(self, prefix: str) -> int:
+        unit = 0
+        while f"{prefix}{unit}" in self.ifnets:
+            unit += 1
+        return unit
+
+    def if_attach(self, ifp: Ifnet) -> None:
+        """Make `ifp` known to the stack. The driver calls this after
+        filling in the Ifnet and ether_ifattach."""
+        if ifp.name in self.ifnets:
+            raise ValueError(f"interface {ifp.name} exists")
+        ifp.stack = self
+        self.ifnets[ifp.name] = ifp
+        self.log.info("%s: attached (%s%s)", ifp.name, ifp.dname,
+                      f", {ifp.description}" if ifp.description else "")
+
+    def if_detach(self, ifp: Ifnet) -> None:
+        """Remove `ifp`: stop it, drop its routes, addresses and neighbours,
+        free everything queued on it, let the driver release its device."""
+        self.if_down(ifp)
+        self.ip.purge_ifp(ifp)
+        self.arp.flush(ifp)
+        m = ifp.if_snd.dequeue()
+        while m is not None:
+            self.pool.freem(m)
+            m = ifp.if_snd.dequeue()
+        ifp.if_detach(ifp)
+        self.ifnets.pop(ifp.name, None)
+        self.log.info("%s: detached", ifp.name)
+
+    def if_up(self, ifp: Ifnet) -> None:
+        if not ifp.flags & IFF_UP:
+            ifp.flags |= IFF_UP
+            ifp.if_init(ifp)
+
+    def if_down(self, ifp: Ifnet) -> None:
+        if ifp.flags & IFF_UP:
+            ifp.flags &= ~IFF_UP
+            ifp.if_stop(ifp)
+            ifp.flags &= ~IFF_RUNNING
+
+    def link_lost(self, ifp: Ifnet, why: str) -> None:
+        """A driver lost its device (e.g. EBADFD: the TAP's netdev is gone).
+        Said once; the interface goes down and stays attached so nicinfo
+        can still show what happened."""
+        if ifp.link_state != LINK_STATE_DOWN:
+            self.log.warning("%s: link lost: %s; interface marked down", ifp.name, why)
+        ifp.link_state = LINK_STATE_DOWN
+        self.if_down(ifp)
+
+    # -- the loop --------------------------------------------------------
+    def in_stack_thread(self) -> bool:
+        return threading.get_ident() == self.thread_ident
+
+    def run(self) -> None:
+        """The stack thread. Returns after stop(); then shutdown() is
+        called, so every interface is detached and every mbuf is back."""
+        self.thread_ident = threading.get_ident()
+        self.running = True
+        poll = self.ep.poll
+        handlers = self._handlers
+        run_callouts = self._run_callouts
+        try:
+            while not self._stopping:
+                timeout = run_callouts()
+                for fd, ev in poll(timeout, MAX_EVENTS):
+                    h = handlers.get(fd)
+                    if h is not None:
+                        h(ev)
+                self.loops += 1
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        """Ask the loop to end (from any thread or a signal handler)."""
+        self._stopping = True
+        try:
+            self.wakeup()
+        except OSError:
+            pass
+
+    def shutdown(self) -> None:
+        for ifp in list(self.ifnets.values()):
+            try:
+                self.if_detach(ifp)
+            except Exception:
+                self.log.exception("%s: detach failed", ifp.name)
+        self._callouts.clear()
+        self.running = False
+        left = self.pool.in_use
+        if left:
+            self.log.warning("shutdown: %d mbuf clusters still out", left)
+        else:
+            self.log.info("shutdown: all %d mbuf clusters back in the pool",
+                          self.pool.nclusters)
+
+    def close(self) -> None:
+        self.interrupt_detach(self._wakefd)
+        os.close(self._wakefd)
+        self.ep.close()
