@@ -16,7 +16,7 @@ import struct
 
 from .ether import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IP, ether_header,
                     ether_output_frame)
-from .ifnet import IFF_NOARP, if_transmit
+from .ifnet import IFF_NOARP
 
 ARPHRD_ETHER = 1
 ARPOP_REQUEST = 1
@@ -166,7 +166,7 @@ class Arp:
             return
         self.stats["txrequests"] += 1
         ifp.omcasts += 1
-        if_transmit(ifp, m)
+        ifp.if_transmit(ifp, [m])
 
     # -- timers ----------------------------------------------------------
     def timer(self) -> None:

@@ -239,7 +239,6 @@ def cmd_netstat(args) -> None:
               f"(high-water {mb['ext_hiwat']})")
         print(f"{mb['cluster_drops']} requests for mbufs denied")
         print(f"{mb['ext_drops']} requests for external mbufs denied")
-        print(f"{mb['gets']} mbufs allocated, {mb['frees']} freed")
         return
     for proto in ("ip", "icmp", "arp"):
         print(f"{proto}:")

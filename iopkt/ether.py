@@ -8,7 +8,7 @@ prebuilt in the ARP entry, and queues the frame on the interface.
 
 from __future__ import annotations
 
-from .ifnet import IFF_PROMISC, IFF_UP, IFF_RUNNING, if_transmit
+from .ifnet import IFF_PROMISC, IFF_RUNNING, IFF_UP
 from .mbuf import M_BCAST, M_MCAST
 
 ETHER_ADDR_LEN = 6
@@ -43,75 +43,107 @@ def ether_ifattach(ifp, lladdr: bytes) -> None:
     ifp.if_output = ether_output
 
 
-def ether_input(ifp, m) -> None:
-    """if_input for Ethernet. Consumes `m`, a whole received frame with
-    m.rcvif set; hands the payload (header stripped) to IPv4 or ARP."""
-    if m.len < ETHER_HDR_LEN:
-        if m.pkt_len < ETHER_HDR_LEN:
-            ifp.ipackets += 1
-            ifp.input_discard(m, "runt")
-            return
-        m = ifp.stack.pool.pullup(m, ETHER_HDR_LEN)
-        if m is None:
-            ifp.input_discard(None, "nobufs")
-            return
-    ifp.ipackets += 1
-    ifp.ibytes += m.pkt_len
+def ether_input(ifp, pkts: list) -> None:
+    """if_input for Ethernet. Consumes every mbuf in `pkts`, a burst of
+    received frames with m.rcvif set (FreeBSD's ether_input takes a chain
+    through m_nextpkt the same way). IPv4 goes up as one burst; ARP one by
+    one; anything else is counted and dropped."""
     if not ifp.flags & IFF_UP:
-        ifp.input_discard(m, "down")
+        for m in pkts:
+            ifp.ipackets += 1
+            ifp.input_discard(m, "down")
         return
-    buf = m.buf
-    off = m.off
-    if buf[off] & 1:
-        m.flags |= M_BCAST if buf.startswith(BROADCAST, off) else M_MCAST
-        ifp.imcasts += 1
-    elif not buf.startswith(ifp.lladdr, off) and not ifp.flags & IFF_PROMISC:
-        ifp.input_discard(m, "not_ours")
-        return
-    etype = (buf[off + 12] << 8) | buf[off + 13]
-    m.off = off + ETHER_HDR_LEN
-    m.len -= ETHER_HDR_LEN
-    m.pkt_len -= ETHER_HDR_LEN
-    if etype == ETHERTYPE_IP:
-        ifp.stack.ip.input(m)
-    elif etype == ETHERTYPE_ARP:
-        ifp.stack.arp.input(m)
-    else:
-        ifp.input_discard(m, "unknown_ethertype")
+    ip = []
+    lladdr = ifp.lladdr
+    nbytes = 0
+    for m in pkts:
+        if m.len < ETHER_HDR_LEN:
+            m = _pullup_header(ifp, m)
+            if m is None:
+                continue
+        buf = m.buf
+        off = m.off
+        nbytes += m.pkt_len
+        if buf[off] & 1:
+            m.flags |= M_BCAST if buf.startswith(BROADCAST, off) else M_MCAST
+            ifp.imcasts += 1
+        elif not buf.startswith(lladdr, off) and not ifp.flags & IFF_PROMISC:
+            ifp.input_discard(m, "not_ours")
+            continue
+        etype = (buf[off + 12] << 8) | buf[off + 13]
+        m.off = off + ETHER_HDR_LEN
+        m.len -= ETHER_HDR_LEN
+        m.pkt_len -= ETHER_HDR_LEN
+        if etype == ETHERTYPE_IP:
+            ip.append(m)
+        elif etype == ETHERTYPE_ARP:
+            ifp.arp_input(m)
+        else:
+            ifp.input_discard(m, "unknown_ethertype")
+    ifp.ipackets += len(pkts)
+    ifp.ibytes += nbytes
+    if ip:
+        ifp.ip_input(ip)
 
 
-def ether_output(ifp, m, nexthop: int) -> None:
-    """if_output for IPv4 on Ethernet. Consumes `m` (an IPv4 packet, data
-    starting at the IP header) and `nexthop` (an IPv4 address as int on
-    this link). If the neighbour is not resolved yet the packet waits in
-    ARP's hold queue."""
-    if ifp.flags & (IFF_UP | IFF_RUNNING) != (IFF_UP | IFF_RUNNING):
-        ifp.output_discard(m, "down")
-        return
+def _pullup_header(ifp, m):
+    if m.pkt_len < ETHER_HDR_LEN:
+        ifp.input_discard(m, "runt")
+        return None
+    m = ifp.stack.pool.pullup(m, ETHER_HDR_LEN)
+    if m is None:
+        ifp.input_discard(None, "nobufs")
+    return m
+
+
+def ether_output(ifp, pkts: list, nexthop: int) -> None:
+    """if_output for IPv4 on Ethernet. Consumes the mbufs in `pkts` (IPv4
+    packets, data starting at the IP header), all for `nexthop` (an IPv4
+    address as int on this link). If the neighbour is not resolved yet they
+    wait in ARP's hold queue. The common case writes the neighbour's
+    prebuilt header into each packet's leading space: no allocation, no
+    copy of the payload."""
     la = ifp.llinfo.get(nexthop)
-    if la is None or la.hdr is None:
-        ifp.stack.arp.resolve(ifp, m, nexthop)
+    if la is None or la.hdr is None or not ifp.flags & IFF_RUNNING:
+        for m in pkts:
+            if not ifp.flags & IFF_RUNNING:
+                ifp.output_discard(m, "down")
+            else:
+                ifp.stack.arp.resolve(ifp, m, nexthop)
         return
-    ether_output_frame(ifp, m, la.hdr)
-
-
-def ether_output_frame(ifp, m, hdr: bytes) -> None:
-    """Prepend the prebuilt 14-byte header `hdr` and transmit. Consumes `m`."""
-    off = m.off
-    if off >= ETHER_HDR_LEN:
+    hdr = la.hdr
+    for i, m in enumerate(pkts):
+        off = m.off
+        if off < ETHER_HDR_LEN:             # no leading space: slow path
+            pkts[i] = _prepend(ifp, m, hdr)
+            if pkts[i] is None:
+                ifp.output_discard(None, "txerror")
+            continue
         off -= ETHER_HDR_LEN
         m.off = off
         m.len += ETHER_HDR_LEN
         m.pkt_len += ETHER_HDR_LEN
-    else:
-        m = ifp.stack.pool.prepend(m, ETHER_HDR_LEN)
-        if m is None:
-            ifp.output_discard(None, "txerror")
-            return
-        off = m.off
-    m.buf[off:off + ETHER_HDR_LEN] = hdr
-    if m.flags & (M_BCAST | M_MCAST):
-        m.flags &= ~(M_BCAST | M_MCAST)
+        m.buf[off:off + ETHER_HDR_LEN] = hdr
+    if None in pkts:
+        pkts = [m for m in pkts if m is not None]
+    ifp.if_transmit(ifp, pkts)
+
+
+def _prepend(ifp, m, hdr: bytes):
+    m = ifp.stack.pool.prepend(m, ETHER_HDR_LEN)
+    if m is not None:
+        m.buf[m.off:m.off + ETHER_HDR_LEN] = hdr
+    return m
+
+
+def ether_output_frame(ifp, m, hdr: bytes) -> None:
+    """Prepend the 14-byte header `hdr` (any type: ARP uses this too) to
+    one packet and transmit it. Consumes `m`."""
+    m = _prepend(ifp, m, hdr)
+    if m is None:
+        ifp.output_discard(None, "txerror")
+        return
+    m.flags &= ~(M_BCAST | M_MCAST)
     if hdr[0] & 1:
         ifp.omcasts += 1
-    if_transmit(ifp, m)
+    ifp.if_transmit(ifp, [m])

@@ -3,8 +3,13 @@
 A driver fills in an Ifnet (name, link address, MTU, its hooks) and attaches
 it to the stack. From then on:
 
-    receive   driver -> ifp.if_input(ifp, m)      (ether_input, stack thread)
-    transmit  stack  -> ifp.if_output(...) -> ifp.if_snd -> ifp.if_start(ifp)
+    receive   driver -> ifp.if_input(ifp, pkts)            ether_input
+    transmit  stack  -> ifp.if_output(ifp, pkts, nexthop)  ether_output
+                     -> ifp.if_transmit(ifp, pkts)         driver, or if_snd + if_start
+
+Packets move in bursts: `pkts` is a list of mbufs (VPP's vectors, the
+batches FreeBSD links through m_nextpkt). One Python call per layer per
+burst instead of per packet is what makes a Python router affordable.
 
 The counters are the ones nicinfo shows; every discard is counted by reason
 in `in_discards` / `out_discards`, so a test can assert exactly why a frame
@@ -172,6 +177,7 @@ class Ifnet:
         self.in_addrs: list[InIfaddr] = []
         self.llinfo: dict = {}          # ARP entries for this link (arp.py)
         # Hooks (driver side)
+        self.if_transmit: Callable = if_transmit
         self.if_init: Callable = _nop
         self.if_start: Callable = _nop
         self.if_stop: Callable = _nop
@@ -181,6 +187,8 @@ class Ifnet:
         # Hooks (stack side)
         self.if_input: Callable = _drop_input
         self.if_output: Callable = None
+        self.ip_input: Callable = None      # protocol input, set at attach
+        self.arp_input: Callable = None
         self.reset_counters()
 
     def reset_counters(self) -> None:
@@ -237,15 +245,19 @@ class Ifnet:
         return f"<Ifnet {self.name} {self.dname} {flags_str(self.flags)}>"
 
 
-def if_transmit(ifp, m) -> None:
-    """Queue a finished frame on if_snd and kick the driver unless its
-    transmitter is busy (IFF_OACTIVE: it will call if_start itself when
-    the device can take more). Consumes `m`."""
+def if_transmit(ifp, pkts: list) -> None:
+    """The default ifp.if_transmit (BSD's if_snd model): queue a burst of
+    finished frames on if_snd and kick the driver unless its transmitter
+    is busy (IFF_OACTIVE: it calls if_start itself when the device can take
+    more). A driver may install its own if_transmit that writes at once
+    when nothing is queued (FreeBSD's if_transmit model). Consumes the
+    mbufs in `pkts`."""
     ifq = ifp.if_snd
-    if ifq.len >= ifq.maxlen:
-        ifp.output_discard(m, "qfull")
-        return
-    ifq.enqueue(m)
+    for m in pkts:
+        if ifq.len >= ifq.maxlen:
+            ifp.output_discard(m, "qfull")
+        else:
+            ifq.enqueue(m)
     if not ifp.flags & IFF_OACTIVE:
         ifp.if_start(ifp)
 
@@ -262,5 +274,6 @@ def _no_info(ifp) -> dict:
     return {}
 
 
-def _drop_input(ifp, m):
-    ifp.input_discard(m, "down")
+def _drop_input(ifp, pkts):
+    for m in pkts:
+        ifp.input_discard(m, "down")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 
-from .cksum import cksum_sum, in_cksum
+from .cksum import in_cksum
 from .ifnet import InIfaddr
 from .mbuf import M_BCAST, M_MCAST
 from .route import RTF_CONNECTED, RouteTable
@@ -113,108 +113,167 @@ class Ip:
         self.bcast_addrs = b
 
     # -- input -----------------------------------------------------------
-    def input(self, m) -> None:
-        """ip_input. Consumes `m`: an IPv4 packet, link header stripped,
-        m.rcvif set. Every discard is counted twice: in ipstat by BSD name
-        and on the receiving interface by reason."""
-        ifp = m.rcvif
-        self.ips_total += 1
-        if m.len < IP_HDR_LEN:
-            if m.pkt_len < IP_HDR_LEN:
-                self.ips_tooshort += 1
-                ifp.input_discard(m, "ip_tooshort")
-                return
-            m = self.pool.pullup(m, IP_HDR_LEN)
-            if m is None:
-                ifp.input_discard(None, "nobufs")
-                return
-        buf = m.buf
-        o = m.off
-        vhl = buf[o]
-        if vhl == 0x45:
-            hlen = IP_HDR_LEN
-            s = sum(_H10.unpack_from(buf, o))
-        else:
-            if vhl >> 4 != IPVERSION:
-                self.ips_badvers += 1
-                ifp.input_discard(m, "ip_badvers")
-                return
-            hlen = (vhl & 0x0F) << 2
-            if hlen < IP_HDR_LEN or hlen > m.pkt_len:
-                self.ips_badhlen += 1
-                ifp.input_discard(m, "ip_badhlen")
-                return
-            if hlen > m.len:
-                m = self.pool.pullup(m, hlen)
+    def input(self, pkts: list) -> None:
+        """ip_input for a burst. Consumes every mbuf in `pkts`: IPv4
+        packets, link header stripped, m.rcvif set.
+
+        The loop is the forwarding fast path: check the header, find the
+        route (cache first), decrement the TTL, and collect runs of packets
+        bound for the same route so the output side also works in bursts.
+        Anything unusual leaves the loop for a slow path. Every discard is
+        counted twice: in ipstat by BSD name and on the receiving interface
+        by reason."""
+        unpack = _H10.unpack_from
+        local_addrs = self.local_addrs
+        bcast = self.bcast_addrs
+        cache = self.routes.cache
+        lookup = self.routes.lookup
+        run_rt = None           # route and next hop of the run being collected
+        run_nh = -1
+        run: list = []
+        nfwd = 0
+        self.ips_total += len(pkts)
+        for m in pkts:
+            buf = m.buf
+            o = m.off
+            if m.len < IP_HDR_LEN:
+                m = self._pullup_header(m)
                 if m is None:
-                    ifp.input_discard(None, "nobufs")
-                    return
+                    continue
                 buf = m.buf
                 o = m.off
-            s = cksum_sum(buf, o, hlen)
-        s = (s & 0xFFFF) + (s >> 16)
-        s = (s & 0xFFFF) + (s >> 16)
-        if s != 0xFFFF:
+            w = unpack(buf, o)                  # the header as 16-bit words
+            s = sum(w)
+            s = (s & 0xFFFF) + (s >> 16)
+            if w[0] >> 8 != 0x45 or (s & 0xFFFF) + (s >> 16) != 0xFFFF or w[1] != m.pkt_len:
+                m, hlen = self._check_slow(m, w)
+                if m is None:
+                    continue
+                buf = m.buf
+                o = m.off
+                w = unpack(buf, o)
+            else:
+                hlen = IP_HDR_LEN
+            dst = (w[8] << 16) | w[9]
+            if dst in local_addrs:
+                self.deliver(m, hlen)
+                continue
+            src = (w[6] << 16) | w[7]
+            if (dst >= 0xE0000000 or dst in bcast or src >= 0xE0000000
+                    or (src >> 24) in (0, 127) or src in bcast
+                    or m.flags & (M_BCAST | M_MCAST) or w[4] < 0x200
+                    or not self.forwarding):
+                self._forward_slow(m, w, src, dst)
+                continue
+            rt = cache.get(dst)
+            if rt is None:
+                rt = lookup(dst)
+                if rt is None:
+                    self.ips_noroute += 1
+                    self.ips_cantforward += 1
+                    self.stack.icmp.error(m, 3, 0)       # net unreachable
+                    continue
+            if w[1] > rt.ifp.mtu:
+                self._forward_big(m, w, rt, dst, hlen)
+                continue
+            # TTL - 1 and the checksum + 0x0100 with end-around carry (RFC 1141)
+            buf[o + 8] = (w[4] >> 8) - 1
+            c = w[5] + 0x100
+            c = (c & 0xFFFF) + (c >> 16)
+            buf[o + 10] = c >> 8
+            buf[o + 11] = c & 0xFF
+            nfwd += 1
+            nh = rt.gateway or dst
+            if nh != run_nh or rt is not run_rt:
+                if run:
+                    run_rt.use += len(run)
+                    run_rt.ifp.if_output(run_rt.ifp, run, run_nh)
+                    run = []
+                run_rt = rt
+                run_nh = nh
+            run.append(m)
+        if run:
+            run_rt.use += len(run)
+            run_rt.ifp.if_output(run_rt.ifp, run, run_nh)
+        self.ips_forward += nfwd
+
+    def _pullup_header(self, m):
+        ifp = m.rcvif
+        if m.pkt_len < IP_HDR_LEN:
+            self.ips_tooshort += 1
+            ifp.input_discard(m, "ip_tooshort")
+            return None
+        m = self.pool.pullup(m, IP_HDR_LEN)
+        if m is None:
+            ifp.input_discard(None, "nobufs")
+        return m
+
+    def _check_slow(self, m, w):
+        """The header is not the plain 20-byte kind with matching lengths:
+        check it fully. Returns (m, hlen), or (None, 0) after discarding."""
+        ifp = m.rcvif
+        vhl = w[0] >> 8
+        if vhl >> 4 != IPVERSION:
+            self.ips_badvers += 1
+            ifp.input_discard(m, "ip_badvers")
+            return None, 0
+        hlen = (vhl & 0x0F) << 2
+        if hlen < IP_HDR_LEN or hlen > m.pkt_len:
+            self.ips_badhlen += 1
+            ifp.input_discard(m, "ip_badhlen")
+            return None, 0
+        if hlen > m.len:
+            m = self.pool.pullup(m, hlen)
+            if m is None:
+                ifp.input_discard(None, "nobufs")
+                return None, 0
+        if in_cksum(m.buf, m.off, hlen) != 0:
             self.ips_badsum += 1
             ifp.input_discard(m, "ip_badsum")
-            return
-        tlen = (buf[o + 2] << 8) | buf[o + 3]
+            return None, 0
+        tlen = w[1]
         if tlen != m.pkt_len:
             if tlen < hlen or tlen > m.pkt_len:
                 self.ips_badlen += 1
                 ifp.input_discard(m, "ip_badlen")
-                return
+                return None, 0
             self.pool.adj(m, tlen - m.pkt_len)      # Ethernet padding
-        src, dst = _SRCDST.unpack_from(buf, o + 12)
+        return m, hlen
 
-        local = self.local_addrs.get(dst)
-        if local is not None:
-            self.deliver(m, hlen)
-            return
-        if dst in self.bcast_addrs or dst >= 0xE0000000:
+    def _forward_slow(self, m, w, src: int, dst: int) -> None:
+        """Not for us and not plainly forwardable: broadcast or multicast,
+        a martian source, TTL running out, forwarding off. Consumes `m`."""
+        if dst >= 0xE0000000 or dst in self.bcast_addrs:
             self.ips_bcast += 1                     # nothing listens here
             self.pool.freem(m)
-            return
-        # -- forward ------------------------------------------------------
-        if (src >> 24) in (0, 127) or src >= 0xE0000000 or src in self.bcast_addrs:
+        elif src >= 0xE0000000 or (src >> 24) in (0, 127) or src in self.bcast_addrs:
             self.ips_badaddr += 1
-            ifp.input_discard(m, "ip_badaddr")
-            return
-        if m.flags & (M_BCAST | M_MCAST) or not self.forwarding:
-            self.ips_cantforward += 1
+            m.rcvif.input_discard(m, "ip_badaddr")
+        elif m.flags & (M_BCAST | M_MCAST) or not self.forwarding:
+            self.ips_cantforward += 1               # link broadcast: never routed
             self.pool.freem(m)
-            return
-        ttl = buf[o + 8]
-        if ttl <= 1:
+        else:
             self.ips_cantforward += 1
             self.stack.icmp.error(m, 11, 0)          # time exceeded in transit
-            return
-        rt = self.routes.cache.get(dst)
-        if rt is None:
-            rt = self.routes.lookup(dst)
-            if rt is None:
-                self.ips_noroute += 1
-                self.ips_cantforward += 1
-                self.stack.icmp.error(m, 3, 0)       # net unreachable
-                return
-        oifp = rt.ifp
-        if tlen > oifp.mtu and buf[o + 6] & 0x40:
+
+    def _forward_big(self, m, w, rt, dst: int, hlen: int) -> None:
+        """Longer than the outgoing MTU: fragmentation needed (DF) or
+        fragment. Consumes `m`."""
+        ifp = rt.ifp
+        if w[3] & IP_DF:
             self.ips_cantfrag += 1
             self.ips_cantforward += 1
-            self.stack.icmp.error(m, 3, 4, oifp.mtu)  # fragmentation needed
+            self.stack.icmp.error(m, 3, 4, ifp.mtu)   # fragmentation needed
             return
-        # TTL - 1 and the checksum + 0x0100 with end-around carry (RFC 1141)
-        buf[o + 8] = ttl - 1
-        c = ((buf[o + 10] << 8) | buf[o + 11]) + 0x100
+        buf, o = m.buf, m.off
+        buf[o + 8] = (w[4] >> 8) - 1
+        c = w[5] + 0x100
         c = (c & 0xFFFF) + (c >> 16)
         buf[o + 10] = c >> 8
         buf[o + 11] = c & 0xFF
         self.ips_forward += 1
         rt.use += 1
-        if tlen > oifp.mtu:
-            self.fragment(m, oifp, rt.gateway or dst, hlen, tlen)
-        else:
-            oifp.if_output(oifp, m, rt.gateway or dst)
+        self.fragment(m, ifp, rt.gateway or dst, hlen, w[1])
 
     def deliver(self, m, hlen: int) -> None:
         """A packet for one of our addresses. Consumes `m`. Fragments are
@@ -254,7 +313,7 @@ class Ip:
         if tlen > ifp.mtu:
             self.fragment(m, ifp, rt.gateway or dst, (buf[o] & 0x0F) << 2, tlen)
         else:
-            ifp.if_output(ifp, m, rt.gateway or dst)
+            ifp.if_output(ifp, [m], rt.gateway or dst)
 
     def next_ident(self) -> int:
         self.ident = (self.ident + 1) & 0xFFFF
@@ -310,9 +369,8 @@ class Ip:
             pos += n
         pool.freem(m)
         self.ips_fragmented += 1
-        for f in frags:
-            self.ips_ofragments += 1
-            ifp.if_output(ifp, f, nexthop)
+        self.ips_ofragments += len(frags)
+        ifp.if_output(ifp, frags, nexthop)
 
 
 def _copied_options_header(hdr: bytes) -> bytes:

@@ -126,13 +126,26 @@ class MbufPool:
         self.nexthdrs = nclusters if nexthdrs is None else nexthdrs
         self._free_ext = [Mbuf(self, None) for _ in range(self.nexthdrs)]
         self.drops = 0          # get() failed: pool empty
-        self.hiwat = 0          # most clusters ever out at once
+        self._lowat = nclusters  # fewest ever free: hiwat = total - lowat
         self.ext_drops = 0
         self.ext_hiwat = 0
-        self.gets = 0
-        self.frees = 0
+        for m in self._free:
+            self._reset(m)
+
+    def _reset(self, m: Mbuf) -> None:
+        m.off = self.headroom
+        m.len = 0
+        m.flags = M_PKTHDR
+        m.type = MT_DATA
+        m.pkt_len = 0
+        m.csum_flags = 0
 
     # -- counters --------------------------------------------------------
+    @property
+    def hiwat(self) -> int:
+        """Most clusters ever out at once."""
+        return self.nclusters - self._lowat
+
     @property
     def in_use(self) -> int:
         return self.nclusters - len(self._free)
@@ -149,30 +162,21 @@ class MbufPool:
             "cluster_drops": self.drops,
             "ext_total": self.nexthdrs, "ext_in_use": self.ext_in_use,
             "ext_hiwat": self.ext_hiwat, "ext_drops": self.ext_drops,
-            "gets": self.gets, "frees": self.frees,
         }
 
     # -- allocation --------------------------------------------------------
     def get(self) -> Mbuf | None:
         """m_getcl(M_PKTHDR): a packet-header mbuf with a cluster, data
         starting after the headroom, len 0. Returns None (and counts a drop)
-        when the pool is empty. The caller owns the result."""
+        when the pool is empty. The caller owns the result. (free() leaves
+        every field ready, so getting is one pop.)"""
         free = self._free
         if not free:
             self.drops += 1
             return None
         m = free.pop()
-        self.gets += 1
-        out = self.nclusters - len(free)
-        if out > self.hiwat:
-            self.hiwat = out
-        m.off = self.headroom
-        m.len = 0
-        m.flags = M_PKTHDR
-        m.type = MT_DATA
-        m.pkt_len = 0
-        m.rcvif = None
-        m.csum_flags = 0
+        if len(free) < self._lowat:
+            self._lowat = len(free)
         return m
 
     def get_ext(self, buf, off: int, length: int, free_fn, arg) -> Mbuf | None:
@@ -206,22 +210,25 @@ class MbufPool:
     # -- release -----------------------------------------------------------
     def free(self, m: Mbuf) -> Mbuf | None:
         """m_free: release one mbuf, return its successor in the chain
-        (which the caller now owns)."""
+        (which the caller now owns). Resets the header for the next get()."""
         n = m.next
         m.next = None
         m.nextpkt = None
         m.rcvif = None
-        m.type = MT_FREE
-        self.frees += 1
+        m.pkt_len = 0
+        m.len = 0
+        m.csum_flags = 0
         if m.flags & M_EXT:
             fn, arg = m.ext_free, m.ext_arg
             m.ext_free = m.ext_arg = None
             m.buf = m.view = None
             m.flags = 0
+            m.type = MT_FREE
             self._free_ext.append(m)
             fn(arg)
         else:
-            m.flags = 0
+            m.off = self.headroom
+            m.flags = M_PKTHDR
             self._free.append(m)
         return n
 

@@ -154,6 +154,8 @@ class Stack:
         if ifp.name in self.ifnets:
             raise ValueError(f"interface {ifp.name} exists")
         ifp.stack = self
+        ifp.ip_input = self.ip.input
+        ifp.arp_input = self.arp.input
         self.ifnets[ifp.name] = ifp
         self.log.info("%s: attached (%s%s)", ifp.name, ifp.dname,
                       f", {ifp.description}" if ifp.description else "")

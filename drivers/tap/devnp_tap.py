@@ -24,7 +24,7 @@ import pytun
 
 from iopkt.drvload import Driver, DriverError, Option
 from iopkt.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
-from iopkt.ifnet import (IFF_OACTIVE, IFF_RUNNING, IFF_UP, LINK_STATE_UP, Ifnet)
+from iopkt.ifnet import IFF_OACTIVE, IFF_RUNNING, LINK_STATE_UP, Ifnet, if_transmit
 from iopkt.stack import EPOLLIN, EPOLLOUT
 
 LINK_LOST_ERRNOS = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
@@ -64,37 +64,40 @@ class TapSoftc:
         if not events & EPOLLIN:
             return
         self.rx_intrs += 1
+        if self.rx_chain:
+            return self._intr_chain()
         ifp = self.ifp
-        if_input = ifp.if_input
         get = self.pool.get
         readv = os.readv
         fd = self.fd
-        if self.rx_chain:
-            return self._intr_chain()
+        pkts = []
         for _ in range(self.burst):
             m = get()
             if m is None:
                 if not self._discard_one():
-                    return
+                    break
                 continue
             try:
                 n = readv(fd, m.rxiov)
             except BlockingIOError:
                 self.pool.free(m)
-                return
+                break
             except OSError as e:
                 self.pool.free(m)
                 self._link_lost(e.errno)
-                return
+                break
             m.len = m.pkt_len = n
             m.rcvif = ifp
-            if_input(ifp, m)
+            pkts.append(m)
+        if pkts:
+            ifp.if_input(ifp, pkts)
 
     def _intr_chain(self) -> None:
         """Receive for clusters smaller than a frame (mclbytes < MTU + 14):
         readv scatters each frame over a chain of clusters."""
         pool, ifp = self.pool, self.ifp
         need = ifp.mtu + ETHER_HDR_LEN
+        pkts = []
         for _ in range(self.burst):
             chain, iov, room = [], [], 0
             while room < need:
@@ -112,19 +115,16 @@ class TapSoftc:
                 for m in chain:
                     pool.free(m)
                 if not self._discard_one():
-                    return
+                    break
                 continue
             try:
                 n = os.readv(self.fd, iov)
-            except BlockingIOError:
-                for m in chain:
-                    pool.free(m)
-                return
             except OSError as e:
                 for m in chain:
                     pool.free(m)
-                self._link_lost(e.errno)
-                return
+                if not isinstance(e, BlockingIOError):
+                    self._link_lost(e.errno)
+                break
             head, left = chain[0], n
             prev = None
             for m in chain:
@@ -139,7 +139,9 @@ class TapSoftc:
                 prev = m
             head.pkt_len = n
             head.rcvif = ifp
-            ifp.if_input(ifp, head)
+            pkts.append(head)
+        if pkts:
+            ifp.if_input(ifp, pkts)
 
     def _discard_one(self) -> bool:
         """The pool is empty: read and drop one frame so the TAP does not
@@ -156,6 +158,47 @@ class TapSoftc:
         return True
 
     # -- transmit --------------------------------------------------------
+    def transmit(self, ifp: Ifnet, pkts: list) -> None:
+        """if_transmit: with nothing queued and the TAP not busy, write the
+        burst now (the common case: no queueing at all). When the TAP would
+        block, the rest goes on if_snd in order and start() waits for
+        EPOLLOUT. Consumes the mbufs in `pkts`."""
+        if ifp.if_snd.len or ifp.flags & IFF_OACTIVE:
+            if_transmit(ifp, pkts)
+            return
+        fd = self.fd
+        write = os.write
+        free = self.pool.free
+        nbytes = 0
+        ok = 0
+        for i, m in enumerate(pkts):
+            try:
+                if m.next is None:
+                    nbytes += write(fd, m.view[m.off:m.off + m.len])
+                    free(m)
+                else:
+                    nbytes += os.writev(fd, _iov(m))
+                    self.pool.freem(m)
+                ok += 1
+            except BlockingIOError:
+                if_transmit(ifp, pkts[i:])      # queued; start() blocks and waits
+                break
+            except OSError as e:
+                self._tx_error(ifp, m, e)
+                if not ifp.flags & IFF_RUNNING:
+                    for x in pkts[i + 1:]:
+                        ifp.output_discard(x, "link_lost")
+                    break
+        ifp.opackets += ok
+        ifp.obytes += nbytes
+
+    def _tx_error(self, ifp: Ifnet, m, e: OSError) -> None:
+        if e.errno in LINK_LOST_ERRNOS:
+            ifp.output_discard(m, "link_lost")
+            self._link_lost(e.errno)
+        else:
+            ifp.output_discard(m, "txerror")
+
     def start(self, ifp: Ifnet) -> None:
         """if_start: write everything queued on if_snd, in order."""
         ifq = ifp.if_snd
@@ -178,11 +221,9 @@ class TapSoftc:
                 self.stack.interrupt_modify(fd, EPOLLIN | EPOLLOUT)
                 return
             except OSError as e:
-                if e.errno in LINK_LOST_ERRNOS:
-                    ifp.output_discard(m, "link_lost")
-                    self._link_lost(e.errno)
+                self._tx_error(ifp, m, e)
+                if not ifp.flags & IFF_RUNNING:
                     return
-                ifp.output_discard(m, "txerror")
                 continue
             ifp.opackets += 1
             ifp.obytes += n
@@ -265,6 +306,7 @@ def attach(stack, opts: dict) -> Ifnet:
         ifp.softc = sc
         ifp.if_init = sc.init
         ifp.if_start = sc.start
+        ifp.if_transmit = sc.transmit
         ifp.if_stop = sc.stop
         ifp.if_detach = sc.detach
         ifp.if_extra_info = sc.extra_info
