@@ -52,15 +52,17 @@ def iperf3(ns_client: str, ns_server: str, server_ip: str, seconds: float,
            extra: list[str] | None = None, cores: set[int] | None = None,
            timeout: float | None = None) -> dict:
     """One iperf3 run, client in `ns_client`, server in `ns_server`.
-    Returns iperf3's JSON (the client's, which carries the receiver's sums)."""
+    Returns the client's JSON as iperf3 wrote it, with the server's own
+    JSON (which counts every byte that arrived) under "server"."""
     need_iperf3()
     port = str(5201 + (os.getpid() % 500))
     srv = netns.ns_popen(ns_server, ["iperf3", "-s", "-1", "-p", port, "-J"],
                          cpus=cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         time.sleep(0.3)
-        cmd = ["iperf3", "-c", server_ip, "-p", port, "-t", str(seconds), "-J",
-               *(extra or [])]
+        extra = list(extra or [])
+        limit = [] if {"-n", "-k"} & set(extra) else ["-t", str(seconds)]
+        cmd = ["iperf3", "-c", server_ip, "-p", port, *limit, "-J", *extra]
         cli = netns.ns_popen(ns_client, cmd, cpus=cores, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE)
         try:
@@ -75,13 +77,14 @@ def iperf3(ns_client: str, ns_server: str, server_ip: str, seconds: float,
             raise BenchError(f"iperf3 printed no JSON: {err.decode(errors='replace')[-300:]}")
         if "error" in res:
             raise BenchError(f"iperf3: {res['error']}")
+        try:
+            sout, _ = srv.communicate(timeout=5)
+            res["server"] = json.loads(sout)
+        except (subprocess.TimeoutExpired, json.JSONDecodeError):
+            res["server"] = None
         return res
     finally:
         if srv.poll() is None:
-            srv.terminate()
-        try:
-            srv.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
             srv.kill()
             srv.communicate()
 

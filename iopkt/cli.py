@@ -73,7 +73,7 @@ def cmd_run(args) -> None:
             stack.ip.routes.add(*parse_prefix(dst), aton(gw))
         ctl = control.ControlServer(stack, args.instance)
     except (DriverError, ValueError, ControlError, OSError) as e:
-        stack.shutdown()
+        stack.shutdown(quiet=True)
         fail(str(e), EXIT_USAGE if isinstance(e, (DriverError, ValueError)) else 1)
     signal.signal(signal.SIGINT, lambda *_: stack.stop())
     signal.signal(signal.SIGTERM, lambda *_: stack.stop())

@@ -225,7 +225,8 @@ class Stack:
         except OSError:
             pass
 
-    def shutdown(self) -> None:
+    def shutdown(self, quiet: bool = False) -> None:
+        """Detach every interface; say whether every mbuf came back."""
         for ifp in list(self.ifnets.values()):
             try:
                 self.if_detach(ifp)
@@ -234,6 +235,8 @@ class Stack:
         self._callouts.clear()
         self.running = False
         left = self.pool.in_use
+        if quiet and not left:
+            return
         if left:
             self.log.warning("shutdown: %d mbuf clusters still out", left)
         else:

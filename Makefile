@@ -1,0 +1,54 @@
+# iopkt: `sudo make bench` (the main job) and `sudo make test`.
+# Both set themselves up: a .venv with the Python packages, and Debian's
+# iperf3 and ping when they are missing.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: all setup test unit bench compare lab-up lab-down clean root
+
+all: test
+
+root:
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "iopkt: needs root (CAP_NET_ADMIN for TAPs and namespaces): run 'sudo make $(MAKECMDGOALS)'"; \
+	  exit 1; fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $@
+
+setup: root $(STAMP)
+	@missing=""; \
+	command -v iperf3 >/dev/null || missing="$$missing iperf3"; \
+	command -v ping   >/dev/null || missing="$$missing iputils-ping"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The whole suite: unit tests and real namespaces, TAPs and traffic.
+test: root setup
+	$(PY) -m pytest -q $(ARGS)
+
+# Unit tests only: no root needed.
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit tests/test_cli.py $(ARGS)
+
+# The main job: native versus plain relay, measured with iperf3.
+bench: root setup
+	$(PY) scripts/compare_relay.py $(ARGS)
+
+lab-up: root setup
+	$(VENV)/bin/iopkt lab up $(ARGS)
+
+lab-down: root setup
+	$(VENV)/bin/iopkt lab down $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

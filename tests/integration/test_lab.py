@@ -1,0 +1,128 @@
+"""The lab's life cycle, the CLI against a live stack, and failure paths."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from iopkt import control, lab, netns
+
+
+def iopkt(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "iopkt", *args], capture_output=True,
+                          text=True, timeout=60, **kw)
+
+
+def leftovers(prefix):
+    names = [f"{prefix}-a", f"{prefix}-b"]
+    return {
+        "netns": [n for n in netns.ns_list() if n in names],
+        "links": [t for t in (f"{prefix}-a0", f"{prefix}-b0") if netns.link_exists(t)],
+        "files": [p for p in (control.sock_path(prefix), lab.state_path(prefix),
+                              lab.log_path(prefix)) if os.path.exists(p)],
+    }
+
+
+def test_lab_up_down_via_cli_leaves_nothing():
+    from conftest import unique_prefix
+    p = unique_prefix("c")
+    try:
+        r = iopkt("lab", "up", "--prefix", p)
+        assert r.returncode == 0, r.stderr
+        assert f"ip netns exec {p}-a ping" in r.stdout
+        st = iopkt("lab", "status")
+        assert p in st.stdout and "answering" in st.stdout
+        nic = iopkt("nicinfo", "-i", p)
+        assert "Packets Received OK" in nic.stdout and "tap0" in nic.stdout
+        pid = lab.read_state(p)["pid"]
+    finally:
+        r = iopkt("lab", "down", "--prefix", p)
+    assert r.returncode == 0 and "is down" in r.stdout
+    assert leftovers(p) == {"netns": [], "links": [], "files": []}
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_two_labs_side_by_side(make_lab):
+    a = make_lab()
+    b = make_lab()
+    for lb in (a, b):
+        r = lb.ping(lb.ns_a, "198.19.0.2", count=2)
+        assert "2 received" in r.stdout, r.stdout
+    a.down()
+    r = b.ping(b.ns_a, "198.19.0.2", count=1)
+    assert "1 received" in r.stdout
+
+
+def test_down_after_crash_removes_everything(make_lab):
+    lb = make_lab()
+    os.kill(lb.pid, signal.SIGKILL)
+    time.sleep(0.3)
+    removed = lab.down(lb.prefix)
+    assert f"netns {lb.prefix}-a" in removed
+    assert leftovers(lb.prefix) == {"netns": [], "links": [], "files": []}
+
+
+def test_sigterm_stops_cleanly_and_returns_every_mbuf(make_lab):
+    lb = make_lab()
+    lb.ping(lb.ns_a, "198.19.0.2", count=3)
+    log = lb.state["log"]
+    os.kill(lb.pid, signal.SIGTERM)
+    deadline = time.time() + 5
+    while time.time() < deadline and lab._pid_alive(lb.pid):
+        lab._wait_exit(lb.pid, 0.1)
+    assert not lab._pid_alive(lb.pid)
+    text = open(log).read()
+    assert "all 4096 mbuf clusters back in the pool" in text, text
+    assert not os.path.exists(control.sock_path(lb.prefix))
+
+
+def test_link_loss_marks_interface_down_and_stack_keeps_running(make_lab):
+    lb = make_lab()
+    assert "1 received" in lb.ping(lb.ns_a, "198.19.0.2").stdout
+    netns.ns_remove(lb.ns_b)        # the B-side TAP goes with it (the kernel
+    deadline = time.time() + 5      # tears a namespace down asynchronously)
+    while time.time() < deadline:
+        lb.ping(lb.ns_a, "198.19.0.2")          # makes the stack use the TAP
+        nic = lb.nic(lb.if_b)
+        if nic["link_state"] == "down":
+            break
+    assert nic["link_state"] == "down" and "UP" not in nic["flags"].split(","), nic
+    assert "1 received" in lb.ping(lb.ns_a, "198.18.0.1").stdout
+    text = open(lb.state["log"]).read()
+    assert text.count("link lost") == 1, text
+
+
+def test_route_and_ifconfig_commands(make_lab):
+    lb = make_lab()
+    p = lb.prefix
+    r = iopkt("route", "-i", p, "add", "198.18.77.0/24", "198.19.0.2")
+    assert r.returncode == 0, r.stderr
+    assert "198.18.77.0/24" in r.stdout and "UGS" in r.stdout
+    r = iopkt("route", "-i", p, "add", "198.18.78.0/24", "10.9.9.9")
+    assert r.returncode == 1 and "not on a connected network" in r.stderr
+    r = iopkt("route", "-i", p, "delete", "198.18.77.0/24")
+    assert r.returncode == 0 and "198.18.77.0/24" not in r.stdout
+    r = iopkt("ifconfig", "-i", p, "tap9")
+    assert r.returncode == 1 and "no interface 'tap9'" in r.stderr
+    r = iopkt("ifconfig", "-i", p, lb.if_a, "mtu", "1400")
+    assert r.returncode == 0 and "mtu 1400" in r.stdout
+    r = iopkt("netstat", "-m", "-i", p)
+    assert "mbuf clusters in use" in r.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "-d", "nosuch"], "no driver 'nosuch'"),
+    (["run", "-d", "tap", "mtu=1400,bogus=1"], "unknown option 'bogus'"),
+    (["run", "-d", "tap", "mtu=big"], "option mtu=big"),
+    (["lab", "up", "--prefix", "much-too-long-prefix"], "--prefix"),
+    (["nicinfo", "-i", "no-such-stack"], "no stack named 'no-such-stack'"),
+])
+def test_bad_input_is_one_clear_line(args, needle):
+    r = iopkt(*args)
+    assert r.returncode in (1, 2), r
+    assert needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
