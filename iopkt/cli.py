@@ -43,7 +43,7 @@ def _instance(name: str) -> str:
 # -- run -----------------------------------------------------------------
 def cmd_run(args) -> None:
     need_root()
-    from .drvload import DriverError, resolve
+    from .drvload import DriverError, mount, resolve
     from .route import parse_prefix, aton
     from .stack import Stack
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -60,8 +60,7 @@ def cmd_run(args) -> None:
     try:
         for d in args.driver:
             name, opts = d[0], ",".join(d[1:])
-            drv = resolve(name)
-            mount_driver(stack, drv, opts)
+            mount(stack, resolve(name), opts)
         for spec in args.inet:
             ifname, _, pfx = spec.partition("=")
             if ifname not in stack.ifnets or "/" not in pfx:
@@ -83,16 +82,6 @@ def cmd_run(args) -> None:
     finally:
         ctl.close()
         stack.close()
-
-
-def mount_driver(stack, drv, opts: str):
-    """Attach driver `drv` with option string `opts`: a native driver
-    directly, a legacy one through the shim. Returns the Ifnet."""
-    from .drvload import DriverError
-    if drv.kind == "native":
-        return drv.attach(stack, drv.parse_options(opts))
-    raise DriverError(f"{drv.name} is a legacy io-net driver and needs the shim, "
-                      "which this build does not have")
 
 
 # -- show commands ---------------------------------------------------------
@@ -260,6 +249,24 @@ def cmd_arp(args) -> None:
               + (f" ({e['held']} held)" if e["held"] else ""))
 
 
+def cmd_mount(args) -> None:
+    res = _req(args, "mount", driver=args.driver, options=",".join(args.options))
+    if args.json:
+        return _dump(res)
+    print(f"{res['mounted']}: {res['driver']} {res['description']}")
+
+
+def cmd_umount(args) -> None:
+    res = _req(args, "detach", ifname=args.ifname)
+    if args.json:
+        return _dump(res)
+    msg = f"{res['detached']}: unmounted"
+    if res.get("waiting_for_lent_mbufs"):
+        msg += (f"; the shim waits for {res['waiting_for_lent_mbufs']} mbufs it lent "
+                "to the stack before the driver is shut down")
+    print(msg)
+
+
 def cmd_drivers(args) -> None:
     from .drvload import available
     for d in sorted(available().values(), key=lambda d: d.name):
@@ -277,8 +284,9 @@ def cmd_lab(args) -> None:
             da = args.driver_a or args.driver
             db = args.driver_b or args.driver
             spec = lab.LabSpec(prefix=lab.check_prefix(args.prefix), driver_a=_resolve_name(da),
-                               driver_b=_resolve_name(db), opts_a=args.options or "",
-                               opts_b=args.options or "")
+                               driver_b=_resolve_name(db),
+                               opts_a=args.options_a or args.options or "",
+                               opts_b=args.options_b or args.options or "")
             st = lab.up(spec)
             if args.json:
                 return _dump(st)
@@ -367,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = show("netstat", "protocol statistics; -m for the mbuf pool", cmd_netstat)
     sp.add_argument("-m", action="store_true", help="mbuf pool statistics")
     show("arp", "the ARP table", cmd_arp)
+    sp = show("mount", "mount a driver into a running stack (-d NAME OPTIONS)", cmd_mount)
+    sp.add_argument("driver", help="tap, devn-tap, devnp-tap, ...")
+    sp.add_argument("options", nargs="*", help="key=value,key=value")
+    sp = show("umount", "unmount an interface from a running stack", cmd_umount)
+    sp.add_argument("ifname")
 
     d = sub.add_parser("drivers", help="list the drivers that can be mounted")
     d.add_argument("-v", "--verbose", action="store_true", help="with their options")
@@ -380,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     lu.add_argument("--driver-a", help="driver facing host A (mixed labs)")
     lu.add_argument("--driver-b", help="driver facing host B (mixed labs)")
     lu.add_argument("--options", help="extra driver options for both sides (key=value,...)")
+    lu.add_argument("--options-a", help="driver options for side A only")
+    lu.add_argument("--options-b", help="driver options for side B only")
     ld = lsub.add_parser("down", help="stop the stack and remove everything the lab made")
     ls = lsub.add_parser("status", help="what labs are up")
     for sp in (lu, ld):

@@ -66,7 +66,7 @@ class ControlServer:
             "ping": self.op_ping, "ifconfig": self.op_ifconfig,
             "nicinfo": self.op_nicinfo, "route": self.op_route,
             "netstat": self.op_netstat, "arp": self.op_arp, "stop": self.op_stop,
-            "detach": self.op_detach,
+            "detach": self.op_detach, "mount": self.op_mount,
         }
 
     def close(self) -> None:
@@ -194,9 +194,24 @@ class ControlServer:
         return self.stack.arp.table()
 
     def op_detach(self, ifname: str) -> dict:
+        """Unmount an interface while the stack runs. A shim interface in
+        zero-copy mode finishes later, when the mbufs it lent come back."""
         ifp = self._ifp(ifname)
+        shim = ifp.softc if hasattr(ifp.softc, "up_held") else None
         self.stack.if_detach(ifp)
-        return {"detached": ifname, "mbufs_in_use": self.stack.pool.in_use}
+        out = {"detached": ifname, "mbufs_in_use": self.stack.pool.in_use}
+        if shim is not None:
+            out["waiting_for_lent_mbufs"] = len(shim.up_held)
+        return out
+
+    def op_mount(self, driver: str, options: str = "") -> dict:
+        """Mount a driver into the running stack (io-pkt's `mount -T io-pkt`)."""
+        from .drvload import DriverError, mount, resolve
+        try:
+            ifp = mount(self.stack, resolve(driver), options)
+        except DriverError as e:
+            raise ControlError(str(e)) from None
+        return {"mounted": ifp.name, "driver": ifp.dname, "description": ifp.description}
 
     def op_stop(self) -> dict:
         self.stack.stop()

@@ -11,7 +11,10 @@ silently ignored.
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import pkgutil
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -53,6 +56,8 @@ class Driver:
     # legacy: module object with init(dll_hdl, ion, options) / shutdown
     attach: Callable | None = None
     module: Any = None
+    # a driver that parses its own option string: raw_attach(stack, text)
+    raw_attach: Callable | None = None
 
     def parse_options(self, text: str | None) -> dict:
         """'a=1,b=2' -> {'a': 1, 'b': 2} with defaults filled in."""
@@ -69,7 +74,19 @@ class Driver:
 
     def options_help(self) -> str:
         return "\n".join(f"  {k}={o.type.__name__:5} {o.help} (default {o.default!r})"
-                         for k, o in self.options.items())
+                         for k, o in self.options.items() if isinstance(o, Option))
+
+
+def mount(stack, drv: Driver, options: str):
+    """Attach driver `drv` to `stack` with the option string `options`,
+    the io-pkt way: a native driver directly, a legacy (devn-) driver
+    through the shim, which is loaded by itself. Returns the new Ifnet."""
+    if drv.kind == "legacy":
+        from drivers.legacy_shim import shim
+        return shim.mount(stack, drv, options)
+    if drv.raw_attach is not None:
+        return drv.raw_attach(stack, options)
+    return drv.attach(stack, drv.parse_options(options))
 
 
 def split_options(text: str | None) -> list[str]:
@@ -79,16 +96,37 @@ def split_options(text: str | None) -> list[str]:
 
 
 def available() -> dict[str, Driver]:
-    """Every driver under drivers/, by full name."""
+    """Every driver under drivers/, and under each folder named in
+    IOPKT_DRIVER_PATH (colon-separated; the tests keep their deliberately
+    broken drivers there), by full name."""
     import drivers
     found: dict[str, Driver] = {}
     for info in pkgutil.iter_modules(drivers.__path__):
-        if not info.ispkg:
-            continue
-        mod = importlib.import_module(f"drivers.{info.name}")
-        for d in getattr(mod, "DRIVERS", []):
-            found[d.name] = d
+        if info.ispkg:
+            _collect(importlib.import_module(f"drivers.{info.name}"), found)
+    for folder in filter(None, os.environ.get("IOPKT_DRIVER_PATH", "").split(":")):
+        for info in pkgutil.iter_modules([folder]):
+            if info.ispkg:
+                _collect(_import_from(folder, info.name), found)
     return found
+
+
+def _collect(mod, found: dict) -> None:
+    for d in getattr(mod, "DRIVERS", []):
+        found[d.name] = d
+
+
+def _import_from(folder: str, name: str):
+    modname = f"iopkt_extdrv_{name}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    spec = importlib.util.spec_from_file_location(
+        modname, os.path.join(folder, name, "__init__.py"),
+        submodule_search_locations=[os.path.join(folder, name)])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def resolve(name: str) -> Driver:

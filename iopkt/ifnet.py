@@ -142,6 +142,8 @@ IN_DISCARD_REASONS = (
     "arp_malformed",        # ARP not Ethernet/IPv4 or too short
     "nobufs",               # mbuf pool empty
     "qfull",                # hand-off queue full
+    "too_long",             # frame larger than a cluster
+    "shim_contract",        # a legacy driver broke the io-net contract
     "down",                 # interface not UP
 )
 

@@ -169,12 +169,14 @@ class MbufPool:
         """m_getcl(M_PKTHDR): a packet-header mbuf with a cluster, data
         starting after the headroom, len 0. Returns None (and counts a drop)
         when the pool is empty. The caller owns the result. (free() leaves
-        every field ready, so getting is one pop.)"""
+        every field ready, so getting is one pop.) Safe to call from a
+        driver thread as well as the stack thread: list.pop is atomic."""
         free = self._free
-        if not free:
+        try:
+            m = free.pop()
+        except IndexError:
             self.drops += 1
             return None
-        m = free.pop()
         if len(free) < self._lowat:
             self._lowat = len(free)
         return m
@@ -186,10 +188,11 @@ class MbufPool:
         is how the owner gets its buffer back. Returns None when no header
         is free (the caller still owns `buf`)."""
         free = self._free_ext
-        if not free:
+        try:
+            m = free.pop()
+        except IndexError:
             self.ext_drops += 1
             return None
-        m = free.pop()
         out = self.nexthdrs - len(free)
         if out > self.ext_hiwat:
             self.ext_hiwat = out

@@ -195,6 +195,10 @@ class Stack:
         self.if_down(ifp)
 
     # -- the loop --------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def in_stack_thread(self) -> bool:
         return threading.get_ident() == self.thread_ident
 
@@ -226,7 +230,14 @@ class Stack:
             pass
 
     def shutdown(self, quiet: bool = False) -> None:
-        """Detach every interface; say whether every mbuf came back."""
+        """Detach every interface; say whether every mbuf came back. All
+        interfaces go down (flushing their queues and ARP hold queues)
+        before any is detached, so no mbuf lent by one driver is still
+        queued on another when its driver is unmounted."""
+        self._stopping = True
+        for ifp in list(self.ifnets.values()):
+            self.if_down(ifp)
+            self.arp.flush(ifp)
         for ifp in list(self.ifnets.values()):
             try:
                 self.if_detach(ifp)

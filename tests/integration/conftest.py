@@ -107,16 +107,26 @@ def make_lab():
         lab.down(prefix, quiet=True)
 
 
+# Every forwarding test runs for each of these: (driver A, driver B, options).
 DRIVER_SETS = [
-    pytest.param(("devnp-tap", "devnp-tap"), id="native"),
+    pytest.param(("devnp-tap", "devnp-tap", ""), id="native"),
+    pytest.param(("devn-tap", "devn-tap", ""), id="shim"),
+    pytest.param(("devn-tap", "devn-tap", "shimrxcopy=0"), id="shim-zerocopy"),
+    pytest.param(("devnp-tap", "devn-tap", ""), id="mixed"),
 ]
+
+# The deliberately broken legacy drivers live in tests/drivers.
+os.environ["IOPKT_DRIVER_PATH"] = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "drivers")
 
 
 @pytest.fixture(scope="module", params=DRIVER_SETS)
 def shared_lab(request):
     """One lab per driver set, shared by a module's read-mostly tests."""
-    a, b = request.param
-    spec = lab.LabSpec(prefix=unique_prefix("s"), driver_a=a, driver_b=b)
+    a, b, opts = request.param
+    spec = lab.LabSpec(prefix=unique_prefix("s"), driver_a=a, driver_b=b,
+                       opts_a=opts if a.startswith("devn-") else "",
+                       opts_b=opts if b.startswith("devn-") else "")
     try:
         lb = Lab(spec)
     except Exception:

@@ -1,0 +1,12 @@
+"""devn-tap: a legacy io-net TAP driver (mounted through devnp-shim)."""
+from iopkt.drvload import Driver, Option
+
+from . import devn_tap
+
+DRIVER = Driver(
+    name="devn-tap", kind="legacy",
+    description="legacy io-net TAP driver: own receive thread, runs under devnp-shim",
+    options={k: Option(type(v), v, "") for k, v in devn_tap.OPTIONS.items()},
+    module=devn_tap,
+)
+DRIVERS = [DRIVER]

@@ -1,0 +1,259 @@
+"""devn-tap: a legacy io-net driver for a Linux TAP.
+
+Written only against io-net (iopkt.ionet): it knows npkts, the `ion`
+function table and its own TAP, and nothing of mbufs, ifnets or the stack.
+Like a real io-net driver it runs its own receive thread, created when it
+registers; that thread waits on the TAP (its "interrupt"), reads each frame
+into an npkt from the driver's own preallocated free list and sends it up.
+
+Options (QNX style, key=value,...): name, mac, mtu, npkts (free list
+size), burst (frames per wake-up), batch (1: hand a burst up with one
+tx_up_start; 0: one tx_up per frame).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import threading
+from collections import deque
+
+import pytun
+
+from iopkt import ionet
+from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, DCMD_IO_NET_GET_CONFIG,
+                         DCMD_IO_NET_GET_STATS, EOK, ENOTSUP, NIC_FLAG_LINK_DOWN,
+                         TX_DOWN_AGAIN, TX_DOWN_FAILED, TX_DOWN_OK, IoNetRegistrant,
+                         NicConfig, NicStats, net_buf_t, net_iov_t, npkt_t)
+
+NAME = "devn-tap"
+BUFSIZE = 2048
+OPTIONS = {"name": "", "mac": "", "mtu": 1500, "npkts": 256, "burst": 32, "batch": 1}
+LINK_LOST = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
+
+
+class DevnTap:
+    """One instance: one TAP, one receive thread, one io-net registration."""
+
+    def __init__(self, dll_hdl, ion, opts: dict):
+        self.ion = ion
+        self.dll_hdl = dll_hdl
+        self.opts = opts
+        mac = opts["mac"]
+        self.mac = bytes(int(x, 16) for x in mac.split(":")) if mac else \
+            bytes([0x02]) + os.urandom(5)
+        if len(self.mac) != 6:
+            raise ValueError(f"option mac={mac}: expected xx:xx:xx:xx:xx:xx")
+        if not 68 <= opts["mtu"] <= BUFSIZE - 14:
+            raise ValueError(f"option mtu={opts['mtu']}: must be 68..{BUFSIZE - 14}")
+        if opts["npkts"] < 2 or opts["burst"] < 1:
+            raise ValueError("options npkts >= 2 and burst >= 1")
+        self.tap = pytun.TunTapDevice(name=opts["name"],
+                                      flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
+        self.tap.mtu = opts["mtu"]
+        self.fd = self.tap.fileno()
+        os.set_blocking(self.fd, False)
+        self.stopfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.stats = NicStats()
+        self.link_down = False
+        # The free list: npkts with one buffer each, allocated once through
+        # io-net. A deque, because the stack side returns them (tx_done)
+        # from its thread while ours takes them.
+        self.npkts_total = opts["npkts"]
+        self.free: deque = deque()
+        for _ in range(self.npkts_total):
+            buf = ion.alloc(BUFSIZE)
+            n = npkt_t()
+            n.buffers = [net_buf_t([net_iov_t(memoryview(buf), id(buf), 0)])]
+            n.org_data = buf
+            self.free.append(n)
+        self.reg_hdl = self.cell = self.endpoint = 0
+        self.thread: threading.Thread | None = None
+
+    # -- registration ------------------------------------------------------
+    def register(self) -> None:
+        reg = IoNetRegistrant(
+            name=NAME, rx_down=self.rx_down, tx_done=self.tx_done,
+            shutdown1=self.shutdown1, shutdown2=self.shutdown2,
+            dl_advert=self.dl_advert, devctl=self.devctl, flush=self.flush)
+        self.reg_hdl, self.cell, self.endpoint = self.ion.reg(self.dll_hdl, reg)
+        # An io-net driver starts its receive thread once it is registered.
+        self.thread = threading.Thread(target=self.rx_thread, daemon=True,
+                                       name=f"{NAME} rx {self.tap.name}")
+        self.thread.start()
+
+    # -- receive: our own thread -----------------------------------------------
+    def rx_thread(self) -> None:
+        ion, fd = self.ion, self.fd
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(self.stopfd, select.POLLIN)
+        free, readv = self.free, os.readv
+        burst, batch = self.opts["burst"], self.opts["batch"]
+        st = self.stats
+        while True:
+            events = poller.poll()
+            if any(f == self.stopfd for f, _ in events):
+                return
+            head = tail = None
+            got = 0
+            while got < burst:
+                try:
+                    npkt = free.popleft()
+                except IndexError:
+                    st.rx_nobufs += 1
+                    if not self._discard():
+                        break
+                    continue
+                iov = npkt.buffers[0].net_iov[0]
+                try:
+                    n = readv(fd, [iov.base])
+                except BlockingIOError:
+                    free.append(npkt)
+                    break
+                except OSError as e:
+                    free.append(npkt)
+                    if e.errno in LINK_LOST:
+                        self._lost(e)
+                        return
+                    st.rx_failed += 1
+                    break
+                self.fill_up(npkt, n)
+                st.rxed_ok += 1
+                st.octets_rxed_ok += n
+                got += 1
+                if batch:
+                    if tail is None:
+                        head = npkt
+                    else:
+                        tail.next = npkt
+                    tail = npkt
+                else:
+                    self.up_one(npkt)
+            if head is not None:
+                left = ion.tx_up_start(self.reg_hdl, head, 0, 0, self.cell,
+                                       self.endpoint, 0, self)
+                while left is not None:
+                    nxt = left.next
+                    self._recycle(left)
+                    left = nxt
+
+    def fill_up(self, npkt: npkt_t, n: int) -> None:
+        """Describe a received frame of `n` bytes as an up packet."""
+        npkt.buffers[0].net_iov[0].len = n
+        npkt.framelen = n
+        npkt.tot_iov = 1
+        npkt.flags = _NPKT_UP
+        npkt.ref_cnt = 1
+        npkt.next = None
+
+    def up_one(self, npkt: npkt_t) -> None:
+        """Send one packet up; if nobody takes it, it stays ours."""
+        ion = self.ion
+        ion.reg_tx_done(self.reg_hdl, npkt, self)
+        if ion.tx_up(self.reg_hdl, npkt, 0, 0, self.cell, self.endpoint, 0) <= 0:
+            self._recycle(npkt)
+
+    def _recycle(self, npkt: npkt_t) -> None:
+        """Nobody took it: back on our free list."""
+        self.stats.rx_not_taken += 1
+        npkt.next = None
+        self.free.append(npkt)
+
+    def _discard(self) -> bool:
+        try:
+            os.read(self.fd, 65536)
+            return True
+        except OSError:
+            return False
+
+    def _lost(self, e: OSError) -> None:
+        self.link_down = True
+
+    # -- io-net calls us -------------------------------------------------------
+    def tx_done(self, npkt: npkt_t, done_hdl) -> int:
+        """An up packet came back from io-net: recycle it."""
+        npkt.next = None
+        npkt.flags = 0
+        self.free.append(npkt)
+        return EOK
+
+    def rx_down(self, npkt: npkt_t) -> int:
+        """Send a down packet: one gathered write of its fragments."""
+        st = self.stats
+        try:
+            if npkt.tot_iov == 1:
+                n = os.write(self.fd, npkt.buffers[0].net_iov[0].base)
+            else:
+                n = os.writev(self.fd, [v.base[:v.len] for v in npkt.iovs()])
+        except BlockingIOError:
+            st.tx_again += 1
+            return TX_DOWN_AGAIN            # still ours: io-net retries later
+        except OSError as e:
+            if e.errno in LINK_LOST:
+                self.link_down = True
+            st.tx_failed += 1
+            npkt.flags |= _NPKT_NOT_TXED
+            self.ion.tx_done(self.reg_hdl, npkt)
+            return TX_DOWN_FAILED
+        st.txed_ok += 1
+        st.octets_txed_ok += n
+        self.ion.tx_done(self.reg_hdl, npkt)
+        return TX_DOWN_OK
+
+    def devctl(self, reg_hdl: int, dcmd: int, data):
+        if dcmd == DCMD_IO_NET_GET_STATS:
+            self.stats.extra = {"npkts_total": self.npkts_total, "npkts_free": len(self.free),
+                                "rx_thread_alive": bool(self.thread and self.thread.is_alive())}
+            return EOK, self.stats
+        if dcmd == DCMD_IO_NET_GET_CONFIG:
+            return EOK, NicConfig(device_name=f"TAP {self.tap.name}", driver_name=NAME,
+                                  permanent_address=self.mac, current_address=self.mac,
+                                  mtu=self.opts["mtu"], media_rate=0,
+                                  flags=NIC_FLAG_LINK_DOWN if self.link_down else 0)
+        return ENOTSUP, None
+
+    def dl_advert(self, reg_hdl: int) -> int:
+        return EOK
+
+    def flush(self, reg_hdl: int) -> int:
+        return EOK
+
+    def shutdown1(self, reg_hdl: int) -> int:
+        """Stop receiving: end the thread (it owns no packet afterwards)."""
+        os.eventfd_write(self.stopfd, 1)
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(5.0)
+        return EOK
+
+    def shutdown2(self, reg_hdl: int) -> int:
+        """Release the device and the buffers."""
+        try:
+            self.tap.close()
+        except OSError:
+            pass
+        os.close(self.stopfd)
+        return EOK
+
+
+_instances: dict = {}
+
+
+def init(dll_hdl, ion, options: str) -> int:
+    """The driver's entry point, as io-net calls it. Raises ValueError for
+    bad options (the message names the option)."""
+    opts = ionet.parse_options(options, OPTIONS)
+    drv = DevnTap(dll_hdl, ion, opts)
+    try:
+        drv.register()
+    except Exception:
+        drv.shutdown2(0)
+        raise
+    _instances[id(dll_hdl)] = drv
+    return EOK
+
+
+def shutdown(dll_hdl) -> int:
+    _instances.pop(id(dll_hdl), None)
+    return EOK
