@@ -153,13 +153,13 @@ class Arp:
 
     def _request(self, la: LlEntry) -> None:
         ifp = la.ifp
+        la.asked += 1
+        la.next_try = self.stack.clock() + self.retry
         if not ifp.in_addrs:
-            return
+            return                  # nothing to ask from: times out like silence
         frame = ether_header(BROADCAST, ifp.lladdr, ETHERTYPE_ARP) + _ARP.pack(
             ARPHRD_ETHER, ETHERTYPE_IP, 6, 4, ARPOP_REQUEST, ifp.lladdr,
             _source_for(ifp, la.addr), b"\x00" * 6, la.addr)
-        la.asked += 1
-        la.next_try = self.stack.clock() + self.retry
         m = self.stack.pool.from_bytes(frame)
         if m is None:
             ifp.output_discard(None, "txerror")

@@ -141,3 +141,79 @@ def relay_lab(prefix: str, cores: set[int] | None = None):
         netns.ns_remove(ns_b)
         netns.link_delete(tap_a)
         netns.link_delete(tap_b)
+
+
+# -- process accounting ----------------------------------------------------
+def proc_sample(pid: int) -> dict:
+    """CPU per thread and context switches of every thread of `pid`, from
+    /proc (psutil's num_ctx_switches() reads only the main thread)."""
+    import psutil
+    p = psutil.Process(pid)
+    threads = {}
+    for t in p.threads():
+        threads[t.id] = (t.user_time, t.system_time)
+    vol = invol = 0
+    names = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches"):
+                        vol += int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches"):
+                        invol += int(line.split()[1])
+                    elif line.startswith("Name:"):
+                        names[int(tid)] = line.split(None, 1)[1].strip()
+        except FileNotFoundError:
+            pass
+    ct = p.cpu_times()
+    with open(f"/proc/{pid}/status") as f:
+        hwm = next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM")), 0)
+    return {"user": ct.user, "system": ct.system, "threads": threads, "names": names,
+            "vol": vol, "invol": invol, "rss_peak_kb": hwm}
+
+
+def proc_delta(pid: int, a: dict, b: dict) -> dict:
+    """What the process spent between samples a and b; the main thread is
+    the stack thread, any other is a legacy driver's receive thread."""
+    stack_cpu = other_cpu = 0.0
+    for tid, (u, s) in b["threads"].items():
+        u0, s0 = a["threads"].get(tid, (0.0, 0.0))
+        d = (u - u0) + (s - s0)
+        if tid == pid:
+            stack_cpu += d
+        else:
+            other_cpu += d
+    return {"cpu_user_s": b["user"] - a["user"], "cpu_sys_s": b["system"] - a["system"],
+            "cpu_stack_thread_s": stack_cpu, "cpu_other_threads_s": other_cpu,
+            "ctxsw_voluntary": b["vol"] - a["vol"],
+            "ctxsw_involuntary": b["invol"] - a["invol"],
+            "rss_peak_kb": b["rss_peak_kb"], "threads": len(b["threads"])}
+
+
+def measure_stack(st: dict, seconds: float, iperf_args: list[str], cores) -> dict:
+    """One iperf3 run A -> B through a running lab `st`, with the stack
+    process's CPU, context switches and forwarded packets around it."""
+    from . import control
+    prefix = st["prefix"]
+    fwd0 = control.request(prefix, "netstat")["ip"]["forward"]
+    s0 = proc_sample(st["pid"])
+    res = iperf3(st["ns_a"], st["ns_b"], "198.19.0.2", seconds, iperf_args, cores=cores)
+    s1 = proc_sample(st["pid"])
+    info = control.request(prefix, "ping")
+    fwd = control.request(prefix, "netstat")["ip"]["forward"] - fwd0
+    out = {"iperf3": res, "forwarded": fwd, **proc_delta(st["pid"], s0, s1),
+           "switchinterval": info["switchinterval"]}
+    return out
+
+
+def machine_line() -> str:
+    import platform
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")

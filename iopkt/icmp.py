@@ -60,11 +60,16 @@ class Icmp:
             self.stats["tooshort"] += 1
             pool.freem(m)
             return
-        if m.next is not None:
-            m = pool.pullup(m, tlen) if tlen <= m.size else None
-            if m is None:
+        if m.next is not None:              # a chain: answer from a flat copy
+            flat = pool.from_bytes(pool.copydata(m, 0, tlen)) if tlen <= pool.mclbytes \
+                - pool.headroom else None
+            if flat is None:
                 self.stats["nobufs"] += 1
+                pool.freem(m)
                 return
+            flat.rcvif, flat.flags = m.rcvif, m.flags
+            pool.freem(m)
+            m = flat
         buf, o = m.buf, m.off
         io = o + hlen
         if in_cksum(buf, io, tlen - hlen) != 0:
@@ -125,7 +130,8 @@ class Icmp:
                     return
             if (frag or m.flags & (M_BCAST | M_MCAST) or src == 0
                     or src >= 0xE0000000 or (src >> 24) == 127
-                    or src in stack.ip.bcast_addrs or dst >= 0xE0000000):
+                    or src in stack.ip.bcast_addrs or dst >= 0xE0000000
+                    or src in stack.ip.local_addrs):    # never an error to ourselves
                 return
             if not self._allow():
                 self.stats["ratelimited"] += 1

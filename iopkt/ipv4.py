@@ -167,6 +167,10 @@ class Ip:
                 continue
             rt = cache.get(dst)
             if rt is None:
+                if (dst >> 24) in (0, 127):         # martian: never routed,
+                    self.ips_badaddr += 1           # never cached (RFC 1812 5.3.7)
+                    m.rcvif.input_discard(m, "ip_badaddr")
+                    continue
                 rt = lookup(dst)
                 if rt is None:
                     self.ips_noroute += 1
@@ -176,10 +180,14 @@ class Ip:
             if w[1] > rt.ifp.mtu:
                 self._forward_big(m, w, rt, dst, hlen)
                 continue
-            # TTL - 1 and the checksum + 0x0100 with end-around carry (RFC 1141)
+            # TTL - 1 and the checksum + 0x0100 with end-around carry
+            # (RFC 1141); 0xFFFF is -0, which recomputation writes as 0
+            # (RFC 1624).
             buf[o + 8] = (w[4] >> 8) - 1
             c = w[5] + 0x100
             c = (c & 0xFFFF) + (c >> 16)
+            if c == 0xFFFF:
+                c = 0
             buf[o + 10] = c >> 8
             buf[o + 11] = c & 0xFF
             nfwd += 1
@@ -269,6 +277,8 @@ class Ip:
         buf[o + 8] = (w[4] >> 8) - 1
         c = w[5] + 0x100
         c = (c & 0xFFFF) + (c >> 16)
+        if c == 0xFFFF:
+            c = 0
         buf[o + 10] = c >> 8
         buf[o + 11] = c & 0xFF
         self.ips_forward += 1
@@ -301,6 +311,10 @@ class Ip:
         buf = m.buf
         o = m.off
         dst = _SRCDST.unpack_from(buf, o + 12)[1]
+        if dst in self.local_addrs:         # never put our own address on a wire
+            self.ips_odropped += 1
+            self.pool.freem(m)
+            return
         rt = self.routes.cache.get(dst) or self.routes.lookup(dst)
         if rt is None:
             self.ips_noroute += 1
@@ -340,31 +354,25 @@ class Ip:
         pos = 0
         frags = []
         while pos < payload:
-            h = hdr if pos == 0 else fhdr
+            h = bytearray(hdr if pos == 0 else fhdr)
             n = min(chunk0 if pos == 0 else chunkn, payload - pos)
             more = (pos + n < payload) or last_mf
-            f = pool.get()
+            hl = len(h)
+            flen = hl + n
+            h[2], h[3] = flen >> 8, flen & 0xFF
+            fo = (base_off + (pos >> 3)) | (IP_MF if more else 0) | (orig_frag & IP_DF)
+            h[6], h[7] = fo >> 8, fo & 0xFF
+            h[10] = h[11] = 0
+            c = in_cksum(h, 0, hl)
+            h[10], h[11] = c >> 8, c & 0xFF
+            # A chain when the MTU is larger than a cluster holds.
+            f = pool.from_bytes(h + pool.copydata(m, hlen + pos, n))
             if f is None:
                 for x in frags:
                     pool.freem(x)
                 self.ips_odropped += 1
                 pool.freem(m)
                 return
-            hl = len(h)
-            f.view[f.off:f.off + hl] = h
-            pool.copydata(m, hlen + pos, n, f.view[f.off + hl:f.off + hl + n])
-            b, o = f.buf, f.off
-            flen = hl + n
-            b[o + 2] = flen >> 8
-            b[o + 3] = flen & 0xFF
-            fo = (base_off + (pos >> 3)) | (IP_MF if more else 0) | (orig_frag & IP_DF)
-            b[o + 6] = fo >> 8
-            b[o + 7] = fo & 0xFF
-            b[o + 10] = b[o + 11] = 0
-            c = in_cksum(b, o, hl)
-            b[o + 10] = c >> 8
-            b[o + 11] = c & 0xFF
-            f.len = f.pkt_len = flen
             frags.append(f)
             pos += n
         pool.freem(m)

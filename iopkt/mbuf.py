@@ -183,10 +183,13 @@ class MbufPool:
 
     def get_ext(self, buf, off: int, length: int, free_fn, arg) -> Mbuf | None:
         """MEXTADD: a packet-header mbuf over storage owned elsewhere.
-        `buf` must support the buffer protocol (bytearray, memoryview).
+        `buf` must be a bytearray (the input path uses its startswith);
+        anything else raises TypeError.
         When the mbuf is freed, `free_fn(arg)` is called exactly once: that
         is how the owner gets its buffer back. Returns None when no header
         is free (the caller still owns `buf`)."""
+        if not isinstance(buf, bytearray):
+            raise TypeError(f"get_ext: storage must be a bytearray, not {type(buf).__name__}")
         free = self._free_ext
         try:
             m = free.pop()

@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Native forwarding against the plain Python TAP relay, in one run.
+"""Native, shim and the plain Python TAP relay, side by side in one run.
 
-Alternates, pair by pair: iperf3 TCP (MTU 1500) through (a) the iopkt lab
-with devnp-tap and (b) scripts/tap_relay.py, the forwarder pinned to one
-core and iperf3 to the other. Prints every run, the medians and the median
-of the pairwise ratios (native / relay). The bar (issue 2): >= 0.6.
+Each repetition runs iperf3 TCP (MTU 1500) through (a) the iopkt lab with
+devnp-tap, (b) the lab with devn-tap under the shim and (c)
+scripts/tap_relay.py, in a rotating order, the forwarder pinned to one core
+and iperf3 to the other. For the two stacks it also reads the stack
+process's CPU time (all threads) and its forwarded-packet counter.
+
+Prints every run, the medians, and the medians of the ratios computed
+repetition by repetition. The bars: native/relay >= 0.6 (issue 2),
+shim/native >= 0.3 (issue 3).
 
     sudo .venv/bin/python scripts/compare_relay.py [--reps 3] [--seconds 5]
 """
@@ -20,51 +25,70 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from iopkt import benchlib, lab  # noqa: E402
 
+KINDS = ("native", "shim", "relay")
+
+
+def run_one(kind, prefix, seconds, fwd, load):
+    if kind == "relay":
+        with benchlib.relay_lab(prefix, fwd) as st:
+            res = benchlib.iperf3(st["ns_a"], st["ns_b"], st["server_ip"], seconds, cores=load)
+        return {"bps": benchlib.received_bps(res)}
+    drv = "devnp-tap" if kind == "native" else "devn-tap"
+    with benchlib.stack_lab(lab.LabSpec(prefix=prefix, driver_a=drv, driver_b=drv), fwd) as st:
+        m = benchlib.measure_stack(st, seconds, [], load)
+    cpu = m["cpu_user_s"] + m["cpu_sys_s"]
+    return {"bps": benchlib.received_bps(m["iperf3"]), "forwarded": m["forwarded"],
+            "cpu_s": cpu, "cpu_us_per_pkt": 1e6 * cpu / max(1, m["forwarded"]),
+            "ctxsw_per_pkt": (m["ctxsw_voluntary"] + m["ctxsw_involuntary"]) / max(1, m["forwarded"])}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--driver", default="devnp-tap")
     ap.add_argument("--prefix", default="cmprel")
     ap.add_argument("--json", help="also write the runs to this file")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("compare_relay: needs root (TAPs and namespaces): run with sudo")
-    benchlib.need_iperf3()
+    try:
+        benchlib.need_iperf3()
+    except benchlib.BenchError as e:
+        sys.exit(f"compare_relay: {e}")
     fwd, load = benchlib.cpus()
     runs = []
     for rep in range(args.reps):
-        order = ("native", "relay") if rep % 2 == 0 else ("relay", "native")
-        pair = {}
+        order = KINDS[rep % 3:] + KINDS[:rep % 3]
+        r = {}
         for kind in order:
-            if kind == "native":
-                spec = lab.LabSpec(prefix=args.prefix, driver_a=args.driver, driver_b=args.driver)
-                with benchlib.stack_lab(spec, fwd) as st:
-                    res = benchlib.iperf3(st["ns_a"], st["ns_b"], "198.19.0.2",
-                                          args.seconds, cores=load)
-            else:
-                with benchlib.relay_lab(args.prefix, fwd) as st:
-                    res = benchlib.iperf3(st["ns_a"], st["ns_b"], st["server_ip"],
-                                          args.seconds, cores=load)
-            pair[kind] = benchlib.received_bps(res)
-            print(f"rep {rep + 1}/{args.reps} {kind:6} {pair[kind] / 1e6:8.1f} Mbit/s", flush=True)
-        pair["ratio"] = pair["native"] / pair["relay"]
-        runs.append(pair)
-    nat = statistics.median(r["native"] for r in runs)
-    rel = statistics.median(r["relay"] for r in runs)
-    ratio = statistics.median(r["ratio"] for r in runs)
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"Linux {platform.release()}, Python {platform.python_version()}")
-    print(f"native ({args.driver}) median {nat / 1e6:.1f} Mbit/s "
-          f"[{min(r['native'] for r in runs) / 1e6:.0f}-{max(r['native'] for r in runs) / 1e6:.0f}]")
-    print(f"plain relay        median {rel / 1e6:.1f} Mbit/s "
-          f"[{min(r['relay'] for r in runs) / 1e6:.0f}-{max(r['relay'] for r in runs) / 1e6:.0f}]")
-    print(f"native / relay     median of pairwise ratios {ratio:.2f} (bar: 0.60)")
+            r[kind] = run_one(kind, args.prefix, args.seconds, fwd, load)
+            x = r[kind]
+            extra = (f"  {x['cpu_us_per_pkt']:6.2f} us CPU/pkt  {x['ctxsw_per_pkt']:.3f} ctxsw/pkt"
+                     if "cpu_s" in x else "")
+            print(f"rep {rep + 1}/{args.reps} {kind:6} {x['bps'] / 1e6:8.1f} Mbit/s{extra}", flush=True)
+        r["native_relay"] = r["native"]["bps"] / r["relay"]["bps"]
+        r["shim_native"] = r["shim"]["bps"] / r["native"]["bps"]
+        r["cpu_shim_native"] = r["shim"]["cpu_us_per_pkt"] / r["native"]["cpu_us_per_pkt"]
+        runs.append(r)
+
+    def med(f):
+        return statistics.median(f(r) for r in runs)
+
+    def rng(k):
+        v = [r[k]["bps"] / 1e6 for r in runs]
+        return f"[{min(v):.0f}-{max(v):.0f}]"
+
+    print(f"\nmachine: {benchlib.machine_line()}")
+    for k in KINDS:
+        print(f"{k:6} median {med(lambda r: r[k]['bps']) / 1e6:8.1f} Mbit/s {rng(k)}"
+              + (f", {med(lambda r: r[k]['cpu_us_per_pkt']):.2f} us CPU per forwarded packet"
+                 if k != "relay" else ""))
+    print(f"native / relay  {med(lambda r: r['native_relay']):.2f}  (bar 0.60)")
+    print(f"shim / native   {med(lambda r: r['shim_native']):.2f}  (bar 0.30); "
+          f"CPU per packet shim / native {med(lambda r: r['cpu_shim_native']):.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": runs, "native_median": nat, "relay_median": rel,
-                       "ratio_median": ratio}, f, indent=1)
+            json.dump({"machine": benchlib.machine_line(), "runs": runs}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class TapSoftc:
                     break
                 if chain:
                     m.off = 0
+                    m.flags = 0             # not the first mbuf: no packet header
                     iov.append(m.view)
                 else:
                     iov.append(m.rxiov[0])

@@ -1,0 +1,244 @@
+"""iopkt.arp: replies, resolution with a hold queue, retries, aging."""
+
+import pytest
+from scapy.compat import raw
+from scapy.layers.inet import ICMP, IP, IPerror, UDP
+from scapy.layers.l2 import ARP, Ether
+
+from fakenet import Router, aton, fake_if, inject, ip_of, take
+from iopkt.arp import LLE_INCOMPLETE, LLE_REACHABLE
+from iopkt.route import ntoa
+
+R = Router
+
+
+def arp_request(ifp, sender_ip, sender_mac, target_ip):
+    return Ether(dst="ff:ff:ff:ff:ff:ff", src=sender_mac) / ARP(
+        op=1, hwsrc=sender_mac, psrc=sender_ip, hwdst="00:00:00:00:00:00",
+        pdst=target_ip)
+
+
+def arp_reply_to(ifp, sender_ip, sender_mac):
+    return Ether(dst=ifp.mac_str(), src=sender_mac) / ARP(
+        op=2, hwsrc=sender_mac, psrc=sender_ip, hwdst=ifp.mac_str(),
+        pdst=ntoa(ifp.in_addrs[0].addr))
+
+
+def udp_to_h1(ident=1, ttl=64, payload=b"data"):
+    return IP(src=R.H0, dst=R.H1, id=ident, ttl=ttl) / UDP(sport=1000, dport=2000) / payload
+
+
+# -- answering -----------------------------------------------------------------
+
+def test_request_for_our_address_gets_reply(router, stack):
+    inject(router.if0, arp_request(router.if0, R.H0, R.H0_MAC, R.IP0) / (b"\0" * 18))
+    (f,) = take(router.if0)
+    assert (f.dst, f.src, f.type) == (R.H0_MAC, R.MAC0, 0x0806)
+    a = f[ARP]
+    assert (a.hwtype, a.ptype, a.hwlen, a.plen, a.op) == (1, 0x0800, 6, 4, 2)
+    assert (a.hwsrc, a.psrc, a.hwdst, a.pdst) == (R.MAC0, R.IP0, R.H0_MAC, R.H0)
+    assert len(raw(f)) == 14 + 28           # the padding was not sent back
+    # the requester was learnt (RFC 826 merge: we are the target)
+    la = router.if0.llinfo[aton(R.H0)]
+    assert la.state == LLE_REACHABLE and la.mac == bytes.fromhex("02aa00000002")
+    st = stack.arp.stats
+    assert (st["received"], st["rxrequests"], st["txreplies"]) == (1, 1, 1)
+
+
+def test_request_for_other_address_ignored(router, stack):
+    inject(router.if0, arp_request(router.if0, R.H0, R.H0_MAC, "10.0.0.77"))
+    inject(router.if0, arp_request(router.if0, R.H0, R.H0_MAC, R.IP1))  # other if's
+    assert router.if0.sent == []
+    assert router.if0.llinfo == {}          # not learnt: not for us
+    assert stack.arp.stats["txreplies"] == 0
+
+
+def test_own_frame_looped_back_ignored(router, stack):
+    inject(router.if0, arp_request(router.if0, R.IP0, R.MAC0, R.IP0))
+    assert router.if0.sent == [] and stack.arp.stats["rxrequests"] == 0
+
+
+def test_someone_claiming_our_address(router, stack):
+    inject(router.if0, arp_request(router.if0, R.IP0, R.H0_MAC, R.H0))
+    assert stack.arp.stats["dupips"] == 1 and router.if0.llinfo == {}
+
+
+def test_malformed_arp(router, stack):
+    inject(router.if0, Ether(dst="ff:ff:ff:ff:ff:ff", type=0x0806) / (b"\0\1" * 5))
+    bad = arp_request(router.if0, R.H0, R.H0_MAC, R.IP0)
+    bad[ARP].ptype = 0x86DD
+    inject(router.if0, bad)
+    assert router.if0.in_discards["arp_malformed"] == 2
+    assert stack.arp.stats["badlen"] == 1 and stack.arp.stats["badtype"] == 1
+    assert router.if0.sent == []
+
+
+# -- resolving -----------------------------------------------------------------
+
+def test_unresolved_next_hop_one_request_and_packet_held(router, stack):
+    router.send0(udp_to_h1(1))
+    router.send0(udp_to_h1(2))
+    (req,) = take(router.if1)
+    assert req.dst == "ff:ff:ff:ff:ff:ff" and req.src == R.MAC1
+    a = req[ARP]
+    assert (a.op, a.hwsrc, a.psrc, a.hwdst, a.pdst) == (1, R.MAC1, R.IP1, "00:00:00:00:00:00", R.H1)
+    la = router.if1.llinfo[aton(R.H1)]
+    assert la.state == LLE_INCOMPLETE and len(la.holdq) == 2 and la.asked == 1
+    st = stack.arp.stats
+    assert (st["txrequests"], st["held"]) == (1, 2)
+    assert router.if1.omcasts == 1
+    assert stack.pool.in_use == 2           # the two held packets
+
+
+def test_reply_releases_held_packets(router, stack):
+    router.send0(udp_to_h1(1, payload=b"first"))
+    router.send0(udp_to_h1(2, payload=b"second"))
+    take(router.if1)
+    inject(router.if1, arp_reply_to(router.if1, R.H1, R.H1_MAC))
+    out = take(router.if1)
+    assert [(f.dst, f.src, f.type) for f in out] == [(R.H1_MAC, R.MAC1, 0x0800)] * 2
+    assert [ip_of(f).id for f in out] == [1, 2]
+    assert [raw(ip_of(f)[UDP].payload) for f in out] == [b"first", b"second"]
+    assert [ip_of(f).ttl for f in out] == [63, 63]
+    la = router.if1.llinfo[aton(R.H1)]
+    assert la.state == LLE_REACHABLE and la.holdq == [] and la.asked == 0
+    assert stack.pool.in_use == 0
+    # and the next packet goes straight out
+    router.send0(udp_to_h1(3))
+    (f,) = take(router.if1)
+    assert f.dst == R.H1_MAC and ip_of(f).id == 3
+
+
+def test_hold_queue_bounded(router, stack):
+    stack.arp.maxhold = 4
+    for i in range(1, 8):
+        router.send0(udp_to_h1(i))
+    assert len(take(router.if1)) == 1       # still one request
+    la = router.if1.llinfo[aton(R.H1)]
+    assert len(la.holdq) == 4
+    assert stack.arp.stats["holdq_drops"] == 3 and stack.arp.stats["held"] == 7
+    assert router.if1.out_discards["arp_holdq_full"] == 3
+    assert router.if1.oerrors == 3
+    assert stack.pool.in_use == 4
+    inject(router.if1, arp_reply_to(router.if1, R.H1, R.H1_MAC))
+    assert [ip_of(f).id for f in take(router.if1)] == [4, 5, 6, 7]   # oldest dropped
+
+
+def test_retries_then_host_unreachable(router, stack, clock):
+    router.learn(router.if0, R.H0, R.H0_MAC)       # the way back is known
+    sent = [udp_to_h1(i, payload=b"p%d" % i) for i in (1, 2)]
+    for p in sent:
+        router.send0(p)
+    assert len(take(router.if1)) == 1
+    maxtries = stack.arp.maxtries
+    assert maxtries == 5
+    for n in range(2, maxtries + 1):               # retries, once a second
+        clock.advance(0.5)
+        stack.arp.timer()
+        assert take(router.if1) == []              # not yet: retry is 1 s
+        clock.advance(0.5)
+        stack.arp.timer()
+        (req,) = take(router.if1)
+        assert req[ARP].op == 1 and req[ARP].pdst == R.H1
+        assert stack.arp.stats["txrequests"] == n
+        assert router.if0.sent == []
+    clock.advance(1.0)
+    stack.arp.timer()                               # give up
+    assert take(router.if1) == []
+    assert aton(R.H1) not in router.if1.llinfo
+    assert stack.arp.stats["timeouts"] == 1
+    assert router.if1.out_discards["arp_unresolved"] == 2
+    assert router.if1.oerrors == 2
+    errs = take(router.if0)
+    assert len(errs) == 2
+    for f, orig in zip(errs, sent):
+        assert (f.dst, f.src) == (R.H0_MAC, R.MAC0)
+        ip = ip_of(f)
+        assert (ip.src, ip.dst, ip.proto, ip.ttl) == (R.IP0, R.H0, 1, 64)
+        icmp = ip[ICMP]
+        assert (icmp.type, icmp.code) == (3, 1)
+        q = icmp[IPerror]
+        assert (q.src, q.dst, q.id, q.proto) == (R.H0, R.H1, orig.id, 17)
+        assert q.ttl == 63                          # it had been forwarded
+    assert stack.icmp.outhist == {"unreach/1": 2}
+    assert stack.pool.in_use == 0
+
+
+def test_reachable_entry_expires_after_keep(net, stack, clock):
+    keep = stack.arp.keep
+    assert keep == 1200.0
+    clock.advance(keep - 1)
+    stack.arp.timer()
+    assert net.if1.llinfo[aton(R.H1)].state == LLE_REACHABLE
+    assert stack.arp.stats["expired"] == 0
+    clock.advance(1)
+    stack.arp.timer()
+    assert aton(R.H1) not in net.if1.llinfo and aton(R.H0) not in net.if0.llinfo
+    assert stack.arp.stats["expired"] == 2
+    # the next packet resolves afresh
+    net.send0(udp_to_h1(9))
+    (req,) = take(net.if1)
+    assert req[ARP].op == 1 and req[ARP].pdst == R.H1
+
+
+def test_arp_from_neighbour_renews_entry(net, stack, clock):
+    # an ARP request from the neighbour renews its entry's lifetime
+    clock.advance(1000)
+    inject(net.if1, arp_request(net.if1, R.H1, R.H1_MAC, R.IP1))
+    take(net.if1)
+    clock.advance(1000)
+    stack.arp.timer()
+    assert net.if1.llinfo[aton(R.H1)].state == LLE_REACHABLE
+    assert aton(R.H0) not in net.if0.llinfo
+
+
+def test_reply_updates_changed_mac(net, stack):
+    inject(net.if1, arp_reply_to(net.if1, R.H1, "02:bb:00:00:99:99"))
+    net.send0(udp_to_h1(5))
+    (f,) = take(net.if1)
+    assert f.dst == "02:bb:00:00:99:99"
+
+
+def test_flush_frees_held(router, stack):
+    router.send0(udp_to_h1(1))
+    assert stack.pool.in_use == 1
+    stack.arp.flush(router.if1)
+    assert router.if1.llinfo == {} and stack.pool.in_use == 0
+
+
+def test_table(net, stack, clock):
+    clock.advance(10)
+    rows = {r["address"]: r for r in stack.arp.table()}
+    assert rows[R.H1] == {"interface": "fk1", "address": R.H1, "mac": R.H1_MAC,
+                          "state": "reachable", "expires_in": 1190.0, "held": 0}
+
+
+def test_unnumbered_interface_entries_time_out(router, stack, clock):
+    if2 = fake_if(stack, 2, "02:00:00:00:02:01")   # no address
+    stack.ip.routes.add(aton("10.9.0.0"), 16, 0, if2)
+    for i in range(3):
+        router.send0(IP(src=R.H0, dst=f"10.9.0.{i + 1}") / UDP())
+    assert len(if2.llinfo) == 3 and stack.pool.in_use == 3
+    for _ in range(stack.arp.maxtries + 2):
+        clock.advance(1.0)
+        stack.arp.timer()
+    assert if2.llinfo == {}
+    assert stack.arp.stats["timeouts"] == 3
+    # The three held packets became three host-unreachables for H0, which
+    # now wait for H0's own ARP answer on fk0.
+    assert stack.icmp.stats["error"] == 3
+    assert len(router.if0.llinfo[aton(R.H0)].holdq) == 3
+    assert stack.pool.in_use == 3
+
+
+def test_no_icmp_error_to_ourselves_after_arp_failure(router, stack, clock):
+    router.send0(IP(src=R.H0, dst=R.IP0) / ICMP(id=1, seq=1))
+    assert stack.icmp.stats["reflect"] == 1        # the reply waits for ARP
+    take(router.if0)
+    for _ in range(stack.arp.maxtries + 3):
+        clock.advance(1.0)
+        stack.arp.timer()
+    sent = take(router.if0)
+    assert all(f[ARP].pdst == R.H0 for f in sent), [f.summary() for f in sent]
+    assert aton(R.IP0) not in router.if0.llinfo
+    assert stack.icmp.stats["error"] == 0

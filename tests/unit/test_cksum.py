@@ -1,0 +1,79 @@
+"""iopkt.cksum: RFC 1071 checksum and RFC 1624 incremental update."""
+
+import random
+import struct
+
+import pytest
+from scapy.compat import raw
+from scapy.layers.inet import IP, UDP
+from scapy.utils import checksum as scapy_checksum
+
+from iopkt.cksum import cksum_sum, cksum_update16, fold, in_cksum
+
+
+def test_in_cksum_matches_scapy_ip_header():
+    hdr = bytearray(raw(IP(src="192.0.2.1", dst="198.51.100.7", ttl=17, id=0x1234)
+                        / UDP()))[:20]
+    want = struct.unpack_from("!H", hdr, 10)[0]
+    hdr[10:12] = b"\0\0"
+    assert in_cksum(hdr) == want
+    hdr[10:12] = want.to_bytes(2, "big")
+    assert in_cksum(hdr) == 0               # over a correct header: 0
+
+
+def test_rfc1071_example():
+    # RFC 1071 section 3: bytes 00 01 f2 03 f4 f5 f6 f7 sum to 0xddf2
+    data = bytes.fromhex("0001f203f4f5f6f7")
+    assert fold(cksum_sum(data, 0, 8)) == 0xDDF2
+    assert in_cksum(data) == 0xFFFF & ~0xDDF2
+
+
+def test_offset_and_length():
+    data = b"\xff\xff" + bytes.fromhex("0001f203f4f5f6f7") + b"\xee"
+    assert in_cksum(data, 2, 8) == in_cksum(bytes.fromhex("0001f203f4f5f6f7"))
+
+
+@pytest.mark.parametrize("n", [1, 3, 7, 21, 101])
+def test_odd_lengths_pad_with_zero(n):
+    data = bytes(random.Random(n).randrange(256) for _ in range(n))
+    assert in_cksum(data) == in_cksum(data + b"\0")
+    assert in_cksum(data) == scapy_checksum(data)
+
+
+def test_odd_length_single_byte():
+    assert in_cksum(b"\x12") == 0xFFFF & ~0x1200
+
+
+def test_initial_value_chains_sums():
+    a, b = b"\x01\x02\x03\x04", b"\x05\x06\x07\x08"
+    assert in_cksum(b, initial=cksum_sum(a, 0, 4)) == in_cksum(a + b)
+
+
+def test_cksum_update16_equals_recomputation():
+    rnd = random.Random(1624)
+    for _ in range(2000):
+        hdr = bytearray(rnd.randbytes(20))
+        hdr[10:12] = b"\0\0"
+        c = in_cksum(hdr)
+        hdr[10:12] = c.to_bytes(2, "big")
+        i = rnd.choice([0, 2, 4, 6, 8, 12, 14, 16, 18])
+        old = struct.unpack_from("!H", hdr, i)[0]
+        new = rnd.randrange(0x10000)
+        struct.pack_into("!H", hdr, i, new)
+        hdr[10:12] = b"\0\0"
+        assert cksum_update16(c, old, new) == in_cksum(hdr), (hdr.hex(), i)
+
+
+def test_cksum_update16_rfc1624_corner_case():
+    # RFC 1624 section 3's example: eqn. 3 must give 0x0000, not 0xFFFF.
+    assert cksum_update16(0xDD2F, 0x5555, 0x3285) == 0x0000
+
+
+def test_cksum_update16_ttl_decrement():
+    hdr = bytearray(raw(IP(src="10.0.0.2", dst="10.0.1.2", ttl=64) / UDP()))[:20]
+    c = struct.unpack_from("!H", hdr, 10)[0]
+    old = struct.unpack_from("!H", hdr, 8)[0]
+    hdr[8] -= 1
+    new = struct.unpack_from("!H", hdr, 8)[0]
+    hdr[10:12] = b"\0\0"
+    assert cksum_update16(c, old, new) == in_cksum(hdr)

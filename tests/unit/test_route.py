@@ -1,0 +1,141 @@
+"""iopkt.route: longest-prefix match, the route cache, route checks."""
+
+import pytest
+
+from fakenet import aton, fake_if
+from iopkt.route import (RTF_CONNECTED, RTF_GATEWAY, RTF_HOST, RTF_STATIC,
+                         RouteError, RouteTable, parse_prefix)
+
+
+class If:
+    def __init__(self, name):
+        self.name = name
+
+
+IF0, IF1, IF2 = If("fk0"), If("fk1"), If("fk2")
+
+
+@pytest.fixture
+def rt():
+    t = RouteTable()
+    t.add(aton("10.0.0.0"), 24, 0, IF0, RTF_CONNECTED)
+    t.add(aton("10.0.1.0"), 24, 0, IF1, RTF_CONNECTED)
+    return t
+
+
+def test_connected_lookup(rt):
+    r = rt.lookup(aton("10.0.1.77"))
+    assert r.ifp is IF1 and r.gateway == 0 and r.flags & RTF_CONNECTED
+    assert rt.lookup(aton("10.0.2.1")) is None
+
+
+def test_longest_prefix_match(rt):
+    gw = aton("10.0.1.2")
+    rt.add(aton("172.16.0.0"), 12, gw)
+    rt.add(aton("172.16.5.0"), 24, aton("10.0.0.9"))
+    rt.add(aton("172.16.5.128"), 25, gw, IF2)
+    rt.add(aton("172.16.5.200"), 32, aton("10.0.0.3"))
+    assert rt.lookup(aton("172.31.0.1")).plen == 12
+    assert rt.lookup(aton("172.16.5.1")).plen == 24
+    assert rt.lookup(aton("172.16.5.129")).plen == 25
+    assert rt.lookup(aton("172.16.5.129")).ifp is IF2     # explicit interface
+    host = rt.lookup(aton("172.16.5.200"))
+    assert host.plen == 32 and host.flags & RTF_HOST
+    assert host.gateway == aton("10.0.0.3") and host.ifp is IF0
+    assert rt.lookup(aton("172.32.0.1")) is None
+
+
+def test_default_route(rt):
+    assert rt.lookup(aton("8.8.8.8")) is None
+    d = rt.add(0, 0, aton("10.0.1.254"))
+    assert d.flags & RTF_GATEWAY and d.flags & RTF_STATIC and d.ifp is IF1
+    assert rt.lookup(aton("8.8.8.8")) is d
+    assert rt.lookup(aton("10.0.0.5")).plen == 24    # more specific still wins
+    assert rt.to_list()[-1] == {"destination": "0.0.0.0/0", "gateway": "10.0.1.254",
+                                "flags": "UGS", "interface": "fk1", "use": 0}
+
+
+def test_destination_is_masked(rt):
+    r = rt.add(aton("192.168.7.99"), 16, aton("10.0.0.2"))
+    assert r.dst == aton("192.168.0.0") and r.mask == 0xFFFF0000
+
+
+def test_cache_filled_and_invalidated_by_add(rt):
+    dst = aton("10.0.1.77")
+    r24 = rt.lookup(dst)
+    assert rt.cache == {dst: r24}
+    host = rt.add(dst, 32, aton("10.0.0.2"))
+    assert rt.cache == {}
+    assert rt.lookup(dst) is host and rt.cache[dst] is host
+
+
+def test_cache_invalidated_by_delete(rt):
+    dst = aton("10.0.1.77")
+    host = rt.add(dst, 32, aton("10.0.0.2"))
+    assert rt.lookup(dst) is host
+    assert rt.delete(dst, 32) is host
+    assert rt.cache == {}
+    assert rt.lookup(dst).plen == 24
+
+
+def test_delete_unknown(rt):
+    with pytest.raises(RouteError, match=r"no route 10\.9\.0\.0/16"):
+        rt.delete(aton("10.9.1.1"), 16)
+
+
+def test_gateway_must_be_on_connected_network(rt):
+    with pytest.raises(RouteError, match=r"gateway 192\.0\.2\.1 is not on a connected network"):
+        rt.add(aton("172.16.0.0"), 12, aton("192.0.2.1"))
+    # a gateway reachable only through another static route is not enough
+    rt.add(aton("192.0.2.0"), 24, aton("10.0.0.2"))
+    with pytest.raises(RouteError, match="not on a connected network"):
+        rt.add(aton("172.16.0.0"), 12, aton("192.0.2.1"))
+
+
+def test_route_needs_gateway_or_interface(rt):
+    with pytest.raises(RouteError, match="gateway or an interface"):
+        rt.add(aton("172.16.0.0"), 12)
+
+
+def test_duplicate_and_bad_prefix_length(rt):
+    rt.add(aton("172.16.0.0"), 12, aton("10.0.0.2"))
+    with pytest.raises(RouteError, match="exists"):
+        rt.add(aton("172.16.9.9"), 12, aton("10.0.1.2"))
+    with pytest.raises(RouteError, match="0..32"):
+        rt.add(aton("172.16.0.0"), 33, aton("10.0.0.2"))
+
+
+def test_purge_ifp(rt):
+    rt.add(0, 0, aton("10.0.1.2"))
+    rt.lookup(aton("8.8.8.8"))
+    rt.purge_ifp(IF1)
+    assert [r.ifp for r in rt.routes] == [IF0]
+    assert rt.cache == {} and rt.lookup(aton("8.8.8.8")) is None
+
+
+def test_parse_prefix():
+    assert parse_prefix("default") == (0, 0)
+    assert parse_prefix("198.18.0.0/24") == (aton("198.18.0.0"), 24)
+    assert parse_prefix("198.18.0.1") == (aton("198.18.0.1"), 32)
+    assert parse_prefix("10.1.2.3/8") == (aton("10.1.2.3"), 8)
+
+
+@pytest.mark.parametrize("text", ["10.0.0.0/33", "10.0.0.256", "bogus", "10.0.0.0/x",
+                                  "", "::1"])
+def test_parse_prefix_errors(text):
+    with pytest.raises(ValueError) as ei:
+        parse_prefix(text)
+    assert str(ei.value) == f"{text!r} is not an IPv4 address or prefix"
+
+
+def test_stack_add_address_creates_connected_route(stack):
+    ifp = fake_if(stack, 0, "02:00:00:00:00:01", "10.0.0.1", 24)
+    r = stack.ip.routes.lookup(aton("10.0.0.200"))
+    assert r.ifp is ifp and r.flags & RTF_CONNECTED
+    # a second address in the same subnet shares the route
+    stack.ip.add_address(ifp, aton("10.0.0.9"), 24)
+    assert len(stack.ip.routes.routes) == 1
+    stack.ip.del_address(ifp, aton("10.0.0.1"))
+    assert stack.ip.routes.lookup(aton("10.0.0.200")) is r
+    stack.ip.del_address(ifp, aton("10.0.0.9"))
+    assert stack.ip.routes.lookup(aton("10.0.0.200")) is None
