@@ -40,8 +40,12 @@ test: root setup
 unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit tests/test_cli.py $(ARGS)
 
-# The main job: native versus plain relay, measured with iperf3.
+# The main job: native versus shim with real traffic (FULL=1: the full matrix).
 bench: root setup
+	$(VENV)/bin/iopkt bench $(if $(FULL),--full) $(ARGS)
+
+# Native, shim and the plain Python relay side by side (issues 2 and 3's bars).
+compare: root setup
 	$(PY) scripts/compare_relay.py $(ARGS)
 
 lab-up: root setup

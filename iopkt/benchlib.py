@@ -217,3 +217,30 @@ def machine_line() -> str:
         pass
     return (f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, "
             f"Python {platform.python_version()}")
+
+
+@contextlib.contextmanager
+def kernel_lab(prefix: str):
+    """The upper bound: Linux itself routing between the same two hosts,
+    over veth pairs through a router namespace P-r."""
+    lab.check_prefix(prefix)
+    ns_a, ns_r, ns_b = f"{prefix}-a", f"{prefix}-r", f"{prefix}-b"
+    links = (f"{prefix}-a0", f"{prefix}-ra", f"{prefix}-b0", f"{prefix}-rb")
+    try:
+        for ns in (ns_a, ns_r, ns_b):
+            netns.ns_create(ns)
+        netns.veth_pair(links[0], links[1])
+        netns.veth_pair(links[2], links[3])
+        for ifname, ns in zip(links, (ns_a, ns_r, ns_b, ns_r)):
+            netns.link_move(ifname, ns)
+        netns.ns_sysctl(ns_r, "net/ipv4/ip_forward", "1")
+        netns.host_setup(ns_r, links[1], "198.18.0.1", 24, None)
+        netns.host_setup(ns_r, links[3], "198.19.0.1", 24, None)
+        netns.host_setup(ns_a, links[0], "198.18.0.2", 24, "198.18.0.1")
+        netns.host_setup(ns_b, links[2], "198.19.0.2", 24, "198.19.0.1")
+        yield {"ns_a": ns_a, "ns_b": ns_b}
+    finally:
+        for ns in (ns_a, ns_r, ns_b):
+            netns.ns_remove(ns)
+        for ifname in links:
+            netns.link_delete(ifname)

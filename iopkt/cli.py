@@ -286,7 +286,8 @@ def cmd_lab(args) -> None:
             spec = lab.LabSpec(prefix=lab.check_prefix(args.prefix), driver_a=_resolve_name(da),
                                driver_b=_resolve_name(db),
                                opts_a=args.options_a or args.options or "",
-                               opts_b=args.options_b or args.options or "")
+                               opts_b=args.options_b or args.options or "",
+                               speed=args.speed)
             st = lab.up(spec)
             if args.json:
                 return _dump(st)
@@ -330,6 +331,72 @@ def _resolve_name(name: str) -> str:
         return resolve(name).name
     except DriverError as e:
         fail(str(e), EXIT_USAGE)
+
+
+# -- bench ---------------------------------------------------------------
+def cmd_bench(args) -> None:
+    from . import bench
+    if args.bench_cmd == "compare":
+        try:
+            print(bench.compare(args.old, args.new))
+        except bench.BenchError as e:
+            fail(str(e), EXIT_USAGE)
+        return
+    need_root()
+    try:
+        if args.full:
+            points = bench.full_points()
+        elif any(v is not None for v in (args.protocols, args.frames, args.loads,
+                                          args.links, args.cpus)):
+            points = bench.make_points(
+                _csv(args.protocols, "tcp,udp"), [_int(x, "--frames") for x in
+                                                  _csv(args.frames, "64,1518")],
+                _csv(args.loads, "unlimited"), _csv(args.links, "none"),
+                [_float(x, "--cpu") for x in _csv(args.cpus, "1")])
+        else:
+            points = bench.default_points()
+        plan = bench.Plan(points=points, drivers=_csv(args.drivers, "native,shim,shim0"),
+                          reps=args.reps, seconds=args.seconds,
+                          baselines=not args.no_baselines, prefix=args.prefix)
+        plan.check()
+        from .benchlib import need_iperf3
+        need_iperf3()
+    except Exception as e:
+        fail(str(e), EXIT_USAGE)
+    out = args.out or bench.default_outdir()
+    print(f"iopkt bench: {len(plan.points)} points x {len(plan.drivers)} drivers x "
+          f"{plan.reps} reps{' + baselines' if plan.baseline_points() else ''} = "
+          f"{plan.runs()} runs of {plan.seconds:g} s, about {plan.estimate_s() / 60:.1f} min; "
+          f"results in {out}/", file=sys.stderr)
+    res = bench.run(plan, out)
+    print()
+    bench.print_summary(bench.summarise(res["records"]))
+    failed = [r for r in res["records"] if not r["ok"]]
+    print(f"\n{len(res['records']) - len(failed)} runs ok, {len(failed)} failed; "
+          f"results: {out}/results.md, results.json, iperf3/, plot-*.png")
+    left = bench.leftovers(args.prefix)
+    if left:
+        print(f"iopkt bench: left behind: {', '.join(left)}", file=sys.stderr)
+    if res["meta"]["interrupted"]:
+        sys.exit(130)
+
+
+def _csv(v, default):
+    return [x.strip() for x in (v if v is not None else default).split(",") if x.strip()]
+
+
+def _int(x, opt):
+    try:
+        return int(x)
+    except ValueError:
+        fail(f"{opt} {x}: expected a whole number", EXIT_USAGE)
+
+
+def _float(x, opt):
+    try:
+        return float(x)
+    except ValueError:
+        fail(f"{opt} {x}: expected a number", EXIT_USAGE)
 
 
 # -- parser --------------------------------------------------------------
@@ -395,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     lu.add_argument("--options", help="extra driver options for both sides (key=value,...)")
     lu.add_argument("--options-a", help="driver options for side A only")
     lu.add_argument("--options-b", help="driver options for side B only")
+    lu.add_argument("--speed", type=int, default=0, metavar="MBPS",
+                    help="emulate a 10/100/1000 Mbit/s link in both directions")
     ld = lsub.add_parser("down", help="stop the stack and remove everything the lab made")
     ls = lsub.add_parser("status", help="what labs are up")
     for sp in (lu, ld):
@@ -403,6 +472,30 @@ def build_parser() -> argparse.ArgumentParser:
     for sp in (lu, ld, ls):
         sp.add_argument("--json", action="store_true")
     lb.set_defaults(fn=cmd_lab)
+
+    b = sub.add_parser("bench", help="native versus shim with real traffic (iperf3, psutil)",
+                       description="Run the benchmark matrix (default: the seed's three "
+                       "claims and their opposites, about 7 minutes) or compare two results.")
+    bsub = b.add_subparsers(dest="bench_cmd", metavar="[run|compare]")
+    br = bsub.add_parser("run", help="run the matrix (the default)")
+    bc = bsub.add_parser("compare", help="change of every figure between two results folders")
+    bc.add_argument("old")
+    bc.add_argument("new")
+    for sp in (b, br):
+        sp.add_argument("--drivers", help="native,shim,shim0 (default: all three)")
+        sp.add_argument("--protocols", help="tcp,udp")
+        sp.add_argument("--frames", help="RFC 2544 sizes: 64,128,256,512,1024,1280,1518")
+        sp.add_argument("--loads", help="offered load: 10M,100M,1G,unlimited")
+        sp.add_argument("--links", help="emulated link speed: none,10,100,1000")
+        sp.add_argument("--cpu", dest="cpus", help="CPU budget of the stack in cores, e.g. 0.25,1")
+        sp.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+        sp.add_argument("--seconds", type=float, default=3.0, help="per run (default 3)")
+        sp.add_argument("--full", action="store_true", help="the full matrix (long)")
+        sp.add_argument("--no-baselines", action="store_true",
+                        help="skip Linux routing and the plain relay")
+        sp.add_argument("--out", help="results folder (default results/bench-DATE)")
+        sp.add_argument("--prefix", default="ibench", help="names of the labs it builds")
+    b.set_defaults(fn=cmd_bench, bench_cmd="run")
     return p
 
 

@@ -39,6 +39,7 @@ class LabSpec:
     opts_a: str = ""
     opts_b: str = ""
     stack_args: list = field(default_factory=list)   # extra `iopkt run` args
+    speed: int = 0          # emulated link speed, Mbit/s, both sides (0: none)
 
     @property
     def ns_a(self) -> str:
@@ -72,11 +73,10 @@ def log_path(prefix: str) -> str:
     return os.path.join(control.RUN_DIR, f"lab-{prefix}.log")
 
 
-def _driver_args(name: str, tap: str, opts: str) -> list[str]:
-    """The `-d` arguments for one side: the TAP name goes where the driver
-    takes it (devnp-tap: name=; a legacy driver through the shim: its own
-    option string)."""
-    o = f"name={tap}" + (f",{opts}" if opts else "")
+def _driver_args(name: str, tap: str, opts: str, speed: int) -> list[str]:
+    """The `-d` arguments for one side: the TAP's name and the emulated
+    speed go to the driver (native, or legacy through the shim)."""
+    o = f"name={tap}" + (f",speed={speed}" if speed else "") + (f",{opts}" if opts else "")
     return ["-d", name, o]
 
 
@@ -90,7 +90,9 @@ def up(spec: LabSpec, wait: float = 15.0) -> dict:
                            f"'iopkt lab down --prefix {spec.prefix}' first")
         down(spec.prefix, quiet=True)           # leftovers of a crash
     os.makedirs(control.RUN_DIR, exist_ok=True)
-    state = {"prefix": spec.prefix, "driver_a": spec.driver_a,
+    if spec.speed not in (0, 10, 100, 1000, 10000):
+        raise LabError(f"--speed {spec.speed}: one of 10, 100, 1000, 10000 (Mbit/s)")
+    state = {"prefix": spec.prefix, "driver_a": spec.driver_a, "speed": spec.speed,
              "driver_b": spec.driver_b, "ns_a": spec.ns_a, "ns_b": spec.ns_b,
              "tap_a": spec.tap_a, "tap_b": spec.tap_b, "pid": None,
              "log": log_path(spec.prefix), "created": time.time(),
@@ -99,8 +101,8 @@ def up(spec: LabSpec, wait: float = 15.0) -> dict:
         netns.ns_create(spec.ns_a)
         netns.ns_create(spec.ns_b)
         cmd = [sys.executable, "-m", "iopkt", "run", "-i", spec.prefix,
-               *_driver_args(spec.driver_a, spec.tap_a, spec.opts_a),
-               *_driver_args(spec.driver_b, spec.tap_b, spec.opts_b),
+               *_driver_args(spec.driver_a, spec.tap_a, spec.opts_a, spec.speed),
+               *_driver_args(spec.driver_b, spec.tap_b, spec.opts_b, spec.speed),
                *spec.stack_args]
         log = open(state["log"], "ab")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
@@ -123,6 +125,8 @@ def up(spec: LabSpec, wait: float = 15.0) -> dict:
                                           (spec.tap_b, spec.ns_b, B_NET)):
             netns.link_move(tap, ns)
             netns.host_setup(ns, tap, addr, plen, gw)
+            if spec.speed:
+                netns.link_rate(ns, tap, spec.speed)
         _write_state(state)
         return state
     except BaseException:

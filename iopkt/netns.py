@@ -104,3 +104,19 @@ def ns_popen(ns: str | None, cmd: list[str], cpus: set[int] | None = None, **kw)
             os.sched_setaffinity(0, cpus)
 
     return subprocess.Popen(cmd, preexec_fn=child, **kw)
+
+
+def link_rate(ns: str, ifname: str, mbps: int) -> None:
+    """Limit what `ifname` in `ns` sends to `mbps` Mbit/s with a token
+    bucket qdisc (the link partner's half of link-speed emulation)."""
+    with NetNS(ns) as n:
+        idx = n.link_lookup(ifname=ifname)[0]
+        rate = mbps * 1_000_000 // 8
+        n.tc("add", "tbf", index=idx, handle="1:", rate=f"{mbps}mbit",
+             burst=max(32 * 1024, rate // 250), latency="20ms")
+
+
+def qdisc_kinds(ns: str, ifname: str) -> list[str]:
+    with NetNS(ns) as n:
+        idx = n.link_lookup(ifname=ifname)[0]
+        return [q.get_attr("TCA_KIND") for q in n.get_qdiscs(index=idx)]

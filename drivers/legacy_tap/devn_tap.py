@@ -22,6 +22,7 @@ from collections import deque
 import pytun
 
 from iopkt import ionet
+from iopkt.pacer import Pacer
 from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, DCMD_IO_NET_GET_CONFIG,
                          DCMD_IO_NET_GET_STATS, EOK, ENOTSUP, NIC_FLAG_LINK_DOWN,
                          TX_DOWN_AGAIN, TX_DOWN_FAILED, TX_DOWN_OK, IoNetRegistrant,
@@ -29,7 +30,8 @@ from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, DCMD_IO_NET_GET_CONFIG,
 
 NAME = "devn-tap"
 BUFSIZE = 2048
-OPTIONS = {"name": "", "mac": "", "mtu": 1500, "npkts": 256, "burst": 32, "batch": 1}
+OPTIONS = {"name": "", "mac": "", "mtu": 1500, "npkts": 256, "burst": 32, "batch": 1,
+           "speed": 0}
 LINK_LOST = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
 
 
@@ -49,6 +51,13 @@ class DevnTap:
             raise ValueError(f"option mtu={opts['mtu']}: must be 68..{BUFSIZE - 14}")
         if opts["npkts"] < 2 or opts["burst"] < 1:
             raise ValueError("options npkts >= 2 and burst >= 1")
+        if opts["speed"] not in (0, 10, 100, 1000, 10000):
+            raise ValueError(f"option speed={opts['speed']}: one of 10, 100, 1000, 10000 "
+                             "(Mbit/s) or 0 for no limit")
+        # Link-speed emulation: the driver paces its own transmissions. The
+        # pacer is the one piece borrowed from iopkt; it knows nothing of
+        # the stack either.
+        self.pacer = Pacer(opts["speed"]) if opts["speed"] else None
         self.tap = pytun.TunTapDevice(name=opts["name"],
                                       flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
         self.tap.mtu = opts["mtu"]
@@ -182,6 +191,9 @@ class DevnTap:
     def rx_down(self, npkt: npkt_t) -> int:
         """Send a down packet: one gathered write of its fragments."""
         st = self.stats
+        if self.pacer is not None and self.pacer.wait(npkt.framelen):
+            st.tx_again += 1
+            return TX_DOWN_AGAIN            # the wire is busy: io-net retries
         try:
             if npkt.tot_iov == 1:
                 n = os.write(self.fd, npkt.buffers[0].net_iov[0].base)
@@ -210,7 +222,7 @@ class DevnTap:
         if dcmd == DCMD_IO_NET_GET_CONFIG:
             return EOK, NicConfig(device_name=f"TAP {self.tap.name}", driver_name=NAME,
                                   permanent_address=self.mac, current_address=self.mac,
-                                  mtu=self.opts["mtu"], media_rate=0,
+                                  mtu=self.opts["mtu"], media_rate=self.opts["speed"] * 1000,
                                   flags=NIC_FLAG_LINK_DOWN if self.link_down else 0)
         return ENOTSUP, None
 

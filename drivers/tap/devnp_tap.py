@@ -25,6 +25,7 @@ import pytun
 from iopkt.drvload import Driver, DriverError, Option
 from iopkt.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
 from iopkt.ifnet import IFF_OACTIVE, IFF_RUNNING, LINK_STATE_UP, Ifnet, if_transmit
+from iopkt.pacer import Pacer
 from iopkt.stack import EPOLLIN, EPOLLOUT
 
 LINK_LOST_ERRNOS = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
@@ -38,8 +39,11 @@ def random_mac() -> bytes:
 class TapSoftc:
     """The driver's private state for one interface (BSD's softc)."""
 
-    def __init__(self, stack, ifp: Ifnet, tap, burst: int):
+    def __init__(self, stack, ifp: Ifnet, tap, burst: int, speed: int = 0):
         self.stack = stack
+        # Link-speed emulation: pace transmissions to `speed` Mbit/s.
+        self.pacer = Pacer(speed) if speed else None
+        self._pace_co = None
         self.ifp = ifp
         self.tap = tap
         self.fd = tap.fileno()
@@ -164,7 +168,7 @@ class TapSoftc:
         burst now (the common case: no queueing at all). When the TAP would
         block, the rest goes on if_snd in order and start() waits for
         EPOLLOUT. Consumes the mbufs in `pkts`."""
-        if ifp.if_snd.len or ifp.flags & IFF_OACTIVE:
+        if ifp.if_snd.len or ifp.flags & IFF_OACTIVE or self.pacer is not None:
             if_transmit(ifp, pkts)
             return
         fd = self.fd
@@ -206,10 +210,18 @@ class TapSoftc:
         fd = self.fd
         write = os.write
         freem = self.pool.freem
+        pacer = self.pacer
         while True:
             m = ifq.dequeue()
             if m is None:
                 return
+            if pacer is not None:
+                delay = pacer.wait(m.pkt_len)
+                if delay:                   # the emulated wire is busy
+                    ifq.prepend(m)
+                    ifp.flags |= IFF_OACTIVE
+                    self._pace_co = self.stack.timeout(delay, self._pace_ready)
+                    return
             try:
                 if m.next is None:
                     n = write(fd, m.view[m.off:m.off + m.len])
@@ -230,6 +242,11 @@ class TapSoftc:
             ifp.obytes += n
             freem(m)
 
+    def _pace_ready(self) -> None:
+        self._pace_co = None
+        self.ifp.flags &= ~IFF_OACTIVE
+        self.start(self.ifp)
+
     def _tx_ready(self) -> None:
         self.ifp.flags &= ~IFF_OACTIVE
         self.stack.interrupt_modify(self.fd, EPOLLIN)
@@ -243,6 +260,9 @@ class TapSoftc:
 
     def stop(self, ifp: Ifnet) -> None:
         ifp.flags &= ~(IFF_RUNNING | IFF_OACTIVE)
+        if self._pace_co is not None:
+            self._pace_co.cancel()
+            self._pace_co = None
         m = ifp.if_snd.dequeue()
         while m is not None:
             ifp.output_discard(m, "down")
@@ -264,6 +284,7 @@ class TapSoftc:
     def extra_info(self, ifp: Ifnet) -> dict:
         return {"driver": "devnp-tap (native, stack thread)",
                 "tap": self.tap.name, "rx_burst": self.burst,
+                "paced_waits": self.pacer.waits if self.pacer else 0,
                 "rx_interrupts": self.rx_intrs, "tx_blocked": self.tx_blocked,
                 "rx_chained": self.rx_chain}
 
@@ -282,6 +303,9 @@ def attach(stack, opts: dict) -> Ifnet:
     mtu = opts["mtu"]
     if not 68 <= mtu <= 9000:
         raise DriverError(f"devnp-tap: option mtu={mtu}: must be 68..9000")
+    if opts["speed"] not in (0, 10, 100, 1000, 10000):
+        raise DriverError(f"devnp-tap: option speed={opts['speed']}: one of 10, 100, "
+                          "1000, 10000 (Mbit/s) or 0 for no limit")
     if opts["burst"] < 1:
         raise DriverError(f"devnp-tap: option burst={opts['burst']}: must be >= 1")
     mac = random_mac()
@@ -303,7 +327,8 @@ def attach(stack, opts: dict) -> Ifnet:
         ifp.mtu = mtu
         ifp.if_snd.maxlen = opts["txqlen"]
         ether_ifattach(ifp, mac)
-        sc = TapSoftc(stack, ifp, tap, opts["burst"])
+        sc = TapSoftc(stack, ifp, tap, opts["burst"], opts["speed"])
+        ifp.baudrate = opts["speed"] * 1_000_000
         ifp.softc = sc
         ifp.if_init = sc.init
         ifp.if_start = sc.start
@@ -329,6 +354,7 @@ DRIVER = Driver(
         "mtu": Option(int, 1500, "MTU of both sides"),
         "burst": Option(int, 64, "frames read per interrupt at most"),
         "txqlen": Option(int, 256, "send queue (if_snd) length"),
+        "speed": Option(int, 0, "media rate to emulate, Mbit/s (10, 100, 1000; 0: none)"),
     },
     attach=attach,
 )

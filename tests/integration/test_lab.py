@@ -126,3 +126,17 @@ def test_bad_input_is_one_clear_line(args, needle):
     assert needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_link_speed_emulation_both_directions(make_lab):
+    from iopkt import benchlib
+    lb = make_lab("devnp-tap", "devn-tap", speed=100)
+    for name in (lb.if_a, lb.if_b):
+        assert lb.nic(name)["media_bps"] == 100_000_000
+    for ns, tap in ((lb.ns_a, lb.state["tap_a"]), (lb.ns_b, lb.state["tap_b"])):
+        assert "tbf" in netns.qdisc_kinds(ns, tap)
+    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2))
+    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 2))
+    # A 100 Mbit/s Ethernet carries about 94 Mbit/s of TCP payload.
+    assert 80e6 < ab < 100e6, ab
+    assert 80e6 < ba < 100e6, ba

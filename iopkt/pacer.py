@@ -1,0 +1,40 @@
+"""Link-speed emulation on our side of the wire: a token bucket.
+
+A TAP has no line rate; to behave like a 10/100/1000 Mbit/s NIC a driver
+paces its transmissions. Each frame costs its length plus the 24 bytes a
+real Ethernet spends on it that a TAP never sees (preamble 7, SFD 1, FCS 4,
+inter-frame gap 12), so a paced 100 Mbit/s link carries what a real one
+carries: 8,127 full-size frames or 148,809 minimum-size frames a second.
+"""
+
+from __future__ import annotations
+
+import time
+
+WIRE_OVERHEAD = 24          # preamble + SFD + FCS + IFG, bytes
+
+
+class Pacer:
+    def __init__(self, mbps: float, clock=time.monotonic, burst_s: float = 0.002):
+        if mbps <= 0:
+            raise ValueError(f"speed {mbps}: must be > 0 Mbit/s")
+        self.rate = mbps * 1e6 / 8               # bytes per second
+        self.burst = max(2 * (1514 + WIRE_OVERHEAD), self.rate * burst_s)
+        self.tokens = self.burst
+        self.clock = clock
+        self.last = clock()
+        self.waits = 0
+
+    def wait(self, nbytes: int) -> float:
+        """0.0 if a frame of `nbytes` may go now (its cost is taken);
+        otherwise the seconds until it may (nothing is taken)."""
+        now = self.clock()
+        t = self.tokens + (now - self.last) * self.rate
+        self.last = now
+        self.tokens = t if t < self.burst else self.burst
+        cost = nbytes + WIRE_OVERHEAD
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return 0.0
+        self.waits += 1
+        return (cost - self.tokens) / self.rate

@@ -1,0 +1,92 @@
+"""A short `iopkt bench` end to end: real runs, the results folder, the
+verdict machinery, comparison, and nothing left behind."""
+
+import json
+import os
+import subprocess
+import sys
+
+from iopkt import bench, cgroup, netns
+
+
+def test_bench_smoke(tmp_path):
+    out = tmp_path / "res"
+    r = subprocess.run([sys.executable, "-m", "iopkt", "bench", "--drivers", "native,shim",
+                        "--protocols", "udp", "--frames", "64", "--links", "100",
+                        "--reps", "2", "--seconds", "1", "--prefix", "smk", "--out", str(out)],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "[  1/4]" in r.stderr and "left" in r.stderr          # the progress display
+    assert "shim/native" in r.stdout
+    data = json.loads((out / "results.json").read_text())
+    runs = data["runs"]
+    assert len(runs) == 4 and all(x["ok"] for x in runs), runs
+    for x in runs:
+        assert x["forwarded"] > 1000 and x["cpu_us_per_pkt"] > 0
+        assert (out / x["iperf3_json"]).exists()
+        assert x["frame_measured"] == 64.0
+    shim = [x for x in runs if x["driver"] == "shim"]
+    native = [x for x in runs if x["driver"] == "native"]
+    assert all(x["threads"] == 3 for x in shim) and all(x["threads"] == 1 for x in native)
+    assert all(x["cpu_other_threads_s"] > 0 for x in shim)      # the legacy threads worked
+    assert all(x["cpu_other_threads_s"] == 0 for x in native)
+    # drivers alternate, each rep starting with the other one
+    assert [x["driver"] for x in runs] == ["native", "shim", "shim", "native"]
+    md = (out / "results.md").read_text()
+    assert "| UDP, 64 B, 100 Mbit/s link | shim/native |" in md
+    cmp = bench.compare(str(out), str(out))
+    assert "+0.0%" in cmp
+    assert not [n for n in netns.ns_list() if n.startswith("smk")]
+    assert not cgroup.leftovers()
+
+
+def test_bench_rejects_bad_matrix_values():
+    for args, needle in ((["--frames", "100"], "frame size 100"),
+                         (["--drivers", "fast"], "driver 'fast'"),
+                         (["--links", "56k"], "link speed '56k'"),
+                         (["--loads", "lots"], "offered load 'lots'"),
+                         (["--cpu", "2"], "CPU budget 2")):
+        r = subprocess.run([sys.executable, "-m", "iopkt", "bench", *args],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and needle in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr
+
+
+def test_cpu_limit_cgroup_is_applied_and_removed():
+    import time
+    p = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        import psutil
+        proc = psutil.Process(p.pid)
+        with cgroup.cpu_limit(p.pid, 0.1, "smoketest") as group:
+            assert os.path.isdir(group)
+            t0 = sum(proc.cpu_times()[:2])
+            time.sleep(1.0)
+            used = sum(proc.cpu_times()[:2]) - t0
+        assert used < 0.2, used             # held near 0.1 core
+        assert not os.path.exists(group)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_ctrl_c_tears_down_and_keeps_results(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "res"
+    p = subprocess.Popen([sys.executable, "-m", "iopkt", "bench", "--drivers", "native,shim",
+                          "--protocols", "udp", "--frames", "64,1518", "--reps", "3",
+                          "--seconds", "2", "--prefix", "intr", "--out", str(out)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(9)                           # into the second or third run
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err[-2000:]
+    assert "interrupted" in err
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["interrupted"] is True
+    assert 1 <= len([x for x in data["runs"] if x["ok"]]) < 12
+    assert not [n for n in netns.ns_list() if n.startswith("intr")]
+    assert not [i for i in os.listdir("/sys/class/net") if i.startswith("intr")]
+    assert not cgroup.leftovers()
