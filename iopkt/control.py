@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from .ifnet import IFF_UP, flags_str
+from .ifnet import flags_str
 from .route import aton, ntoa, parse_prefix
 
 RUN_DIR = os.environ.get("IOPKT_RUN_DIR", "/run/iopkt")

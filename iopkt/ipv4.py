@@ -273,14 +273,8 @@ class Ip:
             self.ips_cantforward += 1
             self.stack.icmp.error(m, 3, 4, ifp.mtu)   # fragmentation needed
             return
-        buf, o = m.buf, m.off
-        buf[o + 8] = (w[4] >> 8) - 1
-        c = w[5] + 0x100
-        c = (c & 0xFFFF) + (c >> 16)
-        if c == 0xFFFF:
-            c = 0
-        buf[o + 10] = c >> 8
-        buf[o + 11] = c & 0xFF
+        # TTL - 1 only: fragment() computes each fragment's checksum afresh.
+        m.buf[m.off + 8] = (w[4] >> 8) - 1
         self.ips_forward += 1
         rt.use += 1
         self.fragment(m, ifp, rt.gateway or dst, hlen, w[1])

@@ -17,7 +17,6 @@ shim/native >= 0.3 (issue 3).
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 

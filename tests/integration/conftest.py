@@ -92,6 +92,14 @@ class Lab:
 
 
 @pytest.fixture
+def fresh_prefix():
+    """A prefix no other lab uses; whatever carries it is removed afterwards."""
+    p = unique_prefix("c")
+    yield p
+    lab.down(p, quiet=True)
+
+
+@pytest.fixture
 def make_lab():
     """make_lab(driver_a=..., driver_b=...) -> Lab, torn down afterwards."""
     made = []

@@ -7,7 +7,6 @@ lab shared by the module, and asserts counter deltas it caused itself.
 import json
 import re
 
-import pytest
 from scapy.all import IP, UDP, Ether, raw
 
 from iopkt import benchlib

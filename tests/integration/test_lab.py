@@ -26,9 +26,8 @@ def leftovers(prefix):
     }
 
 
-def test_lab_up_down_via_cli_leaves_nothing():
-    from conftest import unique_prefix
-    p = unique_prefix("c")
+def test_lab_up_down_via_cli_leaves_nothing(fresh_prefix):
+    p = fresh_prefix
     try:
         r = iopkt("lab", "up", "--prefix", p)
         assert r.returncode == 0, r.stderr

@@ -1,6 +1,5 @@
 """iopkt.arp: replies, resolution with a hold queue, retries, aging."""
 
-import pytest
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, IPerror, UDP
 from scapy.layers.l2 import ARP, Ether
