@@ -139,3 +139,34 @@ def test_link_speed_emulation_both_directions(make_lab):
     # A 100 Mbit/s Ethernet carries about 94 Mbit/s of TCP payload.
     assert 80e6 < ab < 100e6, ab
     assert 80e6 < ba < 100e6, ba
+
+
+def test_run_in_the_foreground_with_addresses_and_routes(fresh_prefix):
+    p = fresh_prefix
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iopkt", "run", "-i", p, "-d", "tap", f"name={p}-a0",
+         "-d", "devn-tap", f"name={p}-b0", "--inet", "tap0=198.18.0.1/24",
+         "--inet", "en0=198.19.0.1/24", "--route", "198.18.77.0/24=198.19.0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        control.wait_ready(p, 10, proc)
+        routes = {r["destination"]: r for r in control.request(p, "route")}
+        assert routes["198.18.77.0/24"]["gateway"] == "198.19.0.2"
+        assert routes["198.18.77.0/24"]["interface"] == "en0"
+        assert routes["198.18.0.0/24"]["flags"] == "UC"
+        ifs = {d["name"]: d for d in control.request(p, "ifconfig")}
+        assert ifs["tap0"]["inet"] == ["198.18.0.1/24"] and ifs["en0"]["driver"] == "devnp-shim"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "all 4096 mbuf clusters back in the pool" in err
+    assert "devn-tap unmounted: 256/256 npkts back with the driver" in err
+    assert not netns.link_exists(f"{p}-a0") and not netns.link_exists(f"{p}-b0")
+
+
+def test_second_lab_with_the_same_prefix_is_refused(make_lab):
+    lb = make_lab()
+    with pytest.raises(lab.LabError, match="already up"):
+        lab.up(lab.LabSpec(prefix=lb.prefix))
+    assert "1 received" in lb.ping(lb.ns_a, "198.19.0.2").stdout    # the first one is intact
