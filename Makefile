@@ -38,7 +38,7 @@ test: root setup
 
 # Unit tests only: no root needed.
 unit: $(STAMP)
-	$(PY) -m pytest -q tests/unit tests/test_cli.py $(ARGS)
+	$(PY) -m pytest -q tests --ignore=tests/integration $(ARGS)
 
 # The main job: native versus shim with real traffic (FULL=1: the full matrix).
 bench: root setup

@@ -58,6 +58,7 @@ class Arp:
         self.retry = retry
         self.maxtries = maxtries
         self.maxhold = maxhold
+        self._dup_said: set = set()
         self.stats = dict.fromkeys((
             "rxrequests", "rxreplies", "txrequests", "txreplies",
             "received", "badlen", "badtype", "dupips", "timeouts",
@@ -89,8 +90,10 @@ class Arp:
         mine = any(ia.addr == tpa for ia in ifp.in_addrs)
         if any(ia.addr == spa for ia in ifp.in_addrs):
             st["dupips"] += 1
-            self.stack.log.warning("%s: %s claims our address %s", ifp.name,
-                                   _mac(sha), _ip(spa))
+            if (ifp.name, sha) not in self._dup_said:     # once per claimant
+                self._dup_said.add((ifp.name, sha))
+                self.stack.log.warning("%s: %s claims our address %s", ifp.name,
+                                       _mac(sha), _ip(spa))
             self.stack.pool.freem(m)
             return
         if op == ARPOP_REQUEST:

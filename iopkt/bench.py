@@ -315,7 +315,19 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
     t0 = time.monotonic()
     try:
         for (link, cpu), pts in plan.groups().items():
-            with _labs(plan, link, cpu, cores) as labs:
+            try:
+                labs_cm = _labs(plan, link, cpu, cores)
+                labs = labs_cm.__enter__()
+            except Exception as e:          # this group cannot run; the others can
+                msg = f"setting up the labs failed: {type(e).__name__}: {e}"
+                print(f"      {msg}", file=log)
+                for p in pts:
+                    for rep in range(plan.reps):
+                        for kind in plan.drivers:
+                            prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps} (skipped)")
+                            records.append({**_record(p, kind, rep, 0), "error": msg})
+                continue
+            try:
                 for p in pts:
                     for rep in range(plan.reps):
                         k = len(plan.drivers)
@@ -331,6 +343,8 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                                 rec["error"] = f"{type(e).__name__}: {e}"
                                 print(f"      run failed: {rec['error']}", file=log)
                             records.append(rec)
+            finally:
+                labs_cm.__exit__(*sys.exc_info())
         for p in plan.baseline_points():
             for rep in range(plan.reps):
                 for kind in ("kernel", "relay"):
@@ -578,8 +592,12 @@ def compare(old_dir: str, new_dir: str) -> str:
         path = os.path.join(d, "results.json")
         if not os.path.exists(path):
             raise BenchError(f"{d}: no results.json (is it a bench results folder?)")
-        with open(path) as f:
-            return summarise(json.load(f)["runs"])
+        try:
+            with open(path) as f:
+                return summarise(json.load(f)["runs"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise BenchError(f"{path}: not a results.json written by iopkt bench "
+                             f"({type(e).__name__}: {e})") from None
     old, new = load(old_dir), load(new_dir)
     lines = [f"{'point':44} {'driver':7} {'figure':16} {'old':>12} {'new':>12} {'change':>8}"]
     for key in sorted(set(old) & set(new)):

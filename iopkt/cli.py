@@ -323,6 +323,8 @@ def cmd_lab(args) -> None:
                       f"{'/'.join(str(i) for i in s['interfaces'])}; namespaces {ns}")
     except (lab.LabError, ControlError) as e:
         fail(str(e))
+    except Exception as e:                  # netlink and friends: still one line
+        fail(f"lab {args.lab_cmd}: {type(e).__name__}: {e}")
 
 
 def _resolve_name(name: str) -> str:
@@ -368,6 +370,13 @@ def cmd_bench(args) -> None:
           f"{plan.reps} reps{' + baselines' if plan.baseline_points() else ''} = "
           f"{plan.runs()} runs of {plan.seconds:g} s, about {plan.estimate_s() / 60:.1f} min; "
           f"results in {out}/", file=sys.stderr)
+    me = os.getpid()
+
+    def on_term(*_):
+        if os.getpid() != me:               # a forked helper (pyroute2's) inherits
+            os._exit(128 + signal.SIGTERM)  # this handler: just end, as by default
+        raise KeyboardInterrupt             # tear down and keep results, as Ctrl-C
+    signal.signal(signal.SIGTERM, on_term)
     res = bench.run(plan, out)
     print()
     bench.print_summary(bench.summarise(res["records"]))

@@ -84,7 +84,7 @@ class ControlServer:
         except BlockingIOError:
             return
         with conn:
-            conn.settimeout(2.0)
+            conn.settimeout(0.5)            # we are the stack thread: never wait long
             try:
                 data = b""
                 while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
@@ -101,12 +101,17 @@ class ControlServer:
         self.requests += 1
         try:
             req = json.loads(data)
+            if not isinstance(req, dict) or not isinstance(req.get("args", {}), dict):
+                raise ControlError("a request is a JSON object {\"op\": ..., \"args\": {...}}")
             op = self.ops.get(req.get("op"))
             if op is None:
                 raise ControlError(f"unknown request {req.get('op')!r}")
             return {"ok": True, "result": op(**req.get("args", {}))}
         except (ControlError, ValueError, KeyError, TypeError, OSError) as e:
             return {"ok": False, "error": str(e)}
+        except Exception as e:          # a bug behind one request must not stop the stack
+            self.stack.log.exception("control request failed")
+            return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
 
     def _ifp(self, ifname: str):
         ifp = self.stack.ifnets.get(ifname)
@@ -188,7 +193,7 @@ class ControlServer:
                          "outhist": st.icmp.outhist},
                 "arp": st.arp.stats,
                 "stack": {"loops": st.loops, "wakeups": st.wakeups,
-                          "requests": self.requests}}
+                          "requests": self.requests, "handler_errors": st.handler_errors}}
 
     def op_arp(self) -> list[dict]:
         return self.stack.arp.table()

@@ -284,6 +284,11 @@ class Ip:
         not reassembled (nothing here needs them): they are dropped."""
         buf = m.buf
         o = m.off
+        src = _SRCDST.unpack_from(buf, o + 12)[0]
+        if (src >> 24) in (0, 127) or src >= 0xE0000000 or src in self.bcast_addrs:
+            self.ips_badaddr += 1               # a martian source: silently
+            m.rcvif.input_discard(m, "ip_badaddr")      # (RFC 1122 3.2.1.3)
+            return
         self.ips_delivered += 1
         if ((buf[o + 6] << 8) | buf[o + 7]) & (IP_MF | IP_OFFMASK):
             self.ips_reassfail += 1

@@ -25,8 +25,10 @@ def ns_create(name: str) -> None:
     netns.pushns(name)
     try:
         for scope in ("all", "default"):
-            with open(f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6", "w") as f:
-                f.write("1")
+            path = f"/proc/sys/net/ipv6/conf/{scope}/disable_ipv6"
+            if os.path.exists(path):        # absent when the kernel has no IPv6
+                with open(path, "w") as f:
+                    f.write("1")
     finally:
         netns.popns()
     with NetNS(name) as ns:

@@ -69,6 +69,7 @@ class Stack:
         self._wakefd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.interrupt_attach(self._wakefd, self._wake_intr)
         self.wakeups = 0
+        self.handler_errors: dict[str, int] = {}
         self.thread_ident: int | None = None
         self.running = False
         self._stopping = False
@@ -114,7 +115,10 @@ class Stack:
             pass
         self.wakeups += 1
         for fn in self._softints:
-            fn()
+            try:
+                fn()
+            except Exception:
+                self._failed(fn)
 
     # -- callouts --------------------------------------------------------
     def timeout(self, delay: float, fn: Callable[[], None]) -> Callout:
@@ -216,10 +220,21 @@ class Stack:
                 for fd, ev in poll(timeout, MAX_EVENTS):
                     h = handlers.get(fd)
                     if h is not None:
-                        h(ev)
+                        try:
+                            h(ev)
+                        except Exception:       # a driver's bug must not stop the stack
+                            self._failed(h)
                 self.loops += 1
         finally:
             self.shutdown()
+
+    def _failed(self, fn) -> None:
+        """A handler raised: log it (with its traceback, once per handler),
+        count it, and carry on with the loop."""
+        name = getattr(fn, "__qualname__", repr(fn))
+        self.handler_errors[name] = self.handler_errors.get(name, 0) + 1
+        if self.handler_errors[name] == 1:
+            self.log.exception("%s failed; the stack goes on (said once)", name)
 
     def stop(self) -> None:
         """Ask the loop to end (from any thread or a signal handler)."""

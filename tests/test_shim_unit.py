@@ -213,3 +213,110 @@ def test_tx_down_again_keeps_the_packet_queued(rig):
     fake.rx_down_rc = TX_DOWN_OK
     shim._restart()                                            # the retry callout
     assert ifp.if_snd.len == 0 and ifp.opackets == 1 and stack.pool.in_use == 0
+
+
+# -- a misbehaving driver is reported by name; nothing leaks, nothing dies --
+
+def test_rx_down_raising_is_counted_and_frees_everything(rig):
+    stack, shim, fake, got = rig()
+
+    def boom(npkt):
+        raise RuntimeError("DMA engine on fire")
+    shim.registrant.rx_down = boom
+    shim.ifp.if_transmit(shim.ifp, [stack.pool.from_bytes(b"K" * 60)])
+    assert shim.driver_errors == {"rx_down": 1}
+    assert shim.ifp.oerrors == 1 and stack.pool.in_use == 0
+    assert len(shim._down_free) == shimmod.DOWN_NPKTS
+
+
+def test_failed_without_tx_done_is_taken_back(rig):
+    stack, shim, fake, got = rig()
+    fake.rx_down_rc = TX_DOWN_FAILED
+    fake.auto_done = False
+    shim.ifp.if_transmit(shim.ifp, [stack.pool.from_bytes(b"L" * 60)])
+    assert stack.pool.in_use == 0 and len(shim._down_free) == shimmod.DOWN_NPKTS
+    assert shim.ifp.oerrors == 1
+
+
+def test_again_after_tx_done_is_not_sent_twice(rig):
+    stack, shim, fake, got = rig()
+
+    def liar(npkt):
+        fake.ion.tx_done(1, npkt)
+        return TX_DOWN_AGAIN
+    shim.registrant.rx_down = liar
+    shim.ifp.if_transmit(shim.ifp, [stack.pool.from_bytes(b"M" * 60)])
+    assert shim.ifp.if_snd.len == 0 and stack.pool.in_use == 0
+    assert shim.driver_errors["rx_down"] == 1
+    assert len(stack.pool._free) == len(set(map(id, stack.pool._free)))  # no double free
+
+
+def test_devctl_raising_does_not_break_nicinfo(rig):
+    stack, shim, fake, got = rig()
+
+    def boom(*a):
+        raise OSError("register read failed")
+    shim.registrant.devctl = boom
+    info = shim.extra_info(shim.ifp)
+    assert "devctl GET_STATS failed" in info["legacy_driver_stats"]["error"]
+    assert shim.driver_errors["devctl"] == 1
+
+
+def test_outstanding_chains_do_not_share_fragments(rig):
+    stack, shim, fake, got = rig(mclbytes=256)
+    fake.auto_done = False                          # the driver holds both
+    a = bytes(range(200)) + b"A" * 300
+    b = bytes(range(200, 0, -1)) + b"B" * 300
+    shim.ifp.if_transmit(shim.ifp, [stack.pool.from_bytes(a), stack.pool.from_bytes(b)])
+    (n1, s1, *_), (n2, s2, *_) = fake.sent
+    assert s1 == a and s2 == b
+    again1 = b"".join(bytes(v.base[:v.len]) for v in n1.iovs())
+    assert again1 == a                              # still intact after the second
+    for n in (n1, n2):
+        shim.tx_done(1, n)
+    assert stack.pool.in_use == 0
+
+
+def test_zero_copy_falls_back_to_copy_for_a_view_that_is_not_the_whole_buffer(rig):
+    stack, shim, fake, got = rig("shimrxcopy=0")
+    buf = bytearray(b"zz" + b"A" * 60 + b"BB")
+    n = up_npkt(b"x")
+    n.buffers[0].net_iov[0] = net_iov_t(memoryview(buf)[2:], 0, 62)
+    n.framelen = 62
+    shim.reg_tx_done(1, n, None)
+    assert shim.tx_up(1, n, 0, 0, 0, 0, 0) == 1
+    shim.softint()
+    assert got[0].tobytes() == b"A" * 60 + b"BB"
+    assert stack.pool.ext_in_use == 0 and shim.rx_copied == 1
+    stack.pool.freem(got[0])
+
+
+def test_tx_done_of_a_drivers_own_npkt_is_unknown(rig):
+    stack, shim, fake, got = rig()
+    n = up_npkt(b"N" * 60)
+    n.org_data = bytearray(10)                      # as devn-tap's receive npkts have
+    assert shim.tx_done(1, n) == -1
+    assert shim.violations["tx_done_unknown"] == 1
+
+
+def test_mount_failure_after_init_releases_the_driver():
+    stack = Stack("unit", nmbclusters=16)
+    fake = FakeDriver()
+    shut = []
+
+    def bad_devctl(*a):
+        raise RuntimeError("no config")
+    drv = Driver(name="devn-fake", kind="legacy", description="",
+                 module=types.SimpleNamespace(init=fake.init, shutdown=lambda h: shut.append(h)))
+    orig_init = fake.init
+
+    def init(dll, ion, opts):
+        rc = orig_init(dll, ion, opts)
+        ion.registrant.devctl = bad_devctl
+        return rc
+    drv.module.init = init
+    from iopkt.drvload import DriverError
+    with pytest.raises(DriverError, match="devn-fake failed while being mounted"):
+        shimmod.mount(stack, drv, "")
+    assert shut and stack.ifnets == {}
+    stack.close()

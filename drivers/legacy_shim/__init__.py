@@ -4,7 +4,7 @@
 mounted through the shim automatically; `-d shim "devn-tap OPTIONS"` asks
 for the shim explicitly, as io-pkt's `-d shim` does.
 """
-from iopkt.drvload import Driver, DriverError
+from iopkt.drvload import Driver, DriverError, Option
 
 from . import shim
 
@@ -23,7 +23,7 @@ def _attach_raw(stack, options: str):
 DRIVER = Driver(
     name="devnp-shim", kind="native",
     description="io-net emulation: runs a legacy devn- driver (-d shim \"devn-NAME OPTS\")",
-    options={k: None for k in shim.SHIM_OPTIONS},
+    options={k: Option(t, d, h) for k, (t, d, h) in shim.SHIM_OPTIONS.items()},
     raw_attach=_attach_raw,
 )
 DRIVERS = [DRIVER]

@@ -35,7 +35,8 @@ from iopkt.handoff import HandoffQueue
 from iopkt.ifnet import IFF_OACTIVE, IFF_RUNNING, LINK_STATE_DOWN, LINK_STATE_UP, Ifnet
 from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, DCMD_IO_NET_GET_CONFIG,
                          DCMD_IO_NET_GET_STATS, EOK, ENOTSUP, NIC_FLAG_LINK_DOWN,
-                         TX_DOWN_AGAIN, net_buf_t, net_iov_t, npkt_t)
+                         TX_DOWN_AGAIN, TX_DOWN_FAILED, TX_DOWN_OK, net_buf_t, net_iov_t,
+                         npkt_t)
 
 log = logging.getLogger("iopkt")
 
@@ -118,10 +119,13 @@ class Shim(ionet.IoNetSelf):
         for _ in range(DOWN_NPKTS):
             n = npkt_t()
             n.buffers = [net_buf_t([net_iov_t()])]
-            n.cell = 0
+            # Its own spare fragments for chains, never shared with another
+            # npkt: a driver may still be reading one while we fill the next.
+            n.inter_module = [net_iov_t() for _ in range(MAX_IOV)]
             self._down_free.append(n)
             self._down_ids.add(id(n))
-        self._spare_iovs = [net_iov_t() for _ in range(MAX_IOV)]
+        self.driver_errors: dict[str, int] = {}
+        self._link_co = None
 
     # -- contract checks ---------------------------------------------------
     def violation(self, kind: str) -> None:
@@ -243,7 +247,7 @@ class Shim(ionet.IoNetSelf):
             ifp.in_discards["runt"] += 1
             ifp.ierrors += 1
             return None
-        if not self.rxcopy and iov is not None:
+        if not self.rxcopy and iov is not None and _lendable(iov.base):
             base = iov.base
             m = self.pool.get_ext(base.obj if isinstance(base, memoryview) else base,
                                   off, n, self._ext_free, npkt)
@@ -273,7 +277,10 @@ class Shim(ionet.IoNetSelf):
             self._give_back(npkt)           # copied: the driver has it back now
         m.len = m.pkt_len = n
         m.rcvif = ifp
-        self.q.put(m)
+        if not self.q.put(m):               # only if a second thread raced us
+            self.pool.freem(m)
+            ifp.iqdrops += 1
+            return None
         return m
 
     def _up_checks(self, npkt: npkt_t, total: int, niov: int) -> bool:
@@ -315,7 +322,10 @@ class Shim(ionet.IoNetSelf):
         """The shim is done with an up packet: the driver's tx_done."""
         hdl = npkt._done
         npkt._done = None
-        self.registrant.tx_done(npkt, hdl)
+        try:
+            self.registrant.tx_done(npkt, hdl)
+        except Exception as e:
+            self.driver_failed("tx_done", e)
 
     def _ext_free(self, npkt: npkt_t) -> None:
         """shimrxcopy=0: the stack freed the mbuf that lent this buffer."""
@@ -354,7 +364,7 @@ class Shim(ionet.IoNetSelf):
             while x is not None:
                 if x.len:
                     if count == len(iovs):
-                        iovs.append(self._spare_iovs[count] if count < MAX_IOV else net_iov_t())
+                        iovs.append(npkt.inter_module[count] if count < MAX_IOV else net_iov_t())
                     v = iovs[count]
                     v.base = x.view[x.off:x.off + x.len]
                     v.len = x.len
@@ -367,7 +377,18 @@ class Shim(ionet.IoNetSelf):
             npkt.flags = 0
             npkt.ref_cnt = 1
             npkt.org_data = m
-            r = rx_down(npkt)
+            try:
+                r = rx_down(npkt)
+            except Exception as e:
+                self.driver_failed("rx_down", e)
+                r = TX_DOWN_FAILED
+            if r == TX_DOWN_OK:
+                continue                    # tx_done counts it, now or later
+            if npkt.org_data is not m:      # it called tx_done, yet says not sent
+                if r == TX_DOWN_AGAIN:
+                    self.driver_failed("rx_down", "returned TX_DOWN_AGAIN for a packet "
+                                       "it had already given back with tx_done")
+                continue
             if r == TX_DOWN_AGAIN:
                 npkt.org_data = None
                 free.append(npkt)
@@ -375,8 +396,22 @@ class Shim(ionet.IoNetSelf):
                 self.tx_again += 1
                 self._wait(ifp)
                 return
-            # TX_DOWN_OK / TX_DOWN_FAILED: the driver calls (or has called)
-            # tx_done, which counts the packet as sent or failed.
+            # TX_DOWN_FAILED (or anything else) without tx_done: take it back.
+            if r != TX_DOWN_FAILED:
+                self.driver_failed("rx_down", f"returned {r!r}, not an io-net code")
+            npkt.org_data = None
+            ifp.out_discards["txerror"] += 1
+            ifp.oerrors += 1
+            self.pool.freem(m)
+            free.append(npkt)
+
+    def driver_failed(self, call: str, err) -> None:
+        """The legacy driver raised (or answered nonsense) in `call`: say so
+        once per call with its name, count it, and go on."""
+        self.driver_errors[call] = self.driver_errors.get(call, 0) + 1
+        if self.driver_errors[call] == 1:
+            log.warning("%s: legacy driver %s failed in %s: %s (said once; counted)",
+                        self.ifp.name if self.ifp else "shim", self.name, call, err)
 
     def _wait(self, ifp: Ifnet) -> None:
         """The driver cannot take more now: retry shortly (io-net drivers
@@ -395,9 +430,12 @@ class Shim(ionet.IoNetSelf):
     def tx_done(self, reg_hdl: int, npkt: npkt_t) -> int:
         """io-net tx_done from the driver: a down packet is finished (sent
         or, with _NPKT_NOT_TXED, not). Any thread."""
+        if id(npkt) not in self._down_ids:
+            self.violation("tx_done_unknown")
+            return -1
         m = npkt.org_data
         if m is None:
-            self.violation("tx_done_twice" if id(npkt) in self._down_ids else "tx_done_unknown")
+            self.violation("tx_done_twice")
             return -1
         npkt.org_data = None
         ifp = self.ifp
@@ -430,9 +468,15 @@ class Shim(ionet.IoNetSelf):
         driver free its resources. With shimrxcopy=0, mbufs still lending a
         driver buffer must come back first: wait for them, and say so."""
         self.detaching = True
+        if self._link_co is not None:
+            self._link_co.cancel()
+            self._link_co = None
         reg = self.registrant
         if reg is not None:
-            reg.shutdown1(self.reg_hdl)     # the driver's receive thread ends here
+            try:
+                reg.shutdown1(self.reg_hdl)     # the driver's receive thread ends here
+            except Exception as e:
+                self.driver_failed("shutdown1", e)
         self.stack.softint_disestablish(self.softint)
         for m in self.q.take(len(self.q) + 1):
             self.pool.freem(m)
@@ -442,6 +486,23 @@ class Shim(ionet.IoNetSelf):
             self._wait_held(ifp, 0)
         else:
             self._finish(ifp)
+
+    def watch_link(self) -> None:
+        """io-net drivers report link state through devctl; ask once a
+        second and tell the stack when the link goes."""
+        self._link_co = None
+        ifp = self.ifp
+        if self.registrant is None or self.detaching:
+            return
+        try:
+            rc, cfg = self.registrant.devctl(self.reg_hdl, DCMD_IO_NET_GET_CONFIG, None)
+        except Exception as e:
+            self.driver_failed("devctl", e)
+            rc, cfg = -1, None
+        if rc == EOK and cfg is not None and cfg.flags & NIC_FLAG_LINK_DOWN:
+            if ifp.link_state != LINK_STATE_DOWN:
+                self.stack.link_lost(ifp, f"legacy driver {self.name} reports link down")
+        self._link_co = self.stack.timeout(1.0, self.watch_link)
 
     def _wait_held(self, ifp: Ifnet, tries: int) -> None:
         if not self.up_held:
@@ -458,7 +519,10 @@ class Shim(ionet.IoNetSelf):
         info = {}
         if reg is not None:
             info = self.driver_stats()
-            reg.shutdown2(self.reg_hdl)
+            try:
+                reg.shutdown2(self.reg_hdl)
+            except Exception as e:
+                self.driver_failed("shutdown2", e)
             self.dereg(self.reg_hdl)
         try:
             self.drv.module.shutdown(self.dll_hdl)
@@ -474,7 +538,11 @@ class Shim(ionet.IoNetSelf):
     def driver_stats(self) -> dict:
         if self.registrant is None:
             return {}
-        rc, st = self.registrant.devctl(self.reg_hdl, DCMD_IO_NET_GET_STATS, None)
+        try:
+            rc, st = self.registrant.devctl(self.reg_hdl, DCMD_IO_NET_GET_STATS, None)
+        except Exception as e:
+            self.driver_failed("devctl", e)
+            return {"error": f"devctl GET_STATS failed: {e}"}
         if rc != EOK or st is None:
             return {}
         d = {k: v for k, v in vars(st).items() if k != "extra"}
@@ -493,8 +561,18 @@ class Shim(ionet.IoNetSelf):
             "tx_npkts_free": len(self._down_free),
             "handoff_queue": self.q.stats(),
             "contract_violations": dict(self.violations),
+            "driver_errors": dict(self.driver_errors),
             "legacy_driver_stats": self.driver_stats(),
         }
+
+
+def _lendable(base) -> bool:
+    """Can this fragment buffer become mbuf external storage as it is? Only
+    a whole writable bytearray (or a view of one from its start)."""
+    if isinstance(base, bytearray):
+        return True
+    return (isinstance(base, memoryview) and isinstance(base.obj, bytearray)
+            and not base.readonly and base.nbytes == len(base.obj))
 
 
 def mount(stack, drv, options: str) -> Ifnet:
@@ -506,18 +584,32 @@ def mount(stack, drv, options: str) -> Ifnet:
     shim = Shim(stack, drv, opts, drv_options)
     try:
         rc = drv.module.init(shim.dll_hdl, shim, drv_options)
-    except ValueError as e:
+    except ValueError as e:             # its options: the message names the option
+        _abandon(shim)
         raise DriverError(f"{drv.name}: {e}") from None
     except Exception as e:
+        _abandon(shim)
         raise DriverError(f"legacy driver {drv.name} failed in init: {e}") from None
     if rc != EOK or shim.registrant is None:
         _abandon(shim)
         raise DriverError(f"legacy driver {drv.name}: init returned {rc} "
                           f"{'without registering' if shim.registrant is None else ''}".strip())
+    try:
+        return _attach(stack, drv, shim)
+    except DriverError:
+        _abandon(shim)
+        raise
+    except Exception as e:
+        _abandon(shim)
+        raise DriverError(f"legacy driver {drv.name} failed while being mounted: "
+                          f"{type(e).__name__}: {e}") from None
+
+
+def _attach(stack, drv, shim: Shim) -> Ifnet:
+    from iopkt.drvload import DriverError
     ifp = shim.ifp
     rc, cfg = shim.registrant.devctl(shim.reg_hdl, DCMD_IO_NET_GET_CONFIG, None)
     if rc != EOK or cfg is None:
-        _abandon(shim)
         raise DriverError(f"legacy driver {drv.name} does not answer GET_CONFIG")
     ether_ifattach(ifp, cfg.current_address)
     ifp.mtu = cfg.mtu
@@ -530,16 +622,18 @@ def mount(stack, drv, options: str) -> Ifnet:
     ifp.if_detach = shim.detach
     ifp.if_extra_info = shim.extra_info
     ifp.link_state = LINK_STATE_DOWN if cfg.flags & NIC_FLAG_LINK_DOWN else LINK_STATE_UP
+    shim.registrant.dl_advert(shim.reg_hdl)
     stack.if_attach(ifp)
     stack.softint_establish(shim.softint)
-    shim.registrant.dl_advert(shim.reg_hdl)
     stack.if_up(ifp)
+    shim._link_co = stack.timeout(1.0, shim.watch_link)
     if len(shim.q):
         shim.q.kick()                       # frames that arrived during init
     return ifp
 
 
 def _abandon(shim: Shim) -> None:
+    """Undo a mount that failed half way: stop and release the driver."""
     reg = shim.registrant
     if reg is not None:
         for fn in (reg.shutdown1, reg.shutdown2):
@@ -547,5 +641,9 @@ def _abandon(shim: Shim) -> None:
                 fn(shim.reg_hdl)
             except Exception:
                 pass
+    try:
+        shim.drv.module.shutdown(shim.dll_hdl)
+    except Exception:
+        pass
     for m in shim.q.take(len(shim.q) + 1):
         shim.pool.freem(m)

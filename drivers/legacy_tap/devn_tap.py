@@ -19,6 +19,8 @@ import select
 import threading
 from collections import deque
 
+import logging
+
 import pytun
 
 from iopkt import ionet
@@ -33,6 +35,12 @@ BUFSIZE = 2048
 OPTIONS = {"name": "", "mac": "", "mtu": 1500, "npkts": 256, "burst": 32, "batch": 1,
            "speed": 0}
 LINK_LOST = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
+OPTION_HELP = {"name": "kernel TAP name", "mac": "our MAC (default: random 02:..)",
+               "mtu": "MTU", "npkts": "receive npkts on the free list",
+               "burst": "frames per wake-up of the receive thread",
+               "batch": "1: tx_up_start per burst, 0: tx_up per frame",
+               "speed": "media rate to emulate, Mbit/s (0: none)"}
+log = logging.getLogger("iopkt")     # io-net drivers wrote to slogf
 
 
 class DevnTap:
@@ -124,9 +132,9 @@ class DevnTap:
                 except OSError as e:
                     free.append(npkt)
                     if e.errno in LINK_LOST:
-                        self._lost(e)
-                        return
-                    st.rx_failed += 1
+                        self._lost(e)       # what was read still goes up, then we end
+                    else:
+                        st.rx_failed += 1
                     break
                 self.fill_up(npkt, n)
                 st.rxed_ok += 1
@@ -141,12 +149,20 @@ class DevnTap:
                 else:
                     self.up_one(npkt)
             if head is not None:
-                left = ion.tx_up_start(self.reg_hdl, head, 0, 0, self.cell,
-                                       self.endpoint, 0, self)
+                try:
+                    left = ion.tx_up_start(self.reg_hdl, head, 0, 0, self.cell,
+                                           self.endpoint, 0, self)
+                except Exception as e:      # io-net's problem, not a reason to die
+                    log.warning("%s: tx_up_start failed: %s", NAME, e)
+                    left = None
                 while left is not None:
                     nxt = left.next
                     self._recycle(left)
                     left = nxt
+            if self.link_down:
+                log.warning("%s: TAP %s is gone (link down); receive thread ends",
+                            NAME, self.tap.name)
+                return
 
     def fill_up(self, npkt: npkt_t, n: int) -> None:
         """Describe a received frame of `n` bytes as an up packet."""

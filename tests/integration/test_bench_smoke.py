@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from iopkt import bench, cgroup, netns
 
 
@@ -71,7 +73,8 @@ def test_cpu_limit_cgroup_is_applied_and_removed():
         p.wait()
 
 
-def test_ctrl_c_tears_down_and_keeps_results(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_tears_down_and_keeps_results(tmp_path, sig):
     import signal
     import time
     out = tmp_path / "res"
@@ -80,7 +83,7 @@ def test_ctrl_c_tears_down_and_keeps_results(tmp_path):
                           "--seconds", "2", "--prefix", "intr", "--out", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(9)                           # into the second or third run
-    p.send_signal(signal.SIGINT)
+    p.send_signal(getattr(signal, sig))
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130, err[-2000:]
     assert "interrupted" in err

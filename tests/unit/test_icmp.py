@@ -138,3 +138,13 @@ def test_echo_to_broadcast_not_answered(net, stack):
     net.send0(echo(dst="10.0.0.255"))
     net.send0(echo(dst="255.255.255.255"))
     assert net.if0.sent == [] and stack.ip.ips_bcast == 2
+
+
+def test_no_echo_reply_to_a_martian_source(net, stack):
+    from scapy.layers.inet import ICMP, IP
+    from fakenet import take
+    for src in ("127.0.0.1", "0.1.2.3", "224.0.0.5"):
+        net.send0(IP(src=src, dst=net.IP0) / ICMP(id=7, seq=1))
+    assert take(net.if0) == []
+    assert stack.ip.stats()["badaddr"] == 3
+    assert net.if0.in_discards["ip_badaddr"] == 3
