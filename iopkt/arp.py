@@ -15,8 +15,9 @@ from __future__ import annotations
 import struct
 
 from .ether import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IP, ether_header,
-                    ether_output_frame)
+                    ether_output_frame, mac_ntoa)
 from .ifnet import IFF_NOARP
+from .route import ntoa
 
 ARPHRD_ETHER = 1
 ARPOP_REQUEST = 1
@@ -93,7 +94,7 @@ class Arp:
             if (ifp.name, sha) not in self._dup_said:     # once per claimant
                 self._dup_said.add((ifp.name, sha))
                 self.stack.log.warning("%s: %s claims our address %s", ifp.name,
-                                       _mac(sha), _ip(spa))
+                                       mac_ntoa(sha), ntoa(spa))
             self.stack.pool.freem(m)
             return
         if op == ARPOP_REQUEST:
@@ -213,8 +214,8 @@ class Arp:
         for ifp in self.stack.ifnets.values():
             for addr, la in ifp.llinfo.items():
                 out.append({
-                    "interface": ifp.name, "address": _ip(addr),
-                    "mac": _mac(la.mac) if la.mac else None, "state": la.state,
+                    "interface": ifp.name, "address": ntoa(addr),
+                    "mac": mac_ntoa(la.mac) if la.mac else None, "state": la.state,
                     "expires_in": round(la.expire - now, 1) if la.mac else None,
                     "held": len(la.holdq)})
         return out
@@ -225,11 +226,3 @@ def _source_for(ifp, dst: int) -> int:
         if dst & ia.mask == ia.net:
             return ia.addr
     return ifp.in_addrs[0].addr
-
-
-def _ip(a: int) -> str:
-    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
-
-
-def _mac(b) -> str:
-    return ":".join(f"{x:02x}" for x in bytes(b))

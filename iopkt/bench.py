@@ -20,7 +20,6 @@ import contextlib
 import datetime
 import json
 import os
-import shutil
 import statistics
 import sys
 import time
@@ -644,8 +643,3 @@ def print_summary(summary: dict, out=sys.stdout) -> None:
 
 def default_outdir() -> str:
     return os.path.join("results", datetime.datetime.now().strftime("bench-%Y%m%d-%H%M%S"))
-
-
-def clean_outdir(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path)

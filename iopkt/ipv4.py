@@ -16,7 +16,7 @@ import struct
 from .cksum import in_cksum
 from .ifnet import InIfaddr
 from .mbuf import M_BCAST, M_MCAST
-from .route import RTF_CONNECTED, RouteTable
+from .route import RTF_CONNECTED, RouteTable, ntoa
 
 IPVERSION = 4
 IP_HDR_LEN = 20
@@ -70,7 +70,7 @@ class Ip:
     def add_address(self, ifp, addr: int, plen: int) -> None:
         """SIOCAIFADDR: put an address on `ifp` and its connected route."""
         if addr in self.local_addrs:
-            raise ValueError(f"address {_ntoa(addr)} is already on "
+            raise ValueError(f"address {ntoa(addr)} is already on "
                              f"{self.local_addrs[addr].name}")
         if not 1 <= plen <= 32:
             raise ValueError(f"prefix length {plen}: must be 1..32")
@@ -95,7 +95,7 @@ class Ip:
                     except ValueError:
                         pass
                 return
-        raise ValueError(f"{_ntoa(addr)} is not an address of {ifp.name}")
+        raise ValueError(f"{ntoa(addr)} is not an address of {ifp.name}")
 
     def purge_ifp(self, ifp) -> None:
         for ia in list(ifp.in_addrs):
@@ -406,7 +406,3 @@ def _copied_options_header(hdr: bytes) -> bytes:
     h = bytearray(hdr[:IP_HDR_LEN]) + out
     h[0] = 0x40 | (len(h) >> 2)
     return bytes(h)
-
-
-def _ntoa(a: int) -> str:
-    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
