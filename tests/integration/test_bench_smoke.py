@@ -82,9 +82,18 @@ def test_ctrl_c_tears_down_and_keeps_results(tmp_path, sig):
                           "--protocols", "udp", "--frames", "64,1518", "--reps", "3",
                           "--seconds", "2", "--prefix", "intr", "--out", str(out)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(9)                           # into the second or third run
+    # Wait until the third run has started (two are done), however slow
+    # the machine, then interrupt.
+    seen = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        line = p.stderr.readline()
+        seen.append(line)
+        if line.startswith("[  3/") or not line:
+            break
     p.send_signal(getattr(signal, sig))
-    _, err = p.communicate(timeout=60)
+    _, rest = p.communicate(timeout=60)
+    err = "".join(seen) + rest
     assert p.returncode == 130, err[-2000:]
     assert "interrupted" in err
     data = json.loads((out / "results.json").read_text())
