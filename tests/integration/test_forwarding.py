@@ -199,7 +199,16 @@ def test_one_thread_per_native_stack(shared_lab):
 def test_json_outputs_parse(shared_lab):
     import subprocess
     import sys
-    for cmd in (["nicinfo"], ["ifconfig"], ["route"], ["netstat", "-m"], ["arp"]):
-        out = subprocess.run([sys.executable, "-m", "iopkt", *cmd, "-i", shared_lab.prefix,
-                              "--json"], capture_output=True, text=True, check=True).stdout
-        assert json.loads(out) is not None
+    lb = shared_lab
+
+    def cli(*cmd):
+        out = subprocess.run([sys.executable, "-m", "iopkt", *cmd, "-i", lb.prefix, "--json"],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+    assert [d["name"] for d in cli("nicinfo")] == [lb.if_a, lb.if_b]
+    assert cli("nicinfo", lb.if_b)[0]["counters"]["opackets"] >= 0
+    assert {tuple(d["inet"]) for d in cli("ifconfig")} == {("198.18.0.1/24",), ("198.19.0.1/24",)}
+    assert {r["destination"] for r in cli("route")} >= {"198.18.0.0/24", "198.19.0.0/24"}
+    assert cli("netstat", "-m")["clusters_total"] == 4096
+    lb.ping(lb.ns_a, "198.19.0.2")
+    assert {e["address"] for e in cli("arp")} >= {"198.18.0.2", "198.19.0.2"}
