@@ -153,7 +153,6 @@ def proc_sample(pid: int) -> dict:
     for t in p.threads():
         threads[t.id] = (t.user_time, t.system_time)
     vol = invol = 0
-    names = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/status") as f:
@@ -162,14 +161,12 @@ def proc_sample(pid: int) -> dict:
                         vol += int(line.split()[1])
                     elif line.startswith("nonvoluntary_ctxt_switches"):
                         invol += int(line.split()[1])
-                    elif line.startswith("Name:"):
-                        names[int(tid)] = line.split(None, 1)[1].strip()
         except FileNotFoundError:
             pass
     ct = p.cpu_times()
     with open(f"/proc/{pid}/status") as f:
         hwm = next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM")), 0)
-    return {"user": ct.user, "system": ct.system, "threads": threads, "names": names,
+    return {"user": ct.user, "system": ct.system, "threads": threads,
             "vol": vol, "invol": invol, "rss_peak_kb": hwm}
 
 

@@ -71,9 +71,6 @@ class IfQueue:
         self.maxlen = maxlen
         self.enqueued = self.dequeued = self.drops = self.hiwat = 0
 
-    def full(self) -> bool:
-        return self.len >= self.maxlen
-
     def enqueue(self, m) -> None:
         """IF_ENQUEUE. Consumes `m`; the caller checks full() first (and
         counts its own drop) because only it knows how to free."""
@@ -223,6 +220,14 @@ class Ifnet:
             self.oerrors += 1
         if m is not None:
             self.stack.pool.freem(m)
+
+    def if_purge(self, reason: str) -> None:
+        """IFQ_PURGE: discard everything waiting on if_snd, counted as
+        `reason` (drivers on stop, the stack on detach)."""
+        m = self.if_snd.dequeue()
+        while m is not None:
+            self.output_discard(m, reason)
+            m = self.if_snd.dequeue()
 
     @property
     def up(self) -> bool:

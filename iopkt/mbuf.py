@@ -332,7 +332,7 @@ class MbufPool:
         freed) if the packet is shorter than `n` or the pool is empty."""
         if m.len >= n:
             return m
-        if m.pkt_len < n or n > m.size - 0:
+        if m.pkt_len < n or n > m.size:
             self.freem(m)
             return None
         # Move what the first mbuf has to the front of its storage if it

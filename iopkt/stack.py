@@ -17,7 +17,6 @@ import heapq
 import logging
 import os
 import select
-import threading
 import time
 from typing import Callable
 
@@ -70,7 +69,6 @@ class Stack:
         self.interrupt_attach(self._wakefd, self._wake_intr)
         self.wakeups = 0
         self.handler_errors: dict[str, int] = {}
-        self.thread_ident: int | None = None
         self.running = False
         self._stopping = False
         self.started = clock()
@@ -170,10 +168,7 @@ class Stack:
         self.if_down(ifp)
         self.ip.purge_ifp(ifp)
         self.arp.flush(ifp)
-        m = ifp.if_snd.dequeue()
-        while m is not None:
-            self.pool.freem(m)
-            m = ifp.if_snd.dequeue()
+        ifp.if_purge("down")
         ifp.if_detach(ifp)
         self.ifnets.pop(ifp.name, None)
         self.log.info("%s: detached", ifp.name)
@@ -203,13 +198,9 @@ class Stack:
     def stopping(self) -> bool:
         return self._stopping
 
-    def in_stack_thread(self) -> bool:
-        return threading.get_ident() == self.thread_ident
-
     def run(self) -> None:
         """The stack thread. Returns after stop(); then shutdown() is
         called, so every interface is detached and every mbuf is back."""
-        self.thread_ident = threading.get_ident()
         self.running = True
         poll = self.ep.poll
         handlers = self._handlers

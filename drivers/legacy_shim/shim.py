@@ -458,10 +458,7 @@ class Shim(ionet.IoNetSelf):
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        m = ifp.if_snd.dequeue()
-        while m is not None:
-            ifp.output_discard(m, "down")
-            m = ifp.if_snd.dequeue()
+        ifp.if_purge("down")
 
     def detach(self, ifp: Ifnet) -> None:
         """Unmount: stop the driver's thread, take back everything, let the

@@ -263,10 +263,7 @@ class TapSoftc:
         if self._pace_co is not None:
             self._pace_co.cancel()
             self._pace_co = None
-        m = ifp.if_snd.dequeue()
-        while m is not None:
-            ifp.output_discard(m, "down")
-            m = ifp.if_snd.dequeue()
+        ifp.if_purge("down")
 
     def detach(self, ifp: Ifnet) -> None:
         self.stack.interrupt_detach(self.fd)
