@@ -108,16 +108,18 @@ def stack_lab(spec: lab.LabSpec, cores: set[int] | None = None):
 
 
 @contextlib.contextmanager
-def relay_lab(prefix: str, cores: set[int] | None = None):
+def relay_lab(prefix: str, cores: set[int] | None = None, offload: bool = False):
     """The baseline: hosts P-a 198.18.0.2/24 and P-b 198.18.0.3/24 on one
-    Ethernet segment joined by scripts/tap_relay.py."""
+    Ethernet segment joined by scripts/tap_relay.py (with --offload: moving
+    super-frames through virtio-net headers)."""
     lab.check_prefix(prefix)
     ns_a, ns_b, tap_a, tap_b = f"{prefix}-a", f"{prefix}-b", f"{prefix}-a0", f"{prefix}-b0"
     proc = None
     try:
         netns.ns_create(ns_a)
         netns.ns_create(ns_b)
-        proc = subprocess.Popen([sys.executable, RELAY, "--tap-a", tap_a, "--tap-b", tap_b],
+        proc = subprocess.Popen([sys.executable, RELAY, "--tap-a", tap_a, "--tap-b", tap_b,
+                                 *(["--offload"] if offload else [])],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 start_new_session=True)
         if proc.stdout.readline().strip() != b"ready":

@@ -53,7 +53,7 @@ def cmd_run(args) -> None:
         fail("nothing to run: give at least one driver with -d NAME [OPTIONS]", EXIT_USAGE)
     try:
         stack = Stack(args.instance, nmbclusters=args.nmbclusters,
-                      mclbytes=args.mclbytes, log=log)
+                      mclbytes=args.mclbytes, log=log, nmbjumbo=args.nmbjumbo)
     except ValueError as e:
         fail(str(e), EXIT_USAGE)
     ctl = None
@@ -122,6 +122,8 @@ def cmd_nicinfo(args) -> None:
         print(_dots("Media Rate", _rate(d["media_bps"])))
         print(_dots("Link", d["link_state"]))
         print(_dots("Flags", d["flags"]))
+        print(_dots("Capabilities", d["capabilities"]))
+        print(_dots("Enabled", d["enabled"]))
         print()
         print(_dots("Packets Transmitted OK", c["opackets"]))
         print(_dots("Bytes Transmitted OK", c["obytes"]))
@@ -141,6 +143,9 @@ def cmd_nicinfo(args) -> None:
         for k, v in c["out_discards"].items():
             if v:
                 print(_dots(f"  discarded out: {k}", v))
+        print(_dots("Super-frames segmented in software", f"{c['sw_tso']} "
+                    f"({c['sw_tso_segs']} segments)"))
+        print(_dots("Checksums completed in software", c["sw_csum"]))
         q = d["if_snd"]
         print(_dots("Send queue (len/max/hiwat/drops)",
                     f"{q['len']}/{q['maxlen']}/{q['hiwat']}/{q['drops']}"))
@@ -156,11 +161,14 @@ def cmd_nicinfo(args) -> None:
 
 
 def cmd_ifconfig(args) -> None:
+    from .ifnet import CAP_KEYWORDS
     kw = {"ifname": args.ifname}
     words = list(args.words)
     while words:
-        w = words.pop(0)
-        if w in ("up", "down"):
+        w = words.pop(0).removeprefix(DASH_WORD)
+        if w.lstrip("-") in CAP_KEYWORDS:
+            kw.setdefault("caps", []).append(w)
+        elif w in ("up", "down"):
             kw["up"] = w == "up"
         elif w == "mtu" and words:
             try:
@@ -173,7 +181,8 @@ def cmd_ifconfig(args) -> None:
             kw["delete"] = words.pop(0)
         else:
             fail(f"ifconfig: cannot understand '{w}' (use: inet A/P, delete A, "
-                 "mtu N, up, down)", EXIT_USAGE)
+                 "mtu N, up, down, or a capability: tso4, tcp4csum, udp4csum, ip4csum, "
+                 "each also -rx/-tx and -word to turn off)", EXIT_USAGE)
     if not args.ifname and args.words:
         fail("ifconfig: name the interface to change", EXIT_USAGE)
     res = _req(args, "ifconfig", **kw)
@@ -182,6 +191,9 @@ def cmd_ifconfig(args) -> None:
     for d in res:
         print(f"{d['name']}: flags=<{d['flags']}> mtu {d['mtu']}  ({d['driver']})")
         print(f"\taddress: {d['mac']}")
+        if d["capabilities_raw"]:
+            print(f"\tcapabilities={d['capabilities']}")
+            print(f"\tenabled={d['enabled']}")
         print(f"\tmedia: Ethernet {_rate(d['media_bps'])}  status: {d['link_state']}")
         for a in d["inet"]:
             print(f"\tinet {a}")
@@ -226,7 +238,11 @@ def cmd_netstat(args) -> None:
         print(f"{mb['mclbytes']} bytes per cluster, {mb['headroom']} bytes headroom")
         print(f"{mb['ext_in_use']}/{mb['ext_total']} external-storage mbufs in use "
               f"(high-water {mb['ext_hiwat']})")
+        print(f"{mb['jumbo_in_use']}/{mb['jumbo_total'] - mb['jumbo_in_use']}/"
+              f"{mb['jumbo_total']} {mb['jumbo_bytes'] // 1024}k jumbo clusters in use "
+              f"(current/free/max; high-water {mb['jumbo_hiwat']})")
         print(f"{mb['cluster_drops']} requests for mbufs denied")
+        print(f"{mb['jumbo_drops']} requests for jumbo clusters denied")
         print(f"{mb['ext_drops']} requests for external mbufs denied")
         return
     for proto in ("ip", "icmp", "arp"):
@@ -287,7 +303,8 @@ def cmd_lab(args) -> None:
                                driver_b=_resolve_name(db),
                                opts_a=args.options_a or args.options or "",
                                opts_b=args.options_b or args.options or "",
-                               speed=args.speed)
+                               speed=args.speed,
+                               offload=None if args.offload is None else args.offload == "on")
             st = lab.up(spec)
             if args.json:
                 return _dump(st)
@@ -438,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mclbytes", type=int, default=2048, help="mbuf cluster size (default 2048)")
     r.add_argument("--nmbclusters", type=int, default=4096,
                    help="clusters in the pool (default 4096)")
+    r.add_argument("--nmbjumbo", type=int, default=256,
+                   help="64 KB jumbo clusters for super-frames, made when a driver with "
+                   "offload attaches (default 256)")
     r.add_argument("-v", "--verbose", action="store_true")
     r.set_defaults(fn=cmd_run)
 
@@ -445,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("ifname", nargs="?", help="one interface (default: all)")
     sp = show("ifconfig", "show or configure interfaces", cmd_ifconfig)
     sp.add_argument("ifname", nargs="?")
-    sp.add_argument("words", nargs="*", help="inet A/P | delete A | mtu N | up | down")
+    sp.add_argument("words", nargs="*", help="inet A/P | delete A | mtu N | up | down | "
+                    "[-]tso4 | [-]tcp4csum[-rx|-tx] | [-]udp4csum[-rx|-tx] | [-]ip4csum[-rx|-tx]")
     sp = show("route", "show or change the routing table", cmd_route)
     sp.add_argument("words", nargs="*", help="add DST GW [-ifp IF] | delete DST")
     sp = show("netstat", "protocol statistics; -m for the mbuf pool", cmd_netstat)
@@ -473,6 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     lu.add_argument("--options-b", help="driver options for side B only")
     lu.add_argument("--speed", type=int, default=0, metavar="MBPS",
                     help="emulate a 10/100/1000 Mbit/s link in both directions")
+    lu.add_argument("--offload", choices=("on", "off"),
+                    help="TSO and checksum offload on native interfaces (default: on, "
+                    "as the driver; the shim's interfaces never have any)")
     ld = lsub.add_parser("down", help="stop the stack and remove everything the lab made")
     ls = lsub.add_parser("status", help="what labs are up")
     for sp in (lu, ld):
@@ -508,7 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# ifconfig's words that start with a dash (-tso4, -alias) are words, not
+# options: they are marked before argparse sees them, unmarked after.
+DASH_WORD = "\0"
+
+
+def _mark_dash_words(argv: list[str]) -> list[str]:
+    from .ifnet import CAP_KEYWORDS
+    if not argv or argv[0] != "ifconfig":
+        return argv
+    return [argv[0]] + [DASH_WORD + a if a.startswith("-") and a[1:] in (*CAP_KEYWORDS, "alias")
+                        else a for a in argv[1:]]
+
+
 def main(argv=None) -> None:
+    argv = _mark_dash_words(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)

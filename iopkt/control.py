@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-from .ifnet import flags_str
+from .ifnet import caps_str, flags_str, parse_capwords
 from .route import aton, ntoa, parse_prefix
 
 RUN_DIR = os.environ.get("IOPKT_RUN_DIR", "/run/iopkt")
@@ -136,15 +136,21 @@ class ControlServer:
                 "mtu": ifp.mtu, "mac": ifp.mac_str(),
                 "inet": [f"{ntoa(ia.addr)}/{ia.plen}" for ia in ifp.in_addrs],
                 "link_state": {0: "unknown", 1: "down", 2: "up"}[ifp.link_state],
-                "media_bps": ifp.baudrate}
+                "media_bps": ifp.baudrate,
+                "capabilities": caps_str(ifp.capabilities), "capabilities_raw": ifp.capabilities,
+                "enabled": caps_str(ifp.capenable), "enabled_raw": ifp.capenable}
 
     def op_ifconfig(self, ifname: str | None = None, inet: str | None = None,
                     delete: str | None = None, mtu: int | None = None,
-                    up: bool | None = None) -> list[dict]:
+                    up: bool | None = None, caps: list | None = None) -> list[dict]:
         st = self.stack
         if ifname is None:
             return [self._ifconfig_one(i) for i in st.ifnets.values()]
         ifp = self._ifp(ifname)
+        if caps:
+            new = parse_capwords(caps, ifp.capenable)
+            if new != ifp.capenable:
+                ifp.set_capenable(new)
         if mtu is not None:
             if not 68 <= int(mtu) <= 9000:
                 raise ControlError(f"mtu {mtu}: must be 68..9000")

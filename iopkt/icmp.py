@@ -4,13 +4,19 @@ Errors quote the offending IP header plus 8 bytes of its payload (BSD's
 default), come from the address of the interface the packet arrived on, and
 are rate limited by a token bucket (BSD's icmplim), so a flood of bad
 packets cannot turn the router into a flood of ICMP.
+
+A TCP super-frame gets one error, counted once by the rate limit, quoting
+its header as its first segment would carry it (that segment's total
+length and header checksum): that is the packet the sender's kernel knows.
+A partial checksum is completed before it is quoted.
 """
 
 from __future__ import annotations
 
 from .cksum import cksum_update16, in_cksum
+from .in_offload import in_undefer_cksum, tso_header_len
 from .ipv4 import IP_HDR_LEN, IP_OFFMASK, IPDEFTTL, IPPROTO_ICMP, build_header
-from .mbuf import M_BCAST, M_MCAST
+from .mbuf import M_BCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_MCAST
 
 ICMP_ECHOREPLY = 0
 ICMP_UNREACH = 3
@@ -140,8 +146,13 @@ class Icmp:
             me = _source_addr(stack, ifp, src)
             if me is None:
                 return
+            cf = m.csum_flags
+            if cf & (M_CSUM_TCPv4 | M_CSUM_UDPv4) and not cf & M_CSUM_TSOv4:
+                in_undefer_cksum(m)
             qlen = min(m.pkt_len, hlen + ICMP_QUOTE)
             quote = pool.copydata(m, 0, qlen)
+            if cf & M_CSUM_TSOv4:
+                _first_segment(quote, m, hlen)
         finally:
             pool.freem(m)
         n = pool.get()
@@ -164,6 +175,19 @@ class Icmp:
 
     def error_unreach_host(self, m) -> None:
         self.error(m, ICMP_UNREACH, ICMP_UNREACH_HOST)
+
+
+def _first_segment(quote: bytearray, m, hlen: int) -> None:
+    """Make the quoted IP header of super-frame `m` the one its first
+    segment carries: its total length, and the header checksum to match."""
+    hl = tso_header_len(m)
+    if not hl:
+        return
+    tlen = hl + min(m.segsz, m.pkt_len - hl)
+    quote[2], quote[3] = tlen >> 8, tlen & 0xFF
+    quote[10] = quote[11] = 0
+    c = in_cksum(quote, 0, hlen)
+    quote[10], quote[11] = c >> 8, c & 0xFF
 
 
 def _source_addr(stack, ifp, dst: int) -> int | None:

@@ -202,6 +202,7 @@ OUT_DISCARD_REASONS = (
     "arp_unresolved",       # next hop never answered ARP
     "arp_holdq_full",       # too many packets waiting for one neighbour
     "txerror",              # the write itself failed
+    "nobufs",               # no mbufs to segment a super-frame into
 )
 
 

@@ -31,7 +31,6 @@ TH_PSH = 0x08
 TH_CWR = 0x80
 TCP_CSUM_OFF = 16
 ETHER_HDR_LEN = 14
-WIRE_OVERHEAD = 24              # preamble, SFD, FCS, inter-frame gap
 
 
 def m_cksum(m, off: int, length: int) -> int:
@@ -61,14 +60,15 @@ def m_cksum(m, off: int, length: int) -> int:
     return s
 
 
-def in_undefer_cksum(m) -> None:
+def in_undefer_cksum(m, off: int = 0) -> None:
     """Complete the partial TCP or UDP checksum of `m` in place: sum from
     the L4 header to the end (the field holds the pseudo-header sum) and
     store the complement; a result of 0 is written as 0xFFFF, as Linux's
-    skb_checksum_help does (for UDP, 0 would mean "no checksum"). Clears
-    the partial flags. The caller still owns `m`."""
+    skb_checksum_help does (for UDP, 0 would mean "no checksum"). `off`:
+    bytes in front of the IP header (14 while a driver still sees the
+    Ethernet header). Clears the partial flags. The caller still owns `m`."""
     cd = m.csum_data
-    l4 = cd >> 16
+    l4 = off + (cd >> 16)
     at = l4 + (cd & 0xFFFF)
     c = 0xFFFF - m_cksum(m, l4, m.pkt_len - l4)     # never 0: the sum is < 0xFFFF
     if at + 2 <= m.len:
@@ -108,18 +108,18 @@ def tso_segments(m, hdrlen: int) -> int:
 
 
 def tso_wire(m) -> tuple[int, int]:
-    """(frames, bytes on the wire including Ethernet's per-frame overhead)
-    of a frame about to be sent, data at its Ethernet header: what a
-    super-frame costs on a real link once the NIC has segmented it."""
+    """(frames, bytes) that frame `m` (data at its Ethernet header) puts
+    on a real wire: a super-frame becomes its segments, each with its own
+    copy of the headers. For link-speed emulation."""
     if not m.csum_flags & M_CSUM_TSOv4:
-        return 1, m.pkt_len + WIRE_OVERHEAD
+        return 1, m.pkt_len
     m.off += ETHER_HDR_LEN
     m.len -= ETHER_HDR_LEN
     m.pkt_len -= ETHER_HDR_LEN
     try:
         hl = tso_header_len(m) or 40
         n = tso_segments(m, hl)
-        wire = m.pkt_len + (n - 1) * hl + n * (ETHER_HDR_LEN + WIRE_OVERHEAD)
+        wire = m.pkt_len + ETHER_HDR_LEN + (n - 1) * (hl + ETHER_HDR_LEN)
     finally:
         m.off -= ETHER_HDR_LEN
         m.len += ETHER_HDR_LEN

@@ -6,7 +6,16 @@ route cache, its TTL decremented with an incremental checksum update
 (RFC 1141/1624), and handed to the outgoing interface in the same mbuf it
 was read into. No buffer is allocated or copied.
 
-The slow paths (ICMP errors, local delivery, fragmentation) may allocate.
+The slow paths (ICMP errors, local delivery, fragmentation, offload the
+outgoing interface cannot do) may allocate.
+
+Offload (in_offload.py): a packet may arrive as a TCP super-frame or with a
+partial checksum. Forwarding a super-frame is forwarding one packet (TTL,
+header checksum, Ethernet rewrite); its MTU is judged per segment, as
+Linux's skb_gso_validate_network_len does. Whatever the outgoing interface
+cannot do itself (its if_csum_flags_tx) is done here first: segmentation,
+checksum completion. Packets made on a slow path join the burst's run for
+their route, so a flow's packets leave in the order they came.
 """
 
 from __future__ import annotations
@@ -15,7 +24,8 @@ import struct
 
 from .cksum import in_cksum
 from .ifnet import InIfaddr
-from .mbuf import M_BCAST, M_MCAST
+from .in_offload import in_undefer_cksum, tcp4_segment, tso_header_len
+from .mbuf import M_BCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_MCAST
 from .route import RTF_CONNECTED, RouteTable, ntoa
 
 IPVERSION = 4
@@ -38,7 +48,7 @@ IPSTAT_NAMES = (
     "total", "badsum", "tooshort", "badhlen", "badlen", "badvers", "badaddr",
     "delivered", "forward", "cantforward", "noroute", "fragmented",
     "ofragments", "cantfrag", "localout", "odropped", "noproto", "bcast",
-    "reassfail",
+    "reassfail", "tso_forward", "badoffload",
 )
 
 
@@ -177,19 +187,23 @@ class Ip:
                     self.ips_cantforward += 1
                     self.stack.icmp.error(m, 3, 0)       # net unreachable
                     continue
-            if w[1] > rt.ifp.mtu:
-                self._forward_big(m, w, rt, dst, hlen)
-                continue
-            # TTL - 1 and the checksum + 0x0100 with end-around carry
-            # (RFC 1141); 0xFFFF is -0, which recomputation writes as 0
-            # (RFC 1624).
-            buf[o + 8] = (w[4] >> 8) - 1
-            c = w[5] + 0x100
-            c = (c & 0xFFFF) + (c >> 16)
-            if c == 0xFFFF:
-                c = 0
-            buf[o + 10] = c >> 8
-            buf[o + 11] = c & 0xFF
+            ifp = rt.ifp
+            if w[1] > ifp.mtu or m.csum_flags & ~ifp.if_csum_flags_tx:
+                out = self._forward_slow_out(m, w, ifp, hlen)
+                if not out:
+                    continue
+            else:
+                # TTL - 1 and the checksum + 0x0100 with end-around carry
+                # (RFC 1141); 0xFFFF is -0, which recomputation writes as 0
+                # (RFC 1624).
+                buf[o + 8] = (w[4] >> 8) - 1
+                c = w[5] + 0x100
+                c = (c & 0xFFFF) + (c >> 16)
+                if c == 0xFFFF:
+                    c = 0
+                buf[o + 10] = c >> 8
+                buf[o + 11] = c & 0xFF
+                out = None
             nfwd += 1
             nh = rt.gateway or dst
             if nh != run_nh or rt is not run_rt:
@@ -199,7 +213,10 @@ class Ip:
                     run = []
                 run_rt = rt
                 run_nh = nh
-            run.append(m)
+            if out is None:
+                run.append(m)
+            else:
+                run.extend(out)
         if run:
             run_rt.use += len(run)
             run_rt.ifp.if_output(run_rt.ifp, run, run_nh)
@@ -264,20 +281,87 @@ class Ip:
             self.ips_cantforward += 1
             self.stack.icmp.error(m, 11, 0)          # time exceeded in transit
 
-    def _forward_big(self, m, w, rt, dst: int, hlen: int) -> None:
-        """Longer than the outgoing MTU: fragmentation needed (DF) or
-        fragment. Consumes `m`."""
-        ifp = rt.ifp
-        if w[3] & IP_DF:
-            self.ips_cantfrag += 1
-            self.ips_cantforward += 1
-            self.stack.icmp.error(m, 3, 4, ifp.mtu)   # fragmentation needed
-            return
-        # TTL - 1 only: fragment() computes each fragment's checksum afresh.
-        m.buf[m.off + 8] = (w[4] >> 8) - 1
-        self.ips_forward += 1
-        rt.use += 1
-        self.fragment(m, ifp, rt.gateway or dst, hlen, w[1])
+    def _forward_slow_out(self, m, w, ifp, hlen: int) -> list | None:
+        """Forwarding for a packet longer than the outgoing MTU, or with
+        offload work `ifp` cannot do. Consumes `m`; returns what to send
+        to the next hop (TTL already decremented), or None when it was
+        dropped or answered with an ICMP error instead.
+
+          super-frame   MTU judged per segment: DF and a segment too big ->
+                        one frag-needed; DF clear -> segment, then fragment
+                        each segment; fits -> one packet, or its segments
+                        when `ifp` has no TSO
+          plain         DF and too big -> frag-needed; too big -> fragment
+                        (checksum completed first: fragments cannot carry a
+                        partial one); fits -> complete its checksum"""
+        cf = m.csum_flags
+        mtu = ifp.mtu
+        if cf & M_CSUM_TSOv4:
+            hl = tso_header_len(m)
+            if not hl or not m.segsz:
+                self.ips_badoffload += 1
+                m.rcvif.input_discard(m, "bad_offload")
+                return None
+            if hl + min(m.segsz, w[1] - hl) > mtu:
+                if w[3] & IP_DF:
+                    self.ips_cantfrag += 1
+                    self.ips_cantforward += 1
+                    self.stack.icmp.error(m, 3, 4, mtu)     # fragmentation needed
+                    return None
+                _dec_ttl(m.buf, m.off, w)
+                return self._segment_and_fragment(m, ifp, hl)
+            _dec_ttl(m.buf, m.off, w)
+            self.ips_tso_forward += 1
+            if ifp.if_csum_flags_tx & M_CSUM_TSOv4:
+                return [m]
+            return self._segment(m, ifp, hl)
+        if w[1] > mtu:
+            if w[3] & IP_DF:
+                self.ips_cantfrag += 1
+                self.ips_cantforward += 1
+                self.stack.icmp.error(m, 3, 4, mtu)         # fragmentation needed
+                return None
+            if cf & (M_CSUM_TCPv4 | M_CSUM_UDPv4):
+                in_undefer_cksum(m)
+                ifp.sw_csum += 1
+            # TTL - 1 only: fragment() computes each fragment's checksum afresh.
+            m.buf[m.off + 8] = (w[4] >> 8) - 1
+            return self.fragment(m, mtu, hlen, w[1])
+        _dec_ttl(m.buf, m.off, w)
+        in_undefer_cksum(m)                 # the only other reason to be here
+        ifp.sw_csum += 1
+        return [m]
+
+    def _segment(self, m, ifp, hl: int, partial: bool | None = None) -> list | None:
+        """tcp4_segment for `ifp`, counted there. Consumes `m`."""
+        if partial is None:
+            partial = bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4)
+        segs = tcp4_segment(self.pool, m, hl, partial)
+        if segs is None:
+            self.ips_odropped += 1
+            ifp.output_discard(None, "nobufs")
+            return None
+        ifp.sw_tso += 1
+        ifp.sw_tso_segs += len(segs)
+        return segs
+
+    def _segment_and_fragment(self, m, ifp, hl: int) -> list | None:
+        """DF clear and the segments do not fit: segment (checksums whole,
+        fragments cannot carry partial ones), then fragment each segment
+        that is too long. Consumes `m`."""
+        segs = self._segment(m, ifp, hl, partial=False)
+        if segs is None:
+            return None
+        out = []
+        mtu = ifp.mtu
+        for s in segs:
+            if s.pkt_len <= mtu:
+                out.append(s)
+                continue
+            frags = self.fragment(s, mtu, (s.buf[s.off] & 0x0F) << 2, s.pkt_len)
+            if frags:
+                out.extend(frags)
+        return out or None
 
     def deliver(self, m, hlen: int) -> None:
         """A packet for one of our addresses. Consumes `m`. Fragments are
@@ -294,6 +378,8 @@ class Ip:
             self.ips_reassfail += 1
             self.pool.freem(m)
             return
+        if m.csum_flags & (M_CSUM_TCPv4 | M_CSUM_UDPv4) and not m.csum_flags & M_CSUM_TSOv4:
+            in_undefer_cksum(m)             # complete before anybody reads it
         proto = buf[o + 9]
         if proto == IPPROTO_ICMP:
             self.stack.icmp.input(m, hlen)
@@ -324,7 +410,9 @@ class Ip:
         ifp = rt.ifp
         tlen = (buf[o + 2] << 8) | buf[o + 3]
         if tlen > ifp.mtu:
-            self.fragment(m, ifp, rt.gateway or dst, (buf[o] & 0x0F) << 2, tlen)
+            frags = self.fragment(m, ifp.mtu, (buf[o] & 0x0F) << 2, tlen)
+            if frags:
+                ifp.if_output(ifp, frags, rt.gateway or dst)
         else:
             ifp.if_output(ifp, [m], rt.gateway or dst)
 
@@ -332,20 +420,21 @@ class Ip:
         self.ident = (self.ident + 1) & 0xFFFF
         return self.ident
 
-    def fragment(self, m, ifp, nexthop: int, hlen: int, tlen: int) -> None:
-        """ip_fragment: send `m` (DF clear, longer than ifp.mtu) as
-        fragments of at most ifp.mtu bytes, each in a new cluster. Options
-        without the copy bit go in the first fragment only (RFC 791).
-        Consumes `m`."""
+    def fragment(self, m, mtu: int, hlen: int, tlen: int) -> list | None:
+        """ip_fragment: cut `m` (DF clear, longer than `mtu`, checksums
+        complete) into fragments of at most `mtu` bytes, each in a new
+        cluster. Options without the copy bit go in the first fragment
+        only (RFC 791). Consumes `m`; returns the fragments (the caller
+        owns them), or None when it could not (counted)."""
         pool = self.pool
         hdr = bytes(pool.copydata(m, 0, hlen))
         fhdr = _copied_options_header(hdr)
-        chunk0 = (ifp.mtu - hlen) & ~7
-        chunkn = (ifp.mtu - len(fhdr)) & ~7
+        chunk0 = (mtu - hlen) & ~7
+        chunkn = (mtu - len(fhdr)) & ~7
         if chunk0 < 8 or chunkn < 8:
             self.ips_cantfrag += 1
             pool.freem(m)
-            return
+            return None
         orig_frag = (hdr[6] << 8) | hdr[7]
         base_off = orig_frag & IP_OFFMASK
         last_mf = orig_frag & IP_MF
@@ -371,13 +460,26 @@ class Ip:
                     pool.freem(x)
                 self.ips_odropped += 1
                 pool.freem(m)
-                return
+                return None
+            f.rcvif = m.rcvif
             frags.append(f)
             pos += n
         pool.freem(m)
         self.ips_fragmented += 1
         self.ips_ofragments += len(frags)
-        ifp.if_output(ifp, frags, nexthop)
+        return frags
+
+
+def _dec_ttl(buf, o: int, w) -> None:
+    """TTL - 1 with the incremental checksum update of the fast path, for
+    the slow paths (w: the header as 16-bit words, as read on input)."""
+    buf[o + 8] = (w[4] >> 8) - 1
+    c = w[5] + 0x100
+    c = (c & 0xFFFF) + (c >> 16)
+    if c == 0xFFFF:
+        c = 0
+    buf[o + 10] = c >> 8
+    buf[o + 11] = c & 0xFF
 
 
 def _copied_options_header(hdr: bytes) -> bytes:

@@ -40,6 +40,7 @@ class LabSpec:
     opts_b: str = ""
     stack_args: list = field(default_factory=list)   # extra `iopkt run` args
     speed: int = 0          # emulated link speed, Mbit/s, both sides (0: none)
+    offload: bool | None = None     # native drivers' offload=1/0 (None: their default)
 
     @property
     def ns_a(self) -> str:
@@ -73,11 +74,15 @@ def log_path(prefix: str) -> str:
     return os.path.join(control.RUN_DIR, f"lab-{prefix}.log")
 
 
-def _driver_args(name: str, tap: str, opts: str, speed: int) -> list[str]:
+def _driver_args(name: str, tap: str, opts: str, speed: int,
+                 offload: bool | None = None) -> list[str]:
     """The `-d` arguments for one side: the TAP's name and the emulated
-    speed go to the driver (native, or legacy through the shim)."""
-    o = f"name={tap}" + (f",speed={speed}" if speed else "") + (f",{opts}" if opts else "")
-    return ["-d", name, o]
+    speed go to the driver (native, or legacy through the shim); offload
+    only to a native driver (io-net drivers never had any)."""
+    o = f"name={tap}" + (f",speed={speed}" if speed else "")
+    if offload is not None and name.startswith("devnp-"):
+        o += f",offload={int(offload)}"
+    return ["-d", name, o + (f",{opts}" if opts else "")]
 
 
 def up(spec: LabSpec, wait: float = 15.0) -> dict:
@@ -101,8 +106,8 @@ def up(spec: LabSpec, wait: float = 15.0) -> dict:
         netns.ns_create(spec.ns_a)
         netns.ns_create(spec.ns_b)
         cmd = [sys.executable, "-m", "iopkt", "run", "-i", spec.prefix,
-               *_driver_args(spec.driver_a, spec.tap_a, spec.opts_a, spec.speed),
-               *_driver_args(spec.driver_b, spec.tap_b, spec.opts_b, spec.speed),
+               *_driver_args(spec.driver_a, spec.tap_a, spec.opts_a, spec.speed, spec.offload),
+               *_driver_args(spec.driver_b, spec.tap_b, spec.opts_b, spec.speed, spec.offload),
                *spec.stack_args]
         log = open(state["log"], "ab")
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,

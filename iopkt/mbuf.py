@@ -139,13 +139,16 @@ class MbufPool:
 
     def __init__(self, nclusters: int = DEFAULT_NMBCLUSTERS,
                  mclbytes: int = MCLBYTES, headroom: int = MAX_LINKHDR,
-                 nexthdrs: int | None = None):
+                 nexthdrs: int | None = None, nmbjumbo: int = DEFAULT_NMBJUMBO):
         if mclbytes < 256 or mclbytes > 65536:
             raise ValueError(f"mclbytes={mclbytes}: must be 256..65536")
         if headroom >= mclbytes // 2:
             raise ValueError(f"headroom={headroom}: must be < mclbytes/2")
         if nclusters < 1:
             raise ValueError(f"nmbclusters={nclusters}: must be >= 1")
+        if nmbjumbo < 0:
+            raise ValueError(f"nmbjumbo={nmbjumbo}: must be >= 0")
+        self.nmbjumbo = nmbjumbo        # jumbo clusters to make when first asked
         self.mclbytes = mclbytes
         self.headroom = headroom
         self.nclusters = nclusters
@@ -164,10 +167,12 @@ class MbufPool:
         for m in self._free:
             self._reset(m)
 
-    def enable_jumbo(self, count: int = DEFAULT_NMBJUMBO) -> None:
-        """Make `count` jumbo clusters, once: a driver that can receive
-        super-frames calls this when it attaches. Later calls change
-        nothing (the pool never grows after that)."""
+    def enable_jumbo(self, count: int | None = None) -> None:
+        """Make the jumbo clusters (`count`, default nmbjumbo), once: a
+        driver that can receive frames longer than a cluster calls this
+        when it attaches. Later calls change nothing (the pool never grows
+        after that)."""
+        count = self.nmbjumbo if count is None else count
         if self.njumbo or count <= 0:
             return
         zone = self._free_jumbo

@@ -25,16 +25,20 @@ class Pacer:
         self.last = clock()
         self.waits = 0
 
-    def wait(self, nbytes: int) -> float:
+    def wait(self, nbytes: int, frames: int = 1) -> float:
         """0.0 if a frame of `nbytes` may go now (its cost is taken);
-        otherwise the seconds until it may (nothing is taken)."""
+        otherwise the seconds until it may (nothing is taken). A super-frame
+        that a NIC would send as `frames` segments pays each one's overhead."""
         now = self.clock()
         t = self.tokens + (now - self.last) * self.rate
         self.last = now
         self.tokens = t if t < self.burst else self.burst
-        cost = nbytes + WIRE_OVERHEAD
-        if self.tokens >= cost:
+        cost = nbytes + frames * WIRE_OVERHEAD
+        # A super-frame may cost more than the bucket holds: it goes when
+        # the bucket is full and leaves it in debt, so the rate stays exact.
+        need = cost if cost < self.burst else self.burst
+        if self.tokens >= need:
             self.tokens -= cost
             return 0.0
         self.waits += 1
-        return (cost - self.tokens) / self.rate
+        return (need - self.tokens) / self.rate

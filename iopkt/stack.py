@@ -51,11 +51,11 @@ class Callout:
 class Stack:
     def __init__(self, name: str = "iopkt", nmbclusters: int = 4096,
                  mclbytes: int = 2048, clock: Callable[[], float] = time.monotonic,
-                 log: logging.Logger | None = None):
+                 log: logging.Logger | None = None, nmbjumbo: int = 256):
         self.name = name
         self.clock = clock
         self.log = log or logging.getLogger("iopkt")
-        self.pool = MbufPool(nmbclusters, mclbytes)
+        self.pool = MbufPool(nmbclusters, mclbytes, nmbjumbo=nmbjumbo)
         self.ifnets: dict[str, Ifnet] = {}
         self.ip = Ip(self)
         self.arp = Arp(self)

@@ -7,6 +7,19 @@ os.readv straight into a pooled mbuf cluster and pass it to if_input,
 in bursts until the TAP is empty or `burst` frames were taken (so one busy
 interface cannot starve the others).
 
+Offload (offload=1, the default, as on a modern NIC): the TAP is opened
+with IFF_VNET_HDR, so a 10-byte virtio-net header (vnet.py) travels with
+every frame, and TUNSETOFFLOAD lets the kernel hand us TCP super-frames of
+up to 64 KB and partial checksums. The driver advertises what the kernel
+accepted as NetBSD capabilities (TSO4, TCP4CSUM and UDP4CSUM, Rx and Tx;
+the header has no IPv4 header checksum offload) and `ifconfig` turns them
+on and off while traffic flows. A frame is read as [header | cluster |
+spill]: the header into a small buffer of ours, up to a cluster's worth
+into the cluster, the rest of a super-frame into a jumbo cluster held ready
+for it. On transmit the header is written into the frame's leading space.
+A GSO write the kernel refuses (EINVAL: some kernels did) is segmented in
+software and counted, never lost.
+
 Transmit is if_start: dequeue from if_snd and write. When the TAP would
 block, the frame is put back, IFF_OACTIVE set and the driver waits for
 EPOLLOUT instead of losing the frame.
@@ -18,17 +31,28 @@ EBADFD: that is link loss, said once, and the interface goes down.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 
 import pytun
 
+from iopkt import vnet
 from iopkt.drvload import Driver, DriverError, Option
 from iopkt.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
-from iopkt.ifnet import IFF_OACTIVE, IFF_RUNNING, LINK_STATE_UP, Ifnet, if_transmit
+from iopkt.ifnet import (IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_CSUM_UDPv4_Rx,
+                         IFCAP_CSUM_UDPv4_Tx, IFCAP_TSOv4, IFF_OACTIVE, IFF_RUNNING,
+                         LINK_STATE_UP, SIOCSIFCAP, Ifnet, if_transmit)
+from iopkt.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len, tso_wire
+from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.pacer import Pacer
 from iopkt.stack import EPOLLIN, EPOLLOUT
 
 LINK_LOST_ERRNOS = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
+VNET_HDR_LEN = vnet.VNET_HDR_LEN
+TUN_WANT = vnet.TUN_F_CSUM | vnet.TUN_F_TSO4
+CSUM_CAPS = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
+
+log = logging.getLogger("iopkt")
 
 
 def random_mac() -> bytes:
@@ -36,10 +60,22 @@ def random_mac() -> bytes:
     return bytes([0x02]) + os.urandom(5)
 
 
+def tun_mask(capenable: int) -> int:
+    """The TUNSETOFFLOAD mask for enabled capabilities: what the kernel may
+    hand us. One TUN_F_CSUM serves TCP and UDP alike."""
+    mask = 0
+    if capenable & (IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_UDPv4_Rx):
+        mask |= vnet.TUN_F_CSUM
+    if capenable & IFCAP_TSOv4:
+        mask |= vnet.TUN_F_TSO4
+    return mask
+
+
 class TapSoftc:
     """The driver's private state for one interface (BSD's softc)."""
 
-    def __init__(self, stack, ifp: Ifnet, tap, burst: int, speed: int = 0):
+    def __init__(self, stack, ifp: Ifnet, tap, burst: int, speed: int = 0,
+                 vnet_hdr: bool = False):
         self.stack = stack
         # Link-speed emulation: pace transmissions to `speed` Mbit/s.
         self.pacer = Pacer(speed) if speed else None
@@ -48,14 +84,34 @@ class TapSoftc:
         self.tap = tap
         self.fd = tap.fileno()
         self.burst = burst
-        self.pool = stack.pool
+        self.pool = pool = stack.pool
         self.rx_intrs = 0
         self.tx_blocked = 0
-        self._scratch = bytearray(65536)       # for frames we must discard
+        self.vnet = vnet_hdr
+        self.hlen = VNET_HDR_LEN if vnet_hdr else 0
+        self.tun_offload = 0            # the mask the kernel accepted
+        self.tun_refused = 0            # bits it refused when we probed
+        self.rx_super = self.rx_partial = 0     # super-frames / partial checksums read
+        self.tx_super = 0                       # super-frames written as they are
+        self.gso_refused = 0                    # GSO writes the kernel refused (EINVAL)
+        self.rx_sw = 0          # partial checksums to complete here (that Rx cap is off)
+        self._scratch = bytearray(65536 + VNET_HDR_LEN)     # frames we must discard
         self._scratch_iov = [memoryview(self._scratch)]
-        hdrroom = self.pool.mclbytes - self.pool.headroom
-        # A frame that does not fit one cluster is read into a chain.
-        self.rx_chain = hdrroom < ifp.mtu + ETHER_HDR_LEN
+        self.room = pool.mclbytes - pool.headroom
+        # A frame longer than a cluster (a super-frame, or an MTU beyond
+        # the cluster size) spills into a jumbo cluster held ready.
+        self.rx_spill = vnet_hdr or self.room < ifp.mtu + ETHER_HDR_LEN
+        self._hdr = bytearray(VNET_HDR_LEN)
+        self._txhdr = memoryview(bytearray(VNET_HDR_LEN))
+        self._spill = None
+        iov = [memoryview(self._hdr)] if vnet_hdr else []
+        self._ci = len(iov)             # where the cluster goes in the read iovec
+        iov.append(None)
+        if self.rx_spill:
+            pool.enable_jumbo()
+            self._spill = pool.get_jumbo()
+            iov.append(self._spill.view if self._spill else self._scratch_iov[0])
+        self._iov = iov
 
     # -- receive: the "interrupt" ----------------------------------------
     def intr(self, events: int) -> None:
@@ -68,12 +124,16 @@ class TapSoftc:
         if not events & EPOLLIN:
             return
         self.rx_intrs += 1
-        if self.rx_chain:
-            return self._intr_chain()
         ifp = self.ifp
-        get = self.pool.get
+        pool = self.pool
+        get = pool.get
         readv = os.readv
         fd = self.fd
+        iov = self._iov
+        ci = self._ci
+        hl = self.hlen
+        room = self.room
+        hdr = self._hdr
         pkts = []
         for _ in range(self.burst):
             m = get()
@@ -81,72 +141,66 @@ class TapSoftc:
                 if not self._discard_one():
                     break
                 continue
+            iov[ci] = m.rxiov[0]
             try:
-                n = readv(fd, m.rxiov)
+                n = readv(fd, iov) - hl
             except BlockingIOError:
-                self.pool.free(m)
+                pool.free(m)
                 break
             except OSError as e:
-                self.pool.free(m)
+                pool.free(m)
                 self._link_lost(e.errno)
                 break
-            m.len = m.pkt_len = n
+            m.pkt_len = n
             m.rcvif = ifp
+            if 0 <= n <= room:
+                m.len = n
+            elif not self._spilled(m, n):
+                continue
+            if hl and (hdr[0] or hdr[1]) and not self._rx_offload(m):
+                continue
             pkts.append(m)
         if pkts:
             ifp.if_input(ifp, pkts)
 
-    def _intr_chain(self) -> None:
-        """Receive for clusters smaller than a frame (mclbytes < MTU + 14):
-        readv scatters each frame over a chain of clusters."""
-        pool, ifp = self.pool, self.ifp
-        need = ifp.mtu + ETHER_HDR_LEN
-        pkts = []
-        for _ in range(self.burst):
-            chain, iov, room = [], [], 0
-            while room < need:
-                m = pool.get()
-                if m is None:
-                    break
-                if chain:
-                    m.off = 0
-                    m.flags = 0             # not the first mbuf: no packet header
-                    iov.append(m.view)
-                else:
-                    iov.append(m.rxiov[0])
-                room += len(iov[-1])
-                chain.append(m)
-            if room < need:
-                for m in chain:
-                    pool.free(m)
-                if not self._discard_one():
-                    break
-                continue
-            try:
-                n = os.readv(self.fd, iov)
-            except OSError as e:
-                for m in chain:
-                    pool.free(m)
-                if not isinstance(e, BlockingIOError):
-                    self._link_lost(e.errno)
-                break
-            head, left = chain[0], n
-            prev = None
-            for m in chain:
-                take = min(left, len(m.view) - m.off)
-                if take == 0:
-                    pool.free(m)
-                    continue
-                m.len = take
-                left -= take
-                if prev is not None:
-                    prev.next = m
-                prev = m
-            head.pkt_len = n
-            head.rcvif = ifp
-            pkts.append(head)
-        if pkts:
-            ifp.if_input(ifp, pkts)
+    def _spilled(self, m, n: int) -> bool:
+        """The frame did not fit the cluster: the rest went to the spill.
+        Chain the jumbo behind the cluster and hold a new one ready. False
+        (frame dropped and counted) when it went to scratch or is a runt."""
+        ifp, pool = self.ifp, self.pool
+        spill = self._spill
+        if n < 0 or spill is None:
+            ifp.ipackets += 1
+            ifp.input_discard(m, "runt" if n < 0 else "nobufs")
+            if spill is None:
+                self._spill = pool.get_jumbo()      # maybe one came back since
+                if self._spill is not None:
+                    self._iov[-1] = self._spill.view
+            return False
+        m.len = self.room
+        spill.len = n - self.room
+        m.next = spill
+        spill = self._spill = pool.get_jumbo()
+        self._iov[-1] = spill.view if spill is not None else self._scratch_iov[0]
+        return True
+
+    def _rx_offload(self, m) -> bool:
+        """The frame came with a virtio-net header that is not all zero:
+        take its offload facts into the packet header. False when the
+        header is invalid (frame dropped and counted)."""
+        if not vnet.decode(m, self._hdr, 0):
+            self.ifp.ipackets += 1
+            self.ifp.input_discard(m, "bad_offload")
+            return False
+        cf = m.csum_flags
+        if cf & M_CSUM_TSOv4:
+            self.rx_super += 1
+        elif cf:
+            self.rx_partial += 1
+            if cf & self.rx_sw:             # Rx checksum offload is off for it
+                in_undefer_cksum(m, ETHER_HDR_LEN)
+                self.ifp.sw_csum += 1
+        return True
 
     def _discard_one(self) -> bool:
         """The pool is empty: read and drop one frame so the TAP does not
@@ -174,16 +228,17 @@ class TapSoftc:
         fd = self.fd
         write = os.write
         free = self.pool.free
+        xmit = self._xmit
+        plain = not self.vnet
         nbytes = 0
         ok = 0
         for i, m in enumerate(pkts):
             try:
-                if m.next is None:
+                if plain and m.next is None:
                     nbytes += write(fd, m.view[m.off:m.off + m.len])
                     free(m)
                 else:
-                    nbytes += os.writev(fd, _iov(m))
-                    self.pool.freem(m)
+                    nbytes += xmit(m)
                 ok += 1
             except BlockingIOError:
                 if_transmit(ifp, pkts[i:])      # queued; start() blocks and waits
@@ -197,6 +252,65 @@ class TapSoftc:
         ifp.opackets += ok
         ifp.obytes += nbytes
 
+    def _xmit(self, m) -> int:
+        """Write one frame (any chain, any offload) and free it. Returns
+        the frame's length. Raises OSError with the frame still ours (the
+        caller queues it again or discards it)."""
+        fd = self.fd
+        if not self.vnet:
+            n = os.writev(fd, _iov(m)) if m.next is not None else \
+                os.write(fd, m.view[m.off:m.off + m.len])
+            self.pool.freem(m)
+            return n
+        try:
+            if m.next is None and m.off >= VNET_HDR_LEN:
+                # The header goes into the leading space: one buffer, one write.
+                at = m.off - VNET_HDR_LEN
+                vnet.encode(m, m.buf, at)
+                n = os.write(fd, m.view[at:m.off + m.len])
+            else:
+                vnet.encode(m, self._txhdr, 0)
+                n = os.writev(fd, [self._txhdr, *_iov(m)])
+        except OSError as e:
+            if e.errno != errno.EINVAL or not m.csum_flags & M_CSUM_TSOv4:
+                raise
+            return self._gso_refused(m)
+        if m.csum_flags & M_CSUM_TSOv4:
+            self.tx_super += 1
+        self.pool.freem(m)
+        return n - VNET_HDR_LEN
+
+    def _gso_refused(self, m) -> int:
+        """The kernel said EINVAL to a GSO write (tailscale#13041 met such
+        kernels): cut the super-frame here and write the segments. Consumes
+        `m`. Returns the bytes written."""
+        ifp, pool = self.ifp, self.pool
+        self.gso_refused += 1
+        eh = bytes(m.view[m.off:m.off + ETHER_HDR_LEN])
+        pool.adj(m, ETHER_HDR_LEN)
+        hl = tso_header_len(m)
+        segs = tcp4_segment(pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4)) if hl \
+            else None
+        if segs is None:
+            if not hl:
+                pool.freem(m)
+            ifp.output_discard(None, "txerror")
+            return 0
+        ifp.sw_tso += 1
+        ifp.sw_tso_segs += len(segs)
+        n = 0
+        for i, s in enumerate(segs):
+            s = pool.prepend(s, ETHER_HDR_LEN)
+            if s is None:
+                ifp.output_discard(None, "txerror")
+                continue
+            s.buf[s.off:s.off + ETHER_HDR_LEN] = eh
+            try:
+                n += self._xmit(s)
+            except OSError:
+                ifp.output_discard(s, "txerror")
+        return n
+
     def _tx_error(self, ifp: Ifnet, m, e: OSError) -> None:
         if e.errno in LINK_LOST_ERRNOS:
             ifp.output_discard(m, "link_lost")
@@ -207,31 +321,27 @@ class TapSoftc:
     def start(self, ifp: Ifnet) -> None:
         """if_start: write everything queued on if_snd, in order."""
         ifq = ifp.if_snd
-        fd = self.fd
-        write = os.write
-        freem = self.pool.freem
+        xmit = self._xmit
         pacer = self.pacer
         while True:
             m = ifq.dequeue()
             if m is None:
                 return
             if pacer is not None:
-                delay = pacer.wait(m.pkt_len)
+                frames, wire = tso_wire(m)
+                delay = pacer.wait(wire, frames)
                 if delay:                   # the emulated wire is busy
                     ifq.prepend(m)
                     ifp.flags |= IFF_OACTIVE
                     self._pace_co = self.stack.timeout(delay, self._pace_ready)
                     return
             try:
-                if m.next is None:
-                    n = write(fd, m.view[m.off:m.off + m.len])
-                else:
-                    n = os.writev(fd, _iov(m))
+                n = xmit(m)
             except BlockingIOError:
                 ifq.prepend(m)
                 ifp.flags |= IFF_OACTIVE
                 self.tx_blocked += 1
-                self.stack.interrupt_modify(fd, EPOLLIN | EPOLLOUT)
+                self.stack.interrupt_modify(self.fd, EPOLLIN | EPOLLOUT)
                 return
             except OSError as e:
                 self._tx_error(ifp, m, e)
@@ -240,7 +350,6 @@ class TapSoftc:
                 continue
             ifp.opackets += 1
             ifp.obytes += n
-            freem(m)
 
     def _pace_ready(self) -> None:
         self._pace_co = None
@@ -251,6 +360,41 @@ class TapSoftc:
         self.ifp.flags &= ~IFF_OACTIVE
         self.stack.interrupt_modify(self.fd, EPOLLIN)
         self.start(self.ifp)
+
+    # -- offload -----------------------------------------------------------
+    def probe(self, ifp: Ifnet) -> None:
+        """At attach: ask the kernel for every offload we can use and
+        advertise what it accepted. A refusal is said once, here."""
+        if not self.vnet:
+            vnet.set_offload(self.fd, 0)    # a persistent TAP may remember a mask
+            return
+        vnet.set_vnet_hdr_sz(self.fd, VNET_HDR_LEN)
+        got, refused = vnet.negotiate_offload(self.fd, TUN_WANT)
+        self.tun_offload, self.tun_refused = got, refused
+        if refused:
+            log.warning("%s: the kernel refused TAP offload %s; using %s (said once)",
+                        ifp.name, vnet.tun_f_str(refused), vnet.tun_f_str(got))
+        caps = 0
+        if got & vnet.TUN_F_CSUM:
+            caps |= CSUM_CAPS
+            if got & vnet.TUN_F_TSO4:
+                caps |= IFCAP_TSOv4
+        ifp.capabilities = caps
+
+    def ioctl(self, ifp: Ifnet, cmd, data):
+        """if_ioctl: SIOCSIFCAP sets the TAP's offload mask for the new
+        capabilities (the kernel may refuse: OSError, nothing changed)."""
+        if cmd != SIOCSIFCAP:
+            raise OSError(f"{ifp.name}: ioctl {cmd} not supported")
+        if self.vnet and self.fd >= 0:
+            mask = tun_mask(data)
+            if mask != self.tun_offload:
+                vnet.set_offload(self.fd, mask)
+                self.tun_offload = mask
+        # Partial checksums for a protocol whose Rx offload is off (TCP and
+        # UDP share TUN_F_CSUM) are completed here on receive.
+        self.rx_sw = (0 if data & IFCAP_CSUM_TCPv4_Rx else M_CSUM_TCPv4) | \
+            (0 if data & IFCAP_CSUM_UDPv4_Rx else M_CSUM_UDPv4)
 
     # -- control -----------------------------------------------------------
     def init(self, ifp: Ifnet) -> None:
@@ -267,6 +411,14 @@ class TapSoftc:
 
     def detach(self, ifp: Ifnet) -> None:
         self.stack.interrupt_detach(self.fd)
+        if self._spill is not None:
+            self.pool.free(self._spill)
+            self._spill = None
+        if self.fd >= 0:
+            try:
+                vnet.set_offload(self.fd, 0)    # the mask outlives us on a persistent TAP
+            except OSError:
+                pass
         try:
             self.tap.close()
         except OSError:
@@ -283,7 +435,11 @@ class TapSoftc:
                 "tap": self.tap.name, "rx_burst": self.burst,
                 "paced_waits": self.pacer.waits if self.pacer else 0,
                 "rx_interrupts": self.rx_intrs, "tx_blocked": self.tx_blocked,
-                "rx_chained": self.rx_chain}
+                "rx_spill": self.rx_spill, "vnet_hdr": self.vnet,
+                "tun_offload": vnet.tun_f_str(self.tun_offload),
+                "tun_offload_refused": vnet.tun_f_str(self.tun_refused),
+                "rx_superframes": self.rx_super, "rx_partial_csum": self.rx_partial,
+                "tx_superframes": self.tx_super, "tx_gso_refused": self.gso_refused}
 
 
 def _iov(m) -> list:
@@ -314,8 +470,9 @@ def attach(stack, opts: dict) -> Ifnet:
                               "expected xx:xx:xx:xx:xx:xx") from None
     if len(opts["name"]) > 15:
         raise DriverError(f"devnp-tap: option name={opts['name']}: at most 15 characters")
-    tap = pytun.TunTapDevice(name=opts["name"] or "",
-                             flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
+    offload = opts["offload"]
+    tap = pytun.TunTapDevice(name=opts["name"] or "", flags=pytun.IFF_TAP | pytun.IFF_NO_PI
+                             | (pytun.IFF_VNET_HDR if offload else 0))
     try:
         tap.mtu = mtu
         os.set_blocking(tap.fileno(), False)
@@ -324,7 +481,7 @@ def attach(stack, opts: dict) -> Ifnet:
         ifp.mtu = mtu
         ifp.if_snd.maxlen = opts["txqlen"]
         ether_ifattach(ifp, mac)
-        sc = TapSoftc(stack, ifp, tap, opts["burst"], opts["speed"])
+        sc = TapSoftc(stack, ifp, tap, opts["burst"], opts["speed"], vnet_hdr=offload)
         ifp.baudrate = opts["speed"] * 1_000_000
         ifp.softc = sc
         ifp.if_init = sc.init
@@ -332,7 +489,18 @@ def attach(stack, opts: dict) -> Ifnet:
         ifp.if_transmit = sc.transmit
         ifp.if_stop = sc.stop
         ifp.if_detach = sc.detach
+        ifp.if_ioctl = sc.ioctl
         ifp.if_extra_info = sc.extra_info
+        sc.probe(ifp)
+        want = ifp.capabilities
+        for key, bits in (("tso4", IFCAP_TSOv4),
+                          ("tcp4csum", IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx),
+                          ("udp4csum", IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx)):
+            if not opts[key]:
+                want &= ~bits
+        if not want & IFCAP_CSUM_TCPv4_Tx:
+            want &= ~IFCAP_TSOv4                # TSO needs TCP checksum offload
+        ifp.set_capenable(want)
         stack.if_attach(ifp)
         stack.interrupt_attach(sc.fd, sc.intr)
         stack.if_up(ifp)
@@ -344,7 +512,8 @@ def attach(stack, opts: dict) -> Ifnet:
 
 DRIVER = Driver(
     name="devnp-tap", kind="native",
-    description="native TAP driver: receives in the stack thread, no hand-off",
+    description="native TAP driver: receives in the stack thread, no hand-off; "
+                "TSO and checksum offload through the TAP's virtio-net header",
     options={
         "name": Option(str, "", "kernel TAP name (default: the kernel picks tapN)"),
         "mac": Option(str, "", "our MAC address (default: random 02:xx:..)"),
@@ -352,6 +521,11 @@ DRIVER = Driver(
         "burst": Option(int, 64, "frames read per interrupt at most"),
         "txqlen": Option(int, 256, "send queue (if_snd) length"),
         "speed": Option(int, 0, "media rate to emulate, Mbit/s (10, 100, 1000; 0: none)"),
+        "offload": Option(bool, True, "1: virtio-net header, TSO and checksum offload "
+                          "as the kernel allows; 0: plain frames, no capabilities"),
+        "tso4": Option(bool, True, "TCP segmentation offload on at mount (ifconfig tso4)"),
+        "tcp4csum": Option(bool, True, "TCP checksum offload on at mount (ifconfig tcp4csum)"),
+        "udp4csum": Option(bool, True, "UDP checksum offload on at mount (ifconfig udp4csum)"),
     },
     attach=attach,
 )

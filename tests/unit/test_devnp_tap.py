@@ -83,7 +83,8 @@ def frame(i: int, size: int = 60) -> bytes:
 def test_attach_state(stack):
     w = Wire(stack)
     assert w.ifp.flags & IFF_RUNNING and w.ifp.link_state == LINK_STATE_UP
-    assert w.sc.rx_chain is False
+    assert w.sc.rx_spill is False and w.sc.vnet is False
+    assert stack.pool.njumbo == 0                   # nobody asked for jumbo clusters
 
 
 def test_receive_in_bursts_of_at_most_burst(stack):
@@ -106,12 +107,14 @@ def test_receive_chained_when_cluster_smaller_than_frame():
     st = Stack("small", nmbclusters=32, mclbytes=512, clock=clock)
     try:
         w = Wire(st, mtu=1500)
-        assert w.sc.rx_chain is True
-        sent = [frame(1, 1514), frame(2, 60), frame(3, 700)]
+        assert w.sc.rx_spill is True
+        sent = [frame(1, 1514), frame(2, 60), frame(3, 700), frame(4, 449), frame(5, 448)]
         w.frames_from_kernel(*sent)
         w.sc.intr(EPOLLIN)
         assert w.bursts == [sent]
-        assert st.pool.in_use == 0                    # unused clusters went back
+        assert st.pool.in_use == 0
+        # Three frames spilled into a jumbo each; one jumbo is held ready.
+        assert st.pool.jumbo_in_use == 1 and st.pool.stats()["jumbo_hiwat"] == 4
     finally:
         st.shutdown()
         st.close()
