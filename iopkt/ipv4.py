@@ -34,12 +34,18 @@ IP_DF = 0x4000
 IP_MF = 0x2000
 IP_OFFMASK = 0x1FFF
 IPDEFTTL = 64
+GOOD_SRC_MAX = 4096         # sources remembered as not martian
 MAXTTL = 255
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 
+# The fixed header as ten 16-bit words (w): w[0] version/IHL and TOS, w[1]
+# total length, w[2] id, w[3] flags and offset, w[4] TTL and protocol,
+# w[5] checksum, w[6:8] source, w[8:10] destination. Halfwords stay small
+# ints, on which CPython's arithmetic is several times faster than on the
+# two-digit ints 32-bit words become.
 _H10 = struct.Struct("!10H")
 _SRCDST = struct.Struct("!II")
 _HDR = struct.Struct("!BBHHHBBHII")
@@ -66,9 +72,10 @@ class Ip:
         self.stack = stack
         self.pool = stack.pool
         self.routes = RouteTable()
-        self.forwarding = True
+        self._forwarding = True
         self.local_addrs: dict[int, object] = {}     # addr -> ifp
         self.bcast_addrs: set[int] = {0xFFFFFFFF}
+        self.good_src: set[int] = set()     # sources already found not martian
         self.ident = 1
         for n in IPSTAT_NAMES:
             setattr(self, "ips_" + n, 0)
@@ -76,6 +83,14 @@ class Ip:
     def stats(self) -> dict:
         return {n: getattr(self, "ips_" + n) for n in IPSTAT_NAMES}
 
+    @property
+    def forwarding(self) -> bool:
+        return self._forwarding
+
+    @forwarding.setter
+    def forwarding(self, on: bool) -> None:
+        self._forwarding = bool(on)
+        self.routes.cache.clear()           # the fast path trusts the cache
     # -- addresses -------------------------------------------------------
     def add_address(self, ifp, addr: int, plen: int) -> None:
         """SIOCAIFADDR: put an address on `ifp` and its connected route."""
@@ -115,12 +130,16 @@ class Ip:
         self.routes.purge_ifp(ifp)
 
     def _rebuild_bcast(self) -> None:
+        """Addresses changed: recompute the broadcast addresses and forget
+        every destination and source the fast path had vouched for."""
         b = {0xFFFFFFFF}
         for ifp in self.local_addrs.values():
             for ia in ifp.in_addrs:
                 if ia.plen < 31:
                     b.add(ia.broadcast)
         self.bcast_addrs = b
+        self.routes.cache.clear()
+        self.good_src.clear()
 
     # -- input -----------------------------------------------------------
     def input(self, pkts: list) -> None:
@@ -138,6 +157,7 @@ class Ip:
         bcast = self.bcast_addrs
         cache = self.routes.cache
         lookup = self.routes.lookup
+        good_src = self.good_src
         run_rt = None           # route and next hop of the run being collected
         run_nh = -1
         run: list = []
@@ -152,10 +172,10 @@ class Ip:
                     continue
                 buf = m.buf
                 o = m.off
-            w = unpack(buf, o)                  # the header as 16-bit words
-            s = sum(w)
-            s = (s & 0xFFFF) + (s >> 16)
-            if w[0] >> 8 != 0x45 or (s & 0xFFFF) + (s >> 16) != 0xFFFF or w[1] != m.pkt_len:
+            w = unpack(buf, o)
+            # A correct header sums to 0xFFFF once folded (RFC 1071), that
+            # is to a multiple of 0xFFFF before (2**16 == 1 mod 0xFFFF).
+            if w[0] >> 8 != 0x45 or sum(w) % 0xFFFF or w[1] != m.pkt_len:
                 m, hlen = self._check_slow(m, w)
                 if m is None:
                     continue
@@ -164,29 +184,38 @@ class Ip:
                 w = unpack(buf, o)
             else:
                 hlen = IP_HDR_LEN
-            dst = (w[8] << 16) | w[9]
-            if dst in local_addrs:
-                self.deliver(m, hlen)
-                continue
             src = (w[6] << 16) | w[7]
-            if (dst >= 0xE0000000 or dst in bcast or src >= 0xE0000000
-                    or (src >> 24) in (0, 127) or src in bcast
-                    or m.flags & (M_BCAST | M_MCAST) or w[4] < 0x200
-                    or not self.forwarding):
-                self._forward_slow(m, w, src, dst)
-                continue
+            dst = (w[8] << 16) | w[9]
+            # Only forwardable unicast destinations ever enter the route
+            # cache (checked below on a miss, flushed whenever addresses,
+            # routes or `forwarding` change), so a hit needs no more checks
+            # on the destination; sources are vouched for the same way.
             rt = cache.get(dst)
-            if rt is None:
-                if (dst >> 24) in (0, 127):         # martian: never routed,
-                    self.ips_badaddr += 1           # never cached (RFC 1812 5.3.7)
-                    m.rcvif.input_discard(m, "ip_badaddr")
+            if rt is None or src not in good_src or m.flags & (M_BCAST | M_MCAST) \
+                    or w[4] < 0x200:
+                if dst in local_addrs:
+                    self.deliver(m, hlen)
                     continue
-                rt = lookup(dst)
+                if (dst >= 0xE0000000 or dst in bcast or src >= 0xE0000000
+                        or (src >> 24) in (0, 127) or src in bcast
+                        or m.flags & (M_BCAST | M_MCAST) or w[4] < 0x200
+                        or not self._forwarding):
+                    self._forward_slow(m, w, src, dst)
+                    continue
+                if len(good_src) >= GOOD_SRC_MAX:
+                    good_src.clear()
+                good_src.add(src)
                 if rt is None:
-                    self.ips_noroute += 1
-                    self.ips_cantforward += 1
-                    self.stack.icmp.error(m, 3, 0)       # net unreachable
-                    continue
+                    if (dst >> 24) in (0, 127):         # martian: never routed,
+                        self.ips_badaddr += 1           # never cached (RFC 1812 5.3.7)
+                        m.rcvif.input_discard(m, "ip_badaddr")
+                        continue
+                    rt = lookup(dst)
+                    if rt is None:
+                        self.ips_noroute += 1
+                        self.ips_cantforward += 1
+                        self.stack.icmp.error(m, 3, 0)       # net unreachable
+                        continue
             ifp = rt.ifp
             if w[1] > ifp.mtu or m.csum_flags & ~ifp.if_csum_flags_tx:
                 out = self._forward_slow_out(m, w, ifp, hlen)
@@ -274,7 +303,7 @@ class Ip:
         elif src >= 0xE0000000 or (src >> 24) in (0, 127) or src in self.bcast_addrs:
             self.ips_badaddr += 1
             m.rcvif.input_discard(m, "ip_badaddr")
-        elif m.flags & (M_BCAST | M_MCAST) or not self.forwarding:
+        elif m.flags & (M_BCAST | M_MCAST) or not self._forwarding:
             self.ips_cantforward += 1               # link broadcast: never routed
             self.pool.freem(m)
         else:
@@ -296,14 +325,16 @@ class Ip:
                         partial one); fits -> complete its checksum"""
         cf = m.csum_flags
         mtu = ifp.mtu
+        tlen = w[1]
+        df = w[3] & IP_DF
         if cf & M_CSUM_TSOv4:
             hl = tso_header_len(m)
             if not hl or not m.segsz:
                 self.ips_badoffload += 1
                 m.rcvif.input_discard(m, "bad_offload")
                 return None
-            if hl + min(m.segsz, w[1] - hl) > mtu:
-                if w[3] & IP_DF:
+            if hl + min(m.segsz, tlen - hl) > mtu:
+                if df:
                     self.ips_cantfrag += 1
                     self.ips_cantforward += 1
                     self.stack.icmp.error(m, 3, 4, mtu)     # fragmentation needed
@@ -315,8 +346,8 @@ class Ip:
             if ifp.if_csum_flags_tx & M_CSUM_TSOv4:
                 return [m]
             return self._segment(m, ifp, hl)
-        if w[1] > mtu:
-            if w[3] & IP_DF:
+        if tlen > mtu:
+            if df:
                 self.ips_cantfrag += 1
                 self.ips_cantforward += 1
                 self.stack.icmp.error(m, 3, 4, mtu)         # fragmentation needed
@@ -326,7 +357,7 @@ class Ip:
                 ifp.sw_csum += 1
             # TTL - 1 only: fragment() computes each fragment's checksum afresh.
             m.buf[m.off + 8] = (w[4] >> 8) - 1
-            return self.fragment(m, mtu, hlen, w[1])
+            return self.fragment(m, mtu, hlen, tlen)
         _dec_ttl(m.buf, m.off, w)
         in_undefer_cksum(m)                 # the only other reason to be here
         ifp.sw_csum += 1
