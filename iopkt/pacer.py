@@ -37,7 +37,9 @@ class Pacer:
         # A super-frame may cost more than the bucket holds: it goes when
         # the bucket is full and leaves it in debt, so the rate stays exact.
         need = cost if cost < self.burst else self.burst
-        if self.tokens >= need:
+        # Within a byte is enough: a float clock may never add the last
+        # fraction of a byte, and waiting for it would spin.
+        if self.tokens + 1.0 >= need:
             self.tokens -= cost
             return 0.0
         self.waits += 1

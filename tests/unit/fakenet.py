@@ -7,7 +7,9 @@ from scapy.layers.inet import IP
 from scapy.layers.l2 import ARP, Ether
 
 from iopkt.ether import ether_ifattach, mac_aton
-from iopkt.ifnet import IFF_RUNNING, Ifnet
+from iopkt.ifnet import CAP_NAMES, IFF_RUNNING, Ifnet
+
+ALL_CAPS = sum(bit for bit, _ in CAP_NAMES)
 
 
 def aton(s: str) -> int:
@@ -29,17 +31,24 @@ class FakeClock:
 
 def fake_if(stack, unit: int, mac: str, addr: str | None = None, plen: int = 24):
     """An attached, up and running Ethernet interface fk<unit> whose
-    transmitted frames land in `ifp.sent` (bytes)."""
+    transmitted frames land in `ifp.sent` (bytes), with their offload
+    fields (csum_flags, csum_data, segsz) in `ifp.sent_meta`. It can do
+    every IPv4 offload (`ifp.set_capenable` turns them on); none is on."""
     ifp = Ifnet("fk", unit, "fake")
     ether_ifattach(ifp, mac_aton(mac))
     stack.if_attach(ifp)
     stack.if_up(ifp)
     ifp.flags |= IFF_RUNNING
     ifp.sent = []
+    ifp.sent_meta = []
+    ifp.capabilities = ALL_CAPS
+    ifp.if_ioctl = lambda ifp, cmd, data: None
 
     def transmit(ifp, pkts):
         for m in pkts:
             ifp.sent.append(m.tobytes())
+            ifp.sent_meta.append((m.csum_flags, m.csum_data, m.segsz) if m.csum_flags
+                                 else (0, 0, 0))
             stack.pool.freem(m)
 
     ifp.if_transmit = transmit
@@ -49,11 +58,12 @@ def fake_if(stack, unit: int, mac: str, addr: str | None = None, plen: int = 24)
 
 
 def inject(ifp, *frames) -> None:
-    """Receive `frames` (bytes or scapy packets) on `ifp` as one burst."""
+    """Receive `frames` (bytes or scapy packets, or mbufs already made) on
+    `ifp` as one burst."""
     pool = ifp.stack.pool
     pkts = []
     for f in frames:
-        m = pool.from_bytes(bytes(f))
+        m = f if hasattr(f, "pkt_len") else pool.from_bytes(bytes(f))
         assert m is not None
         m.rcvif = ifp
         pkts.append(m)
@@ -107,6 +117,10 @@ class Router:
 
     def send1(self, ip_pkt):
         inject(self.if1, self.from_h1(ip_pkt))
+
+    def eth0(self) -> bytes:
+        """The Ethernet header of an IPv4 frame H0 -> router."""
+        return bytes(Ether(dst=self.MAC0, src=self.H0_MAC, type=0x0800))
 
 
 def ip_of(frame) -> IP:

@@ -3,8 +3,6 @@ scapy: every segment byte for byte against the segment scapy builds from
 Linux's tcp_gso_segment rules, and every completed checksum against
 scapy's own."""
 
-import struct
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,10 +10,10 @@ from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR
 from scapy.utils import checksum as scapy_checksum
 
-from iopkt.cksum import fold
 from iopkt.in_offload import (in_undefer_cksum, m_cksum, tcp4_segment, tso_header_len,
                               tso_segments, tso_wire)
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
+from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_UDPv4, MbufPool
+from offload_frames import as_superframe, chain, expected_segments, pseudo_seed, tcp_pkt
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -28,81 +26,6 @@ def pool():
     yield p
     assert p.in_use == 0, f"{p.in_use} clusters leaked"
     assert p.jumbo_in_use == 0, f"{p.jumbo_in_use} jumbo clusters leaked"
-
-
-def pseudo_seed(pkt: bytes, iphl: int) -> int:
-    """What the kernel leaves in a partial TCP/UDP checksum field: the
-    folded pseudo-header sum over the L4 length."""
-    src, dst = pkt[12:16], pkt[16:20]
-    l4len = len(pkt) - iphl
-    words = struct.unpack("!4H", src + dst)
-    return fold(sum(words) + pkt[9] + l4len)
-
-
-def as_superframe(pool, pkt: bytes, mss: int):
-    """`pkt` (IP/TCP) as the TAP driver receives a super-frame: the first
-    part in a cluster, the rest in a jumbo; TCP checksum left partial."""
-    b = bytearray(pkt)
-    iphl = (b[0] & 0x0F) << 2
-    b[iphl + 16:iphl + 18] = pseudo_seed(pkt, iphl).to_bytes(2, "big")
-    m = chain(pool, bytes(b), [min(len(b), 1984)])
-    m.csum_flags = M_CSUM_TSOv4 | M_CSUM_TCPv4
-    m.csum_data = (iphl << 16) | 16
-    m.segsz = mss
-    return m
-
-
-def chain(pool, data: bytes, cuts: list[int]):
-    """`data` as a chain cut after each offset in `cuts` (ascending); the
-    first piece in a cluster, the others in clusters or one jumbo."""
-    room = pool.mclbytes - pool.headroom
-    cuts = sorted({c for c in cuts if 0 < c < len(data)} | ({room} if len(data) > room else set()))
-    bounds = [0] + cuts + [len(data)]
-    head = prev = None
-    for a, z in zip(bounds, bounds[1:]):
-        m = pool.get() if head is None or z - a <= 2048 else pool.get_jumbo()
-        if head is not None:
-            m.off, m.flags = 0, 0
-        m.view[m.off:m.off + z - a] = data[a:z]
-        m.len = z - a
-        if head is None:
-            head = m
-        else:
-            prev.next = m
-        prev = m
-    head.pkt_len = len(data)
-    return head
-
-
-def expected_segments(pkt: bytes, mss: int) -> list[bytes]:
-    """What Linux's tcp_gso_segment makes of `pkt`, built by scapy."""
-    p = IP(pkt)
-    payload = bytes(p[TCP].payload)
-    n = max(1, -(-len(payload) // mss))
-    out = []
-    for i in range(n):
-        q = p.copy()
-        q.id = (p.id + i) & 0xFFFF
-        del q.len, q.chksum, q[TCP].chksum
-        q[TCP].seq = (p[TCP].seq + i * mss) & 0xFFFFFFFF
-        fl = int(p[TCP].flags)
-        if i:
-            fl &= ~0x80                 # CWR only on the first
-        if i != n - 1:
-            fl &= ~(0x01 | 0x08)        # FIN and PSH only on the last
-        q[TCP].flags = fl
-        q[TCP].remove_payload()
-        q = q / payload[i * mss:(i + 1) * mss]
-        out.append(raw(IP(raw(q))))
-    return out
-
-
-def tcp_pkt(n, flags="PA", options=None, tcp_options=(), seq=1000, ident=0x4242):
-    return raw(IP(src="198.18.0.2", dst="198.19.0.2", id=ident, flags="DF",
-                  options=options or [])
-               / TCP(sport=40000, dport=5201, seq=seq, ack=77, flags=flags,
-                     options=list(tcp_options))
-               / bytes((i * 7 + 3) & 0xFF for i in range(n)))
 
 
 def segment(pool, pkt, mss, partial=False):
