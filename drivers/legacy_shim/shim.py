@@ -19,6 +19,12 @@ named enN. It translates both ways:
       no copy -> driver.rx_down(npkt) -> driver writes, calls ion.tx_done
       -> the shim frees the mbufs and recycles the npkt
 
+io-net had no offload, so enN advertises no capabilities: the IP layer
+segments super-frames and completes partial checksums before a packet
+reaches if_start (in_offload.py). A packet that still carries offload work
+would reach the legacy driver half-made; it is counted and dropped instead
+(`tx_offload_leaked`, which must stay 0).
+
 The strict checks catch the driver mistakes io-net tolerated (see
 CHECKS); each is logged once per kind with the driver's name, counted
 (nicinfo shows the counts), the packet dropped, and the stack goes on.
@@ -110,6 +116,7 @@ class Shim(ionet.IoNetSelf):
         self.up_held: set[int] = set()      # id() of npkts lent to the stack
         self.rx_copied = self.rx_wrapped = self.rx_refused = 0
         self.tx_again = 0
+        self.tx_offload_leaked = 0
         self.detaching = False
         self._retry = None
         # Transmit npkts, preallocated: one net_buf whose net_iov list is
@@ -357,6 +364,10 @@ class Shim(ionet.IoNetSelf):
                 self._wait(ifp)
                 return
             m = ifq.dequeue()
+            if m.csum_flags:                # the stack's promise broken: never pass it on
+                self.tx_offload_leaked += 1
+                ifp.output_discard(m, "txerror")
+                continue
             npkt = free.pop()
             iovs = npkt.buffers[0].net_iov
             count = 0
@@ -554,6 +565,7 @@ class Shim(ionet.IoNetSelf):
             "shimrxcopy": int(self.rxcopy), "lenient": int(self.lenient),
             "rx_copied": self.rx_copied, "rx_wrapped": self.rx_wrapped,
             "rx_refused": self.rx_refused, "tx_again": self.tx_again,
+            "tx_offload_leaked": self.tx_offload_leaked,
             "npkts_lent_to_stack": len(self.up_held),
             "tx_npkts_free": len(self._down_free),
             "handoff_queue": self.q.stats(),

@@ -10,6 +10,7 @@ import re
 from scapy.all import IP, UDP, Ether, raw
 
 from iopkt import benchlib
+from tcpstream import tcp_stream
 
 
 def fwd(lb):
@@ -54,44 +55,14 @@ def test_iperf3_tcp_complete(shared_lab):
     assert got <= sent and got > 0.9 * sent
     mb = lb.wait_idle_pool()
     assert mb["clusters_in_use"] == 0, mb
-    assert mb["cluster_drops"] == 0
-
-
-SINK = """
-import hashlib, socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.19.0.2", 5999)); s.listen(1); print("ready", flush=True)
-c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    d = c.recv(65536)
-    if not d: break
-    h.update(d); n += len(d)
-print(n, h.hexdigest(), flush=True)
-"""
-
-SOURCE = """
-import hashlib, socket, random, sys
-data = random.Random(7).randbytes(int(sys.argv[1]))
-s = socket.create_connection(("198.19.0.2", 5999)); s.sendall(data); s.close()
-print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
-"""
+    assert mb["jumbo_in_use"] == mb["jumbo_held_ready"], mb
+    assert mb["cluster_drops"] == 0 and mb["jumbo_drops"] == 0
 
 
 def test_tcp_stream_arrives_intact(shared_lab):
-    import subprocess
-    import sys
-    from iopkt import netns
-    lb = shared_lab
-    sink = netns.ns_popen(lb.ns_b, [sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
-    try:
-        assert sink.stdout.readline().strip() == "ready"
-        src = lb.run(lb.ns_a, [sys.executable, "-c", SOURCE, str(30 * 1024 * 1024)], check=True)
-        out, _ = sink.communicate(timeout=30)
-    finally:
-        if sink.poll() is None:
-            sink.kill()
-    assert out.split() == src.stdout.split()
-    assert out.split()[0] == str(30 * 1024 * 1024)
+    src, got = tcp_stream(shared_lab, 30 * 1024 * 1024)
+    assert got == src
+    assert got[0] == str(30 * 1024 * 1024)
 
 
 def test_iperf3_udp_no_loss(shared_lab):
