@@ -42,3 +42,40 @@ def test_drivers_lists_devnp_tap(capsys):
     cli.main(["drivers", "-v"])
     out = capsys.readouterr().out
     assert "devnp-tap" in out and "burst=" in out
+
+
+def test_ifconfig_capability_words_reach_the_stack_in_order(monkeypatch):
+    """-tso4 is a word, not an option: it reaches the control request
+    with the others, in the order given."""
+    seen = {}
+
+    def fake_req(args, op, **kw):
+        seen.update(kw, op=op, instance=args.instance)
+        return []
+
+    monkeypatch.setattr(cli, "_req", fake_req)
+    cli.main(["ifconfig", "tap1", "-tso4", "tcp4csum", "-udp4csum-rx", "-i", "lab", "--json"])
+    assert seen == {"op": "ifconfig", "instance": "lab", "ifname": "tap1",
+                    "caps": ["-tso4", "tcp4csum", "-udp4csum-rx"]}
+
+
+def test_ifconfig_dash_alias_deletes(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "_req", lambda args, op, **kw: seen.update(kw) or [])
+    cli.main(["ifconfig", "tap0", "-alias", "10.0.0.1"])
+    assert seen == {"ifname": "tap0", "delete": "10.0.0.1"}
+
+
+def test_ifconfig_unknown_word_names_the_capabilities(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["ifconfig", "tap0", "tso6"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot understand 'tso6'" in err and "tso4" in err and "tcp4csum" in err
+
+
+def test_lab_up_offload_takes_on_or_off(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["lab", "up", "--offload", "maybe"])
+    assert e.value.code == 2
+    assert "invalid choice: 'maybe'" in capsys.readouterr().err

@@ -14,6 +14,7 @@ tx_up_start; 0: one tx_up per frame).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import threading
@@ -35,6 +36,7 @@ BUFSIZE = 2048
 OPTIONS = {"name": "", "mac": "", "mtu": 1500, "npkts": 256, "burst": 32, "batch": 1,
            "speed": 0}
 LINK_LOST = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
+TUNSETOFFLOAD = 0x400454D0          # linux/if_tun.h
 OPTION_HELP = {"name": "kernel TAP name", "mac": "our MAC (default: random 02:..)",
                "mtu": "MTU", "npkts": "receive npkts on the free list",
                "burst": "frames per wake-up of the receive thread",
@@ -70,6 +72,9 @@ class DevnTap:
                                       flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
         self.tap.mtu = opts["mtu"]
         self.fd = self.tap.fileno()
+        # io-net knew no offload: whole frames, whole checksums, even from
+        # a persistent TAP whose last user left an offload mask set.
+        fcntl.ioctl(self.fd, TUNSETOFFLOAD, 0)
         os.set_blocking(self.fd, False)
         self.stopfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.stats = NicStats()

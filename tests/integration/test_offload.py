@@ -12,6 +12,9 @@ along the same path and sees the count move by exactly their number (the
 negative control: the check can fail).
 """
 
+import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -212,3 +215,43 @@ def test_toggling_offload_under_traffic_loses_nothing(make_lab):
         assert info(lb, ifname)["tx_gso_refused"] == 0
     mb = lb.wait_idle_pool()
     assert mb["clusters_in_use"] == 0 and mb["jumbo_in_use"] == 2
+
+
+def _cli(lb_prefix, *cmd, json_out=True):
+    r = subprocess.run([sys.executable, "-m", "iopkt", *cmd, "-i", lb_prefix]
+                       + (["--json"] if json_out else []), capture_output=True, text=True)
+    return (json.loads(r.stdout) if json_out and r.returncode == 0 else r)
+
+
+def test_capabilities_from_mount_options_and_the_command_line(make_lab):
+    lb = make_lab(opts_a="tso4=0,udp4csum=0")
+    a = _cli(lb.prefix, "ifconfig", lb.if_a)[0]
+    assert a["capabilities"] == "3c80<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Rx,UDP4CSUM_Tx>"
+    assert a["enabled"] == "c00<TCP4CSUM_Rx,TCP4CSUM_Tx>"
+    r = _cli(lb.prefix, "ifconfig", lb.if_a, "tso4", "udp4csum-tx", json_out=False)
+    assert r.returncode == 0, r.stderr
+    assert "\tenabled=2c80<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Tx>" in r.stdout
+    assert info(lb, lb.if_a)["tun_offload"] == "CSUM,TSO4"
+    r = _cli(lb.prefix, "ifconfig", lb.if_a, "-tso4", "-tcp4csum", "-udp4csum", json_out=False)
+    assert r.returncode == 0 and "\tenabled=0<>" in r.stdout
+    assert info(lb, lb.if_a)["tun_offload"] == "none"
+    r = _cli(lb.prefix, "ifconfig", lb.if_a, "tso4", json_out=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"iopkt: {lb.if_a}: tso4 needs tcp4csum (rx and tx); "
+                                "turn on tcp4csum, or turn off tso4 as well")
+    r = _cli(lb.prefix, "ifconfig", lb.if_a, "ip4csum", json_out=False)
+    assert r.returncode == 1 and "cannot do 300<IP4CSUM_Rx,IP4CSUM_Tx>" in r.stderr
+    assert lb.nic(lb.if_a)["enabled"] == "0<>"         # refusals changed nothing
+    text = _cli(lb.prefix, "nicinfo", lb.if_b, json_out=False).stdout
+    assert "Capabilities" in text and "TSO4" in text
+    assert "Super-frames segmented in software" in text
+    text = _cli(lb.prefix, "netstat", "-m", json_out=False).stdout
+    assert "2/254/256 64k jumbo clusters in use" in text
+
+
+def test_lab_up_offload_off_from_the_command_line(fresh_prefix):
+    r = subprocess.run([sys.executable, "-m", "iopkt", "lab", "up", "--prefix", fresh_prefix,
+                        "--offload", "off", "--json"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for d in _cli(fresh_prefix, "nicinfo"):
+        assert d["capabilities"] == "0<>" and d["driver_info"]["vnet_hdr"] is False
