@@ -7,7 +7,14 @@ emulated link speed, CPU budget. For each point every driver runs `reps`
 times, the drivers alternating run by run, so slow drift on a shared
 machine hits them alike; ratios are computed repetition by repetition and
 reported as median with min and max. Baselines (Linux routing over veth,
-the plain Python TAP relay) run at the unlimited points.
+the plain Python TAP relay, and for TCP the relay moving super-frames) run
+at the unlimited points.
+
+The seed's claims are about wire-sized frames, so `native` runs devnp-tap
+with offload=0. `native-tso` (offload on: TSO and checksum offload through
+the TAP's virtio-net header) runs where offload can show what it buys: the
+TCP points with no link limit or a 1 Gbit/s link. io-net drivers never had
+offload, so the shim has no such variant.
 
 Results go to a folder: every iperf3 JSON as iperf3 wrote it,
 results.json (one record per run), results.md (the tables and the verdict
@@ -28,10 +35,15 @@ from dataclasses import asdict, dataclass
 from . import benchlib, cgroup, lab, netns
 
 DRIVERS = {
-    "native": ("devnp-tap", ""),
+    "native": ("devnp-tap", "offload=0"),
+    "native-tso": ("devnp-tap", "offload=1"),
     "shim": ("devn-tap", ""),
     "shim0": ("devn-tap", "shimrxcopy=0"),
 }
+DRIVER_LABELS = {"native": "native", "native-tso": "native with offload (TSO)",
+                 "shim": "shim", "shim0": "shim zero-copy", "kernel": "Linux routing",
+                 "relay": "plain relay", "relay-offload": "relay with offload"}
+KINDS = ("native", "native-tso", "shim", "shim0", "kernel", "relay", "relay-offload")
 PROTOCOLS = ("tcp", "udp")
 FRAMES = (64, 128, 256, 512, 1024, 1280, 1518)        # RFC 2544, with FCS
 LOADS = {"10M": 10_000_000, "100M": 100_000_000, "1G": 1_000_000_000, "unlimited": 0}
@@ -95,6 +107,8 @@ def default_points() -> list[Point]:
       ... and its opposite         UDP 1518 B on the same link
       low-power CPU                TCP 1518 B on the 100 Mbit/s link, stack capped at 0.1 core
       ... and its opposite         the same on a whole core
+
+    and TCP on an emulated 1 Gbit/s link, where native with offload runs too.
     """
     pts = []
     for link in ("none", "100"):
@@ -102,6 +116,7 @@ def default_points() -> list[Point]:
             pts.append(Point("udp", frame, "unlimited", link, 1.0))
         pts.append(Point("tcp", 1518, "unlimited", link, 1.0))
     pts.append(Point("tcp", 1518, "unlimited", "100", LOW_POWER_CPU))
+    pts.append(Point("tcp", 1518, "unlimited", "1000", 1.0))       # what TSO buys on a GbE link
     return pts
 
 
@@ -164,13 +179,24 @@ class Plan:
                              "controller, which this machine does not have")
         lab.check_prefix(self.prefix)
 
+    def drivers_for(self, point: Point) -> list:
+        """The drivers that run at `point`: native-tso only where offload
+        applies (TCP, no link limit or 1 Gbit/s, a whole core)."""
+        return [d for d in self.drivers if d != "native-tso" or
+                (point.proto == "tcp" and point.link in ("none", "1000") and point.cpu >= 1)]
+
     def baseline_points(self) -> list:
         if not self.baselines:
             return []
         return [p for p in self.points if p.link == "none" and p.cpu >= 1 and p.load == "unlimited"]
 
+    @staticmethod
+    def baselines_for(point: Point) -> tuple:
+        return ("kernel", "relay", "relay-offload") if point.proto == "tcp" else ("kernel", "relay")
+
     def runs(self) -> int:
-        return (len(self.points) * len(self.drivers) + 2 * len(self.baseline_points())) * self.reps
+        return (sum(len(self.drivers_for(p)) for p in self.points)
+                + sum(len(self.baselines_for(p)) for p in self.baseline_points())) * self.reps
 
     def estimate_s(self) -> float:
         return self.runs() * (self.seconds + 1.3) + 6 * len(self.groups())
@@ -249,14 +275,17 @@ def run_stack(point: Point, kind: str, st: dict, seconds: float, load_cores,
     rec["cpu_us_per_pkt"] = 1e6 * cpu / fwd
     rec["ctxsw_per_pkt"] = (m["ctxsw_voluntary"] + m["ctxsw_involuntary"]) / fwd
     rec["cpu_utilisation"] = cpu / dur
+    gbytes = (nic1["obytes"] - nic0["obytes"]) / 1e9
+    rec["cpu_s_per_gb"] = cpu / gbytes if gbytes else None
     # The frames that really crossed (the kernel may clamp a small MSS):
     # bytes out towards B over frames out, plus the 4-byte FCS a TAP omits.
     rec["frame_measured"] = round((nic1["obytes"] - nic0["obytes"]) / op + 4, 1) if op else None
     rec["ok"] = True
 
 
-def run_relay(point: Point, cores, load_cores, seconds, prefix, rec, outdir, tag) -> None:
-    with benchlib.relay_lab(prefix, cores) as st:
+def run_relay(point: Point, cores, load_cores, seconds, prefix, rec, outdir, tag,
+              offload: bool = False) -> None:
+    with benchlib.relay_lab(prefix, cores, offload=offload) as st:
         s0 = benchlib.proc_sample(st["pid"])
         res = benchlib.iperf3(st["ns_a"], st["ns_b"], st["server_ip"], seconds,
                               point.iperf_args(), cores=load_cores)
@@ -277,14 +306,15 @@ def run_kernel(point: Point, load_cores, seconds, prefix, rec, outdir, tag) -> N
 
 
 @contextlib.contextmanager
-def _labs(plan: Plan, link: str, cpu: float, cores):
-    """One lab per driver for a (link, cpu) group, all up at once so the
-    runs can alternate without rebuilding; the stacks pinned, and capped
-    when cpu < 1."""
+def _labs(plan: Plan, pts: list, link: str, cpu: float, cores):
+    """One lab per driver for a (link, cpu) group of points, all up at once
+    so the runs can alternate without rebuilding; the stacks pinned, and
+    capped when cpu < 1."""
     stack = contextlib.ExitStack()
     with stack:
         labs = {}
-        for i, kind in enumerate(plan.drivers):
+        needed = {d for p in pts for d in plan.drivers_for(p)}
+        for i, kind in enumerate(d for d in plan.drivers if d in needed):
             drv, opts = DRIVERS[kind]
             spec = lab.LabSpec(prefix=f"{plan.prefix}{i}", driver_a=drv, driver_b=drv,
                                opts_a=opts, opts_b=opts, speed=LINKS[link])
@@ -315,22 +345,23 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
     try:
         for (link, cpu), pts in plan.groups().items():
             try:
-                labs_cm = _labs(plan, link, cpu, cores)
+                labs_cm = _labs(plan, pts, link, cpu, cores)
                 labs = labs_cm.__enter__()
             except Exception as e:          # this group cannot run; the others can
                 msg = f"setting up the labs failed: {type(e).__name__}: {e}"
                 print(f"      {msg}", file=log)
                 for p in pts:
                     for rep in range(plan.reps):
-                        for kind in plan.drivers:
+                        for kind in plan.drivers_for(p):
                             prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps} (skipped)")
                             records.append({**_record(p, kind, rep, 0), "error": msg})
                 continue
             try:
                 for p in pts:
+                    drivers = plan.drivers_for(p)
                     for rep in range(plan.reps):
-                        k = len(plan.drivers)
-                        order = [plan.drivers[(rep + i) % k] for i in range(k)]
+                        k = len(drivers)
+                        order = [drivers[(rep + i) % k] for i in range(k)]
                         for i, kind in enumerate(order):
                             rec = _record(p, kind, rep, i)
                             tag = f"{p.key}-{kind}-{rep}"
@@ -346,7 +377,7 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                 labs_cm.__exit__(*sys.exc_info())
         for p in plan.baseline_points():
             for rep in range(plan.reps):
-                for kind in ("kernel", "relay"):
+                for kind in plan.baselines_for(p):
                     rec = _record(p, kind, rep, 0)
                     tag = f"{p.key}-{kind}-{rep}"
                     prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
@@ -356,7 +387,7 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                                        outdir, tag)
                         else:
                             run_relay(p, cores, load_cores, plan.seconds, f"{plan.prefix}r",
-                                      rec, outdir, tag)
+                                      rec, outdir, tag, offload=kind == "relay-offload")
                     except Exception as e:              # recorded; the bench goes on
                         rec["error"] = f"{type(e).__name__}: {e}"
                         print(f"      run failed: {rec['error']}", file=log)
@@ -394,9 +425,12 @@ def _stats(vals):
             "spread": spread}
 
 
-FIGURES = ("throughput_bps", "pps", "cpu_us_per_pkt", "ctxsw_per_pkt",
+FIGURES = ("throughput_bps", "pps", "cpu_us_per_pkt", "ctxsw_per_pkt", "cpu_s_per_gb",
            "cpu_stack_thread_s", "cpu_other_threads_s", "cpu_utilisation",
            "udp_lost_percent", "tcp_retransmits", "frame_measured", "rss_peak_kb")
+RATIOS = (("shim", "native"), ("shim0", "native"), ("native", "kernel"), ("native", "relay"),
+          ("shim", "relay"), ("native-tso", "native"), ("native-tso", "kernel"),
+          ("native-tso", "relay-offload"), ("shim", "native-tso"))
 
 
 def summarise(records: list[dict]) -> dict:
@@ -417,10 +451,9 @@ def summarise(records: list[dict]) -> dict:
             e["drivers"][k] = {f: _stats([rep[k].get(f) for rep in e["_by_rep"].values()
                                           if k in rep]) for f in FIGURES}
         e["ratios"] = {}
-        for num, den in (("shim", "native"), ("shim0", "native"), ("native", "kernel"),
-                         ("native", "relay"), ("shim", "relay")):
+        for num, den in RATIOS:
             rs = {}
-            for f in ("throughput_bps", "cpu_us_per_pkt", "ctxsw_per_pkt"):
+            for f in ("throughput_bps", "cpu_us_per_pkt", "ctxsw_per_pkt", "cpu_s_per_gb"):
                 vals = [rep[num][f] / rep[den][f] for rep in e["_by_rep"].values()
                         if num in rep and den in rep and rep[num].get(f) is not None
                         and rep[den].get(f)]
@@ -447,28 +480,30 @@ def render_md(meta: dict, summary: dict) -> str:
          f"medians with [min–max]. Took {meta.get('elapsed_s', 0):.0f} s"
          + (" — INTERRUPTED, partial results." if meta.get("interrupted") else "."), ""]
     L += ["## Per point and driver", "",
-          "| point | driver | Mbit/s | kpps | CPU µs/pkt | ctx sw/pkt | stack thread CPU s "
-          "| legacy thread CPU s | loss % / retrans | frame seen |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+          "| point | driver | Mbit/s | kpps | CPU µs/pkt | CPU s/GB | ctx sw/pkt "
+          "| stack thread CPU s | legacy thread CPU s | loss % / retrans | frame seen |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, e in summary.items():
-        for k in ("native", "shim", "shim0", "kernel", "relay"):
+        for k in KINDS:
             d = e["drivers"].get(k)
             if not d:
                 continue
             lr = d["udp_lost_percent"] if e["point"]["proto"] == "udp" else d["tcp_retransmits"]
             L.append(f"| {e['label']} | {k} | {_m(d['throughput_bps'], scale=1e-6)} | "
                      f"{_m(d['pps'], scale=1e-3)} | {_m(d['cpu_us_per_pkt'], '{:.2f}')} | "
+                     f"{_m(d['cpu_s_per_gb'], '{:.2f}')} | "
                      f"{_m(d['ctxsw_per_pkt'], '{:.3f}')} | "
                      f"{_m(d['cpu_stack_thread_s'], '{:.2f}')} | "
                      f"{_m(d['cpu_other_threads_s'], '{:.2f}')} | {_m(lr, '{:.1f}')} | "
                      f"{_m(d['frame_measured'], '{:.0f}')} |")
     L += ["", "## Ratios, pair by pair", "",
-          "| point | ratio | throughput | CPU per packet | ctx switches per packet |",
-          "|---|---|---|---|---|"]
+          "| point | ratio | throughput | CPU per packet | CPU per GB | ctx switches per packet |",
+          "|---|---|---|---|---|---|"]
     for key, e in summary.items():
         for name, rs in e["ratios"].items():
             L.append(f"| {e['label']} | {name} | {_m(rs['throughput_bps'], '{:.2f}')} | "
                      f"{_m(rs['cpu_us_per_pkt'], '{:.2f}')} | "
+                     f"{_m(rs['cpu_s_per_gb'], '{:.2f}')} | "
                      f"{_m(rs['ctxsw_per_pkt'], '{:.2f}')} |")
     sp = [(e["label"], k, d["cpu_us_per_pkt"]["spread"]) for e in summary.values()
           for k, d in e["drivers"].items() if d.get("cpu_us_per_pkt")]
@@ -478,7 +513,7 @@ def render_md(meta: dict, summary: dict) -> str:
         L += ["", f"Spread of CPU µs per packet around its median: {within} of {len(sp)} "
               f"point/driver cells within 10%; the widest is {worst[2] * 100:.0f}% "
               f"({worst[1]}, {worst[0]})."]
-    L += ["", "## The seed's claims", ""] + verdict(summary)
+    L += ["", "## Verdicts: the seed's claims, and what offload buys", ""] + verdict(summary)
     return "\n".join(L) + "\n"
 
 
@@ -533,7 +568,35 @@ def verdict(summary: dict) -> list[str]:
             f"{ratio(ref):.2f} on a whole core | "
             + ("reproduced" if ratio(low) < ratio(ref) - 0.03 else
                "NOT reproduced: the gap does not widen") + " |")
+    rows += tso_row(summary)
     return rows
+
+
+def tso_row(summary: dict) -> list[str]:
+    """Not a claim of the seed but of io-pkt's: a native driver can use
+    the NIC's TSO, an io-net driver under the shim cannot."""
+    full = _find(summary, proto="tcp", frame=1518, link="none", cpu=1.0)
+    gbe = _find(summary, proto="tcp", frame=1518, link="1000", cpu=1.0)
+
+    def med(e, k, f="throughput_bps", scale=1e-6):
+        st = e and e["drivers"].get(k, {}).get(f)
+        return st["median"] * scale if st else None
+
+    if not full or med(full, "native-tso") is None or med(full, "shim") is None:
+        return []
+    tso, nat, shim, kern = (med(full, k) for k in ("native-tso", "native", "shim", "kernel"))
+    part = [f"no link limit: native with offload {tso:.0f}, native {nat or 0:.0f}, shim "
+            f"{shim:.0f} Mbit/s" + (f", Linux routing {kern:.0f} (native with offload / Linux "
+                                    f"{tso / kern:.2f})" if kern else "")]
+    if gbe and med(gbe, "native-tso") is not None and med(gbe, "shim") is not None:
+        part.append("1 Gbit/s link: " + ", ".join(
+            f"{DRIVER_LABELS[k]} {med(gbe, k):.0f} Mbit/s at "
+            f"{med(gbe, k, 'cpu_s_per_gb', 1):.2f} CPU s/GB"
+            for k in ("native-tso", "native", "shim") if med(gbe, k) is not None))
+    shown = nat and tso > 2 * nat and tso > 2 * shim
+    return [f"| Native drivers can use the NIC's TSO; io-net drivers under the shim cannot | "
+            f"TCP, 1518 B frames on the wire, no link limit and a 1 Gbit/s link | "
+            f"{'; '.join(part)} | " + ("shown" if shown else "NOT shown") + " |"]
 
 
 def plot(outdir: str, summary: dict) -> list[str]:
@@ -557,7 +620,8 @@ def plot(outdir: str, summary: dict) -> list[str]:
                 ("throughput_bps", "throughput (Mbit/s)", 1e-6),
                 ("cpu_us_per_pkt", "stack CPU per forwarded packet (µs)", 1),
                 ("ctxsw_per_pkt", "context switches per forwarded packet", 1))):
-            for k, style in (("native", "o-"), ("shim", "s-"), ("shim0", "^--"),
+            for k, style in (("native", "o-"), ("native-tso", "v-"), ("shim", "s-"),
+                             ("shim0", "^--"),
                              ("relay", "x:"), ("kernel", "d:")):
                 xs, ys, lo, hi = [], [], [], []
                 for fr in frames:
@@ -601,7 +665,7 @@ def compare(old_dir: str, new_dir: str) -> str:
     lines = [f"{'point':44} {'driver':7} {'figure':16} {'old':>12} {'new':>12} {'change':>8}"]
     for key in sorted(set(old) & set(new)):
         for k in sorted(set(old[key]["drivers"]) & set(new[key]["drivers"])):
-            for f in ("throughput_bps", "pps", "cpu_us_per_pkt", "ctxsw_per_pkt"):
+            for f in ("throughput_bps", "pps", "cpu_us_per_pkt", "ctxsw_per_pkt", "cpu_s_per_gb"):
                 a, b = old[key]["drivers"][k].get(f), new[key]["drivers"][k].get(f)
                 if not a or not b:
                     continue
@@ -622,18 +686,19 @@ def leftovers(prefix: str) -> list[str]:
 
 
 def print_summary(summary: dict, out=sys.stdout) -> None:
-    print(f"{'point':48} {'driver':7} {'Mbit/s':>9} {'kpps':>8} {'µs/pkt':>8} {'cs/pkt':>7}",
-          file=out)
+    print(f"{'point':48} {'driver':13} {'Mbit/s':>9} {'kpps':>8} {'µs/pkt':>8} {'s/GB':>6} "
+          f"{'cs/pkt':>7}", file=out)
     for e in summary.values():
-        for k in ("native", "shim", "shim0", "relay", "kernel"):
+        for k in KINDS:
             d = e["drivers"].get(k)
             if not d:
                 continue
             f = {x: (d[x]["median"] if d.get(x) else float("nan")) for x in FIGURES}
-            print(f"{e['label'][:48]:48} {k:7} {f['throughput_bps'] / 1e6:9.1f} "
-                  f"{f['pps'] / 1e3:8.1f} {f['cpu_us_per_pkt']:8.2f} {f['ctxsw_per_pkt']:7.3f}",
-                  file=out)
-        for name in ("shim/native", "shim0/native", "native/kernel", "native/relay"):
+            print(f"{e['label'][:48]:48} {k:13} {f['throughput_bps'] / 1e6:9.1f} "
+                  f"{f['pps'] / 1e3:8.1f} {f['cpu_us_per_pkt']:8.2f} {f['cpu_s_per_gb']:6.2f} "
+                  f"{f['ctxsw_per_pkt']:7.3f}", file=out)
+        for name in ("shim/native", "shim0/native", "native/kernel", "native/relay",
+                     "native-tso/native", "native-tso/kernel", "native-tso/relay-offload"):
             rs = e["ratios"].get(name)
             if rs and rs.get("throughput_bps"):
                 print(f"{'':48} {name:14} throughput {rs['throughput_bps']['median']:.2f}"

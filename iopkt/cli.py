@@ -374,7 +374,7 @@ def cmd_bench(args) -> None:
                 [_float(x, "--cpu") for x in _csv(args.cpus, "1")])
         else:
             points = bench.default_points()
-        plan = bench.Plan(points=points, drivers=_csv(args.drivers, "native,shim,shim0"),
+        plan = bench.Plan(points=points, drivers=_csv(args.drivers, ",".join(bench.DRIVERS)),
                           reps=args.reps, seconds=args.seconds,
                           baselines=not args.no_baselines, prefix=args.prefix)
         plan.check()
@@ -515,7 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("old")
     bc.add_argument("new")
     for sp in (b, br):
-        sp.add_argument("--drivers", help="native,shim,shim0 (default: all three)")
+        sp.add_argument("--drivers", help="native,native-tso,shim,shim0 (default: all four; "
+                        "native-tso runs only at TCP points with no link limit or 1 Gbit/s)")
         sp.add_argument("--protocols", help="tcp,udp")
         sp.add_argument("--frames", help="RFC 2544 sizes: 64,128,256,512,1024,1280,1518")
         sp.add_argument("--loads", help="offered load: 10M,100M,1G,unlimited")
