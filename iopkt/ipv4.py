@@ -218,21 +218,27 @@ class Ip:
                         continue
             ifp = rt.ifp
             if w[1] > ifp.mtu or m.csum_flags & ~ifp.if_csum_flags_tx:
-                out = self._forward_slow_out(m, w, ifp, hlen)
-                if not out:
+                hl = self._check_out(m, w, ifp)     # None: answered or dropped
+                if hl is None:
                     continue
             else:
-                # TTL - 1 and the checksum + 0x0100 with end-around carry
-                # (RFC 1141); 0xFFFF is -0, which recomputation writes as 0
-                # (RFC 1624).
-                buf[o + 8] = (w[4] >> 8) - 1
-                c = w[5] + 0x100
-                c = (c & 0xFFFF) + (c >> 16)
-                if c == 0xFFFF:
-                    c = 0
-                buf[o + 10] = c >> 8
-                buf[o + 11] = c & 0xFF
+                hl = -1
+            # TTL - 1 and the checksum + 0x0100 with end-around carry
+            # (RFC 1141); 0xFFFF is -0, which recomputation writes as 0
+            # (RFC 1624).
+            buf[o + 8] = (w[4] >> 8) - 1
+            c = w[5] + 0x100
+            c = (c & 0xFFFF) + (c >> 16)
+            if c == 0xFFFF:
+                c = 0
+            buf[o + 10] = c >> 8
+            buf[o + 11] = c & 0xFF
+            if hl < 0:
                 out = None
+            else:
+                out = self._forward_slow_out(m, ifp, hl, hlen, w[1])
+                if not out:
+                    continue
             nfwd += 1
             nh = rt.gateway or dst
             if nh != run_nh or rt is not run_rt:
@@ -310,57 +316,56 @@ class Ip:
             self.ips_cantforward += 1
             self.stack.icmp.error(m, 11, 0)          # time exceeded in transit
 
-    def _forward_slow_out(self, m, w, ifp, hlen: int) -> list | None:
-        """Forwarding for a packet longer than the outgoing MTU, or with
-        offload work `ifp` cannot do. Consumes `m`; returns what to send
-        to the next hop (TTL already decremented), or None when it was
-        dropped or answered with an ICMP error instead.
-
-          super-frame   MTU judged per segment: DF and a segment too big ->
-                        one frag-needed; DF clear -> segment, then fragment
-                        each segment; fits -> one packet, or its segments
-                        when `ifp` has no TSO
-          plain         DF and too big -> frag-needed; too big -> fragment
-                        (checksum completed first: fragments cannot carry a
-                        partial one); fits -> complete its checksum"""
-        cf = m.csum_flags
+    def _check_out(self, m, w, ifp) -> int | None:
+        """A packet longer than the outgoing MTU, or with offload work
+        `ifp` cannot do, before its TTL changes (an ICMP error quotes it as
+        it came). Consumes `m` and returns None when it cannot go: DF set
+        and too big (one frag-needed; for a super-frame when a *segment* is
+        too big, as Linux's skb_gso_validate_network_len judges it), or a
+        super-frame that is not plain TCP. Otherwise returns the IP + TCP
+        header length of a super-frame, or 0."""
         mtu = ifp.mtu
-        tlen = w[1]
-        df = w[3] & IP_DF
-        if cf & M_CSUM_TSOv4:
+        if m.csum_flags & M_CSUM_TSOv4:
             hl = tso_header_len(m)
             if not hl or not m.segsz:
                 self.ips_badoffload += 1
                 m.rcvif.input_discard(m, "bad_offload")
                 return None
+            too_big = hl + min(m.segsz, w[1] - hl) > mtu
+        else:
+            hl = 0
+            too_big = w[1] > mtu
+        if too_big and w[3] & IP_DF:
+            self.ips_cantfrag += 1
+            self.ips_cantforward += 1
+            self.stack.icmp.error(m, 3, 4, mtu)         # fragmentation needed
+            return None
+        return hl
+
+    def _forward_slow_out(self, m, ifp, hl: int, hlen: int, tlen: int) -> list | None:
+        """The rest of forwarding for a packet _check_out let through (TTL
+        already decremented): what to send to the next hop, or None when
+        the pool ran dry (counted). Consumes `m`.
+
+          super-frame (hl > 0)  fits: one packet, or its segments when
+                                `ifp` has no TSO; segments too big (DF
+                                clear): segment, then fragment each
+          plain                 too big: fragment (the checksum completed
+                                first: fragments cannot carry a partial
+                                one); fits: complete its checksum"""
+        mtu = ifp.mtu
+        if hl:
             if hl + min(m.segsz, tlen - hl) > mtu:
-                if df:
-                    self.ips_cantfrag += 1
-                    self.ips_cantforward += 1
-                    self.stack.icmp.error(m, 3, 4, mtu)     # fragmentation needed
-                    return None
-                _dec_ttl(m.buf, m.off, w)
                 return self._segment_and_fragment(m, ifp, hl)
-            _dec_ttl(m.buf, m.off, w)
             self.ips_tso_forward += 1
             if ifp.if_csum_flags_tx & M_CSUM_TSOv4:
                 return [m]
             return self._segment(m, ifp, hl)
+        if m.csum_flags & (M_CSUM_TCPv4 | M_CSUM_UDPv4):
+            in_undefer_cksum(m)
+            ifp.sw_csum += 1
         if tlen > mtu:
-            if df:
-                self.ips_cantfrag += 1
-                self.ips_cantforward += 1
-                self.stack.icmp.error(m, 3, 4, mtu)         # fragmentation needed
-                return None
-            if cf & (M_CSUM_TCPv4 | M_CSUM_UDPv4):
-                in_undefer_cksum(m)
-                ifp.sw_csum += 1
-            # TTL - 1 only: fragment() computes each fragment's checksum afresh.
-            m.buf[m.off + 8] = (w[4] >> 8) - 1
             return self.fragment(m, mtu, hlen, tlen)
-        _dec_ttl(m.buf, m.off, w)
-        in_undefer_cksum(m)                 # the only other reason to be here
-        ifp.sw_csum += 1
         return [m]
 
     def _segment(self, m, ifp, hl: int, partial: bool | None = None) -> list | None:
@@ -499,18 +504,6 @@ class Ip:
         self.ips_fragmented += 1
         self.ips_ofragments += len(frags)
         return frags
-
-
-def _dec_ttl(buf, o: int, w) -> None:
-    """TTL - 1 with the incremental checksum update of the fast path, for
-    the slow paths (w: the header as 16-bit words, as read on input)."""
-    buf[o + 8] = (w[4] >> 8) - 1
-    c = w[5] + 0x100
-    c = (c & 0xFFFF) + (c >> 16)
-    if c == 0xFFFF:
-        c = 0
-    buf[o + 10] = c >> 8
-    buf[o + 11] = c & 0xFF
 
 
 def _copied_options_header(hdr: bytes) -> bytes:
