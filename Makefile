@@ -46,7 +46,7 @@ unit: $(STAMP)
 bench: root setup
 	$(VENV)/bin/iopkt bench $(if $(FULL),--full) $(ARGS)
 
-# Native, shim and the plain Python relay side by side (issues 2 and 3's bars).
+# Native with and without offload, the shim and both relays side by side, with targets.
 compare: root setup
 	$(PY) scripts/compare_relay.py $(ARGS)
 
