@@ -251,14 +251,16 @@ class Stack:
                 self.log.exception("%s: detach failed", ifp.name)
         self._callouts.clear()
         self.running = False
-        left = self.pool.in_use
-        if quiet and not left:
+        pool = self.pool
+        left, jleft = pool.in_use, pool.jumbo_in_use
+        if quiet and not left and not jleft:
             return
-        if left:
-            self.log.warning("shutdown: %d mbuf clusters still out", left)
+        if left or jleft:
+            self.log.warning("shutdown: %d mbuf clusters and %d jumbo clusters still out",
+                             left, jleft)
         else:
-            self.log.info("shutdown: all %d mbuf clusters back in the pool",
-                          self.pool.nclusters)
+            self.log.info("shutdown: all %d mbuf clusters%s back in the pool", pool.nclusters,
+                          f" and {pool.njumbo} jumbo clusters" if pool.njumbo else "")
 
     def close(self) -> None:
         self.interrupt_detach(self._wakefd)

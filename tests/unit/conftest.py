@@ -27,6 +27,7 @@ def stack(clock):
     try:
         assert st.pool.in_use == 0, f"{st.pool.in_use} mbuf clusters leaked"
         assert st.pool.ext_in_use == 0
+        assert st.pool.jumbo_in_use == 0, f"{st.pool.jumbo_in_use} jumbo clusters leaked"
     finally:
         st.close()
 
