@@ -57,6 +57,7 @@ M_CSUM_TSOv4 = 0x0100       # TCP super-frame: segment into segsz-byte payloads
 
 MJUMBYTES = 65536           # a jumbo cluster: the rest of a 64 KB super-frame
 DEFAULT_NMBJUMBO = 256
+MAX_NMBJUMBO = 4096         # 256 MB
 
 # m.type
 MT_FREE = 0
@@ -146,8 +147,9 @@ class MbufPool:
             raise ValueError(f"headroom={headroom}: must be < mclbytes/2")
         if nclusters < 1:
             raise ValueError(f"nmbclusters={nclusters}: must be >= 1")
-        if nmbjumbo < 0:
-            raise ValueError(f"nmbjumbo={nmbjumbo}: must be >= 0")
+        if not 0 <= nmbjumbo <= MAX_NMBJUMBO:
+            raise ValueError(f"nmbjumbo={nmbjumbo}: must be 0..{MAX_NMBJUMBO} "
+                             f"({MJUMBYTES // 1024} KB each)")
         self.nmbjumbo = nmbjumbo        # jumbo clusters to make when first asked
         self.mclbytes = mclbytes
         self.headroom = headroom

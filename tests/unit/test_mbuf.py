@@ -279,3 +279,22 @@ def test_get_ext_exhausted():
     assert p.ext_drops == 1
     p.freem(m)
     assert p.ext_in_use == 0
+
+
+def test_jumbo_pool_is_made_once_when_asked_and_bounded():
+    pool = MbufPool(8, nmbjumbo=3)
+    assert pool.njumbo == 0 and pool.get_jumbo() is None     # nobody asked yet
+    assert pool.jumbo_drops == 1
+    pool.enable_jumbo()
+    pool.enable_jumbo(100)                                   # once only
+    assert pool.njumbo == 3
+    js = [pool.get_jumbo() for _ in range(4)]
+    assert js[3] is None and pool.jumbo_drops == 2
+    assert all(j.off == 0 and not j.flags and len(j.view) == 65536 for j in js[:3])
+    st = pool.stats()
+    assert (st["jumbo_in_use"], st["jumbo_hiwat"], st["jumbo_total"]) == (3, 3, 3)
+    for j in js[:3]:
+        pool.free(j)
+    assert pool.jumbo_in_use == 0 and pool.in_use == 0       # back to its own pool
+    with pytest.raises(ValueError, match="nmbjumbo=5000: must be 0..4096"):
+        MbufPool(8, nmbjumbo=5000)
