@@ -151,6 +151,36 @@ def test_tso_header_len_refuses_what_is_not_tcp(pool):
     pool.freem(m)
 
 
+def test_wire_size_of_a_plain_frame_is_its_length(pool):
+    m = pool.from_bytes(tcp_pkt(1000))
+    eth = pool.prepend(m, 14)
+    assert tso_wire(eth) == (1, 14 + 1040)
+    pool.freem(eth)
+
+
+def test_wire_size_counts_every_segment_s_headers(pool):
+    pkt = tcp_pkt(3000, tcp_options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))])
+    m = as_superframe(pool, pkt, 1000)               # 52 bytes of headers, 3 segments
+    eth = pool.prepend(m, 14)
+    off, ln = eth.off, eth.len
+    assert tso_wire(eth) == (3, 3 * (14 + 52) + 3000)
+    assert (eth.off, eth.len, eth.pkt_len) == (off, ln, len(pkt) + 14)   # left as it was
+    pool.freem(eth)
+
+
+def test_in_undefer_cksum_when_the_field_is_split_between_mbufs(pool):
+    want = raw(IP(src="198.18.0.2", dst="198.19.0.2") / TCP(sport=1, dport=2, flags="A")
+               / bytes(range(200)))
+    for cuts in ([37], [30, 37], [36], [20, 38]):
+        pkt = bytearray(want)
+        pkt[36:38] = pseudo_seed(want, 20).to_bytes(2, "big")
+        m = chain(pool, bytes(pkt), cuts)
+        m.csum_flags, m.csum_data = M_CSUM_TCPv4, (20 << 16) | 16
+        in_undefer_cksum(m)
+        assert m.tobytes() == want, cuts
+        pool.freem(m)
+
+
 def test_tso_segments_and_wire_size(pool):
     pkt = tcp_pkt(4000)                             # 3 segments of 1448 / 1448 / 1104
     m = as_superframe(pool, pkt, 1448)

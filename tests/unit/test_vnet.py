@@ -1,0 +1,122 @@
+"""iopkt.vnet: the virtio-net header read into a packet header and written
+back out, and the probing of TUNSETOFFLOAD (the ioctl itself needs a TAP:
+the integration tests use it for real)."""
+
+import errno
+
+import pytest
+
+from iopkt import vnet
+from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
+from iopkt.vnet import (HDR, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM as CSUM,
+                        VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4 as TCPV4,
+                        VIRTIO_NET_HDR_GSO_UDP, TUN_F_CSUM, TUN_F_TSO4)
+
+
+@pytest.fixture
+def m():
+    pool = MbufPool(4)
+    m = pool.get()
+    m.pkt_len = m.len = 200
+    yield m
+    pool.free(m)
+
+
+def decode(m, *fields, at=0):
+    buf = bytearray(at) + HDR.pack(*fields)
+    return vnet.decode(m, buf, at)
+
+
+def test_decode_reads_the_header_where_it_is(m):
+    assert decode(m, CSUM, TCPV4, 66, 1448, 34, 16, at=7)
+    assert (m.csum_flags, m.csum_data, m.segsz) == (M_CSUM_TSOv4 | M_CSUM_TCPv4,
+                                                    (20 << 16) | 16, 1448)
+
+
+def test_decode_partial_tcp_and_udp(m):
+    assert decode(m, CSUM, 0, 0, 0, 38, 16)             # 24 bytes of IP options
+    assert (m.csum_flags, m.csum_data) == (M_CSUM_TCPv4, (24 << 16) | 16)
+    assert decode(m, CSUM, 0, 0, 0, 34, 6)
+    assert (m.csum_flags, m.csum_data) == (M_CSUM_UDPv4, (20 << 16) | 6)
+    assert decode(m, VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0, 0)   # whole: nothing to do
+    assert m.csum_flags == 0
+
+
+def test_decode_takes_the_ecn_bit_with_tso(m):
+    assert decode(m, CSUM, TCPV4 | VIRTIO_NET_HDR_GSO_ECN, 66, 1448, 34, 16)
+    assert m.csum_flags == M_CSUM_TSOv4 | M_CSUM_TCPv4
+
+
+@pytest.mark.parametrize("fields", [
+    (CSUM, 0, 0, 0, 33, 16),            # the L4 header inside the IP header
+    (CSUM, 0, 0, 0, 20, 16),
+    (CSUM, 0, 0, 0, 183, 16),           # the field's second byte past the end (200)
+    (0, TCPV4, 66, 1448, 34, 16),       # GSO without a partial checksum
+    (CSUM, TCPV4, 66, 0, 34, 16),       # GSO without a segment size
+    (CSUM, TCPV4, 66, 1448, 34, 6),     # TCP segmentation of a UDP checksum
+    (CSUM, VIRTIO_NET_HDR_GSO_UDP, 42, 1400, 34, 6),      # UFO: never enabled
+    (CSUM, 0, 0, 0, 34, 10),            # neither TCP's nor UDP's checksum field
+])
+def test_decode_refuses_a_header_that_lies(m, fields):
+    assert not decode(m, *fields)
+
+
+def test_decode_accepts_a_field_that_ends_the_frame(m):
+    assert decode(m, CSUM, 0, 0, 0, 182, 16)            # bytes 198 and 199 of 200
+
+
+def test_encode_writes_what_decode_reads(m):
+    b = m.buf
+    o = m.off
+    b[o + 34 + 12] = 0x80                               # TCP data offset: 32 bytes
+    m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv4 | M_CSUM_TCPv4, (20 << 16) | 16, 1448
+    out = bytearray(10)
+    vnet.encode(m, out, 0)
+    assert HDR.unpack(out) == (CSUM, TCPV4, 34 + 32, 1448, 34, 16)
+    b[o + 34 + 13] = 0x80                               # CWR: the kernel must know (ECN)
+    vnet.encode(m, out, 0)
+    assert HDR.unpack(out) == (CSUM, TCPV4 | VIRTIO_NET_HDR_GSO_ECN, 66, 1448, 34, 16)
+    m.csum_flags, m.csum_data = M_CSUM_UDPv4, (20 << 16) | 6
+    vnet.encode(m, out, 0)
+    assert HDR.unpack(out) == (CSUM, 0, 42, 0, 34, 6)
+    m.csum_flags = 0
+    out[:] = b"\xff" * 10
+    vnet.encode(m, out, 0)
+    assert out == bytes(10)
+
+
+def test_negotiation_falls_back_to_checksums_then_nothing(monkeypatch):
+    tried = []
+
+    def kernel(accepts):
+        def set_offload(fd, mask):
+            tried.append(mask)
+            if mask not in accepts:
+                raise OSError(errno.EINVAL, "Invalid argument")
+        return set_offload
+
+    want = TUN_F_CSUM | TUN_F_TSO4
+    monkeypatch.setattr(vnet, "set_offload", kernel({want}))
+    assert vnet.negotiate_offload(3, want) == (want, 0) and tried == [want]
+    tried.clear()
+    monkeypatch.setattr(vnet, "set_offload", kernel({0}))
+    assert vnet.negotiate_offload(3, want) == (0, want)
+    assert tried == [want, TUN_F_CSUM, 0]
+    monkeypatch.setattr(vnet, "set_offload", kernel(set()))
+    with pytest.raises(OSError):                    # not even "none": a real error
+        vnet.negotiate_offload(3, want)
+
+
+def test_negotiation_gives_up_at_once_on_another_error(monkeypatch):
+    def not_a_tap(fd, mask):
+        raise OSError(errno.ENOTTY, "Inappropriate ioctl for device")
+
+    monkeypatch.setattr(vnet, "set_offload", not_a_tap)
+    with pytest.raises(OSError) as e:
+        vnet.negotiate_offload(3, TUN_F_CSUM | TUN_F_TSO4)
+    assert e.value.errno == errno.ENOTTY
+
+
+def test_tun_f_str():
+    assert vnet.tun_f_str(0) == "none"
+    assert vnet.tun_f_str(TUN_F_CSUM | TUN_F_TSO4) == "CSUM,TSO4"
