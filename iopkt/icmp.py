@@ -147,9 +147,11 @@ class Icmp:
             if me is None:
                 return
             cf = m.csum_flags
-            if cf & (M_CSUM_TCPv4 | M_CSUM_UDPv4) and not cf & M_CSUM_TSOv4:
-                in_undefer_cksum(m)
             qlen = min(m.pkt_len, hlen + ICMP_QUOTE)
+            cd = m.csum_data
+            if (cf & (M_CSUM_TCPv4 | M_CSUM_UDPv4) and not cf & M_CSUM_TSOv4
+                    and (cd >> 16) + (cd & 0xFFFF) + 2 <= qlen):
+                in_undefer_cksum(m)         # the quote holds the checksum: make it whole
             quote = pool.copydata(m, 0, qlen)
             if cf & M_CSUM_TSOv4:
                 _first_segment(quote, m, hlen)

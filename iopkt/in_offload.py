@@ -207,7 +207,8 @@ def tcp4_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
             c = s0 or 0xFFFF                    # the pseudo-header sum, folded
         else:
             sb[t + 16] = sb[t + 17] = 0
-            c = 0xFFFF - (s0 + cksum_bulk(sv[t:t + thl + n])) % 0xFFFF
+            # A sum of 0 (mod 0xFFFF) is written 0, as Linux's csum_fold does.
+            c = (0xFFFF - (s0 + cksum_bulk(sv[t:t + thl + n])) % 0xFFFF) % 0xFFFF
         sb[t + 16] = c >> 8
         sb[t + 17] = c & 0xFF
         if aside:                               # into a chain of clusters now

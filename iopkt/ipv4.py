@@ -355,9 +355,9 @@ class Ip:
                                 one); fits: complete its checksum"""
         mtu = ifp.mtu
         if hl:
+            self.ips_tso_forward += 1
             if hl + min(m.segsz, tlen - hl) > mtu:
                 return self._segment_and_fragment(m, ifp, hl)
-            self.ips_tso_forward += 1
             if ifp.if_csum_flags_tx & M_CSUM_TSOv4:
                 return [m]
             return self._segment(m, ifp, hl)

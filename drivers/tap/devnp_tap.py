@@ -49,6 +49,7 @@ from iopkt.stack import EPOLLIN, EPOLLOUT
 
 LINK_LOST_ERRNOS = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
 VNET_HDR_LEN = vnet.VNET_HDR_LEN
+ZERO_HDR = vnet.ZERO_HDR
 TUN_WANT = vnet.TUN_F_CSUM | vnet.TUN_F_TSO4
 CSUM_CAPS = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
 
@@ -124,6 +125,8 @@ class TapSoftc:
         if not events & EPOLLIN:
             return
         self.rx_intrs += 1
+        if self.rx_spill and self._spill is None:
+            self._rearm_spill()             # jumbos may have come back since
         ifp = self.ifp
         pool = self.pool
         get = pool.get
@@ -166,23 +169,28 @@ class TapSoftc:
     def _spilled(self, m, n: int) -> bool:
         """The frame did not fit the cluster: the rest went to the spill.
         Chain the jumbo behind the cluster and hold a new one ready. False
-        (frame dropped and counted) when it went to scratch or is a runt."""
-        ifp, pool = self.ifp, self.pool
+        (frame dropped and counted) when it is a runt, when the rest went to
+        scratch (no jumbo was free), or when there is no spill at all (the
+        kernel side's MTU was raised beyond ours: tun reports the whole
+        length of a frame it cut short)."""
+        ifp = self.ifp
         spill = self._spill
         if n < 0 or spill is None:
             ifp.ipackets += 1
-            ifp.input_discard(m, "runt" if n < 0 else "nobufs")
-            if spill is None:
-                self._spill = pool.get_jumbo()      # maybe one came back since
-                if self._spill is not None:
-                    self._iov[-1] = self._spill.view
+            ifp.input_discard(m, "runt" if n < 0 else "nobufs" if self.rx_spill
+                              else "too_long")
             return False
         m.len = self.room
         spill.len = n - self.room
         m.next = spill
-        spill = self._spill = pool.get_jumbo()
-        self._iov[-1] = spill.view if spill is not None else self._scratch_iov[0]
+        self._rearm_spill()
         return True
+
+    def _rearm_spill(self) -> None:
+        """Hold a jumbo ready for the next long frame, or point the spill
+        at scratch (that frame is then dropped) when none is free."""
+        spill = self._spill = self.pool.get_jumbo()
+        self._iov[-1] = spill.view if spill is not None else self._scratch_iov[0]
 
     def _rx_offload(self, m) -> bool:
         """The frame came with a virtio-net header that is not all zero:
@@ -234,8 +242,17 @@ class TapSoftc:
         ok = 0
         for i, m in enumerate(pkts):
             try:
-                if plain and m.next is None:
-                    nbytes += write(fd, m.view[m.off:m.off + m.len])
+                off = m.off
+                if m.next is not None:
+                    nbytes += xmit(m)
+                elif plain:
+                    nbytes += write(fd, m.view[off:off + m.len])
+                    free(m)
+                elif off >= VNET_HDR_LEN and not m.csum_flags:
+                    # A whole frame: ten zero bytes in its leading space, one write.
+                    at = off - VNET_HDR_LEN
+                    m.buf[at:off] = ZERO_HDR
+                    nbytes += write(fd, m.view[at:off + m.len]) - VNET_HDR_LEN
                     free(m)
                 else:
                     nbytes += xmit(m)
@@ -282,19 +299,28 @@ class TapSoftc:
 
     def _gso_refused(self, m) -> int:
         """The kernel said EINVAL to a GSO write (tailscale#13041 met such
-        kernels): cut the super-frame here and write the segments. Consumes
-        `m`. Returns the bytes written."""
+        kernels): cut the super-frame here and write the segments, and turn
+        tso4 off so that from now on the IP layer segments before queueing
+        (said once; `ifconfig tso4` tries again). Consumes `m`. Returns the
+        bytes written."""
         ifp, pool = self.ifp, self.pool
         self.gso_refused += 1
+        if ifp.capenable & IFCAP_TSOv4:
+            log.warning("%s: the kernel refused a GSO write (EINVAL); tso4 turned off, "
+                        "super-frames are segmented in software", ifp.name)
+            try:
+                ifp.set_capenable(ifp.capenable & ~IFCAP_TSOv4)
+            except (OSError, ValueError):
+                pass
         eh = bytes(m.view[m.off:m.off + ETHER_HDR_LEN])
         pool.adj(m, ETHER_HDR_LEN)
         hl = tso_header_len(m)
-        segs = tcp4_segment(pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4)) if hl \
-            else None
+        if not hl:
+            ifp.output_discard(m, "txerror")
+            return 0
+        segs = tcp4_segment(pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4))
         if segs is None:
-            if not hl:
-                pool.freem(m)
-            ifp.output_discard(None, "txerror")
+            ifp.output_discard(None, "nobufs")
             return 0
         ifp.sw_tso += 1
         ifp.sw_tso_segs += len(segs)
@@ -377,8 +403,11 @@ class TapSoftc:
         caps = 0
         if got & vnet.TUN_F_CSUM:
             caps |= CSUM_CAPS
-            if got & vnet.TUN_F_TSO4:
+            if got & vnet.TUN_F_TSO4 and self.pool.njumbo:
                 caps |= IFCAP_TSOv4
+            elif got & vnet.TUN_F_TSO4:
+                log.warning("%s: no jumbo clusters (--nmbjumbo 0): TSO4 is not offered",
+                            ifp.name)
         ifp.capabilities = caps
 
     def ioctl(self, ifp: Ifnet, cmd, data):
@@ -409,11 +438,15 @@ class TapSoftc:
             self._pace_co = None
         ifp.if_purge("down")
 
-    def detach(self, ifp: Ifnet) -> None:
-        self.stack.interrupt_detach(self.fd)
+    def release(self) -> None:
+        """Give back the jumbo held ready (detach, or an attach that failed)."""
         if self._spill is not None:
             self.pool.free(self._spill)
             self._spill = None
+
+    def detach(self, ifp: Ifnet) -> None:
+        self.stack.interrupt_detach(self.fd)
+        self.release()
         if self.fd >= 0:
             try:
                 vnet.set_offload(self.fd, 0)    # the mask outlives us on a persistent TAP
@@ -471,6 +504,11 @@ def attach(stack, opts: dict) -> Ifnet:
     if len(opts["name"]) > 15:
         raise DriverError(f"devnp-tap: option name={opts['name']}: at most 15 characters")
     offload = opts["offload"]
+    room = stack.pool.mclbytes - stack.pool.headroom
+    if room < mtu + ETHER_HDR_LEN and not stack.pool.nmbjumbo:
+        raise DriverError(f"devnp-tap: option mtu={mtu}: frames longer than a cluster "
+                          f"({room} bytes of data) need jumbo clusters: give --nmbjumbo > 0")
+    sc = None
     tap = pytun.TunTapDevice(name=opts["name"] or "", flags=pytun.IFF_TAP | pytun.IFF_NO_PI
                              | (pytun.IFF_VNET_HDR if offload else 0))
     try:
@@ -505,6 +543,8 @@ def attach(stack, opts: dict) -> Ifnet:
         stack.interrupt_attach(sc.fd, sc.intr)
         stack.if_up(ifp)
     except Exception:
+        if sc is not None:
+            sc.release()
         tap.close()
         raise
     return ifp

@@ -6,10 +6,11 @@ capabilities toggled under traffic.
 Checksums are judged by the receiving host's kernel (TcpInCsumErrors).
 A host trusts a frame that arrives with a partial checksum, so that count
 says something only about frames written without offload flags, which the
-kernel checks one by one: the paths through software segmentation write
-exactly those. Each such test also sends frames with a wrong checksum
-along the same path and sees the count move by exactly their number (the
-negative control: the check can fail).
+kernel checks one by one: the segments software segmentation makes leave
+the stack exactly so. Each such test also sends frames with a wrong
+checksum through the stack and out of the same interface, written the same
+way, and sees the count move by exactly their number (the negative
+control: the receiver's check can fail).
 """
 
 import json
@@ -52,8 +53,9 @@ def stream(lb, nbytes: int, reverse=False) -> None:
 
 def bad_checksums(lb, count=3) -> None:
     """`count` TCP segments with a wrong checksum, from host A's side of
-    the wire to host B through the stack (no socket listens on port 9: B
-    checks the checksum before it would answer)."""
+    the wire to host B through the stack, which forwards them whole (no
+    offload flags) out of the interface under test (no socket listens on
+    port 9: B checks the checksum before it would answer)."""
     mac = lb.nic(lb.if_a)["mac"]
     s = lb.raw_socket(lb.ns_a, lb.state["tap_a"])
     try:
@@ -81,19 +83,22 @@ def test_native_lab_carries_superframes_both_ways(make_lab):
         d = lb.nic(ifname)
         assert d["enabled"].endswith("<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Rx,UDP4CSUM_Tx>")
         assert d["driver_info"]["tun_offload"] == "CSUM,TSO4"
-    errs = csum_errors(lb, lb.ns_a), csum_errors(lb, lb.ns_b)
+    # Partial checksums go out as they came, and a host trusts them: here
+    # the streams' SHA-256 is the check, not TcpInCsumErrors.
     a0, b0 = info(lb, lb.if_a), info(lb, lb.if_b)
     stream(lb, 200 * 2**20)
     stream(lb, 200 * 2**20, reverse=True)
     a1, b1 = info(lb, lb.if_a), info(lb, lb.if_b)
+
+    def moved(d1, d0, key):
+        return d1[key] - d0[key]
     # Super-frames came in on each side and went out on the other as they were.
-    assert a1["rx_superframes"] - a0["rx_superframes"] > 500
-    assert b1["rx_superframes"] - b0["rx_superframes"] > 500
-    assert b1["tx_superframes"] - b0["tx_superframes"] == a1["rx_superframes"] - a0["rx_superframes"]
+    assert moved(a1, a0, "rx_superframes") > 500 and moved(b1, b0, "rx_superframes") > 500
+    assert moved(b1, b0, "tx_superframes") == moved(a1, a0, "rx_superframes")
+    assert moved(a1, a0, "tx_superframes") == moved(b1, b0, "rx_superframes")
     for ifname in (lb.if_a, lb.if_b):
         c = counters(lb, ifname)
         assert c["sw_tso"] == 0 and c["oerrors"] == 0 and c["oqdrops"] == 0
-    assert (csum_errors(lb, lb.ns_a), csum_errors(lb, lb.ns_b)) == errs
     mb = lb.wait_idle_pool()
     assert mb["clusters_in_use"] == 0 and mb["jumbo_in_use"] == 2 and mb["jumbo_drops"] == 0
 

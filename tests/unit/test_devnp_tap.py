@@ -361,6 +361,8 @@ def test_a_gso_write_the_kernel_refuses_is_segmented_and_counted(stack, offload_
         stack.pool.freem(m)
     assert w.sc.gso_refused == 1 and (w.ifp.sw_tso, w.ifp.sw_tso_segs) == (1, 3)
     assert w.ifp.oerrors == 0 and stack.pool.in_use == 0
+    # From now on the IP layer segments: tso4 is off, the kernel told so.
+    assert not w.ifp.capenable & IFCAP_TSOv4 and w.calls[-1] == vnet.TUN_F_CSUM
 
 
 def test_rx_checksum_offload_off_completes_partial_checksums_on_receive(stack, offload_wire):
@@ -435,3 +437,96 @@ def test_without_the_header_the_mask_is_reset_and_nothing_is_offered(stack, monk
     w = Wire(stack)
     w.sc.probe(w.ifp)
     assert masks == [0] and w.ifp.capabilities == 0
+
+
+def test_a_frame_longer_than_a_cluster_on_a_tap_without_spill_is_dropped(stack, monkeypatch):
+    w = Wire(stack)                                 # 1984 bytes of room, MTU 1500
+    stack.pool.enable_jumbo(4)                      # another interface made jumbos
+    sock = w.sc.tap.sock
+
+    def tun_readv(fd, bufs):                        # tun: the whole length, cut or not
+        return sock.recvmsg_into(bufs, 0, socket.MSG_TRUNC)[0]
+
+    monkeypatch.setattr(devnp_tap.os, "readv", tun_readv)
+    w.frames_from_kernel(frame(1, 3000), frame(2, 100))      # the kernel MTU was raised
+    w.sc.intr(EPOLLIN)
+    assert w.bursts == [[frame(2, 100)]]
+    assert w.ifp.in_discards["too_long"] == 1
+    assert stack.pool.jumbo_in_use == 0 and stack.pool.jumbo_drops == 0
+
+
+def test_the_spill_is_rearmed_as_soon_as_jumbos_come_back():
+    st = Stack("few", nmbclusters=64, nmbjumbo=2, clock=FakeClock())
+    try:
+        w = Wire(st, vnet=True)                     # holds one jumbo ready
+        other = st.pool.get_jumbo()                 # the last one: taken elsewhere
+        big = hdr() + frame(1, 5000)
+        w.frames_from_kernel(big, big)
+        w.sc.intr(EPOLLIN)                          # the first spills, none left for the next
+        assert w.bursts == [[frame(1, 5000)]]
+        assert w.ifp.in_discards["nobufs"] == 1
+        for m in (other,):
+            st.pool.free(m)
+        w.frames_from_kernel(big)
+        w.sc.intr(EPOLLIN)                          # a jumbo is back: taken before reading
+        assert w.bursts[-1] == [frame(1, 5000)] and w.ifp.in_discards["nobufs"] == 1
+        w.sc.detach(w.ifp)
+        assert st.pool.jumbo_in_use == 0
+    finally:
+        st.shutdown()
+        st.close()
+
+
+def test_a_failed_attach_gives_its_jumbo_back(stack, monkeypatch):
+    class Tun(FakeTap):
+        mtu = 1500
+
+        def __init__(self, name, flags):
+            ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            super().__init__(ours)
+
+    def broken(fd, size=10):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(devnp_tap.pytun, "TunTapDevice", Tun)
+    monkeypatch.setattr(vnet, "set_vnet_hdr_sz", broken)
+    with pytest.raises(OSError):
+        devnp_tap.attach(stack, devnp_tap.DRIVER.parse_options("name=t0"))
+    assert stack.pool.jumbo_in_use == 0 and not stack.ifnets
+
+
+def test_no_jumbo_clusters_means_no_tso(monkeypatch):
+    monkeypatch.setattr(vnet, "set_offload", lambda fd, mask: None)
+    monkeypatch.setattr(vnet, "set_vnet_hdr_sz", lambda fd, n=10: None)
+    st = Stack("nojumbo", nmbclusters=64, nmbjumbo=0, clock=FakeClock())
+    try:
+        w = Wire(st, vnet=True)
+        w.sc.probe(w.ifp)
+        assert w.ifp.capabilities == ALL & ~IFCAP_TSOv4
+    finally:
+        st.shutdown()
+        st.close()
+
+
+def test_vnet_transmit_blocked_queues_then_drains_in_order(stack, offload_wire):
+    w = offload_wire
+    w.peer.close()
+    ours, w.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ours.setblocking(False)
+    w.peer.setblocking(False)
+    stack.interrupt_detach(w.sc.fd)
+    w.sc.tap = FakeTap(ours)
+    w.sc.fd = ours.fileno()
+    stack.interrupt_attach(w.sc.fd, w.sc.intr)
+    frames = [frame(i, 1000) for i in range(12)]
+    w.ifp.if_transmit(w.ifp, [stack.pool.from_bytes(f) for f in frames])
+    got = w.frames_to_kernel()
+    assert 0 < len(got) < 12 and w.ifp.flags & IFF_OACTIVE
+    while w.ifp.flags & IFF_OACTIVE:
+        w.sc.intr(EPOLLOUT)
+        got += w.frames_to_kernel()
+    got += w.frames_to_kernel()
+    assert got == [hdr() + f for f in frames]
+    assert w.ifp.opackets == 12 and w.ifp.obytes == 12 * 1000
+    assert stack.pool.in_use == 0
