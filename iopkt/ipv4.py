@@ -47,6 +47,7 @@ IPPROTO_UDP = 17
 # ints, on which CPython's arithmetic is several times faster than on the
 # two-digit ints 32-bit words become.
 _H10 = struct.Struct("!10H")
+_TTL_SUM = struct.Struct("!HH")         # TTL and protocol; header checksum
 _SRCDST = struct.Struct("!II")
 _HDR = struct.Struct("!BBHHHBBHII")
 
@@ -153,6 +154,7 @@ class Ip:
         counted twice: in ipstat by BSD name and on the receiving interface
         by reason."""
         unpack = _H10.unpack_from
+        ttl_sum = _TTL_SUM.pack_into
         local_addrs = self.local_addrs
         bcast = self.bcast_addrs
         cache = self.routes.cache
@@ -225,14 +227,12 @@ class Ip:
                 hl = -1
             # TTL - 1 and the checksum + 0x0100 with end-around carry
             # (RFC 1141); 0xFFFF is -0, which recomputation writes as 0
-            # (RFC 1624).
-            buf[o + 8] = (w[4] >> 8) - 1
+            # (RFC 1624). TTL, protocol and checksum go back in one call.
             c = w[5] + 0x100
             c = (c & 0xFFFF) + (c >> 16)
             if c == 0xFFFF:
                 c = 0
-            buf[o + 10] = c >> 8
-            buf[o + 11] = c & 0xFF
+            ttl_sum(buf, o + 8, w[4] - 0x100, c)
             if hl < 0:
                 out = None
             else:

@@ -200,10 +200,10 @@ def test_read_ebadfd_is_link_loss(stack, monkeypatch):
     w = Wire(stack)
     w.frames_from_kernel(frame(1))
 
-    def gone(fd, iov):
+    def gone(buf):
         raise OSError(errno.EBADFD, os.strerror(errno.EBADFD))
 
-    monkeypatch.setattr(devnp_tap.os, "readv", gone)
+    monkeypatch.setattr(w.sc, "_readinto", gone)
     w.sc.intr(EPOLLIN)
     assert w.ifp.link_state == LINK_STATE_DOWN
     assert not w.ifp.flags & IFF_RUNNING
@@ -444,10 +444,10 @@ def test_a_frame_longer_than_a_cluster_on_a_tap_without_spill_is_dropped(stack, 
     stack.pool.enable_jumbo(4)                      # another interface made jumbos
     sock = w.sc.tap.sock
 
-    def tun_readv(fd, bufs):                        # tun: the whole length, cut or not
-        return sock.recvmsg_into(bufs, 0, socket.MSG_TRUNC)[0]
+    def tun_read(buf):                              # tun: the whole length, cut or not
+        return sock.recvmsg_into([buf], 0, socket.MSG_TRUNC)[0]
 
-    monkeypatch.setattr(devnp_tap.os, "readv", tun_readv)
+    monkeypatch.setattr(w.sc, "_readinto", tun_read)
     w.frames_from_kernel(frame(1, 3000), frame(2, 100))      # the kernel MTU was raised
     w.sc.intr(EPOLLIN)
     assert w.bursts == [[frame(2, 100)]]
