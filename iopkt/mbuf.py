@@ -81,8 +81,8 @@ class Mbuf:
         self.buf = cluster
         self.view = memoryview(cluster) if cluster is not None else None
         self.size = len(cluster) if cluster is not None else 0
-        # Preallocated iovec for os.readv: the whole cluster after the
-        # headroom. Built once so the receive path allocates nothing.
+        # The receive buffer, as a one-entry iovec for readv: the whole
+        # cluster after the headroom. Built once so receive allocates nothing.
         self.rxiov = [self.view[pool.headroom:]] if cluster is not None else None
         self.next = None
         self.nextpkt = None

@@ -2,10 +2,11 @@
 
 The TAP file descriptor is the wire side of the NIC; the kernel's netdev is
 the link partner. The fd is registered with the stack as this driver's
-interrupt, so receive runs in the stack thread: read each frame with
-os.readv straight into a pooled mbuf cluster and pass it to if_input,
-in bursts until the TAP is empty or `burst` frames were taken (so one busy
-interface cannot starve the others).
+interrupt, so receive runs in the stack thread: read each frame straight
+into a pooled mbuf cluster (one read(2) into one buffer; readv when the
+virtio-net header and a jumbo spill join it, below) and pass it to
+if_input, in bursts until the TAP is empty or `burst` frames were taken
+(so one busy interface cannot starve the others).
 
 Offload (offload=1, the default, as on a modern NIC): the TAP is opened
 with IFF_VNET_HDR, so a 10-byte virtio-net header (vnet.py) travels with
