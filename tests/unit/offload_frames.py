@@ -79,7 +79,8 @@ def expected_segments(pkt: bytes, mss: int) -> list[bytes]:
 
 
 def tcp_pkt(n, flags="PA", options=None, tcp_options=(), seq=1000, ident=0x4242):
-    return raw(IP(src="198.18.0.2", dst="198.19.0.2", id=ident, flags="DF",
+    # Addresses with no zero byte: a pseudo-header byte dropped would show.
+    return raw(IP(src="198.18.5.2", dst="198.19.7.3", id=ident, flags="DF",
                   options=options or [])
                / TCP(sport=40000, dport=5201, seq=seq, ack=77, flags=flags,
                      options=list(tcp_options))

@@ -268,3 +268,50 @@ def test_a_segment_whose_sum_is_zero_gets_checksum_zero_as_in_linux(pool):
     assert IP(want)[TCP].chksum == 0
     got, _ = segment(pool, pkt, 1448)
     assert got == [want]
+
+
+def test_every_segment_keeps_the_receiving_interface(pool):
+    m = as_superframe(pool, tcp_pkt(5000), 1448)
+    m.rcvif = rcvif = object()
+    segs = tcp4_segment(pool, m, tso_header_len(m), True)
+    assert [s.rcvif for s in segs] == [rcvif] * 4
+    for s in segs:
+        pool.freem(s)
+
+
+def test_a_segment_that_fills_its_cluster_exactly_stays_in_it(pool):
+    room = pool.mclbytes - pool.headroom
+    mss = room - 40                                 # header + payload == the cluster's room
+    pkt = tcp_pkt(2 * mss)
+    m = as_superframe(pool, pkt, mss)
+    segs = tcp4_segment(pool, m, tso_header_len(m), False)
+    assert [(s.next, s.len) for s in segs] == [(None, room), (None, room)]
+    assert [s.tobytes() for s in segs] == expected_segments(pkt, mss)
+    for s in segs:
+        pool.freem(s)
+
+
+@pytest.mark.parametrize("case,want", [
+    ("ok", 40), ("udp", 0), ("short_first_mbuf", 0), ("doff_4", 0),
+    ("doff_beyond_first_mbuf", 0), ("doff_beyond_packet", 0), ("exact", 40)])
+def test_tso_header_len_checks_the_headers_are_whole_in_the_first_mbuf(pool, case, want):
+    pkt = bytearray(tcp_pkt(100))
+    cuts = {"short_first_mbuf": [39], "doff_beyond_first_mbuf": [43], "exact": [40]}
+    if case == "udp":
+        pkt[9] = 17
+    elif case == "doff_4":
+        pkt[32] = 0x40                              # 16 bytes: shorter than a TCP header
+    elif case == "doff_beyond_first_mbuf":
+        pkt[32] = 0x60                              # 24 bytes; the first mbuf has 43 - 20
+    elif case == "doff_beyond_packet":
+        pkt = pkt[:44]
+        pkt[32] = 0x70                              # 28 bytes of 24 there
+    m = chain(pool, bytes(pkt), cuts.get(case, []))
+    assert tso_header_len(m) == want
+    pool.freem(m)
+
+
+def test_tso_segments_counts_a_short_super_frame_as_one(pool):
+    m = as_superframe(pool, tcp_pkt(100), 1448)
+    assert tso_segments(m, 40) == 1
+    pool.freem(m)
