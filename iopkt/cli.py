@@ -17,6 +17,7 @@ import sys
 
 from . import control
 from .control import ControlError
+from .mbuf import DEFAULT_NMBJUMBO
 
 EXIT_USAGE = 2
 
@@ -455,9 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mclbytes", type=int, default=2048, help="mbuf cluster size (default 2048)")
     r.add_argument("--nmbclusters", type=int, default=4096,
                    help="clusters in the pool (default 4096)")
-    r.add_argument("--nmbjumbo", type=int, default=256,
+    r.add_argument("--nmbjumbo", type=int, default=DEFAULT_NMBJUMBO,
                    help="64 KB jumbo clusters for super-frames, made when a driver with "
-                   "offload attaches (default 256)")
+                   f"offload attaches (default {DEFAULT_NMBJUMBO})")
     r.add_argument("-v", "--verbose", action="store_true")
     r.set_defaults(fn=cmd_run)
 

@@ -92,6 +92,7 @@ class Ip:
     def forwarding(self, on: bool) -> None:
         self._forwarding = bool(on)
         self.routes.cache.clear()           # the fast path trusts the cache
+
     # -- addresses -------------------------------------------------------
     def add_address(self, ifp, addr: int, plen: int) -> None:
         """SIOCAIFADDR: put an address on `ifp` and its connected route."""
@@ -414,8 +415,8 @@ class Ip:
             self.ips_reassfail += 1
             self.pool.freem(m)
             return
-        if m.csum_flags & (M_CSUM_TCPv4 | M_CSUM_UDPv4) and not m.csum_flags & M_CSUM_TSOv4:
-            in_undefer_cksum(m)             # complete before anybody reads it
+        # Nothing here reads a TCP or UDP checksum but icmp.error, which
+        # completes a partial one when its quote holds it.
         proto = buf[o + 9]
         if proto == IPPROTO_ICMP:
             self.stack.icmp.input(m, hlen)

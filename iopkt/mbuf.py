@@ -71,7 +71,7 @@ class Mbuf:
     __slots__ = (
         "next", "nextpkt", "buf", "view", "off", "len", "flags", "type",
         "pkt_len", "rcvif", "csum_flags", "csum_data", "segsz", "pool", "cluster",
-        "rxiov", "ext_free", "ext_arg", "size", "zone",
+        "rxbuf", "ext_free", "ext_arg", "size", "zone",
     )
 
     def __init__(self, pool: "MbufPool", cluster: bytearray | None, zone: list | None = None):
@@ -81,9 +81,9 @@ class Mbuf:
         self.buf = cluster
         self.view = memoryview(cluster) if cluster is not None else None
         self.size = len(cluster) if cluster is not None else 0
-        # The receive buffer, as a one-entry iovec for readv: the whole
-        # cluster after the headroom. Built once so receive allocates nothing.
-        self.rxiov = [self.view[pool.headroom:]] if cluster is not None else None
+        # The receive buffer: the whole cluster after the headroom. Built
+        # once so the receive path allocates nothing.
+        self.rxbuf = self.view[pool.headroom:] if cluster is not None else None
         self.next = None
         self.nextpkt = None
         self.off = 0

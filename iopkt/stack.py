@@ -24,7 +24,7 @@ from .arp import Arp
 from .icmp import Icmp
 from .ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, Ifnet
 from .ipv4 import Ip
-from .mbuf import MbufPool
+from .mbuf import DEFAULT_NMBJUMBO, MbufPool
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -51,7 +51,7 @@ class Callout:
 class Stack:
     def __init__(self, name: str = "iopkt", nmbclusters: int = 4096,
                  mclbytes: int = 2048, clock: Callable[[], float] = time.monotonic,
-                 log: logging.Logger | None = None, nmbjumbo: int = 256):
+                 log: logging.Logger | None = None, nmbjumbo: int = DEFAULT_NMBJUMBO):
         self.name = name
         self.clock = clock
         self.log = log or logging.getLogger("iopkt")

@@ -150,7 +150,7 @@ class TapSoftc:
                 if not self._discard_one():
                     break
                 continue
-            iov[ci] = m.rxiov[0]
+            iov[ci] = m.rxbuf
             try:
                 n = readv(fd, iov) - hl
             except BlockingIOError:
@@ -189,7 +189,7 @@ class TapSoftc:
                     break
                 continue
             try:
-                n = readinto(m.rxiov[0])
+                n = readinto(m.rxbuf)
             except OSError as e:
                 pool.free(m)
                 self._link_lost(e.errno)

@@ -379,18 +379,14 @@ def test_rx_checksum_offload_off_completes_partial_checksums_on_receive(stack, o
     assert w.offload == [(0, 0, 0)] and w.ifp.sw_csum == 1
 
 
-def test_capenable_sets_the_tap_offload_mask_and_detach_resets_it(stack, monkeypatch):
-    calls = []
-    monkeypatch.setattr(vnet, "set_offload", lambda fd, mask: calls.append(mask))
-    w = Wire(stack, vnet=True)
-    w.ifp.capabilities = ALL
-    w.ifp.set_capenable(ALL)
+def test_capenable_sets_the_tap_offload_mask_and_detach_resets_it(offload_wire):
+    w = offload_wire                                # all capabilities on: CSUM|TSO4 set
     w.ifp.set_capenable(ALL & ~IFCAP_TSOv4)
     w.ifp.set_capenable(IFCAP_CSUM_UDPv4_Tx)        # nothing to receive partial any more
-    assert calls == [vnet.TUN_F_CSUM | vnet.TUN_F_TSO4, vnet.TUN_F_CSUM, 0]
+    assert w.calls == [vnet.TUN_F_CSUM | vnet.TUN_F_TSO4, vnet.TUN_F_CSUM, 0]
     w.ifp.set_capenable(ALL)
     w.sc.detach(w.ifp)
-    assert calls[-1] == 0                           # a persistent TAP forgets our mask
+    assert w.calls[-1] == 0                         # a persistent TAP forgets our mask
 
 
 def test_a_mask_the_kernel_refuses_leaves_the_capabilities_as_they_were(stack, monkeypatch):
