@@ -7,28 +7,60 @@ One JSON request per connection, one JSON answer:
     -> {"op": "nicinfo", "args": {"ifname": "tap0"}}
     <- {"ok": true, "result": {...}}   or   {"ok": false, "error": "..."}
 
-The listening socket sits in the stack's epoll set, so requests are served
-in the stack thread and see a consistent state without locks.
+Requests are served in the stack thread, so they see a consistent state
+without locks; and since that thread also forwards every packet, nothing
+here may wait for a client. The listening socket and every connection are
+non-blocking and sit in the stack's epoll set: a request is gathered in a
+per-connection buffer as it arrives, runs once it is whole, and its answer
+leaves as the socket takes it. A size limit, one deadline per connection
+and a cap on open connections (the oldest is evicted) bound what an idle,
+slow, oversized or flooding client can hold; each cut is counted
+(`netstat` -> control). A thread of its own would have needed a lock or a
+hand-off for every request; the epoll loop needs neither.
+
+A bad request (unknown op or argument, a value of the wrong type or out of
+range) is answered with "usage": true, and the CLI exits 2; a request that
+fails at run time (no such interface) exits 1.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import sys
 import threading
 import time
+import typing
 
 from .ifnet import caps_str, flags_str, parse_capwords
 from .route import aton, ntoa, parse_prefix
+from .rundir import RunDirError, ensure_run_dir
 
 RUN_DIR = os.environ.get("IOPKT_RUN_DIR", "/run/iopkt")
-MAX_REQUEST = 65536
+MAX_REQUEST = 65536         # bytes: a longer request is refused and the client cut off
+MAX_CONNS = 64              # open client connections; a new one evicts the oldest
+ACCEPT_BURST = 16           # accepts per readiness event: bounded work per loop
+BACKLOG = 128             # connections waiting for accept; beyond, the CLI says "busy"
+RECV_CHUNK = 16384
+REQUEST_TIMEOUT = 1.0       # s from connect to a whole request
+ANSWER_TIMEOUT = 2.0        # s for the client to take its answer
+EPOLLOUT = select.EPOLLOUT
 
 
 class ControlError(Exception):
-    """A request failed; str() is the message for the user."""
+    """A request failed at run time (no such stack, interface or route);
+    str() is the message for the user. The CLI exits 1."""
+
+    usage = False
+
+
+class UsageError(ControlError):
+    """A request was malformed: a value out of range, a bad address or
+    prefix, an argument of the wrong type. The CLI exits 2."""
+
+    usage = True
 
 
 def sock_path(instance: str) -> str:
@@ -41,11 +73,41 @@ def check_instance_name(name: str) -> str:
     return name
 
 
+class Conn:
+    """One client connection: what it sent so far, what is left of our
+    answer, and the callout that cuts it off at its deadline."""
+
+    __slots__ = ("sock", "fd", "buf", "out", "deadline")
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.buf = bytearray()
+        self.out: memoryview | None = None
+        self.deadline = None
+
+
 class ControlServer:
+    """Serves requests in the stack thread without ever waiting for a
+    client: every socket is non-blocking and in the stack's epoll set.
+
+    A connection is read when epoll says it is readable, into its own
+    buffer, until a newline; then the request runs and the answer is
+    written as far as the socket takes it, the rest when it is writable.
+    Each connection has one deadline (REQUEST_TIMEOUT from accept, then
+    ANSWER_TIMEOUT to take the answer); a client that is idle, slow, too
+    big or does not read is cut off and counted in `cut`. At most MAX_CONNS
+    are open: a new one evicts the oldest, so idle clients cannot lock out
+    the next valid request. One readiness event does a bounded amount of
+    work (ACCEPT_BURST accepts), so forwarding never waits long for us."""
+
     def __init__(self, stack, instance: str):
         self.stack = stack
         self.path = sock_path(instance)
-        os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+        try:
+            ensure_run_dir(RUN_DIR)
+        except RunDirError as e:
+            raise ControlError(str(e)) from None
         if os.path.exists(self.path):
             if _alive(self.path):
                 raise ControlError(f"a stack named '{instance}' is already running "
@@ -58,9 +120,14 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
-        self.sock.listen(16)
+        self.sock.listen(BACKLOG)
         self.sock.setblocking(False)
-        self.requests = 0
+        self.conns: dict[int, Conn] = {}        # fd -> connection, oldest first
+        self.requests = 0                       # requests run (good or bad)
+        self.errors = 0                         # answered with an error
+        self.accepted = 0
+        self.conns_hiwat = 0
+        self.cut = {"idle": 0, "oversized": 0, "evicted": 0, "unread": 0, "reset": 0}
         stack.interrupt_attach(self.sock.fileno(), self._accept)
         self.ops = {
             "ping": self.op_ping, "ifconfig": self.op_ifconfig,
@@ -70,6 +137,8 @@ class ControlServer:
         }
 
     def close(self) -> None:
+        for c in list(self.conns.values()):
+            self._close(c)
         self.stack.interrupt_detach(self.sock.fileno())
         self.sock.close()
         try:
@@ -77,40 +146,123 @@ class ControlServer:
         except FileNotFoundError:
             pass
 
-    # -- serving (stack thread) ----------------------------------------------
+    def stats(self) -> dict:
+        return {"requests": self.requests, "errors": self.errors, "accepted": self.accepted,
+                "open": len(self.conns), "open_hiwat": self.conns_hiwat, "cut": dict(self.cut)}
+
+    # -- serving (stack thread; nothing here may block) -------------------
     def _accept(self, _events: int) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except BlockingIOError:
-            return
-        with conn:
-            conn.settimeout(0.5)            # we are the stack thread: never wait long
+        """Listening socket readable: take up to ACCEPT_BURST clients. Most
+        send their request with the connect, so try to answer at once."""
+        for _ in range(ACCEPT_BURST):
             try:
-                data = b""
-                while not data.endswith(b"\n") and len(data) < MAX_REQUEST:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                answer = self.handle(data)
-                conn.sendall(json.dumps(answer).encode() + b"\n")
+                sock, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:             # EMFILE and friends: try again next event
+                return
+            sock.setblocking(False)
+            self.accepted += 1
+            if len(self.conns) >= MAX_CONNS:
+                self._cut(self.conns[next(iter(self.conns))], "evicted")
+            c = Conn(sock)
+            self.conns[c.fd] = c
+            self.conns_hiwat = max(self.conns_hiwat, len(self.conns))
+            c.deadline = self.stack.timeout(REQUEST_TIMEOUT, lambda c=c: self._expired(c))
+            self.stack.interrupt_attach(c.fd, lambda ev, c=c: self._event(c, ev))
+            self._readable(c)
+
+    def _event(self, c: Conn, events: int) -> None:
+        if c.out is not None:
+            self._writable(c)
+        else:
+            self._readable(c)
+
+    def _readable(self, c: Conn) -> None:
+        """Take what the client sent; run the request once it is whole
+        (a newline, or the client's end of the stream)."""
+        while True:
+            try:
+                chunk = c.sock.recv(RECV_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
-                pass
+                return self._cut(c, "reset")
+            if not chunk:
+                if c.buf:
+                    return self._answer(c, self.handle(bytes(c.buf)))
+                return self._close(c)       # connected and left: nothing to say
+            c.buf += chunk
+            if b"\n" in chunk:
+                return self._answer(c, self.handle(bytes(c.buf)))
+            if len(c.buf) > MAX_REQUEST:
+                self.cut["oversized"] += 1
+                self.errors += 1
+                return self._answer(c, {"ok": False, "usage": True, "error":
+                                        f"request larger than {MAX_REQUEST} bytes"})
+
+    def _answer(self, c: Conn, answer: dict) -> None:
+        """Send `answer`; what the socket does not take now goes when it
+        is writable, within ANSWER_TIMEOUT."""
+        c.out = memoryview(json.dumps(answer).encode() + b"\n")
+        self._writable(c)
+        if self.conns.get(c.fd) is c:
+            c.deadline.cancel()
+            c.deadline = self.stack.timeout(ANSWER_TIMEOUT, lambda: self._expired(c))
+            self.stack.interrupt_modify(c.fd, EPOLLOUT)
+
+    def _writable(self, c: Conn) -> None:
+        try:
+            n = c.sock.send(c.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:                     # the client left before reading
+            return self._close(c)
+        c.out = c.out[n:]
+        if not c.out:
+            self._close(c)
+
+    def _expired(self, c: Conn) -> None:
+        if self.conns.get(c.fd) is c:
+            self._cut(c, "idle" if c.out is None else "unread")
+
+    def _cut(self, c: Conn, why: str) -> None:
+        self.cut[why] += 1
+        self._close(c)
+
+    def _close(self, c: Conn) -> None:
+        if self.conns.pop(c.fd, None) is None:
+            return
+        c.deadline.cancel()
+        self.stack.interrupt_detach(c.fd)
+        c.sock.close()
 
     def handle(self, data: bytes) -> dict:
+        """Run one request; always an answer, never an exception. A bad
+        request is the client's error (usage=True: the CLI exits 2); a
+        bug behind a request is logged in one line and counted."""
         self.requests += 1
         try:
             req = json.loads(data)
             if not isinstance(req, dict) or not isinstance(req.get("args", {}), dict):
-                raise ControlError("a request is a JSON object {\"op\": ..., \"args\": {...}}")
+                raise UsageError("a request is a JSON object {\"op\": ..., \"args\": {...}}")
             op = self.ops.get(req.get("op"))
             if op is None:
-                raise ControlError(f"unknown request {req.get('op')!r}")
-            return {"ok": True, "result": op(**req.get("args", {}))}
-        except (ControlError, ValueError, KeyError, TypeError, OSError) as e:
+                raise UsageError(f"unknown request {req.get('op')!r} "
+                                 f"(requests: {', '.join(self.ops)})")
+            args = req.get("args", {})
+            _check_args(op, args)
+            return {"ok": True, "result": op(**args)}
+        except (UsageError, ValueError, TypeError, UnicodeDecodeError) as e:
+            self.errors += 1
+            return {"ok": False, "usage": True, "error": str(e)}
+        except (ControlError, KeyError, OSError) as e:
+            self.errors += 1
             return {"ok": False, "error": str(e)}
         except Exception as e:          # a bug behind one request must not stop the stack
-            self.stack.log.exception("control request failed")
+            self.errors += 1
+            self.stack.log.error("control request failed: %s: %s", type(e).__name__, e)
+            self.stack.log.debug("control request failed", exc_info=True)
             return {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
 
     def _ifp(self, ifname: str):
@@ -153,14 +305,14 @@ class ControlServer:
                 ifp.set_capenable(new)
         if mtu is not None:
             if not 68 <= int(mtu) <= 9000:
-                raise ControlError(f"mtu {mtu}: must be 68..9000")
+                raise UsageError(f"mtu {mtu}: must be 68..9000")
             ifp.mtu = int(mtu)
         if delete is not None:
             st.ip.del_address(ifp, parse_prefix(delete)[0])
         if inet is not None:
             addr, plen = parse_prefix(inet)
             if "/" not in inet:
-                raise ControlError(f"inet {inet}: give a prefix length, e.g. {inet}/24")
+                raise UsageError(f"inet {inet}: give a prefix length, e.g. {inet}/24")
             st.ip.add_address(ifp, addr, plen)
             st.if_up(ifp)
         if up is True:
@@ -199,7 +351,8 @@ class ControlServer:
                          "outhist": st.icmp.outhist},
                 "arp": st.arp.stats,
                 "stack": {"loops": st.loops, "wakeups": st.wakeups,
-                          "requests": self.requests, "handler_errors": st.handler_errors}}
+                          "handler_errors": st.handler_errors},
+                "control": self.stats()}
 
     def op_arp(self) -> list[dict]:
         return self.stack.arp.table()
@@ -217,11 +370,9 @@ class ControlServer:
 
     def op_mount(self, driver: str, options: str = "") -> dict:
         """Mount a driver into the running stack (io-pkt's `mount -T io-pkt`)."""
-        from .drvload import DriverError, mount, resolve
-        try:
-            ifp = mount(self.stack, resolve(driver), options)
-        except DriverError as e:
-            raise ControlError(str(e)) from None
+        from .drvload import mount, resolve
+        # A DriverError (bad name or option) is a ValueError: a usage error.
+        ifp = mount(self.stack, resolve(driver), options)
         return {"mounted": ifp.name, "driver": ifp.dname, "description": ifp.description}
 
     def op_stop(self) -> dict:
@@ -229,18 +380,41 @@ class ControlServer:
         return {"stopping": True}
 
 
+def _check_args(op, args: dict) -> None:
+    """Refuse a request whose arguments the operation does not take, or
+    of the wrong JSON type, before it runs: a bad request is the client's
+    error (UsageError), never a traceback in the stack's log."""
+    hints = typing.get_type_hints(op)
+    name = op.__name__.removeprefix("op_")
+    for key, value in args.items():
+        if key not in hints or key == "return":
+            known = ", ".join(k for k in hints if k != "return") or "none"
+            raise UsageError(f"{name}: unknown argument '{key}' (arguments: {known})")
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        allowed = tuple(typing.get_origin(t) or t for t in allowed)
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if ok and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise UsageError(f"{name}: argument '{key}' is {type(value).__name__}, "
+                             f"expected {want}")
+
+
 # -- client ------------------------------------------------------------
 def request(instance: str, op: str, timeout: float = 5.0, **args):
     """Send one request to the running stack `instance`; return its result
-    or raise ControlError with a message for the user."""
+    or raise ControlError (UsageError for a bad request) with a message
+    for the user."""
     path = sock_path(instance)
     if not os.path.exists(path):
         raise ControlError(f"no stack named '{instance}' is running "
-                           f"(no {path}); start one with 'iopkt run' or 'iopkt lab up'")
+                           f"(no {path}); {_running_hint()}")
+    deadline = time.monotonic() + timeout
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
     try:
-        s.connect(path)
+        _connect(s, path, instance, deadline)
+        s.settimeout(max(0.01, deadline - time.monotonic()))
         s.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
@@ -253,15 +427,47 @@ def request(instance: str, op: str, timeout: float = 5.0, **args):
     except (ConnectionRefusedError, FileNotFoundError):
         raise ControlError(f"the stack '{instance}' is not answering ({path} is stale)") from None
     except socket.timeout:
-        raise ControlError(f"the stack '{instance}' did not answer within {timeout}s") from None
+        raise ControlError(f"the stack '{instance}' did not answer within {timeout:g}s") from None
+    except OSError as e:
+        raise ControlError(f"the stack '{instance}': {path}: {e.strerror or e}") from None
     finally:
         s.close()
     if not data:
         raise ControlError(f"the stack '{instance}' closed the connection without answering")
-    ans = json.loads(data)
+    try:
+        ans = json.loads(data)
+    except ValueError:
+        raise ControlError(f"the stack '{instance}' answered something that is not JSON") from None
     if not ans.get("ok"):
-        raise ControlError(ans.get("error", "request failed"))
+        cls = UsageError if ans.get("usage") else ControlError
+        raise cls(ans.get("error", "request failed"))
     return ans["result"]
+
+
+def _connect(s: socket.socket, path: str, instance: str, deadline: float) -> None:
+    """connect(2) to the stack's socket. A full backlog (EAGAIN on a UNIX
+    socket) is retried until the deadline, then said in one line."""
+    s.setblocking(False)
+    while True:
+        try:
+            s.connect(path)
+            return
+        except (BlockingIOError, InterruptedError):
+            if time.monotonic() >= deadline:
+                raise ControlError(f"the stack '{instance}' is busy: its control socket "
+                                   f"{path} has a full backlog of connections") from None
+            time.sleep(0.01)
+
+
+def _running_hint() -> str:
+    """Which stacks do run, for an error that names one that does not."""
+    try:
+        names = sorted(f[:-5] for f in os.listdir(RUN_DIR) if f.endswith(".sock"))
+    except OSError:
+        names = []
+    if names:
+        return f"running: {', '.join(names)} (choose with -i NAME)"
+    return "start one with 'iopkt run' or 'iopkt lab up'"
 
 
 def wait_ready(instance: str, timeout: float = 10.0, proc=None) -> dict:

@@ -1,0 +1,202 @@
+"""The control server in the stack thread: it never waits for a client.
+
+A real Stack runs its loop in a thread with the control socket in a
+temporary run directory; the test is the client. Each hostile client is
+cut off and counted, and a valid request is answered right after it."""
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from iopkt import control
+from iopkt.control import ControlServer, UsageError
+from iopkt.stack import Stack
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """(stack, server, path) with the stack loop running in a thread; a
+    tick every 5 ms records the longest the loop was away."""
+    monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setattr(control, "ANSWER_TIMEOUT", 0.3)
+    st = Stack("unit", nmbclusters=8)
+    srv = ControlServer(st, "unit")
+    gaps = {"last": None, "max": 0.0}
+
+    def tick():
+        now = time.monotonic()
+        if gaps["last"] is not None:
+            gaps["max"] = max(gaps["max"], now - gaps["last"])
+        gaps["last"] = now
+        st.timeout(0.005, tick)
+    st.timeout(0.005, tick)
+    t = threading.Thread(target=st.run)
+    t.start()
+    st.gaps = gaps
+    yield st, srv, srv.path
+    st.stop()
+    t.join(5)
+    assert not srv.conns or not t.is_alive()
+    srv.close()
+    st.close()
+
+
+def ask(path, payload, timeout=1.0):
+    """Send `payload` (bytes) and read the answer to EOF."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    s.sendall(payload)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return json.loads(data)
+
+
+def req(**kw):
+    return json.dumps(kw).encode() + b"\n"
+
+
+def wait_for(cond, timeout=2.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_request_in_pieces_is_answered(served):
+    st, srv, path = served
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    for piece in (b'{"op": ', b'"ping"', b"}\n"):
+        s.send(piece)
+        time.sleep(0.02)
+    s.settimeout(1)
+    ans = json.loads(s.recv(65536))
+    s.close()
+    assert ans["ok"] is True and ans["result"]["name"] == "unit"
+
+
+def test_a_request_ended_by_shutdown_instead_of_newline_is_answered(served):
+    st, srv, path = served
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.send(b'{"op": "ping"}')
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(1)
+    assert json.loads(s.recv(65536))["ok"] is True
+    s.close()
+
+
+def test_an_idle_client_is_cut_at_its_deadline_and_the_loop_never_waits(served):
+    st, srv, path = served
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    idle.connect(path)
+    idle.send(b'{"op"')                   # half a request, then nothing
+    t0 = time.monotonic()
+    assert ask(path, req(op="ping"))["ok"]
+    assert time.monotonic() - t0 < 0.1
+    idle.settimeout(2)
+    assert idle.recv(100) == b""           # closed by the server
+    assert time.monotonic() - t0 >= 0.25
+    idle.close()
+    assert srv.cut["idle"] == 1
+    assert st.gaps["max"] < 0.05
+
+
+def test_an_oversized_request_is_refused_and_cut(served):
+    st, srv, path = served
+    ans = ask(path, b"x" * (control.MAX_REQUEST + 10))
+    assert ans == {"ok": False, "usage": True,
+                   "error": f"request larger than {control.MAX_REQUEST} bytes"}
+    assert srv.cut["oversized"] == 1 and srv.errors == 1
+    assert srv.requests == 0               # it never ran
+
+
+def test_a_client_that_does_not_read_its_answer_is_cut(served):
+    st, srv, path = served
+    big = "x" * 4_000_000                  # more than any socket buffer takes at once
+
+    def op_big() -> str:
+        return big
+    srv.ops["big"] = op_big
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    s.send(req(op="big"))
+    wait_for(lambda: srv.cut["unread"] == 1)
+    assert not srv.conns
+    assert ask(path, req(op="ping"))["ok"]
+    s.close()
+
+
+def test_more_clients_than_max_conns_evict_the_oldest(served, monkeypatch):
+    st, srv, path = served
+    monkeypatch.setattr(control, "MAX_CONNS", 8)
+    socks = []
+    for _ in range(20):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        socks.append(s)
+    wait_for(lambda: srv.accepted == 20)
+    assert ask(path, req(op="ping"))["ok"]
+    wait_for(lambda: srv.cut["evicted"] == 13)      # 20 + 1 - 8
+    for s in socks[:12]:                           # the oldest were closed
+        s.settimeout(1)
+        assert s.recv(10) == b""
+    for s in socks:
+        s.close()
+
+
+@pytest.mark.parametrize("raw,usage,needle", [
+    (b"[]\n", True, "a request is a JSON object"),
+    (b"nonsense\n", True, "Expecting value"),
+    (b"\xff\xfe\n", True, "can't decode"),
+    (b'{"op": "ifconfig", "args": []}\n', True, "a request is a JSON object"),
+    (b'{"op": "frob"}\n', True, "unknown request 'frob' (requests: ping, ifconfig"),
+    (b'{"op": "nicinfo", "args": {"ifname": "zz0"}}\n', False, "no interface 'zz0'"),
+    (b'{"op": "route", "args": {"add": 5}}\n', True,
+     "route: argument 'add' is int, expected str or null"),
+    (b'{"op": "ifconfig", "args": {"ifname": "x", "mtu": "9000"}}\n', True,
+     "ifconfig: argument 'mtu' is str, expected int or null"),
+    (b'{"op": "ifconfig", "args": {"ifname": "x", "up": 1}}\n', True,
+     "argument 'up' is int, expected bool or null"),
+    (b'{"op": "ifconfig", "args": {"ifname": "x", "caps": [1]}}\n', True,
+     "argument 'caps' is list, expected list or null"),
+    (b'{"op": "ifconfig", "args": {"ifname": "x", "mtu": true}}\n', True,
+     "argument 'mtu' is bool, expected int or null"),
+    (b'{"op": "ping", "args": {"x": 1}}\n', True, "ping: unknown argument 'x' (arguments: none)"),
+    (b'{"op": "mount", "args": {"driver": "nosuch"}}\n', True, "no driver 'nosuch'"),
+    (b'{"op": "route", "args": {"add": "10.0.0.0/33", "gateway": "1.2.3.4"}}\n', True, "33"),
+])
+def test_malformed_requests_are_usage_errors_and_leave_no_traceback(served, caplog, raw,
+                                                                    usage, needle):
+    st, srv, path = served
+    ans = ask(path, raw)
+    assert ans["ok"] is False and needle in ans["error"], ans
+    assert ans.get("usage", False) is usage
+    assert not [r for r in caplog.records if r.exc_info], "a traceback reached the log"
+    assert ask(path, req(op="ping"))["ok"]
+
+
+def test_request_raises_usage_error_for_a_bad_request(served):
+    st, srv, path = served
+    with pytest.raises(UsageError, match="unknown argument"):
+        control.request("unit", "ping", bogus=1)
+    with pytest.raises(control.ControlError) as e:
+        control.request("unit", "nicinfo", ifname="zz0")
+    assert not e.value.usage
+
+
+def test_no_such_stack_lists_the_ones_that_run(served):
+    with pytest.raises(control.ControlError,
+                       match=r"no stack named 'other' is running .*running: unit "
+                       r"\(choose with -i NAME\)"):
+        control.request("other", "ping")
