@@ -63,7 +63,7 @@ class Arp:
         self.stats = dict.fromkeys((
             "rxrequests", "rxreplies", "txrequests", "txreplies",
             "received", "badlen", "badtype", "dupips", "timeouts",
-            "held", "holdq_drops", "expired"), 0)
+            "held", "holdq_drops", "expired", "txannounce"), 0)
 
     # -- input ---------------------------------------------------------
     def input(self, m) -> None:
@@ -161,16 +161,28 @@ class Arp:
         la.next_try = self.stack.clock() + self.retry
         if not ifp.in_addrs:
             return                  # nothing to ask from: times out like silence
+        if self._send_request(ifp, _source_for(ifp, la.addr), la.addr):
+            self.stats["txrequests"] += 1
+
+    def announce(self, ifp) -> None:
+        """Gratuitous ARP for each address of `ifp` (BSD's arp_ifinit), so
+        the neighbours' entries for it move to its current MAC: a driver
+        mounted again may have a new one."""
+        for ia in ifp.in_addrs:
+            if self._send_request(ifp, ia.addr, ia.addr):
+                self.stats["txannounce"] += 1
+
+    def _send_request(self, ifp, spa: int, tpa: int) -> bool:
         frame = ether_header(BROADCAST, ifp.lladdr, ETHERTYPE_ARP) + _ARP.pack(
             ARPHRD_ETHER, ETHERTYPE_IP, 6, 4, ARPOP_REQUEST, ifp.lladdr,
-            _source_for(ifp, la.addr), b"\x00" * 6, la.addr)
+            spa, b"\x00" * 6, tpa)
         m = self.stack.pool.from_bytes(frame)
         if m is None:
             ifp.output_discard(None, "txerror")
-            return
-        self.stats["txrequests"] += 1
+            return False
         ifp.omcasts += 1
         ifp.if_transmit(ifp, [m])
+        return True
 
     # -- timers ----------------------------------------------------------
     def timer(self) -> None:

@@ -11,14 +11,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import logging.handlers
 import os
+import re
 import signal
 import sys
 
 from . import control
 from .control import ControlError
-from .mbuf import DEFAULT_NMBJUMBO
+from .mbuf import DEFAULT_NMBJUMBO, MAX_NMBCLUSTERS, MAX_NMBJUMBO
 
+# Exit codes. A usage error (a value out of range, a bad address or prefix,
+# an unknown option, a size this machine cannot hold) exits 2; a failure at
+# run time (no such stack, interface or TAP; a device that will not open)
+# exits 1. Either way stderr gets one line naming the value or the object;
+# an unexpected exception is one line too (IOPKT_DEBUG=1: the traceback).
 EXIT_USAGE = 2
 
 
@@ -38,20 +45,124 @@ def _instance(name: str) -> str:
     try:
         return control.check_instance_name(name)
     except ValueError as e:
+        raise argparse.ArgumentTypeError(f"-i {name}: {e}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (no usage block)."""
+
+    def error(self, message):
+        m = re.match(r"argument ([^:]+): (.*)", message, re.S)
+        if m and any(m.group(2).startswith(n + " ") for n in m.group(1).split("/")):
+            line = m.group(2)               # our types name the option themselves
+        else:
+            line = f"{message} (see '{self.prog} --help')"
+        self.exit(EXIT_USAGE, f"{self.prog}: {' '.join(line.split())}\n")
+
+
+def _int_in(opt: str, lo: int, hi: int):
+    """An argparse type: a whole number lo..hi, the message naming `opt`."""
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{opt} {text}: expected a whole number "
+                                             f"{lo}..{hi}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{opt} {text}: must be {lo}..{hi}")
+        return v
+    return conv
+
+
+def _float_in(opt: str, lo: float, hi: float):
+    def conv(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = float("nan")
+        if not lo <= v <= hi:               # nan and inf too
+            raise argparse.ArgumentTypeError(f"{opt} {text}: must be a number {lo:g}..{hi:g}")
+        return v
+    return conv
+
+
+def _speed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = None
+    if v not in (0, 10, 100, 1000, 10000):
+        raise argparse.ArgumentTypeError(f"--speed {text}: one of 10, 100, 1000, 10000 "
+                                         "(Mbit/s), or 0 for no limit")
+    return v
+
+
+def _lab_prefix(text: str) -> str:
+    from . import lab
+    try:
+        return lab.check_prefix(text)       # its message starts with --prefix
+    except lab.LabError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # -- run -----------------------------------------------------------------
+def _check_pool_memory(args) -> None:
+    """Refuse a pool this machine cannot hold before building it (building
+    it is what would fail, after a long while, with a MemoryError). The
+    jumbo clusters count as if made: a driver with offload makes them."""
+    import psutil
+    from .mbuf import pool_bytes
+    need = pool_bytes(args.nmbclusters, args.mclbytes, args.nmbjumbo)
+    free = psutil.virtual_memory().available
+    if need <= free:
+        return
+    jumbo = pool_bytes(0, args.mclbytes, args.nmbjumbo)
+    opt, val = (("--nmbjumbo", args.nmbjumbo) if jumbo > need - jumbo
+                else ("--nmbclusters", args.nmbclusters))
+    fail(f"{opt} {val}: {need / 1e9:.1f} GB for the mbuf pool ({args.nmbclusters} clusters "
+         f"of {args.mclbytes} bytes" + (f" and {args.nmbjumbo} of 64 KB" if args.nmbjumbo
+                                        else "") +
+         f", with their headers), more than the {free / 1e9:.1f} GB this machine has free",
+         EXIT_USAGE)
+
+
+def _check_run_specs(args) -> None:
+    """--inet and --route, checked before any driver is mounted."""
+    from .route import aton, prefix_problem
+    for spec in args.inet:
+        ifname, _, pfx = spec.partition("=")
+        if not ifname or "/" not in pfx:
+            fail(f"--inet {spec}: expected IF=ADDR/PLEN, e.g. tap0=198.18.0.1/24", EXIT_USAGE)
+        if prefix_problem(pfx):
+            fail(f"--inet {spec}: {prefix_problem(pfx)}", EXIT_USAGE)
+    for spec in args.route:
+        dst, eq, gw = spec.partition("=")
+        if not eq:
+            fail(f"--route {spec}: expected DST=GW, e.g. default=198.18.0.2", EXIT_USAGE)
+        if prefix_problem(dst):
+            fail(f"--route {spec}: {prefix_problem(dst)}", EXIT_USAGE)
+        try:
+            aton(gw)
+        except ValueError as e:
+            fail(f"--route {spec}: gateway {e}", EXIT_USAGE)
+
+
 def cmd_run(args) -> None:
+    if not args.driver:
+        fail("nothing to run: give at least one driver with -d NAME [OPTIONS]", EXIT_USAGE)
+    _check_run_specs(args)
+    _check_pool_memory(args)
     need_root()
     from .drvload import DriverError, mount, resolve
     from .route import parse_prefix, aton
     from .stack import Stack
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format=f"iopkt[{args.instance}]: %(message)s", stream=sys.stderr)
+    # The log waits until the stack is set up: if that fails, its one line
+    # is all stderr gets (not the drivers' attached/detached before it).
+    out = logging.StreamHandler(sys.stderr)
+    out.setFormatter(logging.Formatter(f"iopkt[{args.instance}]: %(message)s"))
+    held = logging.handlers.MemoryHandler(1 << 20, logging.CRITICAL + 1, out, flushOnClose=False)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[held])
     log = logging.getLogger("iopkt")
-    if not args.driver:
-        fail("nothing to run: give at least one driver with -d NAME [OPTIONS]", EXIT_USAGE)
     try:
         stack = Stack(args.instance, nmbclusters=args.nmbclusters,
                       mclbytes=args.mclbytes, log=log, nmbjumbo=args.nmbjumbo)
@@ -60,8 +171,11 @@ def cmd_run(args) -> None:
     ctl = None
     try:
         for d in args.driver:
-            name, opts = d[0], ",".join(d[1:])
-            mount(stack, resolve(name), opts)
+            drv = resolve(d[0])
+            opts = ",".join(d[1:])
+            if drv.raw_attach is not None and len(d) > 2 and " " not in d[1]:
+                opts = f"{d[1]} {','.join(d[2:])}"      # -d shim devn-tap name=x,...
+            mount(stack, drv, opts)
         for spec in args.inet:
             ifname, _, pfx = spec.partition("=")
             if ifname not in stack.ifnets or "/" not in pfx:
@@ -74,7 +188,11 @@ def cmd_run(args) -> None:
         ctl = control.ControlServer(stack, args.instance)
     except (DriverError, ValueError, ControlError, OSError) as e:
         stack.shutdown(quiet=True)
+        held.buffer.clear()
         fail(str(e), EXIT_USAGE if isinstance(e, (DriverError, ValueError)) else 1)
+    held.flush()
+    logging.getLogger().addHandler(out)
+    logging.getLogger().removeHandler(held)
     signal.signal(signal.SIGINT, lambda *_: stack.stop())
     signal.signal(signal.SIGTERM, lambda *_: stack.stop())
     log.info("running: %s; control socket %s", ", ".join(stack.ifnets), ctl.path)
@@ -91,7 +209,7 @@ def _req(args, op, **kw):
     try:
         return control.request(args.instance, op, **kw)
     except ControlError as e:
-        fail(str(e))
+        fail(str(e), EXIT_USAGE if e.usage else 1)
 
 
 def _dump(obj) -> None:
@@ -163,23 +281,37 @@ def cmd_nicinfo(args) -> None:
 
 def cmd_ifconfig(args) -> None:
     from .ifnet import CAP_KEYWORDS
+    from .route import prefix_problem
     kw = {"ifname": args.ifname}
-    words = list(args.words)
+    words = [w.removeprefix(DASH_WORD) for w in args.words]
     while words:
-        w = words.pop(0).removeprefix(DASH_WORD)
+        w = words.pop(0)
         if w.lstrip("-") in CAP_KEYWORDS:
             kw.setdefault("caps", []).append(w)
         elif w in ("up", "down"):
             kw["up"] = w == "up"
-        elif w == "mtu" and words:
+        elif w in ("mtu", "inet", "alias", "delete", "-alias") and not words:
+            fail(f"ifconfig: {w} needs a value ({'mtu 68..9000' if w == 'mtu' else w + ' A/P'})",
+                 EXIT_USAGE)
+        elif w == "mtu":
+            text = words.pop(0)
             try:
-                kw["mtu"] = int(words.pop(0))
+                kw["mtu"] = int(text)
             except ValueError:
-                fail("ifconfig: mtu needs a number", EXIT_USAGE)
-        elif w in ("inet", "alias") and words:
+                fail(f"ifconfig: mtu {text}: expected a whole number 68..9000", EXIT_USAGE)
+            if not 68 <= kw["mtu"] <= 9000:
+                fail(f"ifconfig: mtu {text}: must be 68..9000", EXIT_USAGE)
+        elif w in ("inet", "alias"):
             kw["inet"] = words.pop(0)
-        elif w in ("delete", "-alias") and words:
+            if "/" not in kw["inet"]:
+                fail(f"ifconfig: {w} {kw['inet']}: give a prefix length, e.g. "
+                     f"{kw['inet']}/24", EXIT_USAGE)
+            if prefix_problem(kw["inet"]):
+                fail(f"ifconfig: {w} {kw['inet']}: {prefix_problem(kw['inet'])}", EXIT_USAGE)
+        elif w in ("delete", "-alias"):
             kw["delete"] = words.pop(0)
+            if prefix_problem(kw["delete"]):
+                fail(f"ifconfig: {w} {kw['delete']}: {prefix_problem(kw['delete'])}", EXIT_USAGE)
         else:
             fail(f"ifconfig: cannot understand '{w}' (use: inet A/P, delete A, "
                  "mtu N, up, down, or a capability: tso4, tcp4csum, udp4csum, ip4csum, "
@@ -201,24 +333,35 @@ def cmd_ifconfig(args) -> None:
 
 
 def cmd_route(args) -> None:
+    from .route import aton, prefix_problem
     kw = {}
-    w = list(args.words)
+    w = [x.removeprefix(DASH_WORD) for x in args.words]
     if w:
         verb = w.pop(0)
         if verb in ("add", "delete", "del") and w:
             dst = w.pop(0)
+            if prefix_problem(dst):
+                fail(f"route {verb} {dst}: {prefix_problem(dst)}", EXIT_USAGE)
             if verb == "add":
                 if not w:
-                    fail("route add DST GATEWAY [-ifp IF]", EXIT_USAGE)
+                    fail("route add DST GATEWAY [-ifp IF]: give the gateway", EXIT_USAGE)
                 kw = {"add": dst, "gateway": w.pop(0)}
+                try:
+                    aton(kw["gateway"])
+                except ValueError as e:
+                    fail(f"route add {dst}: gateway {e}", EXIT_USAGE)
                 if len(w) == 2 and w[0] == "-ifp":
                     kw["ifname"] = w[1]
+                    w.clear()
                 elif w:
-                    fail(f"route: cannot understand {' '.join(w)}", EXIT_USAGE)
+                    fail(f"route add: cannot understand '{' '.join(w)}' "
+                         "(route add DST GW [-ifp IF])", EXIT_USAGE)
             else:
                 kw = {"delete": dst}
-        elif verb != "show":
-            fail("route: use 'route [show]', 'route add DST GW', 'route delete DST'", EXIT_USAGE)
+        if verb not in ("add", "delete", "del", "show") or not kw and verb != "show" or w:
+            fail(f"route: cannot understand '{' '.join(args.words).replace(DASH_WORD, '')}' "
+                 "(use: route [show], route add DST GW [-ifp IF], route delete DST)",
+                 EXIT_USAGE)
     res = _req(args, "route", **kw)
     if args.json:
         return _dump(res)
@@ -320,12 +463,19 @@ def cmd_lab(args) -> None:
             print(f"  sudo .venv/bin/iopkt nicinfo -i {p}")
             print(f"  sudo .venv/bin/iopkt netstat -m -i {p}")
             print(f"  sudo .venv/bin/iopkt lab down --prefix {p}")
+            print("The TAPs stay when a driver is unmounted; to mount it again:")
+            for side in ("a", "b"):
+                print(f"  after 'iopkt umount -i {p} {st['if_' + side]}': "
+                      f"sudo .venv/bin/{st['mount_' + side]}")
         elif args.lab_cmd == "down":
-            removed = lab.down(lab.check_prefix(args.prefix))
+            res = lab.down(lab.check_prefix(args.prefix))
             if args.json:
-                return _dump(removed)
+                return _dump(res)
+            removed = res["removed"]
             print(f"lab '{args.prefix}' is down" + ("; removed: " + ", ".join(removed)
                                                     if removed else " (nothing was up)"))
+            for line in res["said"]:
+                print(line)
         else:
             res = lab.status()
             if args.json:
@@ -333,6 +483,9 @@ def cmd_lab(args) -> None:
             if not res:
                 print("no lab is up")
             for s in res:
+                if "error" in s:
+                    print(f"{s['prefix']}: {s['error']}")
+                    continue
                 ns = ", ".join(f"{k}{'' if v else ' (missing)'}" for k, v in s["namespaces"].items())
                 print(f"{s['prefix']}: stack pid {s['pid']} "
                       f"{'answering' if s['answering'] else 'NOT answering'}"
@@ -340,7 +493,7 @@ def cmd_lab(args) -> None:
                       f"drivers {'/'.join(s['drivers'])}; interfaces "
                       f"{'/'.join(str(i) for i in s['interfaces'])}; namespaces {ns}")
     except (lab.LabError, ControlError) as e:
-        fail(str(e))
+        fail(str(e), EXIT_USAGE if e.usage else 1)
     except Exception as e:                  # netlink and friends: still one line
         fail(f"lab {args.lab_cmd}: {type(e).__name__}: {e}")
 
@@ -362,7 +515,6 @@ def cmd_bench(args) -> None:
         except bench.BenchError as e:
             fail(str(e), EXIT_USAGE)
         return
-    need_root()
     try:
         if args.full:
             points = bench.full_points()
@@ -379,10 +531,14 @@ def cmd_bench(args) -> None:
                           reps=args.reps, seconds=args.seconds,
                           baselines=not args.no_baselines, prefix=args.prefix)
         plan.check()
-        from .benchlib import need_iperf3
-        need_iperf3()
     except Exception as e:
         fail(str(e), EXIT_USAGE)
+    need_root()
+    try:
+        from .benchlib import need_iperf3
+        need_iperf3()
+    except Exception as e:                  # not a usage error: this machine lacks it
+        fail(str(e))
     out = args.out or bench.default_outdir()
     print(f"iopkt bench: {len(plan.points)} points x {len(plan.drivers)} drivers x "
           f"{plan.reps} reps{' + baselines' if plan.baseline_points() else ''} = "
@@ -428,7 +584,7 @@ def _float(x, opt):
 
 # -- parser --------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="iopkt", description="QNX io-pkt's driver model on Linux: "
+    p = _Parser(prog="iopkt", description="QNX io-pkt's driver model on Linux: "
                                 "a Python IPv4 router with native and legacy (io-net) drivers.")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -453,12 +609,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="configure an address, e.g. tap0=198.18.0.1/24")
     r.add_argument("--route", action="append", default=[], metavar="DST=GW",
                    help="add a static route, e.g. default=198.18.0.2")
-    r.add_argument("--mclbytes", type=int, default=2048, help="mbuf cluster size (default 2048)")
-    r.add_argument("--nmbclusters", type=int, default=4096,
-                   help="clusters in the pool (default 4096)")
-    r.add_argument("--nmbjumbo", type=int, default=DEFAULT_NMBJUMBO,
-                   help="64 KB jumbo clusters for super-frames, made when a driver with "
-                   f"offload attaches (default {DEFAULT_NMBJUMBO})")
+    r.add_argument("--mclbytes", type=_int_in("--mclbytes", 256, 65536), default=2048,
+                   help="mbuf cluster size, 256..65536 (default 2048)")
+    r.add_argument("--nmbclusters", type=_int_in("--nmbclusters", 1, MAX_NMBCLUSTERS),
+                   default=4096, help=f"clusters in the pool, 1..{MAX_NMBCLUSTERS} and what "
+                   "free memory holds (default 4096)")
+    r.add_argument("--nmbjumbo", type=_int_in("--nmbjumbo", 0, MAX_NMBJUMBO),
+                   default=DEFAULT_NMBJUMBO,
+                   help=f"64 KB jumbo clusters for super-frames, 0..{MAX_NMBJUMBO}, made when "
+                   f"a driver with offload attaches (default {DEFAULT_NMBJUMBO})")
     r.add_argument("-v", "--verbose", action="store_true")
     r.set_defaults(fn=cmd_run)
 
@@ -493,15 +652,15 @@ def build_parser() -> argparse.ArgumentParser:
     lu.add_argument("--options", help="extra driver options for both sides (key=value,...)")
     lu.add_argument("--options-a", help="driver options for side A only")
     lu.add_argument("--options-b", help="driver options for side B only")
-    lu.add_argument("--speed", type=int, default=0, metavar="MBPS",
-                    help="emulate a 10/100/1000 Mbit/s link in both directions")
+    lu.add_argument("--speed", type=_speed, default=0, metavar="MBPS",
+                    help="emulate a 10, 100, 1000 or 10000 Mbit/s link in both directions")
     lu.add_argument("--offload", choices=("on", "off"),
                     help="TSO and checksum offload on native interfaces (default: on, "
                     "as the driver; the shim's interfaces never have any)")
     ld = lsub.add_parser("down", help="stop the stack and remove everything the lab made")
     ls = lsub.add_parser("status", help="what labs are up")
     for sp in (lu, ld):
-        sp.add_argument("--prefix", default="iopkt",
+        sp.add_argument("--prefix", default="iopkt", type=_lab_prefix,
                         help="names the namespaces P-a, P-b and the stack instance (default: iopkt)")
     for sp in (lu, ld, ls):
         sp.add_argument("--json", action="store_true")
@@ -523,28 +682,39 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--loads", help="offered load: 10M,100M,1G,unlimited")
         sp.add_argument("--links", help="emulated link speed: none,10,100,1000")
         sp.add_argument("--cpu", dest="cpus", help="CPU budget of the stack in cores, e.g. 0.25,1")
-        sp.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
-        sp.add_argument("--seconds", type=float, default=3.0, help="per run (default 3)")
+        sp.add_argument("--reps", type=_int_in("--reps", 1, 50), default=3,
+                        help="repetitions, 1..50 (default 3)")
+        sp.add_argument("--seconds", type=_float_in("--seconds", 1, 120), default=3.0,
+                        help="per run, 1..120 (default 3)")
         sp.add_argument("--full", action="store_true", help="the full matrix (long)")
         sp.add_argument("--no-baselines", action="store_true",
                         help="skip Linux routing and the plain relay")
         sp.add_argument("--out", help="results folder (default results/bench-DATE)")
-        sp.add_argument("--prefix", default="ibench", help="names of the labs it builds")
+        sp.add_argument("--prefix", default="ibench", type=_lab_prefix,
+                        help="names of the labs it builds")
     b.set_defaults(fn=cmd_bench, bench_cmd="run")
     return p
 
 
-# ifconfig's words that start with a dash (-tso4, -alias) are words, not
-# options: they are marked before argparse sees them, unmarked after.
+# ifconfig's and route's words that start with a dash (-tso4, -alias,
+# -ifp) are words, not options: they are marked before argparse sees them,
+# unmarked after. So is any other dash word that is not one of their options
+# (-i NAME, --json, -h), so that the command itself says what it takes.
 DASH_WORD = "\0"
 
 
 def _mark_dash_words(argv: list[str]) -> list[str]:
     from .ifnet import CAP_KEYWORDS
-    if not argv or argv[0] != "ifconfig":
+    if not argv or argv[0] not in ("ifconfig", "route"):
         return argv
-    return [argv[0]] + [DASH_WORD + a if a.startswith("-") and a[1:] in (*CAP_KEYWORDS, "alias")
-                        else a for a in argv[1:]]
+    words = (*CAP_KEYWORDS, "alias") if argv[0] == "ifconfig" else ("ifp",)
+    out = [argv[0]]
+    for prev, a in zip(argv, argv[1:]):
+        option = (a in ("-h", "--help", "--json", "-i") or a.startswith("--")
+                  or a.startswith("-i") or a[1:2].isdigit() or prev == "-i")
+        out.append(DASH_WORD + a if a.startswith("-") and len(a) > 1
+                   and (a[1:] in words or not option) else a)
+    return out
 
 
 def main(argv=None) -> None:
@@ -554,8 +724,16 @@ def main(argv=None) -> None:
         args.fn(args)
     except KeyboardInterrupt:
         sys.exit(130)
-    except BrokenPipeError:
-        pass
+    except BrokenPipeError:                 # the reader left (| head): no more output
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as e:                  # a bug: still one line, unless debugging
+        if os.environ.get("IOPKT_DEBUG") == "1":
+            raise
+        what = " ".join(filter(None, (args.cmd, getattr(args, "lab_cmd", None),
+                                      getattr(args, "bench_cmd", None))))
+        fail(f"internal error in {what}: {type(e).__name__}: {' '.join(str(e).split())} "
+             "(run with IOPKT_DEBUG=1 for the traceback)")
 
 
 if __name__ == "__main__":

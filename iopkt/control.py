@@ -25,6 +25,7 @@ fails at run time (no such interface) exits 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -295,26 +296,33 @@ class ControlServer:
     def op_ifconfig(self, ifname: str | None = None, inet: str | None = None,
                     delete: str | None = None, mtu: int | None = None,
                     up: bool | None = None, caps: list | None = None) -> list[dict]:
+        """Show interfaces, or change one. Every argument is checked first
+        (a bad one is a UsageError and changes nothing); what the state
+        then refuses (an address already there) is a ControlError."""
         st = self.stack
         if ifname is None:
             return [self._ifconfig_one(i) for i in st.ifnets.values()]
         ifp = self._ifp(ifname)
-        if caps:
-            new = parse_capwords(caps, ifp.capenable)
-            if new != ifp.capenable:
-                ifp.set_capenable(new)
-        if mtu is not None:
-            if not 68 <= int(mtu) <= 9000:
-                raise UsageError(f"mtu {mtu}: must be 68..9000")
-            ifp.mtu = int(mtu)
-        if delete is not None:
-            st.ip.del_address(ifp, parse_prefix(delete)[0])
+        if mtu is not None and not 68 <= mtu <= 9000:
+            raise UsageError(f"mtu {mtu}: must be 68..9000")
+        old = parse_prefix(delete)[0] if delete is not None else None
         if inet is not None:
-            addr, plen = parse_prefix(inet)
             if "/" not in inet:
                 raise UsageError(f"inet {inet}: give a prefix length, e.g. {inet}/24")
-            st.ip.add_address(ifp, addr, plen)
-            st.if_up(ifp)
+            addr, plen = parse_prefix(inet)
+            if not 1 <= plen <= 32:
+                raise UsageError(f"inet {inet}: prefix length /{plen} must be 1..32")
+        capenable = parse_capwords(caps, ifp.capenable) if caps else ifp.capenable
+        with _refused():
+            if capenable != ifp.capenable:
+                ifp.set_capenable(capenable)
+            if mtu is not None:
+                ifp.mtu = mtu
+            if old is not None:
+                st.ip.del_address(ifp, old)
+            if inet is not None:
+                st.ip.add_address(ifp, addr, plen)
+                st.if_up(ifp)
         if up is True:
             st.if_up(ifp)
         elif up is False:
@@ -334,14 +342,20 @@ class ControlServer:
 
     def op_route(self, add: str | None = None, delete: str | None = None,
                  gateway: str | None = None, ifname: str | None = None) -> list[dict]:
+        """Show the table, or change it: a malformed prefix or address is a
+        UsageError; a route the table refuses (exists, no such route,
+        gateway not on a connected network) a ControlError."""
         rt = self.stack.ip.routes
         if add is not None:
             dst, plen = parse_prefix(add)
+            gw = aton(gateway) if gateway else 0
             ifp = self._ifp(ifname) if ifname else None
-            rt.add(dst, plen, aton(gateway) if gateway else 0, ifp)
+            with _refused():
+                rt.add(dst, plen, gw, ifp)
         if delete is not None:
             dst, plen = parse_prefix(delete)
-            rt.delete(dst, plen)
+            with _refused():
+                rt.delete(dst, plen)
         return rt.to_list()
 
     def op_netstat(self) -> dict:
@@ -378,6 +392,16 @@ class ControlServer:
     def op_stop(self) -> dict:
         self.stack.stop()
         return {"stopping": True}
+
+
+@contextlib.contextmanager
+def _refused():
+    """Around a change the state may refuse (the arguments were checked
+    already): its ValueError is a run-time failure, not a usage error."""
+    try:
+        yield
+    except ValueError as e:
+        raise ControlError(str(e)) from None
 
 
 def _check_args(op, args: dict) -> None:

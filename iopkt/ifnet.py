@@ -215,6 +215,9 @@ class Ifnet:
         self.unit = unit
         self.dname = dname              # driver that owns it, e.g. devnp-tap
         self.description = ""           # e.g. the kernel TAP it drives
+        # The device behind it, as its driver names it (e.g. "TAP P-a0 in
+        # netns P-a"): a remount of the same device gets its config back.
+        self.if_devkey = ""
         self.lladdr = b"\x00" * 6
         self.mtu = 1500
         self.flags = IFF_BROADCAST | IFF_SIMPLEX | IFF_MULTICAST

@@ -58,6 +58,16 @@ M_CSUM_TSOv4 = 0x0100       # TCP super-frame: segment into segsz-byte payloads
 MJUMBYTES = 65536           # a jumbo cluster: the rest of a 64 KB super-frame
 DEFAULT_NMBJUMBO = 256
 MAX_NMBJUMBO = 4096         # 256 MB
+MAX_NMBCLUSTERS = 1 << 20   # 2 GB of 2 KB clusters; a second to build per 150,000
+MBUF_OVERHEAD = 1024        # Python bytes per cluster besides its data: the
+                            # Mbuf, its views and its external-storage twin
+
+
+def pool_bytes(nclusters: int, mclbytes: int = MCLBYTES, nmbjumbo: int = 0) -> int:
+    """About the memory an MbufPool of this size takes once every cluster
+    (and every jumbo, if made) exists; checked against free memory before
+    a pool is built, as allocating it is what would fail."""
+    return nclusters * (mclbytes + MBUF_OVERHEAD) + nmbjumbo * (MJUMBYTES + MBUF_OVERHEAD)
 
 # m.type
 MT_FREE = 0
@@ -145,8 +155,8 @@ class MbufPool:
             raise ValueError(f"mclbytes={mclbytes}: must be 256..65536")
         if headroom >= mclbytes // 2:
             raise ValueError(f"headroom={headroom}: must be < mclbytes/2")
-        if nclusters < 1:
-            raise ValueError(f"nmbclusters={nclusters}: must be >= 1")
+        if not 1 <= nclusters <= MAX_NMBCLUSTERS:
+            raise ValueError(f"nmbclusters={nclusters}: must be 1..{MAX_NMBCLUSTERS}")
         if not 0 <= nmbjumbo <= MAX_NMBJUMBO:
             raise ValueError(f"nmbjumbo={nmbjumbo}: must be 0..{MAX_NMBJUMBO} "
                              f"({MJUMBYTES // 1024} KB each)")

@@ -5,8 +5,10 @@ The lab, the benchmark and the tests build hosts with these few calls.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
+import pytun
 from pyroute2 import IPRoute, NetNS, netns
 
 
@@ -42,19 +44,81 @@ def ns_remove(name: str) -> bool:
     return False
 
 
-def link_exists(ifname: str) -> bool:
-    with IPRoute() as ip:
+def ns_path(name: str) -> str:
+    return os.path.join(netns.NETNS_RUN_DIR, name)
+
+
+@contextlib.contextmanager
+def inside(name: str):
+    """Run the block with the calling thread (only it: setns is per
+    thread) in namespace `name`; back where it was afterwards. Sockets and
+    TAPs opened in the block belong to `name` and stay there.
+    FileNotFoundError if there is no such namespace (never creates one)."""
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(ns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            netns.setns(fd)
+        finally:
+            os.close(fd)
+        try:
+            yield
+        finally:
+            netns.setns(back)
+    finally:
+        os.close(back)
+
+
+def tap_create(ns: str, ifname: str) -> None:
+    """Create a persistent TAP `ifname` inside `ns`: it outlives whoever
+    opens it (a driver's umount), as a NIC stays in the machine, and goes
+    with the namespace."""
+    with inside(ns):
+        tap = pytun.TunTapDevice(name=ifname, flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
+        try:
+            tap.persist(True)
+        finally:
+            tap.close()
+
+
+def link_exists(ifname: str, ns: str | None = None) -> bool:
+    if ns and not ns_exists(ns):
+        return False            # (NetNS would create it)
+    with (NetNS(ns) if ns else IPRoute()) as ip:
         return bool(ip.link_lookup(ifname=ifname))
 
 
-def link_delete(ifname: str) -> bool:
-    """Delete `ifname` in the root namespace if it is there."""
-    with IPRoute() as ip:
+def link_delete(ifname: str, ns: str | None = None) -> bool:
+    """Delete `ifname` in `ns` (None: the root namespace) if it is there
+    (a persistent TAP too)."""
+    if ns and not ns_exists(ns):
+        return False
+    with (NetNS(ns) if ns else IPRoute()) as ip:
         idx = ip.link_lookup(ifname=ifname)
         if idx:
             ip.link("del", index=idx[0])
             return True
     return False
+
+
+def ns_pids(name: str) -> list[int]:
+    """The processes whose network namespace is `name` (its inode, as
+    /proc/PID/ns/net shows it), this one excepted."""
+    try:
+        ref = os.stat(ns_path(name))
+    except FileNotFoundError:
+        return []
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            st = os.stat(f"/proc/{d}/ns/net")
+        except OSError:                 # gone, or a zombie
+            continue
+        if st.st_ino == ref.st_ino and st.st_dev == ref.st_dev:
+            out.append(int(d))
+    return out
 
 
 def link_move(ifname: str, ns: str) -> None:

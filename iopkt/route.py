@@ -111,7 +111,12 @@ class RouteTable:
 
 
 def aton(s: str) -> int:
-    return int(ipaddress.IPv4Address(s))
+    """'198.18.0.1' -> int. Raises ValueError naming the text."""
+    try:
+        return int(ipaddress.IPv4Address(s))
+    except ValueError:
+        raise ValueError(f"{s or repr(s)}: not an IPv4 address (four numbers 0..255, "
+                         "like 198.18.0.1)") from None
 
 
 def ntoa(a: int) -> str:
@@ -130,3 +135,25 @@ def parse_prefix(s: str) -> tuple[int, int]:
         return int(ipaddress.IPv4Address(s)), 32
     except ValueError as e:
         raise ValueError(f"{s!r} is not an IPv4 address or prefix") from e
+
+
+def prefix_problem(s: str) -> str | None:
+    """Why `s` is not what parse_prefix takes, naming the bad part and what
+    is allowed ('prefix length /33: must be 0..32'), or None if it is fine.
+    For messages to a user before anything is sent."""
+    try:
+        parse_prefix(s)
+        return None
+    except ValueError:
+        pass
+    addr, slash, plen = s.partition("/")
+    if slash and not (plen.isdigit() and 0 <= int(plen) <= 32) and "." not in plen:
+        return f"prefix length /{plen}: must be 0..32"
+    try:
+        aton(addr)
+    except ValueError:
+        return (f"{addr or repr(addr)} is not an IPv4 address (four numbers 0..255, "
+                "like 198.18.0.1)")
+    if slash:
+        return f"/{plen} is neither a prefix length 0..32 nor a netmask"
+    return "not an IPv4 address or prefix (like 198.18.0.0/24, or default)"

@@ -25,6 +25,7 @@ from .icmp import Icmp
 from .ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, Ifnet
 from .ipv4 import Ip
 from .mbuf import DEFAULT_NMBJUMBO, MbufPool
+from .route import RTF_CONNECTED, ntoa
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -69,6 +70,11 @@ class Stack:
         self.interrupt_attach(self._wakefd, self._wake_intr)
         self.wakeups = 0
         self.handler_errors: dict[str, int] = {}
+        # What unmounted interfaces had configured, by device (if_devkey):
+        # (addresses, mtu set since the mount or 0, static routes), given
+        # back when the device is mounted again.
+        self._unmounted: dict[str, tuple] = {}
+        self._mount_mtu: dict[str, int] = {}    # each interface's MTU from its driver
         self.running = False
         self._stopping = False
         self.started = clock()
@@ -161,17 +167,62 @@ class Stack:
         self.ifnets[ifp.name] = ifp
         self.log.info("%s: attached (%s%s)", ifp.name, ifp.dname,
                       f", {ifp.description}" if ifp.description else "")
+        self._mount_mtu[ifp.name] = ifp.mtu
+        cfg = self._unmounted.pop(ifp.if_devkey, None) if ifp.if_devkey else None
+        if cfg is not None:
+            self._restore(ifp, *cfg)
 
     def if_detach(self, ifp: Ifnet) -> None:
         """Remove `ifp`: stop it, drop its routes, addresses and neighbours,
         free everything queued on it, let the driver release its device."""
         self.if_down(ifp)
+        mount_mtu = self._mount_mtu.pop(ifp.name, ifp.mtu)
+        if ifp.if_devkey and not self._stopping:
+            self._unmounted[ifp.if_devkey] = (
+                [(ia.addr, ia.plen) for ia in ifp.in_addrs],
+                ifp.mtu if ifp.mtu != mount_mtu else 0,
+                [(rt.dst, rt.plen, rt.gateway) for rt in self.ip.routes.routes
+                 if rt.ifp is ifp and not rt.flags & RTF_CONNECTED])
         self.ip.purge_ifp(ifp)
         self.arp.flush(ifp)
         ifp.if_purge("down")
         ifp.if_detach(ifp)
         self.ifnets.pop(ifp.name, None)
         self.log.info("%s: detached", ifp.name)
+
+    def _restore(self, ifp: Ifnet, addrs: list, mtu: int, routes: list) -> None:
+        """The device behind `ifp` was unmounted before: give back its
+        addresses, the MTU ifconfig set (never above what the driver set
+        now) and static routes, as a NIC keeps its configuration across a
+        driver reload.
+        What no longer fits (an address taken meanwhile) is said and left."""
+        got = []
+        for addr, plen in addrs:
+            try:
+                self.ip.add_address(ifp, addr, plen)
+                got.append(f"{ntoa(addr)}/{plen}")
+            except ValueError as e:
+                self.log.warning("%s: not restoring %s/%d: %s", ifp.name, ntoa(addr), plen, e)
+        if mtu:
+            ifp.mtu = min(ifp.mtu, mtu)
+        nrt = 0
+        for dst, plen, gw in routes:
+            try:
+                self.ip.routes.add(dst, plen, gw, ifp)
+                nrt += 1
+            except ValueError as e:
+                self.log.warning("%s: not restoring route %s/%d: %s", ifp.name, ntoa(dst), plen, e)
+        if got or nrt:
+            self.log.info("%s: restored %s%s from before its umount", ifp.name,
+                          ", ".join(got) or "no address",
+                          f" and {nrt} route{'s' if nrt != 1 else ''}" if nrt else "")
+        if got:
+            # The new mount may have a new MAC: tell the hosts (once it is running).
+            self.timeout(0.0, lambda: self._announce(ifp))
+
+    def _announce(self, ifp: Ifnet) -> None:
+        if self.ifnets.get(ifp.name) is ifp and ifp.flags & IFF_RUNNING:
+            self.arp.announce(ifp)
 
     def if_up(self, ifp: Ifnet) -> None:
         if not ifp.flags & IFF_UP:

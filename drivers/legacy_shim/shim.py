@@ -51,8 +51,8 @@ SHIM_OPTIONS = {
     "shimrxcopy": (int, 1, "1: copy each received packet into an mbuf; "
                            "0: lend the driver's buffer to the stack (zero copy)"),
     "lenient": (int, 0, "1: accept fixable io-net contract errors as io-net did"),
-    "shimqlen": (int, 512, "hand-off queue length (packets)"),
-    "shimburst": (int, 64, "packets the stack takes from the queue per wake-up"),
+    "shimqlen": (int, 512, "hand-off queue length (packets), 1..65536"),
+    "shimburst": (int, 64, "packets the stack takes from the queue per wake-up, 1..4096"),
 }
 
 CHECKS = {
@@ -84,13 +84,15 @@ def split_options(text: str) -> tuple[dict, str]:
             try:
                 mine[key] = SHIM_OPTIONS[key][0](value)
             except ValueError:
-                raise DriverError(f"devnp-shim: option {key}={value}: expected a number") from None
+                raise DriverError(f"devnp-shim: option {key}={value}: expected a whole "
+                                  "number") from None
         else:
             rest.append(item)
-    if mine["shimrxcopy"] not in (0, 1):
-        raise DriverError(f"devnp-shim: option shimrxcopy={mine['shimrxcopy']}: must be 0 or 1")
-    if mine["shimqlen"] < 1 or mine["shimburst"] < 1:
-        raise DriverError("devnp-shim: options shimqlen and shimburst must be >= 1")
+    for key, lo, hi in (("shimrxcopy", 0, 1), ("lenient", 0, 1), ("shimqlen", 1, 65536),
+                        ("shimburst", 1, 4096)):
+        if not lo <= mine[key] <= hi:
+            raise DriverError(f"devnp-shim: option {key}={mine[key]}: must be "
+                              + ("0 or 1" if hi == 1 else f"{lo}..{hi}"))
     return mine, ",".join(rest)
 
 
@@ -588,7 +590,7 @@ def mount(stack, drv, options: str) -> Ifnet:
     """Mount legacy driver `drv` through a new shim: call its init with our
     io-net table, read its config, attach its enN interface. Errors name the
     driver."""
-    from iopkt.drvload import DriverError
+    from iopkt.drvload import DeviceError, DriverError
     opts, drv_options = split_options(options)
     shim = Shim(stack, drv, opts, drv_options)
     try:
@@ -596,6 +598,11 @@ def mount(stack, drv, options: str) -> Ifnet:
     except ValueError as e:             # its options: the message names the option
         _abandon(shim)
         raise DriverError(f"{drv.name}: {e}") from None
+    except OSError as e:                # its device, e.g. the TAP: a run-time failure
+        _abandon(shim)
+        if isinstance(e, DeviceError):  # its message names driver and device
+            raise
+        raise DeviceError(f"legacy driver {drv.name} failed in init: {e}", e.errno) from None
     except Exception as e:
         _abandon(shim)
         raise DriverError(f"legacy driver {drv.name} failed in init: {e}") from None
@@ -624,6 +631,7 @@ def _attach(stack, drv, shim: Shim) -> Ifnet:
     ifp.mtu = cfg.mtu
     ifp.baudrate = cfg.media_rate * 1000
     ifp.description = f"{drv.name} {cfg.device_name}".strip()
+    ifp.if_devkey = cfg.device_name or ""   # the device, whichever driver drives it
     ifp.softc = shim
     ifp.if_init = shim.init
     ifp.if_start = shim.start

@@ -8,7 +8,8 @@ into an npkt from the driver's own preallocated free list and sends it up.
 
 Options (QNX style, key=value,...): name, mac, mtu, npkts (free list
 size), burst (frames per wake-up), batch (1: hand a burst up with one
-tx_up_start; 0: one tx_up per frame).
+tx_up_start; 0: one tx_up per frame), netns (the namespace the TAP is in:
+it is opened there, by this thread only).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import select
 import threading
 from collections import deque
@@ -34,14 +36,15 @@ from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, DCMD_IO_NET_GET_CONFIG,
 NAME = "devn-tap"
 BUFSIZE = 2048
 OPTIONS = {"name": "", "mac": "", "mtu": 1500, "npkts": 256, "burst": 32, "batch": 1,
-           "speed": 0}
+           "speed": 0, "netns": ""}
 LINK_LOST = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
 TUNSETOFFLOAD = 0x400454D0          # linux/if_tun.h
 OPTION_HELP = {"name": "kernel TAP name", "mac": "our MAC (default: random 02:..)",
-               "mtu": "MTU", "npkts": "receive npkts on the free list",
-               "burst": "frames per wake-up of the receive thread",
+               "mtu": "MTU, 68..2034", "npkts": "receive npkts on the free list, 2..65536",
+               "burst": "frames per wake-up of the receive thread, 1..4096",
                "batch": "1: tx_up_start per burst, 0: tx_up per frame",
-               "speed": "media rate to emulate, Mbit/s (0: none)"}
+               "speed": "media rate to emulate, Mbit/s (10, 100, 1000, 10000; 0: none)",
+               "netns": "network namespace the TAP is in (or is made in)"}
 log = logging.getLogger("iopkt")     # io-net drivers wrote to slogf
 
 
@@ -53,14 +56,23 @@ class DevnTap:
         self.dll_hdl = dll_hdl
         self.opts = opts
         mac = opts["mac"]
+        if mac and not re.fullmatch(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}", mac):
+            raise ValueError(f"option mac={mac}: expected six hex bytes like "
+                             "02:00:00:00:00:01")
         self.mac = bytes(int(x, 16) for x in mac.split(":")) if mac else \
             bytes([0x02]) + os.urandom(5)
-        if len(self.mac) != 6:
-            raise ValueError(f"option mac={mac}: expected xx:xx:xx:xx:xx:xx")
+        if self.mac[0] & 1 or not any(self.mac):
+            raise ValueError(f"option mac={mac}: a unicast address (first byte even, "
+                             "not all zero), like 02:00:00:00:00:01")
+        name = opts["name"]
+        if len(name) > 15 or name in (".", "..") or any(c in "/:" or c.isspace() for c in name):
+            raise ValueError(f"option name={name}: an interface name is 1-15 characters, "
+                             "not '.' or '..', without '/', ':' or spaces")
         if not 68 <= opts["mtu"] <= BUFSIZE - 14:
             raise ValueError(f"option mtu={opts['mtu']}: must be 68..{BUFSIZE - 14}")
-        if opts["npkts"] < 2 or opts["burst"] < 1:
-            raise ValueError("options npkts >= 2 and burst >= 1")
+        for key, lo, hi in (("npkts", 2, 65536), ("burst", 1, 4096), ("batch", 0, 1)):
+            if not lo <= opts[key] <= hi:
+                raise ValueError(f"option {key}={opts[key]}: must be {lo}..{hi}")
         if opts["speed"] not in (0, 10, 100, 1000, 10000):
             raise ValueError(f"option speed={opts['speed']}: one of 10, 100, 1000, 10000 "
                              "(Mbit/s) or 0 for no limit")
@@ -68,9 +80,7 @@ class DevnTap:
         # pacer is the one piece borrowed from iopkt; it knows nothing of
         # the stack either.
         self.pacer = Pacer(opts["speed"]) if opts["speed"] else None
-        self.tap = pytun.TunTapDevice(name=opts["name"],
-                                      flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
-        self.tap.mtu = opts["mtu"]
+        self.tap = open_tap(opts["name"], opts["netns"], opts["mtu"])
         self.fd = self.tap.fileno()
         # io-net knew no offload: whole frames, whole checksums, even from
         # a persistent TAP whose last user left an offload mask set.
@@ -241,7 +251,9 @@ class DevnTap:
                                 "rx_thread_alive": bool(self.thread and self.thread.is_alive())}
             return EOK, self.stats
         if dcmd == DCMD_IO_NET_GET_CONFIG:
-            return EOK, NicConfig(device_name=f"TAP {self.tap.name}", driver_name=NAME,
+            ns = self.opts["netns"]
+            return EOK, NicConfig(device_name=f"TAP {self.tap.name}"
+                                  + (f" in netns {ns}" if ns else ""), driver_name=NAME,
                                   permanent_address=self.mac, current_address=self.mac,
                                   mtu=self.opts["mtu"], media_rate=self.opts["speed"] * 1000,
                                   flags=NIC_FLAG_LINK_DOWN if self.link_down else 0)
@@ -268,6 +280,46 @@ class DevnTap:
             pass
         os.close(self.stopfd)
         return EOK
+
+
+def open_tap(name: str, ns: str, mtu: int):
+    """Open TAP `name` (new, or an existing persistent one), inside network
+    namespace `ns` if given: the kernel finds or makes the TAP in the
+    namespace the tun fd is opened in. setns moves only the calling thread,
+    and it comes straight back. ValueError if there is no `ns`."""
+    if not ns:
+        return _open(name, mtu)
+    from pyroute2 import netns as pr_netns     # setns(2); only when a namespace is asked for
+    path = os.path.join(pr_netns.NETNS_RUN_DIR, ns)
+    if "/" in ns or ns in (".", "..") or not os.path.exists(path):
+        raise ValueError(f"option netns={ns}: no network namespace '{ns}' (see 'ip netns list')")
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            pr_netns.setns(fd)          # an fd: never creates a namespace
+        finally:
+            os.close(fd)
+        try:
+            return _open(name, mtu)     # the MTU goes through a socket: here too
+        finally:
+            pr_netns.setns(back)
+    finally:
+        os.close(back)
+
+
+def _open(name: str, mtu: int):
+    try:
+        tap = pytun.TunTapDevice(name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
+    except OSError as e:                # name the TAP and what is in the way
+        from iopkt.drvload import tap_open_error
+        raise tap_open_error(NAME, name, e) from None
+    try:
+        tap.mtu = mtu
+    except BaseException:
+        tap.close()
+        raise
+    return tap
 
 
 _instances: dict = {}

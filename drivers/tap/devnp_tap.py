@@ -35,11 +35,12 @@ import errno
 import io
 import logging
 import os
+import re
 
 import pytun
 
 from iopkt import vnet
-from iopkt.drvload import Driver, DriverError, Option
+from iopkt.drvload import Driver, DriverError, Option, check_ifname, tap_open_error
 from iopkt.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
 from iopkt.ifnet import (IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_CSUM_UDPv4_Rx,
                          IFCAP_CSUM_UDPv4_Tx, IFCAP_TSOv4, IFF_OACTIVE, IFF_RUNNING,
@@ -56,6 +57,7 @@ TUN_WANT = vnet.TUN_F_CSUM | vnet.TUN_F_TSO4
 CSUM_CAPS = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
 
 log = logging.getLogger("iopkt")
+MAC_RE = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}")
 
 
 def random_mac() -> bytes:
@@ -523,6 +525,42 @@ def _iov(m) -> list:
     return out
 
 
+def open_tap(name: str, flags: int, ns: str, mtu: int):
+    """Open TAP `name` (a new one, or an existing persistent one), in
+    namespace `ns` if given: the kernel looks the name up, or creates the
+    TAP, in the namespace the tun fd is opened in. Only this thread visits
+    `ns`; the stack stays where it is. DriverError if there is no `ns`."""
+    if not ns:
+        tap = _tun_open(name, flags)
+        _set_mtu(tap, mtu)
+        return tap
+    from iopkt import netns             # pyroute2: only when a namespace is asked for
+    if "/" in ns or ns in (".", "..") or not os.path.exists(netns.ns_path(ns)):
+        raise DriverError(f"devnp-tap: option netns={ns}: no network namespace '{ns}' "
+                          "(see 'ip netns list')")
+    with netns.inside(ns):
+        tap = _tun_open(name, flags)
+        _set_mtu(tap, mtu)              # through a socket: in the TAP's namespace too
+    return tap
+
+
+def _tun_open(name: str, flags: int):
+    """pytun.TunTapDevice; its error names the TAP and what is in the way
+    (DeviceError: a run-time failure, not a usage error)."""
+    try:
+        return pytun.TunTapDevice(name=name, flags=flags)
+    except OSError as e:
+        raise tap_open_error("devnp-tap", name, e) from None
+
+
+def _set_mtu(tap, mtu: int) -> None:
+    try:
+        tap.mtu = mtu
+    except BaseException:
+        tap.close()
+        raise
+
+
 def attach(stack, opts: dict) -> Ifnet:
     """Open the TAP and attach a tapN interface to `stack`."""
     mtu = opts["mtu"]
@@ -533,28 +571,35 @@ def attach(stack, opts: dict) -> Ifnet:
                           "1000, 10000 (Mbit/s) or 0 for no limit")
     if opts["burst"] < 1:
         raise DriverError(f"devnp-tap: option burst={opts['burst']}: must be >= 1")
+    for key, hi in (("burst", 4096), ("txqlen", 65536)):
+        if not 1 <= opts[key] <= hi:
+            raise DriverError(f"devnp-tap: option {key}={opts[key]}: must be 1..{hi}")
     mac = random_mac()
     if opts["mac"]:
         try:
             mac = mac_aton(opts["mac"])
         except ValueError:
-            raise DriverError(f"devnp-tap: option mac={opts['mac']}: "
-                              "expected xx:xx:xx:xx:xx:xx") from None
+            mac = None
+        if mac is None or not MAC_RE.fullmatch(opts["mac"]) or mac[0] & 1 or not any(mac):
+            raise DriverError(f"devnp-tap: option mac={opts['mac']}: expected "
+                              "xx:xx:xx:xx:xx:xx, six hex bytes like 02:00:00:00:00:01 "
+                              "(unicast: first byte even; not all zero)")
     if len(opts["name"]) > 15:
         raise DriverError(f"devnp-tap: option name={opts['name']}: at most 15 characters")
+    check_ifname("devnp-tap", "name", opts["name"])
     offload = opts["offload"]
     room = stack.pool.mclbytes - stack.pool.headroom
     if room < mtu + ETHER_HDR_LEN and not stack.pool.nmbjumbo:
         raise DriverError(f"devnp-tap: option mtu={mtu}: frames longer than a cluster "
                           f"({room} bytes of data) need jumbo clusters: give --nmbjumbo > 0")
     sc = None
-    tap = pytun.TunTapDevice(name=opts["name"] or "", flags=pytun.IFF_TAP | pytun.IFF_NO_PI
-                             | (pytun.IFF_VNET_HDR if offload else 0))
+    tap = open_tap(opts["name"], pytun.IFF_TAP | pytun.IFF_NO_PI
+                   | (pytun.IFF_VNET_HDR if offload else 0), opts["netns"], mtu)
     try:
-        tap.mtu = mtu
         os.set_blocking(tap.fileno(), False)
         ifp = Ifnet("tap", stack.next_unit("tap"), "devnp-tap")
-        ifp.description = f"TAP {tap.name}"
+        ifp.description = f"TAP {tap.name}" + (f" in netns {opts['netns']}" if opts["netns"] else "")
+        ifp.if_devkey = ifp.description         # the device, whichever driver drives it
         ifp.mtu = mtu
         ifp.if_snd.maxlen = opts["txqlen"]
         ether_ifattach(ifp, mac)
@@ -595,11 +640,13 @@ DRIVER = Driver(
                 "TSO and checksum offload through the TAP's virtio-net header",
     options={
         "name": Option(str, "", "kernel TAP name (default: the kernel picks tapN)"),
+        "netns": Option(str, "", "network namespace the TAP is in (or is made in); "
+                        "the stack stays in its own"),
         "mac": Option(str, "", "our MAC address (default: random 02:xx:..)"),
-        "mtu": Option(int, 1500, "MTU of both sides"),
-        "burst": Option(int, 64, "frames read per interrupt at most"),
-        "txqlen": Option(int, 256, "send queue (if_snd) length"),
-        "speed": Option(int, 0, "media rate to emulate, Mbit/s (10, 100, 1000; 0: none)"),
+        "mtu": Option(int, 1500, "MTU of both sides, 68..9000"),
+        "burst": Option(int, 64, "frames read per interrupt at most, 1..4096"),
+        "txqlen": Option(int, 256, "send queue (if_snd) length, 1..65536"),
+        "speed": Option(int, 0, "media rate to emulate, Mbit/s (10, 100, 1000, 10000; 0: none)"),
         "offload": Option(bool, True, "1: virtio-net header, TSO and checksum offload "
                           "as the kernel allows; 0: plain frames, no capabilities"),
         "tso4": Option(bool, True, "TCP segmentation offload on at mount (ifconfig tso4)"),

@@ -4,6 +4,7 @@ Every lab gets a unique prefix, so suites can run side by side, and is torn
 down in a finalizer, so a failing test leaves nothing behind.
 """
 
+import contextlib
 import itertools
 import os
 import socket
@@ -143,13 +144,18 @@ def shared_lab(request):
     spec = lab.LabSpec(prefix=unique_prefix("s"), driver_a=a, driver_b=b,
                        opts_a=opts if a.startswith("devn-") else "",
                        opts_b=opts if b.startswith("devn-") else "", offload=offload)
+    with running_lab(spec) as lb:
+        yield lb
+
+
+@contextlib.contextmanager
+def running_lab(spec):
+    """A Lab for the block, removed afterwards, also if building it fails
+    half way."""
     try:
-        lb = Lab(spec)
-    except Exception:
+        yield Lab(spec)
+    finally:
         lab.down(spec.prefix, quiet=True)
-        raise
-    yield lb
-    lab.down(spec.prefix, quiet=True)
 
 
 def have(cmd):

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from iopkt import control, netns
+from conftest import running_lab, unique_prefix
+from iopkt import control, lab, netns
 
 PING_S = 3.0
 
@@ -54,16 +55,8 @@ def timed_request(prefix):
 
 @pytest.fixture(scope="module")
 def lab_(request):
-    from conftest import Lab, unique_prefix
-    from iopkt import lab
-    spec = lab.LabSpec(prefix=unique_prefix("cp"))
-    try:
-        lb = Lab(spec)
-    except Exception:
-        lab.down(spec.prefix, quiet=True)
-        raise
-    yield lb
-    lab.down(spec.prefix, quiet=True)
+    with running_lab(lab.LabSpec(prefix=unique_prefix("cp"))) as lb:
+        yield lb
 
 
 def test_slowloris_and_200_idle_connections_do_not_stall_forwarding(lab_):
@@ -176,5 +169,4 @@ def test_a_full_backlog_is_one_line_and_lab_down_still_works(make_lab):
         except ProcessLookupError:
             pass
     assert not netns.ns_exists(lb.ns_a) and not netns.ns_exists(lb.ns_b)
-    from iopkt import lab
     assert not lab._pid_alive(lb.pid)

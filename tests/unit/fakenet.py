@@ -29,12 +29,15 @@ class FakeClock:
         self.now += dt
 
 
-def fake_if(stack, unit: int, mac: str, addr: str | None = None, plen: int = 24):
+def fake_if(stack, unit: int, mac: str, addr: str | None = None, plen: int = 24,
+            devkey: str = ""):
     """An attached, up and running Ethernet interface fk<unit> whose
     transmitted frames land in `ifp.sent` (bytes), with their offload
     fields (csum_flags, csum_data, segsz) in `ifp.sent_meta`. It can do
-    every IPv4 offload (`ifp.set_capenable` turns them on); none is on."""
+    every IPv4 offload (`ifp.set_capenable` turns them on); none is on.
+    `devkey` names the device behind it (a remount gets its config back)."""
     ifp = Ifnet("fk", unit, "fake")
+    ifp.if_devkey = devkey
     ether_ifattach(ifp, mac_aton(mac))
     stack.if_attach(ifp)
     stack.if_up(ifp)
