@@ -29,6 +29,7 @@ setup: root $(STAMP)
 	@missing=""; \
 	command -v iperf3 >/dev/null || missing="$$missing iperf3"; \
 	command -v ping   >/dev/null || missing="$$missing iputils-ping"; \
+	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 
+from .bpf import BPF_D_OUT
 from .ether import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IP, ether_header,
                     ether_output_frame, mac_ntoa)
 from .ifnet import IFF_NOARP
@@ -181,6 +182,8 @@ class Arp:
             ifp.output_discard(None, "txerror")
             return False
         ifp.omcasts += 1
+        if ifp.if_bpf is not None:
+            ifp.if_bpf.mtap([m], BPF_D_OUT)
         ifp.if_transmit(ifp, [m])
         return True
 

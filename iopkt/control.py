@@ -21,6 +21,21 @@ hand-off for every request; the epoll loop needs neither.
 A bad request (unknown op or argument, a value of the wrong type or out of
 range) is answered with "usage": true, and the CLI exits 2; a request that
 fails at run time (no such interface) exits 1.
+
+One request turns its connection into a stream: `capture` (bpf.py, `iopkt
+capture`). Its answer is the stream's header line, then come capture
+records (bpf.REC: timestamp, direction, length, then the frame) as the
+socket takes them, and last a trailer record (direction 0, JSON: why it
+ended, frames captured and dropped). The frames wait in the capture's own
+buffer, bounded (bpf.BPF_BUFSIZE): when the client reads too slowly the
+taps drop further frames and count them, so a stream never makes the
+stack wait and never grows. A stream has no deadline while it captures
+(the request and answer deadlines would cut a quiet capture); it ends when
+the client closes (or shuts down its sending side), when COUNT frames were
+captured, or when the interface is detached; then the client has
+ANSWER_TIMEOUT, renewed as long as it keeps reading, to take what is left.
+At most MAX_CAPTURES streams are open (more are refused); they are never
+evicted for new connections.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ import threading
 import time
 import typing
 
+from .bpf import BPF_BUFSIZE, DIRECTIONS, REC, BpfDesc, bpf_attach, bpf_detach
 from .ifnet import caps_str, flags_str, parse_capwords
 from .route import aton, ntoa, parse_prefix
 from .rundir import RunDirError, ensure_run_dir
@@ -47,7 +63,12 @@ BACKLOG = 128             # connections waiting for accept; beyond, the CLI says
 RECV_CHUNK = 16384
 REQUEST_TIMEOUT = 1.0       # s from connect to a whole request
 ANSWER_TIMEOUT = 2.0        # s for the client to take its answer
+MAX_CAPTURES = 8            # capture streams open at once; one more is refused
+MAX_COUNT = 2**31 - 1       # capture: frames at most
+STREAM_OPS = ("capture",)   # requests that turn their connection into a stream
+EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
+EPOLLHUP = select.EPOLLHUP | select.EPOLLERR
 
 
 class ControlError(Exception):
@@ -76,9 +97,12 @@ def check_instance_name(name: str) -> str:
 
 class Conn:
     """One client connection: what it sent so far, what is left of our
-    answer, and the callout that cuts it off at its deadline."""
+    answer, and the callout that cuts it off at its deadline. A stream's
+    connection also has its capture (`stream`, whose buffer is what waits
+    for the client), whether the client shut down its side (`rdeof`), and
+    the bytes the client took since its drain deadline was last renewed."""
 
-    __slots__ = ("sock", "fd", "buf", "out", "deadline")
+    __slots__ = ("sock", "fd", "buf", "out", "deadline", "stream", "rdeof", "taken")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock
@@ -86,6 +110,9 @@ class Conn:
         self.buf = bytearray()
         self.out: memoryview | None = None
         self.deadline = None
+        self.stream: BpfDesc | None = None
+        self.rdeof = False
+        self.taken = 0
 
 
 class ControlServer:
@@ -129,16 +156,25 @@ class ControlServer:
         self.accepted = 0
         self.conns_hiwat = 0
         self.cut = {"idle": 0, "oversized": 0, "evicted": 0, "unread": 0, "reset": 0}
+        self.streams: dict[int, Conn] = {}      # fd -> connection streaming a capture
+        # Frames of the captures that ended, and captures refused (too many).
+        self.capture_totals = {"captured": 0, "dropped": 0, "refused": 0}
         stack.interrupt_attach(self.sock.fileno(), self._accept)
         self.ops = {
             "ping": self.op_ping, "ifconfig": self.op_ifconfig,
             "nicinfo": self.op_nicinfo, "route": self.op_route,
             "netstat": self.op_netstat, "arp": self.op_arp, "stop": self.op_stop,
             "detach": self.op_detach, "mount": self.op_mount,
+            "capture": self.op_capture,
         }
 
     def close(self) -> None:
         for c in list(self.conns.values()):
+            if c.stream is not None and c.stream.buf:
+                try:                        # its trailer, if the socket takes it now
+                    c.sock.send(c.stream.buf)
+                except OSError:
+                    pass
             self._close(c)
         self.stack.interrupt_detach(self.sock.fileno())
         self.sock.close()
@@ -164,8 +200,10 @@ class ControlServer:
                 return
             sock.setblocking(False)
             self.accepted += 1
-            if len(self.conns) >= MAX_CONNS:
-                self._cut(self.conns[next(iter(self.conns))], "evicted")
+            if len(self.conns) >= MAX_CONNS:    # the oldest, but never a stream
+                old = next((x for x in self.conns.values() if x.stream is None), None)
+                if old is not None:
+                    self._cut(old, "evicted")
             c = Conn(sock)
             self.conns[c.fd] = c
             self.conns_hiwat = max(self.conns_hiwat, len(self.conns))
@@ -174,7 +212,9 @@ class ControlServer:
             self._readable(c)
 
     def _event(self, c: Conn, events: int) -> None:
-        if c.out is not None:
+        if c.stream is not None:
+            self._stream_event(c, events)
+        elif c.out is not None:
             self._writable(c)
         else:
             self._readable(c)
@@ -191,16 +231,24 @@ class ControlServer:
                 return self._cut(c, "reset")
             if not chunk:
                 if c.buf:
-                    return self._answer(c, self.handle(bytes(c.buf)))
+                    c.rdeof = True
+                    return self._run(c)
                 return self._close(c)       # connected and left: nothing to say
             c.buf += chunk
             if b"\n" in chunk:
-                return self._answer(c, self.handle(bytes(c.buf)))
+                return self._run(c)
             if len(c.buf) > MAX_REQUEST:
                 self.cut["oversized"] += 1
                 self.errors += 1
                 return self._answer(c, {"ok": False, "usage": True, "error":
                                         f"request larger than {MAX_REQUEST} bytes"})
+
+    def _run(self, c: Conn) -> None:
+        """The request is whole: run it; answer it, or start its stream."""
+        answer = self.handle(bytes(c.buf), c)
+        if c.stream is None:
+            return self._answer(c, answer)
+        self._stream_start(c, answer)
 
     def _answer(self, c: Conn, answer: dict) -> None:
         """Send `answer`; what the socket does not take now goes when it
@@ -237,11 +285,107 @@ class ControlServer:
         c.deadline.cancel()
         self.stack.interrupt_detach(c.fd)
         c.sock.close()
+        if c.stream is not None:            # a capture: no more frames for it
+            d = c.stream
+            bpf_detach(d)
+            d.ready = d.done = _nop
+            self.streams.pop(c.fd, None)
+            self.capture_totals["captured"] += d.captured
+            self.capture_totals["dropped"] += d.dropped
 
-    def handle(self, data: bytes) -> dict:
+    # -- capture streams (stack thread; nothing here may block either) -------
+    def _stream_start(self, c: Conn, answer: dict) -> None:
+        """The capture is attached: its answer is the stream's header line,
+        sent before any frame. No deadline from now on until it ends."""
+        c.deadline.cancel()
+        c.buf = bytearray()
+        c.stream.buf[0:0] = json.dumps(answer).encode() + b"\n"
+        self.stack.interrupt_modify(c.fd, self._interest(c))
+
+    def _interest(self, c: Conn) -> int:
+        """What to wait for on a stream: writable while records wait, and
+        readable (the client's close) until it shut down its side."""
+        return (EPOLLOUT if c.stream.buf else 0) | (0 if c.rdeof else EPOLLIN)
+
+    def _stream_ready(self, c: Conn) -> None:
+        """The capture's buffer is no longer empty (called from the taps)."""
+        if self.conns.get(c.fd) is c:
+            self.stack.interrupt_modify(c.fd, self._interest(c))
+
+    def _stream_event(self, c: Conn, events: int) -> None:
+        if events & EPOLLHUP:               # both sides shut: nobody will read
+            return self._close(c)
+        if events & EPOLLIN and not c.rdeof:
+            self._stream_read(c)
+        if events & EPOLLOUT and self.conns.get(c.fd) is c:
+            self._stream_send(c)
+
+    def _stream_read(self, c: Conn) -> None:
+        """A streaming client says nothing more; what it sends is ignored
+        (a bounded amount per event). Its end of the stream ends the
+        capture: what is captured and the trailer still go out."""
+        for _ in range(4):
+            try:
+                chunk = c.sock.recv(RECV_CHUNK)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return self._cut(c, "reset")
+            if not chunk:
+                c.rdeof = True
+                self._stream_end(c, "client")
+                if self.conns.get(c.fd) is c:
+                    self.stack.interrupt_modify(c.fd, self._interest(c))
+                return
+
+    def _stream_send(self, c: Conn) -> None:
+        """Send what the socket takes now; once everything of an ended
+        capture is out, close."""
+        d = c.stream
+        if d.buf:
+            try:
+                n = c.sock.send(d.buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:                 # the client left
+                return self._close(c)
+            del d.buf[:n]
+            c.taken += n
+        if not d.buf:
+            if d.ended:
+                return self._close(c)
+            self.stack.interrupt_modify(c.fd, self._interest(c))
+
+    def _stream_end(self, c: Conn, why: str) -> None:
+        """The capture ends (COUNT reached, interface detached, client's
+        end): queue the trailer; the client then has ANSWER_TIMEOUT,
+        renewed while it takes bytes, to read the rest."""
+        d = c.stream
+        if d.ended or self.conns.get(c.fd) is not c:
+            return
+        if why == "detached" and self.stack.stopping:
+            why = "stopping"
+        d.finish(why)
+        self._drain_deadline(c)
+
+    def _drain_deadline(self, c: Conn) -> None:
+        c.taken = 0
+        c.deadline = self.stack.timeout(ANSWER_TIMEOUT, lambda: self._drain_check(c))
+
+    def _drain_check(self, c: Conn) -> None:
+        if self.conns.get(c.fd) is not c:
+            return
+        if c.taken:
+            self._drain_deadline(c)
+        else:
+            self._cut(c, "unread")
+
+    def handle(self, data: bytes, conn: Conn | None = None) -> dict:
         """Run one request; always an answer, never an exception. A bad
         request is the client's error (usage=True: the CLI exits 2); a
-        bug behind a request is logged in one line and counted."""
+        bug behind a request is logged in one line and counted. A stream
+        request (STREAM_OPS) is given `conn`, the connection it turns into
+        its stream; without one it is refused."""
         self.requests += 1
         try:
             req = json.loads(data)
@@ -253,6 +397,8 @@ class ControlServer:
                                  f"(requests: {', '.join(self.ops)})")
             args = req.get("args", {})
             _check_args(op, args)
+            if req["op"] in STREAM_OPS:
+                return {"ok": True, "result": op(conn, **args)}
             return {"ok": True, "result": op(**args)}
         except (UsageError, ValueError, TypeError, UnicodeDecodeError) as e:
             self.errors += 1
@@ -337,6 +483,7 @@ class ControlServer:
             d["counters"] = ifp.counters()
             d["if_snd"] = ifp.if_snd.stats()
             d["driver_info"] = ifp.if_extra_info(ifp)
+            d["clock"] = self.stack.clock()     # when the counters were read: live rates
             out.append(d)
         return out
 
@@ -366,7 +513,48 @@ class ControlServer:
                 "arp": st.arp.stats,
                 "stack": {"loops": st.loops, "wakeups": st.wakeups,
                           "handler_errors": st.handler_errors},
-                "control": self.stats()}
+                "control": self.stats(), **self.capture_stats()}
+
+    def capture_stats(self) -> dict:
+        """netstat's view of packet capture: "bpf" (streams open; frames
+        captured and dropped for slow readers, ended captures included;
+        captures refused) and "captures", one entry per open stream."""
+        live = [c.stream for c in self.streams.values()]
+        t = self.capture_totals
+        return {"bpf": {"open": len(live),
+                        "captured": t["captured"] + sum(d.captured for d in live),
+                        "dropped": t["dropped"] + sum(d.dropped for d in live),
+                        "refused": t["refused"]},
+                "captures": [{"ifname": d.ifp.name, **d.stats()} for d in live]}
+
+    def op_capture(self, conn, ifname: str, direction: str = "both", count: int = 0) -> dict:
+        """Capture frames on `ifname` (any interface, enN too): this
+        connection becomes the capture's stream, and what this returns is
+        its header line. `direction` is in, out or both; `count` ends it
+        after that many frames (0: when the client closes or the interface
+        goes). `conn` comes from handle(), never from the client (it has
+        no type hint, so _check_args refuses it as an argument)."""
+        if direction not in DIRECTIONS:
+            raise UsageError(f"capture: direction {direction!r}: one of in, out, both")
+        if not 0 <= count <= MAX_COUNT:
+            raise UsageError(f"capture: count {count}: must be 0..{MAX_COUNT} (0: no limit)")
+        ifp = self._ifp(ifname)
+        if conn is None:
+            raise UsageError("capture: a stream needs a connection of its own")
+        if len(self.streams) >= MAX_CAPTURES:
+            self.capture_totals["refused"] += 1
+            raise ControlError(f"capture: {MAX_CAPTURES} captures are open already, "
+                               "the most at once; end one first")
+        d = BpfDesc(DIRECTIONS[direction], count, BPF_BUFSIZE,
+                    ready=lambda: self._stream_ready(conn),
+                    done=lambda why: self._stream_end(conn, why))
+        bpf_attach(ifp, d)
+        conn.stream = d
+        self.streams[conn.fd] = conn
+        return {"capture": ifp.name, "driver": ifp.dname, "linktype": 1,
+                "direction": direction, "count": count, "record": REC.format,
+                "bufsize": BPF_BUFSIZE, "mtu": ifp.mtu,
+                "enabled": caps_str(ifp.capenable)}
 
     def op_arp(self) -> list[dict]:
         return self.stack.arp.table()
@@ -392,6 +580,10 @@ class ControlServer:
     def op_stop(self) -> dict:
         self.stack.stop()
         return {"stopping": True}
+
+
+def _nop(*_a) -> None:
+    return None
 
 
 @contextlib.contextmanager
@@ -468,6 +660,58 @@ def request(instance: str, op: str, timeout: float = 5.0, **args):
     return ans["result"]
 
 
+def open_stream(instance: str, op: str, timeout: float = 5.0, **args):
+    """Send a stream request (STREAM_OPS) to the stack `instance` and read
+    its header line. Returns (socket, the header's result, bytes already
+    read after it); the socket is blocking with no timeout, the caller's
+    to read and close. Raises ControlError (UsageError for a bad request)
+    with a message for the user, as request() does."""
+    path = sock_path(instance)
+    if not os.path.exists(path):
+        raise ControlError(f"no stack named '{instance}' is running "
+                           f"(no {path}); {_running_hint()}")
+    deadline = time.monotonic() + timeout
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    data = b""
+    try:
+        _connect(s, path, instance, deadline)
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        s.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
+        while b"\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except BaseException as e:
+        s.close()
+        if isinstance(e, PermissionError):
+            raise ControlError(f"{path}: permission denied (the control socket is "
+                               "root's)") from None
+        if isinstance(e, (ConnectionRefusedError, FileNotFoundError)):
+            raise ControlError(f"the stack '{instance}' is not answering "
+                               f"({path} is stale)") from None
+        if isinstance(e, socket.timeout):
+            raise ControlError(f"the stack '{instance}' did not answer within "
+                               f"{timeout:g}s") from None
+        if isinstance(e, OSError):
+            raise ControlError(f"the stack '{instance}': {path}: {e.strerror or e}") from None
+        raise
+    line, _, rest = data.partition(b"\n")
+    try:
+        ans = json.loads(line) if line else None
+    except ValueError:
+        ans = {"ok": False, "error": f"the stack '{instance}' answered something that "
+               "is not JSON"}
+    if ans is None or not ans.get("ok"):
+        s.close()
+        if ans is None:
+            raise ControlError(f"the stack '{instance}' closed the connection without answering")
+        cls = UsageError if ans.get("usage") else ControlError
+        raise cls(ans.get("error", "request failed"))
+    s.settimeout(None)
+    return s, ans["result"], rest
+
+
 def _connect(s: socket.socket, path: str, instance: str, deadline: float) -> None:
     """connect(2) to the stack's socket. A full backlog (EAGAIN on a UNIX
     socket) is retried until the deadline, then said in one line."""
@@ -490,7 +734,7 @@ def _running_hint() -> str:
     except OSError:
         names = []
     if names:
-        return f"running: {', '.join(names)} (choose with -i NAME)"
+        return f"running: {', '.join(names)} (choose with --instance NAME or SOCK=NAME)"
     return "start one with 'iopkt run' or 'iopkt lab up'"
 
 

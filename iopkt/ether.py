@@ -8,6 +8,7 @@ prebuilt in the ARP entry, and queues the frame on the interface.
 
 from __future__ import annotations
 
+from .bpf import BPF_D_IN, BPF_D_OUT
 from .ifnet import IFF_PROMISC, IFF_RUNNING, IFF_UP
 from .mbuf import M_BCAST, M_MCAST
 
@@ -47,7 +48,10 @@ def ether_input(ifp, pkts: list) -> None:
     """if_input for Ethernet. Consumes every mbuf in `pkts`, a burst of
     received frames with m.rcvif set (FreeBSD's ether_input takes a chain
     through m_nextpkt the same way). IPv4 goes up as one burst; ARP one by
-    one; anything else is counted and dropped."""
+    one; anything else is counted and dropped. Captures see the burst
+    first, as the driver handed it up (bpf.py: one test per burst)."""
+    if ifp.if_bpf is not None:
+        ifp.if_bpf.mtap(pkts, BPF_D_IN)
     if not ifp.flags & IFF_UP:
         for m in pkts:
             ifp.ipackets += 1
@@ -126,6 +130,8 @@ def ether_output(ifp, pkts: list, nexthop: int) -> None:
         m.buf[off:off + ETHER_HDR_LEN] = hdr
     if None in pkts:
         pkts = [m for m in pkts if m is not None]
+    if ifp.if_bpf is not None:
+        ifp.if_bpf.mtap(pkts, BPF_D_OUT)
     ifp.if_transmit(ifp, pkts)
 
 
@@ -146,4 +152,6 @@ def ether_output_frame(ifp, m, hdr: bytes) -> None:
     m.flags &= ~(M_BCAST | M_MCAST)
     if hdr[0] & 1:
         ifp.omcasts += 1
+    if ifp.if_bpf is not None:
+        ifp.if_bpf.mtap([m], BPF_D_OUT)
     ifp.if_transmit(ifp, [m])

@@ -231,6 +231,9 @@ class Ifnet:
         self.if_snd = IfQueue()
         self.in_addrs: list[InIfaddr] = []
         self.llinfo: dict = {}          # ARP entries for this link (arp.py)
+        # Packet capture (bpf.py): None while nobody captures here, so the
+        # taps cost one test per burst; a BpfIf while captures are open.
+        self.if_bpf = None
         # Hooks (driver side)
         self.if_transmit: Callable = if_transmit
         self.if_init: Callable = _nop
@@ -254,6 +257,8 @@ class Ifnet:
         # Offload work the stack did in software because this interface
         # could not: TSO super-frames cut into segments, checksums completed.
         self.sw_tso = self.sw_tso_segs = self.sw_csum = 0
+        # Frames copied to captures, and dropped because a reader was slow.
+        self.bpf_captured = self.bpf_dropped = 0
         self.in_discards = dict.fromkeys(IN_DISCARD_REASONS, 0)
         self.out_discards = dict.fromkeys(OUT_DISCARD_REASONS, 0)
 
@@ -325,6 +330,7 @@ class Ifnet:
             "out_discards": dict(self.out_discards),
             "sw_tso": self.sw_tso, "sw_tso_segs": self.sw_tso_segs,
             "sw_csum": self.sw_csum,
+            "bpf_captured": self.bpf_captured, "bpf_dropped": self.bpf_dropped,
         }
 
     def __repr__(self) -> str:

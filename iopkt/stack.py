@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 from .arp import Arp
+from .bpf import bpf_ifdetach
 from .icmp import Icmp
 from .ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, Ifnet
 from .ipv4 import Ip
@@ -174,7 +175,10 @@ class Stack:
 
     def if_detach(self, ifp: Ifnet) -> None:
         """Remove `ifp`: stop it, drop its routes, addresses and neighbours,
-        free everything queued on it, let the driver release its device."""
+        free everything queued on it, let the driver release its device.
+        Captures on it end first (BSD's bpfdetach), and their clients are told."""
+        if ifp.if_bpf is not None:
+            bpf_ifdetach(ifp)
         self.if_down(ifp)
         mount_mtu = self._mount_mtu.pop(ifp.name, ifp.mtu)
         if ifp.if_devkey and not self._stopping:

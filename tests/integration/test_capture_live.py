@@ -1,0 +1,179 @@
+"""`iopkt capture` on a live lab: a native interface with offload (devnp-tap)
+on side A and a shim interface (devn-tap, enN) on side B, with real ping
+and iperf3 through the stack. The files are read by scapy and by tcpdump;
+a capture client that never reads costs the traffic nothing."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from scapy.layers.inet import ICMP, TCP
+from scapy.utils import rdpcap
+
+from conftest import running_lab, unique_prefix
+from iopkt import benchlib, control, lab
+from iopkt.bpf import BPF_D_IN, BPF_D_OUT
+
+pytestmark = pytest.mark.skipif(not shutil.which("tcpdump"), reason="needs tcpdump "
+                                "(sudo make setup installs it)")
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    spec = lab.LabSpec(prefix=unique_prefix("cap"), driver_a="devnp-tap",
+                       driver_b="devn-tap")
+    with running_lab(spec) as lb:
+        assert lb.if_b.startswith("en") and not lb.if_a.startswith("en")
+        lb.ping(lb.ns_a, "198.19.0.2")              # ARP resolved outside the captures
+        lb.ping(lb.ns_b, "198.18.0.2")
+        yield lb
+
+
+def capture_cmd(lb, ifname, *args):
+    return [sys.executable, "-m", "iopkt", "capture", "--instance", lb.prefix, ifname, *args]
+
+
+def wait_open(lb, n, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while lb.netstat()["bpf"]["open"] != n:
+        assert time.monotonic() < deadline, lb.netstat()["bpf"]
+        time.sleep(0.05)
+
+
+def finish(p, timeout=30):
+    """The capture's (returncode, stderr); SIGINT if COUNT never came."""
+    try:
+        _, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10)
+    return p.returncode, err
+
+
+def echoes(pkts):
+    """{(type, id, seq): direction} of the ICMP echoes in a capture."""
+    return {(p[ICMP].type, p[ICMP].id, p[ICMP].seq): p.direction
+            for p in pkts if ICMP in p and p[ICMP].type in (0, 8)}
+
+
+def tcpdump_lines(path):
+    r = subprocess.run(["tcpdump", "-nr", path], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_capture_files_of_ping_and_iperf3_on_native_and_shim(mixed, tmp_path):
+    lb = mixed
+    fa, fb = str(tmp_path / "a.pcapng"), str(tmp_path / "b.pcapng")
+    n = 300
+    pa = subprocess.Popen(capture_cmd(lb, lb.if_a, "-w", fa, "-c", str(n)),
+                          stderr=subprocess.PIPE, text=True)
+    pb = subprocess.Popen(capture_cmd(lb, lb.if_b, "-w", fb, "-c", str(n)),
+                          stderr=subprocess.PIPE, text=True)
+    try:
+        wait_open(lb, 2)
+        r = lb.ping(lb.ns_a, "198.19.0.2", count=4)
+        assert "4 received" in r.stdout, r.stdout
+        benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
+        (ca, ea), (cb, eb) = finish(pa), finish(pb)
+    finally:
+        for p in (pa, pb):
+            if p.poll() is None:
+                p.kill()
+    assert ca == 0 and cb == 0, (ea, eb)
+    assert ea.splitlines()[-1].startswith(f"{n} frames captured, "), ea
+    assert eb.splitlines()[-1].startswith(f"{n} frames captured, "), eb
+    a, b = rdpcap(fa), rdpcap(fb)
+    assert len(a) == len(b) == n
+    # The four echo requests and their replies, with ping's id and seqs 1..4:
+    # in on A's native interface, out on B's shim interface; the replies back.
+    ea_, eb_ = echoes(a), echoes(b)
+    ids = {i for _, i, _ in ea_}
+    assert len(ids) == 1, ea_
+    pid = ids.pop()
+    want_a = {**{(8, pid, s): BPF_D_IN for s in range(1, 5)},
+              **{(0, pid, s): BPF_D_OUT for s in range(1, 5)}}
+    want_b = {**{(8, pid, s): BPF_D_OUT for s in range(1, 5)},
+              **{(0, pid, s): BPF_D_IN for s in range(1, 5)}}
+    assert ea_ == want_a and eb_ == want_b
+    # Offload on the native side: TCP super-frames, captured whole; the
+    # shim's interface carries only what the stack segmented for it.
+    big_a = [len(p) for p in a if TCP in p and len(p) > 1514]
+    assert big_a and max(big_a) <= 65535 + 14, big_a[:5]
+    assert any(TCP in p for p in b)
+    assert max(len(p) for p in b) <= 1514
+    assert all(p.sniffed_on == lb.if_a for p in a)
+    # tcpdump reads both, a line per frame.
+    la, lb_ = tcpdump_lines(fa), tcpdump_lines(fb)
+    assert len(la) == len(a) and len(lb_) == len(b)
+    assert sum("ICMP echo request, id %d, seq" % pid in x for x in la) == 4
+    assert any("length" in x and "Flags" in x for x in lb_)
+    assert lb.netstat()["bpf"]["open"] == 0
+
+
+def test_stdout_into_tcpdump_shows_the_frames(mixed):
+    lb = mixed
+    cmd = " ".join(capture_cmd(lb, lb.if_b, "-w", "-", "-c", "8")) + " | tcpdump -nlr -"
+    p = subprocess.Popen(["sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        wait_open(lb, 1)
+        r = lb.ping(lb.ns_b, "198.18.0.2", count=4)
+        assert "4 received" in r.stdout, r.stdout
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err
+    lines = out.splitlines()
+    req = [x for x in lines if "198.19.0.2 > 198.18.0.2: ICMP echo request" in x]
+    rep = [x for x in lines if "198.18.0.2 > 198.19.0.2: ICMP echo reply" in x]
+    assert len(req) == 4 and len(rep) == 4, out
+    assert [f"seq {s}," in x for s, x in zip(range(1, 5), req)] == [True] * 4
+    assert "8 frames captured, 0 dropped by a slow reader" in err, err
+
+
+def test_a_client_that_never_reads_drops_frames_and_ping_loses_nothing(mixed):
+    """A capture on A's interface with a client that never reads while
+    iperf3 crosses the stack: its bound fills, frames are dropped and
+    counted, and ping every 10 ms through the same interface loses none.
+    iperf3 is held at 200 Mbit/s, below what the shim side carries: at full
+    rate TCP fills en0's if_snd until it drops, and ping loses a few
+    packets there with or without a capture."""
+    lb = mixed
+    sock, header, _ = control.open_stream(lb.prefix, "capture", ifname=lb.if_a)
+    try:
+        before = lb.nic(lb.if_a)["counters"]["bpf_dropped"]
+        res = {}
+
+        def pinger():
+            res["ping"] = lb.run(lb.ns_a, ["ping", "-n", "-q", "-i", "0.01", "-c", "150",
+                                           "-W", "1", "198.19.0.2"], timeout=30)
+        t = threading.Thread(target=pinger)
+        t.start()
+        benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2, ["-b", "200M"])
+        t.join(30)
+        r = res["ping"]
+        assert " 0% packet loss" in r.stdout, r.stdout
+        ns = lb.netstat()
+        cap, = ns["captures"]
+        assert cap["dropped"] > 0 and cap["captured"] > 0, cap
+        assert cap["pending"] <= header["bufsize"] + 4096
+        assert ns["bpf"]["dropped"] >= cap["dropped"]
+        assert lb.nic(lb.if_a)["counters"]["bpf_dropped"] - before >= cap["dropped"]
+        assert ns["control"]["cut"]["unread"] == 0 and ns["bpf"]["open"] == 1
+    finally:
+        sock.close()
+    wait_open(lb, 0)
+
+
+def test_no_such_interface_is_one_line_exit_1(mixed):
+    r = subprocess.run(capture_cmd(mixed, "zz9"), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"iopkt: no interface 'zz9' (interfaces: "
+                                     f"{mixed.if_a}, {mixed.if_b})"]

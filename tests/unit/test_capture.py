@@ -1,0 +1,428 @@
+"""Capture streams over the control socket (control.py's `capture`, bpf.py)
+and the `iopkt capture` client (capture.py), against a real Stack whose
+loop runs in a thread, with fake interfaces fed from the test through a
+soft interrupt (so every frame is injected in the stack thread)."""
+
+import io
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from scapy.layers.inet import ICMP, IP
+from scapy.layers.l2 import Ether
+from scapy.utils import rdpcap
+
+from fakenet import Router as R
+from fakenet import inject
+from iopkt import bpf, capture, control
+from iopkt.bpf import BPF_D_IN, BPF_D_OUT, BPF_END, parse_records
+from iopkt.control import ControlServer, UsageError
+from iopkt.stack import Stack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Served:
+    """A stack with two fake interfaces (fk0, fk1: the Router of
+    fakenet.py, neighbours known) and its control server, its loop in a
+    thread; call() runs a function in that thread and waits for it."""
+
+    def __init__(self, tmp_path):
+        self.st = Stack("unit", nmbclusters=1024)
+        self.net = R(self.st, None)
+        self.net.learn(self.net.if0, R.H0, R.H0_MAC)
+        self.net.learn(self.net.if1, R.H1, R.H1_MAC)
+        self.srv = ControlServer(self.st, "unit")
+        self.jobs = queue.Queue()
+        self.st.softint_establish(self._run_jobs)
+        self.gaps = {"last": None, "max": 0.0}
+        self.st.timeout(0.005, self._tick)
+        self.thread = threading.Thread(target=self.st.run)
+        self.thread.start()
+
+    def _tick(self):
+        now = time.monotonic()
+        if self.gaps["last"] is not None:
+            self.gaps["max"] = max(self.gaps["max"], now - self.gaps["last"])
+        self.gaps["last"] = now
+        self.st.timeout(0.005, self._tick)
+
+    def _run_jobs(self):
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            job()
+
+    def call(self, fn, *args):
+        done = threading.Event()
+        box = {}
+
+        def job():
+            try:
+                box["r"] = fn(*args)
+            except BaseException as e:      # handed to the test thread
+                box["e"] = e
+            finally:
+                done.set()
+        self.jobs.put(job)
+        self.st.wakeup()
+        assert done.wait(5), "the stack thread did not run the job"
+        if "e" in box:
+            raise box["e"]
+        return box.get("r")
+
+    def pings(self, n, start=0, size=40):
+        """n echo requests H0 -> H1 as one burst on fk0 (forwarded out fk1)."""
+        frames = [self.net.from_h0(IP(src=R.H0, dst=R.H1) / ICMP(id=0x77, seq=start + i)
+                                   / (b"p" * size)) for i in range(n)]
+        self.call(inject, self.net.if0, *frames)
+        return frames
+
+    def close(self):
+        self.st.stop()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+        self.srv.close()
+        self.st.close()
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setattr(control, "ANSWER_TIMEOUT", 0.3)
+    s = Served(tmp_path)
+    yield s
+    s.close()
+    assert s.st.pool.in_use == 0
+
+
+def wait_for(cond, timeout=3.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def read_to_eof(sock, timeout=3.0):
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def stream(**args):
+    return control.open_stream("unit", "capture", **args)
+
+
+# -- the stream --------------------------------------------------------------
+def test_header_then_count_frames_then_the_trailer(served):
+    sock, header, rest = stream(ifname="fk0", count=3)
+    assert header["capture"] == "fk0" and header["count"] == 3
+    assert header["record"] == bpf.REC.format and header["linktype"] == 1
+    sent = served.pings(5)
+    recs, off = parse_records(rest + read_to_eof(sock))
+    sock.close()
+    assert [(d, f) for _, d, f in recs[:3]] == [(BPF_D_IN, bytes(f)) for f in sent[:3]]
+    assert recs[3][1] == BPF_END
+    assert recs[3][2]["reason"] == "count" and recs[3][2]["captured"] == 3
+    assert len(recs) == 4
+    wait_for(lambda: not served.srv.streams)
+    assert served.net.if0.if_bpf is None
+    assert served.srv.capture_stats()["bpf"] == {"open": 0, "captured": 3, "dropped": 0,
+                                                 "refused": 0}
+
+
+@pytest.mark.parametrize("args,usage,needle", [
+    ({"ifname": "zz0"}, False, "no interface 'zz0'"),
+    ({"ifname": "fk0", "direction": "sideways"}, True, "direction 'sideways'"),
+    ({"ifname": "fk0", "count": -1}, True, "count -1"),
+    ({"ifname": "fk0", "count": "3"}, True, "argument 'count' is str"),
+    ({"ifname": "fk0", "conn": 1}, True, "unknown argument 'conn'"),
+    ({}, True, "missing 1 required positional argument: 'ifname'"),
+])
+def test_a_bad_capture_request_is_refused_in_one_answer(served, args, usage, needle):
+    with pytest.raises(control.ControlError, match=needle) as e:
+        stream(**args)
+    assert e.value.usage is usage
+    assert not served.srv.streams and served.net.if0.if_bpf is None
+    assert control.request("unit", "ping")["name"] == "unit"
+
+
+def test_the_client_closing_ends_the_capture(served):
+    sock, _, _ = stream(ifname="fk1", direction="out")
+    served.pings(2)
+    wait_for(lambda: served.srv.capture_stats()["bpf"]["captured"] == 2)
+    sock.close()
+    wait_for(lambda: not served.srv.streams)
+    assert served.net.if1.if_bpf is None
+    served.pings(2)                                 # nothing taps any more
+    assert served.srv.capture_stats()["bpf"]["captured"] == 2
+
+
+def test_shutting_down_the_sending_side_gets_the_rest_and_the_counts(served):
+    sock, _, rest = stream(ifname="fk1")
+    sent = served.pings(4)
+    wait_for(lambda: served.srv.capture_stats()["bpf"]["captured"] == 4)
+    sock.shutdown(socket.SHUT_WR)
+    recs, _ = parse_records(rest + read_to_eof(sock))
+    sock.close()
+    assert [d for _, d, _ in recs] == [BPF_D_OUT] * 4 + [BPF_END]
+    assert [Ether(f)[ICMP].seq for _, _, f in recs[:4]] == [0, 1, 2, 3]
+    assert Ether(recs[0][2])[IP].ttl == Ether(bytes(sent[0]))[IP].ttl - 1
+    assert recs[-1][2]["reason"] == "client" and recs[-1][2]["captured"] == 4
+
+
+def test_the_deadlines_do_not_cut_a_quiet_capture(served):
+    sock, _, rest = stream(ifname="fk0")
+    time.sleep(1.0)                                 # > REQUEST_TIMEOUT + ANSWER_TIMEOUT
+    served.pings(1)
+    sock.settimeout(2)
+    data = rest
+    while not parse_records(data)[0]:
+        data += sock.recv(65536)
+    assert parse_records(data)[0][0][1] == BPF_D_IN
+    assert served.srv.cut == {"idle": 0, "oversized": 0, "evicted": 0, "unread": 0,
+                              "reset": 0}
+    sock.close()
+
+
+def test_detach_tells_the_client(served):
+    sock, _, rest = stream(ifname="fk0")
+    served.pings(1)
+    served.call(served.st.if_detach, served.net.if0)
+    recs, _ = parse_records(rest + read_to_eof(sock))
+    sock.close()
+    assert [d for _, d, _ in recs] == [BPF_D_IN, BPF_END]
+    assert recs[-1][2]["reason"] == "detached"
+    wait_for(lambda: not served.srv.streams)
+
+
+def test_a_reader_that_never_reads_gets_drops_not_a_stalled_stack(served, monkeypatch):
+    monkeypatch.setattr(control, "BPF_BUFSIZE", 256 * 1024)
+    sock, _, rest = stream(ifname="fk0")           # and then it reads nothing
+    n = 0
+    for burst in range(40):
+        served.pings(50, start=n, size=1400)
+        n += 50
+        assert control.request("unit", "ping")["name"] == "unit"    # still answering
+    st = served.srv.capture_stats()
+    cap = st["captures"][0]
+    assert cap["dropped"] > 0 and cap["captured"] + cap["dropped"] == n == 2000
+    assert cap["pending"] <= 256 * 1024 + 4096
+    assert st["bpf"]["dropped"] == cap["dropped"]
+    assert served.net.if0.counters()["bpf_dropped"] == cap["dropped"]
+    assert len(served.net.if1.sent) == n            # forwarding lost nothing
+    assert served.gaps["max"] < 0.25
+    assert served.srv.cut["unread"] == 0            # held, not cut, while capturing
+    # It reads at last: every frame it was counted as getting, in order, then the counts.
+    sock.shutdown(socket.SHUT_WR)
+    recs, _ = parse_records(rest + read_to_eof(sock))
+    sock.close()
+    seqs = [Ether(f)[ICMP].seq for _, d, f in recs if d != BPF_END]
+    assert len(seqs) == cap["captured"] and seqs == sorted(seqs)
+    assert recs[-1][2]["captured"] == cap["captured"]
+    assert recs[-1][2]["dropped"] == cap["dropped"]
+
+
+def test_an_ended_capture_that_is_never_read_is_cut(served, monkeypatch):
+    sock, _, _ = stream(ifname="fk0", count=5)
+    served.pings(5, size=1400)
+    wait_for(lambda: served.srv.cut["unread"] == 0 and not served.srv.streams, 3)
+    assert served.srv.cut["unread"] == 0            # the socket buffer took it all
+    sock.close()
+    monkeypatch.setattr(control, "BPF_BUFSIZE", 1 << 20)
+    sock, _, _ = stream(ifname="fk0", count=300)    # 430 KB: more than the socket takes
+    for i in range(6):
+        served.pings(50, start=50 * i, size=1400)
+    assert served.srv.capture_stats()["bpf"]["dropped"] == 0
+    wait_for(lambda: served.srv.cut["unread"] == 1)     # ANSWER_TIMEOUT after its end
+    assert not served.srv.streams
+    sock.close()
+
+
+def test_several_captures_on_one_interface_and_a_limit(served, monkeypatch):
+    monkeypatch.setattr(control, "MAX_CAPTURES", 2)
+    a, _, ra = stream(ifname="fk0", count=2)
+    b, _, rb = stream(ifname="fk0", count=2, direction="in")
+    with pytest.raises(control.ControlError, match="2 captures are open already") as e:
+        stream(ifname="fk1")
+    assert not e.value.usage
+    served.pings(2)
+    for s, rest in ((a, ra), (b, rb)):
+        recs, _ = parse_records(rest + read_to_eof(s))
+        s.close()
+        assert [d for _, d, _ in recs] == [BPF_D_IN, BPF_D_IN, BPF_END]
+    assert served.srv.capture_stats()["bpf"]["refused"] == 1
+
+
+def test_a_capture_is_never_evicted_by_new_connections(served, monkeypatch):
+    monkeypatch.setattr(control, "MAX_CONNS", 3)
+    sock, _, rest = stream(ifname="fk0", count=1)
+    idle = []
+    for _ in range(5):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(served.srv.path)
+        idle.append(s)
+    wait_for(lambda: served.srv.accepted == 6)
+    assert served.srv.cut["evicted"] == 3
+    served.pings(1)
+    recs, _ = parse_records(rest + read_to_eof(sock))
+    assert [d for _, d, _ in recs] == [BPF_D_IN, BPF_END]
+    for s in idle + [sock]:
+        s.close()
+
+
+def test_netstat_and_nicinfo_show_the_counts(served):
+    sock, _, _ = stream(ifname="fk0", direction="in")
+    served.pings(3)
+    ns = control.request("unit", "netstat")
+    assert ns["bpf"]["open"] == 1 and ns["bpf"]["captured"] == 3
+    assert ns["captures"][0]["ifname"] == "fk0" and ns["captures"][0]["direction"] == "in"
+    nic = control.request("unit", "nicinfo", ifname="fk0")[0]
+    assert nic["counters"]["bpf_captured"] == 3 and nic["counters"]["bpf_dropped"] == 0
+    sock.close()
+
+
+# -- the client: iopkt capture ------------------------------------------------
+def run_client(served, **kw):
+    """capture.run in a thread (as the CLI runs it); returns (thread, box)."""
+    box = {"out": kw.pop("stdout", None) or io.StringIO(), "err": io.StringIO()}
+    wait_for(lambda: not served.srv.streams)        # an earlier one may be closing still
+
+    def go():
+        box["code"] = capture.run("unit", kw.pop("ifname", "fk0"), stdout=box["out"],
+                                  stderr=box["err"], **kw)
+    t = threading.Thread(target=go)
+    t.start()
+    wait_for(lambda: served.srv.streams)
+    return t, box
+
+
+def test_client_writes_pcapng_with_directions(served, tmp_path):
+    path = str(tmp_path / "cap.pcapng")
+    t, box = run_client(served, write=path, count=6)
+    served.pings(3)                                     # in on fk0
+    served.call(inject, served.net.if1, *[served.net.from_h1(
+        IP(src=R.H1, dst=R.H0) / ICMP(type=0, id=0x77, seq=i)) for i in range(3)])  # out
+    t.join(5)
+    assert box["code"] == 0
+    pk = rdpcap(path)
+    assert len(pk) == 6
+    assert [p.direction for p in pk] == [BPF_D_IN] * 3 + [BPF_D_OUT] * 3
+    assert [p[ICMP].type for p in pk] == [8] * 3 + [0] * 3
+    assert [p[ICMP].seq for p in pk] == [0, 1, 2, 0, 1, 2]
+    assert all(p.sniffed_on == "fk0" for p in pk)
+    assert abs(float(pk[0].time) - time.time()) < 10
+    assert box["err"].getvalue().splitlines()[-1] == "6 frames captured, 0 dropped by a slow reader"
+
+
+def test_client_prints_a_line_per_frame(served):
+    t, box = run_client(served, count=2, direction="in")
+    served.pings(2)
+    t.join(5)
+    lines = box["out"].getvalue().splitlines()
+    assert len(lines) == 2 and box["code"] == 0
+    assert "In  Ether / IP / ICMP 10.0.0.2 > 10.0.1.2 echo-request 0" in lines[0]
+    assert lines[0].endswith("length 82")
+    t, box = run_client(served, count=1, as_json=True)
+    served.pings(1)
+    t.join(5)
+    obj = json.loads(box["out"].getvalue())
+    assert obj["direction"] == "in" and obj["length"] == 82 and "ICMP" in obj["summary"]
+
+
+def test_client_says_the_interface_was_unmounted(served):
+    t, box = run_client(served, ifname="fk1")
+    served.pings(2)
+    wait_for(lambda: served.srv.capture_stats()["bpf"]["captured"] == 2)
+    served.call(served.st.if_detach, served.net.if1)
+    t.join(5)
+    assert box["code"] == 1
+    assert box["err"].getvalue().splitlines()[-2:] == [
+        "2 frames captured, 0 dropped by a slow reader", "iopkt: capture: fk1 was unmounted"]
+
+
+def test_client_ends_cleanly_when_its_pipe_reader_leaves(served):
+    r, w = os.pipe()
+    out = os.fdopen(w, "w")
+    t, box = run_client(served, write="-", stdout=out)
+    served.pings(1)
+    head = os.read(r, 4)
+    assert head == b"\x0a\x0d\x0d\x0a"                 # a pcapng section header
+    os.close(r)                                      # the reader leaves
+    for i in range(5):
+        served.pings(1, start=i)
+        if not t.is_alive():
+            break
+        time.sleep(0.1)
+    t.join(5)
+    assert box["code"] == 0
+    assert "dropped by a slow reader" in box["err"].getvalue().splitlines()[-1]
+    wait_for(lambda: not served.srv.streams)
+    out.close()
+
+
+def test_ctrl_c_ends_the_capture_with_its_counts(served, tmp_path):
+    """SIGINT to a real `capture.run` process: exit 0, the counts, and a
+    file scapy reads; the stack's capture ends."""
+    path = str(tmp_path / "c.pcapng")
+    code = ("import sys; from iopkt import capture; "
+            f"sys.exit(capture.run('unit', 'fk0', {path!r}))")
+    env = {**os.environ, "IOPKT_RUN_DIR": control.RUN_DIR, "PYTHONPATH": ROOT}
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        wait_for(lambda: served.srv.streams, 10)
+        served.pings(3)
+        wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 300)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    assert err.splitlines()[-1] == "3 frames captured, 0 dropped by a slow reader", err
+    assert [q[ICMP].seq for q in rdpcap(path)] == [0, 1, 2]
+    wait_for(lambda: not served.srv.streams)
+    assert served.net.if0.if_bpf is None
+
+
+def test_summary_lines_in_a_fresh_interpreter(served):
+    """The text mode parses IP by itself (no test module imported scapy's
+    inet layers for it)."""
+    code = "import sys; from iopkt import capture; sys.exit(capture.run('unit', 'fk0', None, 2))"
+    env = {**os.environ, "IOPKT_RUN_DIR": control.RUN_DIR, "PYTHONPATH": ROOT}
+    p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: served.srv.streams, 10)
+        served.pings(2)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2
+    assert all(" In  Ether / IP / ICMP 10.0.0.2 > 10.0.1.2 echo-request 0 / Raw, length 82"
+               in x for x in lines), lines
+
+
+def test_stream_request_without_a_connection_is_refused(served):
+    ans = served.call(served.srv.handle, b'{"op": "capture", "args": {"ifname": "fk0"}}')
+    assert ans["ok"] is False and ans["usage"] and "connection of its own" in ans["error"]
+    with pytest.raises(UsageError):
+        stream(ifname="fk0", direction=3)
