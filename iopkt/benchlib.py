@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from . import lab, netns
@@ -45,6 +47,14 @@ def need_iperf3() -> str:
     if not path:
         raise BenchError("iperf3 is not installed: 'sudo make bench' installs it "
                          "(Debian package iperf3), or apt-get install iperf3")
+    return path
+
+
+def need_ping() -> str:
+    path = shutil.which("ping")
+    if not path:
+        raise BenchError("ping is not installed: 'sudo make bench' installs it "
+                         "(Debian package iputils-ping), or apt-get install iputils-ping")
     return path
 
 
@@ -206,7 +216,52 @@ def measure_stack(st: dict, seconds: float, iperf_args: list[str], cores) -> dic
     return out
 
 
-def machine_line() -> str:
+def machine_line(info: dict | None = None) -> str:
+    info = info or machine_info()
+    return (f"{info['cpu_model']}, {info['cpu_count']} cores, Linux {info['kernel']}, "
+            f"Python {info['python']}")
+
+
+def _first_line(cmd: list[str]) -> str | None:
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = (r.stdout or r.stderr).strip().splitlines()
+    return lines[0].strip() if r.returncode == 0 and lines else None
+
+
+def git_state(path: str = ROOT) -> tuple[str | None, bool | None]:
+    """(commit, modified) of the checkout at `path`; (None, None) when it
+    is not a git checkout or git is missing. Tracked files only: results
+    folders and other untracked files do not make it dirty."""
+    if not os.path.exists(os.path.join(path, ".git")):
+        return None, None
+    git = ["git", "-c", f"safe.directory={path}", "-C", path]
+    commit = _first_line([*git, "rev-parse", "HEAD"])
+    if commit is None:
+        return None, None
+    try:
+        r = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=20)
+        dirty = bool(r.stdout.strip()) if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        dirty = None
+    return commit, dirty
+
+
+def iopkt_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        return version("iopkt")
+    except PackageNotFoundError:
+        from . import __version__
+        return __version__
+
+
+def machine_info() -> dict:
+    """What the results depend on besides the code: CPU, kernel, Python,
+    the tools' versions, and which code (version, git commit) ran."""
     import platform
     cpu = platform.processor() or platform.machine()
     try:
@@ -214,8 +269,102 @@ def machine_line() -> str:
             cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, "
-            f"Python {platform.python_version()}")
+    u = os.uname()
+    commit, dirty = git_state()
+    return {"cpu_model": cpu, "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)),
+            "kernel": u.release, "kernel_version": u.version, "arch": u.machine,
+            "python": platform.python_version(),
+            "python_implementation": platform.python_implementation(),
+            "iopkt_version": iopkt_version(), "git_commit": commit, "git_dirty": dirty,
+            "iperf3_version": _first_line(["iperf3", "--version"]),
+            "ping_version": _first_line(["ping", "-V"])}
+
+
+# -- latency -----------------------------------------------------------------
+PING_INTERVAL = 0.002       # s between echo requests (root may go below 0.2 s)
+PING_PAYLOAD = 18           # bytes: 64-byte frames (+ 8 ICMP, 20 IP, 14 Ethernet, 4 FCS)
+PING_WARMUP = 10            # first requests not counted (ARP, cold caches)
+LOAD_LEAD = 0.4             # s the load runs before the first echo request
+
+_REPLY = re.compile(r"icmp_seq=(\d+) .*?time=([\d.]+) ms(.*)$")
+
+
+def parse_ping(text: str, warmup: int, count: int) -> dict:
+    """Per-packet RTTs from ping's reply lines, in µs, in sequence order;
+    requests 1..warmup are not counted, nor duplicates."""
+    got: dict[int, float] = {}
+    for line in text.splitlines():
+        m = _REPLY.search(line)
+        if not m or "DUP!" in m.group(3):
+            continue
+        seq = int(m.group(1))
+        if warmup < seq <= warmup + count and seq not in got:
+            got[seq] = round(float(m.group(2)) * 1000, 1)
+    rtts = [got[k] for k in sorted(got)]
+    return {"rtts_us": rtts, "sent": count, "received": len(rtts),
+            "loss_percent": 100.0 * (count - len(rtts)) / count if count else None}
+
+
+def ping(ns: str, ip: str, count: int, cores: set[int] | None = None,
+         interval: float = PING_INTERVAL, warmup: int = PING_WARMUP) -> dict:
+    """`count` echo requests (plus `warmup` first) every `interval` from
+    namespace `ns` to `ip`, with ping's own output under "output"."""
+    total = count + warmup
+    cmd = ["ping", "-n", "-i", f"{interval:g}", "-c", str(total), "-s", str(PING_PAYLOAD),
+           "-W", "1", ip]
+    p = netns.ns_popen(ns, cmd, cpus=cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True)
+    limit = total * interval + 10
+    try:
+        out, err = p.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise BenchError(f"ping did not finish within {limit:.0f}s")
+    except BaseException:                   # Ctrl-C: leave no ping behind
+        p.kill()
+        p.communicate()
+        raise
+    if "packets transmitted" not in out:
+        raise BenchError(f"ping failed: {(err or out).strip()[-300:]}")
+    return {**parse_ping(out, warmup, count), "output": out}
+
+
+def latency(ns_a: str, ns_b: str, ip: str, seconds: float, load: list[str] | None = None,
+            cores: set[int] | None = None) -> dict:
+    """ping from A to B for `seconds`; with `load` (iperf3 arguments), an
+    iperf3 run A -> B over the same path that starts before the first echo
+    request and ends after the last. The load's iperf3 JSON under "iperf3"."""
+    count = max(1, round(seconds / PING_INTERVAL))
+    bg: dict = {}
+    th = None
+    if load is not None:
+        def run_load():
+            try:
+                bg["iperf3"] = iperf3(ns_a, ns_b, ip, seconds + LOAD_LEAD + 1, load,
+                                      cores=cores)
+            except Exception as e:          # handed to the caller below
+                bg["error"] = e
+        th = threading.Thread(target=run_load, name="latency-load", daemon=True)
+        th.start()
+        time.sleep(0.3 + LOAD_LEAD)         # iperf3's server start, then the ramp
+        if "error" in bg:
+            raise bg["error"]
+    try:
+        res = ping(ns_a, ip, count, cores)
+    except BaseException:
+        if th is not None:                  # the load ends by itself within seconds
+            th.join(timeout=5)
+        raise
+    if th is not None:
+        th.join(timeout=seconds + 40)
+        if "error" in bg:
+            raise bg["error"]
+        if "iperf3" not in bg:
+            raise BenchError("the load's iperf3 did not finish")
+        res["iperf3"] = bg["iperf3"]
+    return res
 
 
 @contextlib.contextmanager

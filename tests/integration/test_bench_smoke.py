@@ -15,7 +15,8 @@ def test_bench_smoke(tmp_path):
     out = tmp_path / "res"
     r = subprocess.run([sys.executable, "-m", "iopkt", "bench", "--drivers", "native,shim",
                         "--protocols", "udp", "--frames", "64", "--links", "100",
-                        "--reps", "2", "--seconds", "1", "--prefix", "smk", "--out", str(out)],
+                        "--reps", "2", "--seconds", "1", "--prefix", "smk", "--out", str(out),
+                        "--no-latency"],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "[  1/4]" in r.stderr and "left" in r.stderr          # the progress display
@@ -40,6 +41,48 @@ def test_bench_smoke(tmp_path):
     assert "+0.0%" in cmp
     assert not [n for n in netns.ns_list() if n.startswith("smk")]
     assert not cgroup.leftovers()
+
+
+def test_bench_latency_smoke(tmp_path):
+    """ping through native, shim and Linux routing, idle and under load:
+    real RTTs, no loss idle, the table, the verdict row and the plot."""
+    out = tmp_path / "res"
+    r = subprocess.run([sys.executable, "-m", "iopkt", "bench", "--drivers", "native,shim",
+                        "--protocols", "udp", "--frames", "64", "--reps", "1", "--seconds", "1",
+                        "--prefix", "slat", "--out", str(out)],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "+ latency = 10 runs" in r.stderr
+    assert "hand-off per crossing" in r.stdout
+    data = json.loads((out / "results.json").read_text())
+    lat = [x for x in data["runs"] if x["kind"] == "latency"]
+    assert len(lat) == 6 and all(x["ok"] for x in lat), lat
+    # one repetition: native, shim, then Linux routing, idle then loaded
+    assert [(x["load"], x["driver"]) for x in lat] == [
+        (ld, k) for ld in ("idle", "200M") for k in ("native", "shim", "kernel")]
+    by = {(x["load"], x["driver"]): x for x in lat}
+    for (load, kind), x in by.items():
+        assert 0 < x["rtt_min_us"] <= x["rtt_p50_us"] <= x["rtt_p99_us"] <= x["rtt_max_us"]
+        assert x["sent"] == 1000 and x["received"] == sum(x["rtt_histogram"]["count"])
+        assert (out / x["ping_output"]).exists()
+        if load == "idle":
+            assert x["loss_percent"] == 0.0, x
+        else:
+            assert x["loss_percent"] < 1.0, x
+            assert x["load_bps"] > 150e6        # the load was carried
+            assert (out / x["iperf3_json"]).exists()
+    for load in ("idle", "200M"):
+        # Linux routing is the faster forwarder
+        assert by[(load, "kernel")]["rtt_p50_us"] < by[(load, "native")]["rtt_p50_us"]
+    assert by[("idle", "shim")]["threads"] == 3 and by[("idle", "native")]["threads"] == 1
+    md = (out / "results.md").read_text()
+    assert "## Latency" in md and "| ping RTT, idle | hand-off: shim − native |" in md
+    assert "| Under the shim each received packet costs a forced context switch" in md
+    assert (out / "plot-latency.png").exists() and "[plot-latency.png]" in md
+    meta = data["meta"]
+    assert meta["schema"] == 2 and meta["iopkt_version"] and meta["iperf3_version"]
+    assert [p["load"] for p in meta["plan"]["latency"]] == ["idle", "200M"]
+    assert not [n for n in netns.ns_list() if n.startswith("slat")]
 
 
 def test_bench_rejects_bad_matrix_values():

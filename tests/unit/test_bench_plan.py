@@ -1,6 +1,8 @@
 """iopkt.bench without traffic: which drivers and baselines run where, and
 the verdict on offload decided from given figures."""
 
+import pytest
+
 from iopkt import bench
 from iopkt.bench import Plan, Point
 
@@ -20,11 +22,44 @@ def test_native_with_offload_runs_only_where_offload_applies():
 
 
 def test_runs_counts_every_driver_and_baseline_run():
-    plan = Plan(points=[Point("tcp", 1518, "unlimited", "none", 1.0),
-                        Point("tcp", 1518, "unlimited", "100", 1.0)],
-                drivers=["native", "native-tso", "shim"], reps=2)
+    pts = [Point("tcp", 1518, "unlimited", "none", 1.0),
+           Point("tcp", 1518, "unlimited", "100", 1.0)]
+    plan = Plan(points=pts, drivers=["native", "native-tso", "shim"], reps=2, latency=False)
     # 3 drivers + 3 baselines at the first point, 2 drivers at the second.
     assert plan.runs() == (3 + 3 + 2) * 2
+    # Latency: idle and loaded, native and shim (never native-tso) and Linux routing.
+    plan = Plan(points=pts, drivers=["native", "native-tso", "shim"], reps=2)
+    assert plan.latency_runs() == 2 * 3 * 2
+    assert plan.runs() == (3 + 3 + 2) * 2 + 2 * 3 * 2
+    assert [plan.kinds_for(p) for p in plan.latency_points()] == [["native", "shim", "kernel"]] * 2
+    plan.baselines = False
+    assert plan.latency_runs() == 2 * 2 * 2
+
+
+def test_latency_runs_in_the_group_without_link_limit_or_one_of_its_own():
+    plan = Plan(points=bench.default_points(), drivers=list(bench.DRIVERS))
+    groups = plan.groups()
+    assert len(groups) == 4                 # no extra lab set-up for latency
+    assert [p.key for p in groups[("none", 1.0)][-2:]] == [
+        "rtt-idle-linknone-cpu1", "rtt-load200M-linknone-cpu1"]
+    plan = Plan(points=[Point("udp", 64, "unlimited", "100", 1.0)], drivers=["shim"])
+    assert list(plan.groups()) == [("100", 1.0), ("none", 1.0)]
+    plan.latency = False
+    assert list(plan.groups()) == [("100", 1.0)]
+
+
+def test_the_default_bench_with_latency_stays_within_ten_minutes():
+    plan = Plan(points=bench.default_points(), drivers=list(bench.DRIVERS))
+    assert plan.throughput_runs() == 123 and plan.latency_runs() == 24
+    est = plan.estimate_s()
+    assert est < 600, est
+    # Calibration: without latency the same matrix took 428 s on the
+    # README's machine; the estimate should be near that, a little above.
+    plan.latency = False
+    assert 428 <= plan.estimate_s() <= 428 * 1.15
+    # 12 idle runs of 2 s, 12 loaded ones with the load's lead and tail,
+    # and Linux routing's lab once.
+    assert est - plan.estimate_s() == pytest.approx(12 * 2.15 + 12 * 3.45 + 0.8)
 
 
 def _summary(figs: dict) -> dict:
