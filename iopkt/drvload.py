@@ -142,9 +142,28 @@ class Driver:
             opts[key] = self.options[key].parse(self.name, key, value if eq else None)
         return opts
 
-    def options_help(self) -> str:
-        return "\n".join(f"  {k}={o.type.__name__:5} {o.help} (default {o.default!r})"
-                         for k, o in self.options.items() if isinstance(o, Option))
+    def options_help(self, width: int = 0) -> str:
+        """One line per option, 'key=type' padded to `width` (at least the
+        longest here), so the help starts in one column; the default once:
+        as the help says it ('(default: ...)'), else as the option is written
+        (0/1 for a flag, 'none' for an empty string)."""
+        opts = [(f"{k}={o.type.__name__}", o) for k, o in self.options.items()
+                if isinstance(o, Option)]
+        width = max([width] + [len(kt) for kt, _ in opts])
+        return "\n".join(f"  {kt:{width}}  {(o.help + _default_note(o)).strip()}"
+                         for kt, o in opts)
+
+
+def _default_note(o: Option) -> str:
+    if "(default" in o.help:
+        return ""                           # the help says it in its own words
+    if isinstance(o.default, bool):
+        shown = int(o.default)
+    elif o.default == "":
+        shown = "none"
+    else:
+        shown = o.default
+    return f" (default: {shown})"
 
 
 def mount(stack, drv: Driver, options: str):

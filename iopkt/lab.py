@@ -125,9 +125,9 @@ def up(spec: LabSpec, wait: float = 15.0) -> dict:
              "tap_a": spec.tap_a, "tap_b": spec.tap_b, "pid": None,
              "log": log_path(spec.prefix), "created": time.time(),
              "spec": asdict(spec),
-             # What brings a side back after `iopkt umount -i P IF`.
-             "mount_a": f"iopkt mount -i {spec.prefix} {spec.driver_a} {dopts[0]}",
-             "mount_b": f"iopkt mount -i {spec.prefix} {spec.driver_b} {dopts[1]}"}
+             # What brings a side back after `iopkt umount --instance P IF`.
+             "mount_a": f"iopkt mount --instance {spec.prefix} {spec.driver_a} {dopts[0]}",
+             "mount_b": f"iopkt mount --instance {spec.prefix} {spec.driver_b} {dopts[1]}"}
     try:
         # The hosts are wired before the stack starts: the TAPs persist,
         # and the drivers open them where they are.

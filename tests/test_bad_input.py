@@ -76,7 +76,12 @@ CASES = [
     (["bench", "--frames", "big"], 2, "--frames big: expected a whole number"),
     (["bench", "--prefix", "a b"], 2, "--prefix 'a b'"),
     (["bench", "--drivers", "fast"], 2, "driver 'fast': choose from"),
-    (["nicinfo", "-i", "bad name!"], 2, "-i bad name!: instance name 'bad name!'"),
+    (["nicinfo", "--instance", "bad name!"], 2,
+     "--instance bad name!: instance name 'bad name!'"),
+    (["nicinfo", "-i", "lab"], 2, "-i lab: the show commands choose the stack with "
+     "--instance lab (or SOCK=lab)"),
+    (["route", "-i", "lab"], 2, "-i lab: the show commands choose the stack with --instance"),
+    (["run", "-d", "tap", "-i", "bad name!"], 2, "-i bad name!: instance name 'bad name!'"),
     (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
     # driver options: refused before the TAP is opened
     (["run", "-d", "tap", "txqlen=0"], 2, "devnp-tap: option txqlen=0: must be 1..65536"),
@@ -178,7 +183,7 @@ def test_jumbo_pool_named_when_it_is_what_does_not_fit(monkeypatch, capsys):
 def test_route_add_with_ifp_as_the_help_prints_it(monkeypatch):
     seen = {}
     monkeypatch.setattr(cli, "_req", lambda args, op, **kw: seen.update(kw, op=op) or [])
-    cli.main(["route", "add", "10.9.0.0/16", "198.18.0.2", "-ifp", "tap1", "-i", "lab"])
+    cli.main(["route", "add", "10.9.0.0/16", "198.18.0.2", "-ifp", "tap1", "--instance", "lab"])
     assert seen == {"op": "route", "add": "10.9.0.0/16", "gateway": "198.18.0.2",
                     "ifname": "tap1"}
 

@@ -21,7 +21,7 @@ def test_without_root_says_so_in_one_line(argv, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("argv", [[], ["frobnicate"], ["lab"], ["lab", "sideways"],
-                                  ["nicinfo", "-i", "bad name!"]])
+                                  ["nicinfo", "--instance", "bad name!"]])
 def test_bad_arguments_exit_2(argv, capsys):
     """One line, not argparse's usage block: it says where the help is."""
     with pytest.raises(SystemExit) as e:
@@ -57,7 +57,8 @@ def test_ifconfig_capability_words_reach_the_stack_in_order(monkeypatch):
         return []
 
     monkeypatch.setattr(cli, "_req", fake_req)
-    cli.main(["ifconfig", "tap1", "-tso4", "tcp4csum", "-udp4csum-rx", "-i", "lab", "--json"])
+    cli.main(["ifconfig", "tap1", "-tso4", "tcp4csum", "-udp4csum-rx", "--instance", "lab",
+              "--json"])
     assert seen == {"op": "ifconfig", "instance": "lab", "ifname": "tap1",
                     "caps": ["-tso4", "tcp4csum", "-udp4csum-rx"]}
 

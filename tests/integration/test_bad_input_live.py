@@ -63,7 +63,7 @@ LIVE = [
 
 @pytest.mark.parametrize("argv, code, fragment", LIVE, ids=[" ".join(c[0]) for c in LIVE])
 def test_bad_input_live(live, argv, code, fragment):
-    res = iopkt(*[a.format(**live) for a in argv], "-i", live["p"])
+    res = iopkt(*[a.format(**live) for a in argv], "--instance", live["p"])
     line = _one_line(res)
     assert (res.returncode, fragment.format(**live) in line) == (code, True), line
 
@@ -71,11 +71,13 @@ def test_bad_input_live(live, argv, code, fragment):
 def test_route_add_with_ifp_as_the_help_prints_it(live):
     """`route add DST GW -ifp IF`: the syntax `iopkt route --help` prints."""
     p, b = live["p"], live["b"]
-    res = iopkt("route", "add", "10.9.0.0/16", "198.19.0.2", "-ifp", b, "-i", p, "--json")
+    res = iopkt("route", "add", "10.9.0.0/16", "198.19.0.2", "-ifp", b, "--instance", p,
+                "--json")
     assert res.returncode == 0, res.stderr
-    route = next(r for r in json.loads(res.stdout) if r["destination"] == "10.9.0.0/16")
+    route = next(r for r in json.loads(res.stdout)["routes"]
+                 if r["destination"] == "10.9.0.0/16")
     assert (route["gateway"], route["interface"]) == ("198.19.0.2", b)
-    assert iopkt("route", "delete", "10.9.0.0/16", "-i", p).returncode == 0
+    assert iopkt("route", "delete", "10.9.0.0/16", "--instance", p).returncode == 0
 
 
 # `iopkt run` as a user starts it: the drivers' log lines before a failure

@@ -152,7 +152,7 @@ def test_a_full_backlog_is_one_line_and_lab_down_still_works(make_lab):
                 break
             socks.append(s)
         assert len(socks) < 10000
-        r = subprocess.run([sys.executable, "-m", "iopkt", "netstat", "-i", lb.prefix],
+        r = subprocess.run([sys.executable, "-m", "iopkt", "netstat", "--instance", lb.prefix],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 1, r
         assert r.stderr.strip() == (f"iopkt: the stack '{lb.prefix}' is busy: its control "

@@ -6,6 +6,7 @@ lab shared by the module, and asserts counter deltas it caused itself.
 
 import json
 import re
+from datetime import datetime
 
 from scapy.all import IP, UDP, Ether, raw
 
@@ -173,14 +174,22 @@ def test_json_outputs_parse(shared_lab):
     lb = shared_lab
 
     def cli(*cmd):
-        out = subprocess.run([sys.executable, "-m", "iopkt", *cmd, "-i", lb.prefix, "--json"],
+        out = subprocess.run([sys.executable, "-m", "iopkt", *cmd, "--instance", lb.prefix,
+                              "--json"],
                              capture_output=True, text=True, check=True).stdout
-        return json.loads(out)
-    assert [d["name"] for d in cli("nicinfo")] == [lb.if_a, lb.if_b]
-    one = cli("nicinfo", lb.if_b)
+        res = json.loads(out)
+        # Every --json output carries when it was taken: ISO 8601, UTC.
+        assert datetime.strptime(res["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        return res
+    assert [d["name"] for d in cli("nicinfo")["interfaces"]] == [lb.if_a, lb.if_b]
+    one = cli("nicinfo", lb.if_b)["interfaces"]
     assert len(one) == 1 and one[0]["name"] == lb.if_b and one[0]["mtu"] == 1500
-    assert {tuple(d["inet"]) for d in cli("ifconfig")} == {("198.18.0.1/24",), ("198.19.0.1/24",)}
-    assert {r["destination"] for r in cli("route")} >= {"198.18.0.0/24", "198.19.0.0/24"}
+    assert {tuple(d["inet"]) for d in cli("ifconfig")["interfaces"]} == {("198.18.0.1/24",),
+                                                                       ("198.19.0.1/24",)}
+    assert {r["destination"] for r in cli("route")["routes"]} >= {"198.18.0.0/24",
+                                                                 "198.19.0.0/24"}
     assert cli("netstat", "-m")["clusters_total"] == 4096
+    assert cli("netstat")["ip"]["total"] >= 0
+    assert {r["name"] for r in cli("netstat", "-i")["interfaces"]} == {lb.if_a, lb.if_b}
     lb.ping(lb.ns_a, "198.19.0.2")
-    assert {e["address"] for e in cli("arp")} >= {"198.18.0.2", "198.19.0.2"}
+    assert {e["address"] for e in cli("arp")["neighbours"]} >= {"198.18.0.2", "198.19.0.2"}

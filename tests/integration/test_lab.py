@@ -1,5 +1,6 @@
 """The lab's life cycle, the CLI against a live stack, and failure paths."""
 
+import json
 import os
 import signal
 import subprocess
@@ -34,9 +35,10 @@ def test_lab_up_down_via_cli_leaves_nothing(fresh_prefix):
         r = iopkt("lab", "up", "--prefix", p)
         assert r.returncode == 0, r.stderr
         assert f"ip netns exec {p}-a ping" in r.stdout
+        assert f"iopkt nicinfo --instance {p}\n" in r.stdout
         st = iopkt("lab", "status")
         assert p in st.stdout and "answering" in st.stdout
-        nic = iopkt("nicinfo", "-i", p)
+        nic = iopkt("nicinfo", "--instance", p)
         assert "Packets Received OK" in nic.stdout and "tap0" in nic.stdout
         pid = lab.read_state(p)["pid"]
     finally:
@@ -47,6 +49,35 @@ def test_lab_up_down_via_cli_leaves_nothing(fresh_prefix):
     assert "running: tap0, tap1" in open(lab.log_path(p)).read()
     os.unlink(lab.log_path(p))
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_live_rates_sock_and_a_stack_that_goes_away(make_lab):
+    """nicinfo -w against a stack forwarding pings: rates that move, chosen
+    through $SOCK; when the stack stops, one line and exit 1."""
+    lb = make_lab("devnp-tap", "devn-tap")
+    ping = netns.ns_popen(lb.ns_a, ["ping", "-n", "-q", "-i", "0.02", "-c", "100",
+                                    "198.19.0.2"], stdout=subprocess.DEVNULL)
+    try:
+        r = iopkt("nicinfo", "-w", "0.5", "-c", "3", "--json", lb.if_b,
+                  env={**os.environ, "SOCK": lb.prefix})
+    finally:
+        ping.wait(timeout=30)
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(ln) for ln in r.stdout.splitlines()]
+    assert len(recs) == 3 and all(rec["timestamp"].endswith("Z") for rec in recs)
+    en = [rec["interfaces"][0] for rec in recs]
+    assert all(e["name"] == lb.if_b for e in en)
+    assert max(e["opackets_per_s"] for e in en) > 20, en      # 50 pings/s cross en0
+    assert all(0.4 < rec["interval"] < 0.8 for rec in recs), recs
+    w = subprocess.Popen([sys.executable, "-m", "iopkt", "nicinfo", "-w", "0.2",
+                          "--instance", lb.prefix], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    os.kill(lb.pid, signal.SIGTERM)
+    out, err = w.communicate(timeout=30)
+    assert w.returncode == 1, (out, err)
+    assert out.startswith("iface") and lb.if_a in out
+    assert len(err.splitlines()) == 1 and f"'{lb.prefix}'" in err, err
 
 
 def test_two_labs_side_by_side(make_lab):
@@ -103,18 +134,18 @@ def test_link_loss_marks_interface_down_and_stack_keeps_running(make_lab):
 def test_route_and_ifconfig_commands(make_lab):
     lb = make_lab()
     p = lb.prefix
-    r = iopkt("route", "-i", p, "add", "198.18.77.0/24", "198.19.0.2")
+    r = iopkt("route", "--instance", p, "add", "198.18.77.0/24", "198.19.0.2")
     assert r.returncode == 0, r.stderr
     assert "198.18.77.0/24" in r.stdout and "UGS" in r.stdout
-    r = iopkt("route", "-i", p, "add", "198.18.78.0/24", "10.9.9.9")
+    r = iopkt("route", "--instance", p, "add", "198.18.78.0/24", "10.9.9.9")
     assert r.returncode == 1 and "not on a connected network" in r.stderr
-    r = iopkt("route", "-i", p, "delete", "198.18.77.0/24")
+    r = iopkt("route", "--instance", p, "delete", "198.18.77.0/24")
     assert r.returncode == 0 and "198.18.77.0/24" not in r.stdout
-    r = iopkt("ifconfig", "-i", p, "tap9")
+    r = iopkt("ifconfig", "--instance", p, "tap9")
     assert r.returncode == 1 and "no interface 'tap9'" in r.stderr
-    r = iopkt("ifconfig", "-i", p, lb.if_a, "mtu", "1400")
+    r = iopkt("ifconfig", "--instance", p, lb.if_a, "mtu", "1400")
     assert r.returncode == 0 and "mtu 1400" in r.stdout
-    r = iopkt("netstat", "-m", "-i", p)
+    r = iopkt("netstat", "-m", "--instance", p)
     assert "mbuf clusters in use" in r.stdout
 
 
@@ -123,7 +154,7 @@ def test_route_and_ifconfig_commands(make_lab):
     (["run", "-d", "tap", "mtu=1400,bogus=1"], "unknown option 'bogus'"),
     (["run", "-d", "tap", "mtu=big"], "option mtu=big"),
     (["lab", "up", "--prefix", "much-too-long-prefix"], "--prefix"),
-    (["nicinfo", "-i", "no-such-stack"], "no stack named 'no-such-stack'"),
+    (["nicinfo", "--instance", "no-such-stack"], "no stack named 'no-such-stack'"),
 ])
 def test_bad_input_is_one_clear_line(args, needle):
     r = iopkt(*args)

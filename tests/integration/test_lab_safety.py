@@ -206,22 +206,22 @@ def test_umount_then_one_mount_brings_traffic_back(make_lab, driver):
     lb = make_lab(driver)
     p, ifa = lb.prefix, lb.if_a
     one_command = f"name={p}-a0,netns={lb.ns_a}"
-    assert lb.state["mount_a"] == f"iopkt mount -i {p} {driver} {one_command}"
+    assert lb.state["mount_a"] == f"iopkt mount --instance {p} {driver} {one_command}"
     lb.req("route", add="198.18.77.0/24", gateway="198.18.0.2")
     lb.req("ifconfig", ifname=ifa, mtu=1400)
     srv = netns.ns_popen(lb.ns_b, ["iperf3", "-s", "-1", "-p", "5398", "-J"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert "1 received" in lb.ping(lb.ns_a, "198.19.0.2").stdout
-        r = iopkt("umount", "-i", p, ifa)
+        r = iopkt("umount", "--instance", p, ifa)
         assert r.returncode == 0, r.stderr
         assert "0 received" in lb.ping(lb.ns_a, "198.19.0.2").stdout
         assert netns.link_exists(f"{p}-a0", lb.ns_a)    # the "NIC" is still there
 
-        r = iopkt("mount", "-i", p, driver, f"name={p}-a0,netns={p}-nosuch")
+        r = iopkt("mount", "--instance", p, driver, f"name={p}-a0,netns={p}-nosuch")
         assert r.returncode in (1, 2) and f"no network namespace '{p}-nosuch'" in r.stderr, r
 
-        r = iopkt("mount", "-i", p, driver, one_command)
+        r = iopkt("mount", "--instance", p, driver, one_command)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"{ifa}: "), r.stdout       # the same name again
         conf = lb.req("ifconfig", ifname=ifa)[0]

@@ -223,14 +223,14 @@ def test_toggling_offload_under_traffic_loses_nothing(make_lab):
 
 
 def _cli(lb_prefix, *cmd, json_out=True):
-    r = subprocess.run([sys.executable, "-m", "iopkt", *cmd, "-i", lb_prefix]
+    r = subprocess.run([sys.executable, "-m", "iopkt", *cmd, "--instance", lb_prefix]
                        + (["--json"] if json_out else []), capture_output=True, text=True)
     return (json.loads(r.stdout) if json_out and r.returncode == 0 else r)
 
 
 def test_capabilities_from_mount_options_and_the_command_line(make_lab):
     lb = make_lab(opts_a="tso4=0,udp4csum=0")
-    a = _cli(lb.prefix, "ifconfig", lb.if_a)[0]
+    a = _cli(lb.prefix, "ifconfig", lb.if_a)["interfaces"][0]
     assert a["capabilities"] == "3c80<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Rx,UDP4CSUM_Tx>"
     assert a["enabled"] == "c00<TCP4CSUM_Rx,TCP4CSUM_Tx>"
     r = _cli(lb.prefix, "ifconfig", lb.if_a, "tso4", "udp4csum-tx", json_out=False)
@@ -258,5 +258,5 @@ def test_lab_up_offload_off_from_the_command_line(fresh_prefix):
     r = subprocess.run([sys.executable, "-m", "iopkt", "lab", "up", "--prefix", fresh_prefix,
                         "--offload", "off", "--json"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    for d in _cli(fresh_prefix, "nicinfo"):
+    for d in _cli(fresh_prefix, "nicinfo")["interfaces"]:
         assert d["capabilities"] == "0<>" and d["driver_info"]["vnet_hdr"] is False
