@@ -24,6 +24,13 @@ stack's, not a full link's). An RTT crosses the stack twice, so the
 hand-off's cost per crossing is (p50 shim - p50 native) / 2, taken
 repetition by repetition.
 
+`link` ("tap", the default, or "veth": `iopkt bench --link veth`) is what
+joins the hosts to the stack: the lab's TAPs with devnp-tap and devn-tap,
+or veth pairs driven through AF_PACKET by devnp-afpacket (native,
+native-tso with offload=0/1) and devn-afpacket (shim, shim0) under the
+same kind names. Each record says which (`link_kind`; `link` is the
+point's emulated link speed). The baselines do not change with it.
+
 Results go to a folder: every iperf3 JSON and ping output as the tools
 wrote them, results.json (one record per run), results.md (the tables and
 the verdict on each claim) and PNG plots, one per claim.
@@ -49,6 +56,17 @@ DRIVERS = {
     "shim": ("devn-tap", ""),
     "shim0": ("devn-tap", "shimrxcopy=0"),
 }
+# The same kinds over veth pairs (lab link="veth"): the AF_PACKET drivers.
+VETH_DRIVERS = {
+    "native": ("devnp-afpacket", "offload=0"),
+    "native-tso": ("devnp-afpacket", "offload=1"),
+    "shim": ("devn-afpacket", ""),
+    "shim0": ("devn-afpacket", "shimrxcopy=0"),
+}
+LINK_KINDS = {"tap": DRIVERS, "veth": VETH_DRIVERS}
+LINK_LABELS = {"tap": "TAPs (devnp-tap, devn-tap)",
+               "veth": "veth pairs through AF_PACKET (devnp-afpacket, devn-afpacket), "
+                       "the stack's ends in a namespace of their own"}
 DRIVER_LABELS = {"native": "native", "native-tso": "native with offload (TSO)",
                  "shim": "shim", "shim0": "shim zero-copy", "kernel": "Linux routing",
                  "relay": "plain relay", "relay-offload": "relay with offload"}
@@ -215,11 +233,16 @@ class Plan:
     baselines: bool = True
     prefix: str = "ibench"
     latency: bool = True
+    link: str = "tap"       # what joins the hosts to the stack: tap | veth
 
     def check(self) -> None:
+        if self.link not in LINK_KINDS:
+            raise BenchError(f"--link {self.link}: one of {', '.join(LINK_KINDS)}")
         for d in self.drivers:
             if d not in DRIVERS:
                 raise BenchError(f"driver '{d}': choose from {', '.join(DRIVERS)}")
+        if self.link != "tap":
+            self.check_drivers_present()
         if not 1 <= self.reps <= 50:
             raise BenchError(f"repetitions {self.reps}: must be 1..50")
         if not 1 <= self.seconds <= 120:
@@ -228,6 +251,23 @@ class Plan:
             raise BenchError("a CPU budget below 1 core needs the kernel's cgroup CPU "
                              "controller, which this machine does not have")
         lab.check_prefix(self.prefix)
+
+    def driver_map(self) -> dict:
+        """kind -> (driver, options) over this plan's link."""
+        return LINK_KINDS[self.link]
+
+    def check_drivers_present(self) -> None:
+        """Every driver the plan's kinds need over its link is installed."""
+        from . import drvload
+        have = drvload.available()
+        need: dict = {}
+        for d in self.drivers:
+            need.setdefault(self.driver_map()[d][0], []).append(d)
+        missing = [f"{drv} (for {', '.join(kinds)})" for drv, kinds in need.items()
+                   if drv not in have]
+        if missing:
+            raise BenchError(f"--link {self.link}: no driver {' or '.join(missing)} here "
+                             f"(drivers: {', '.join(sorted(have))})")
 
     def drivers_for(self, point) -> list:
         """The drivers that run at `point`: native-tso only where offload
@@ -313,15 +353,23 @@ def _mmss(s: float) -> str:
     return f"{int(s) // 60}:{int(s) % 60:02}"
 
 
-def _record(point, kind: str, rep: int, order: int) -> dict:
+# What joins the hosts to a baseline, whatever the bench's --link.
+BASELINE_LINKS = {"kernel": "veth", "relay": "tap", "relay-offload": "tap"}
+
+
+def _record(point, kind: str, rep: int, order: int, link: str = "tap") -> dict:
+    """A run's record before it runs. `link_kind` is what joined the hosts
+    to the forwarder (tap | veth: the bench's --link for the stack's
+    drivers; a baseline's own); `link` stays the point's emulated speed."""
+    lk = BASELINE_LINKS.get(kind, link)
     if isinstance(point, LatencyPoint):
         return {"kind": "latency", "point": point.key, "label": point.label(),
                 "proto": point.proto, "frame": point.frame, **asdict(point), "driver": kind,
-                "rep": rep, "order": order, "ok": False, "error": None,
+                "link_kind": lk, "rep": rep, "order": order, "ok": False, "error": None,
                 "seconds": LATENCY_SECONDS, "interval_s": benchlib.PING_INTERVAL,
                 "warmup": benchlib.PING_WARMUP, "load_args": point.load_args()}
     return {"kind": "throughput", "point": point.key, "label": point.label(), **asdict(point),
-            "driver": kind, "mss": point.mss if point.proto == "tcp" else None,
+            "driver": kind, "link_kind": lk, "mss": point.mss if point.proto == "tcp" else None,
             "rep": rep, "order": order, "ok": False, "error": None}
 
 
@@ -471,9 +519,9 @@ def _labs(plan: Plan, pts: list, link: str, cpu: float, cores):
         labs = {}
         needed = {d for p in pts for d in plan.drivers_for(p)}
         for i, kind in enumerate(d for d in plan.drivers if d in needed):
-            drv, opts = DRIVERS[kind]
+            drv, opts = plan.driver_map()[kind]
             spec = lab.LabSpec(prefix=f"{plan.prefix}{i}", driver_a=drv, driver_b=drv,
-                               opts_a=opts, opts_b=opts, speed=LINKS[link])
+                               opts_a=opts, opts_b=opts, speed=LINKS[link], link=plan.link)
             st = stack.enter_context(benchlib.stack_lab(spec, cores))
             if cpu < 1:
                 stack.enter_context(cgroup.cpu_limit(st["pid"], cpu, spec.prefix))
@@ -493,8 +541,11 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
     info = benchlib.machine_info()
     meta = {"schema": SCHEMA_VERSION, "started": datetime.datetime.now().isoformat(
         timespec="seconds"), "machine": benchlib.machine_line(info), **info,
-        "switchinterval": sys.getswitchinterval(), "plan": {
+        "switchinterval": sys.getswitchinterval(), "link_kind": plan.link,
+        "drivers_map": {k: list(v) for k, v in plan.driver_map().items()
+                        if k in plan.drivers}, "plan": {
             "points": [asdict(p) for p in plan.points], "drivers": plan.drivers,
+            "link_kind": plan.link,
             "reps": plan.reps, "seconds": plan.seconds, "baselines": plan.baselines,
             "latency": [asdict(p) for p in plan.latency_points()],
             "latency_seconds": LATENCY_SECONDS, "ping_interval_s": benchlib.PING_INTERVAL},
@@ -516,7 +567,8 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                     for rep in range(plan.reps):
                         for kind in plan.kinds_for(p):
                             prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps} (skipped)")
-                            records.append({**_record(p, kind, rep, 0), "error": msg})
+                            records.append({**_record(p, kind, rep, 0, plan.link),
+                                            "error": msg})
                 continue
             try:
                 with contextlib.ExitStack() as kernel_cm:
@@ -526,7 +578,7 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                             k = len(kinds)
                             order = [kinds[(rep + i) % k] for i in range(k)]
                             for i, kind in enumerate(order):
-                                rec = _record(p, kind, rep, i)
+                                rec = _record(p, kind, rep, i, plan.link)
                                 tag = f"{p.key}-{kind}-{rep}"
                                 prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
                                 try:
@@ -549,7 +601,7 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
         for p in plan.baseline_points():
             for rep in range(plan.reps):
                 for kind in plan.baselines_for(p):
-                    rec = _record(p, kind, rep, 0)
+                    rec = _record(p, kind, rep, 0, plan.link)
                     tag = f"{p.key}-{kind}-{rep}"
                     prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
                     try:
@@ -745,6 +797,13 @@ def render_md(meta: dict, summary: dict, latency: dict | None = None,
          f"medians with [min–max]. Took {meta.get('elapsed_s', 0):.0f} s"
          + (f" (estimated {meta['estimate_s']:.0f} s)" if meta.get("estimate_s") else "")
          + (" — INTERRUPTED, partial results." if meta.get("interrupted") else "."), ""]
+    lk = meta.get("link_kind", "tap")
+    dm = meta.get("drivers_map") or {k: list(v) for k, v in LINK_KINDS.get(lk, {}).items()}
+    L += [f"Link: the hosts are joined to the stack by {LINK_LABELS.get(lk, lk)} "
+          f"(`iopkt bench --link {lk}`): "
+          + ", ".join(f"{k} = {d}" + (f" {o}" if o else "") for k, (d, o) in dm.items())
+          + ". The baselines are the same whatever the link: Linux routing over veth "
+          "pairs, the plain relay between TAPs.", ""]
     L += ["## Per point and driver", "",
           "| point | driver | Mbit/s | kpps | CPU µs/pkt | CPU s/GB | ctx sw/pkt "
           "| stack thread CPU s | legacy thread CPU s | loss % / retrans | frame seen |",
@@ -1289,7 +1348,8 @@ def compare_rows(old_dir: str, new_dir: str) -> dict:
         return {"dir": d, **{k: m.get(k) for k in (
             "started", "machine", "iopkt_version", "git_commit", "git_dirty", "iperf3_version",
             "elapsed_s")}, "reps": m.get("plan", {}).get("reps"),
-            "seconds": m.get("plan", {}).get("seconds")}
+            "seconds": m.get("plan", {}).get("seconds"),
+            "link_kind": m.get("link_kind", "tap")}     # older folders: TAPs
     return {"old": about(old_dir, old), "new": about(new_dir, new), "rows": rows,
             "only_old": sorted(keys(old) - keys(new)), "only_new": sorted(keys(new) - keys(old))}
 
@@ -1321,7 +1381,8 @@ def compare(old_dir: str, new_dir: str, as_json: bool = False) -> str:
             + (" (modified)" if m["git_dirty"] else "")) if x)
         return (f"{which}: {m['dir']} — {m['started'] or '?'}"
                 + (f", {code}" if code else "")
-                + (f", {m['reps']} reps of {m['seconds']:g} s" if m["reps"] else ""))
+                + (f", {m['reps']} reps of {m['seconds']:g} s" if m["reps"] else "")
+                + (f", over {m['link_kind']}" if m.get("link_kind", "tap") != "tap" else ""))
     lines = [head("old"), head("new"), "",
              f"{'point':40} {'driver':14} {'figure':18} {'unit':10} "
              f"{'old median [min–max]':>26} {'new median [min–max]':>26} {'change':>8}"]
@@ -1330,6 +1391,10 @@ def compare(old_dir: str, new_dir: str, as_json: bool = False) -> str:
             "" if r["ranges_overlap"] else " *")
         lines.append(f"{r['label'][:40]:40} {r['driver']:14} {r['figure']:18} {r['unit']:10} "
                      f"{_range(r['old']):>26} {_range(r['new']):>26} {ch:>8}")
+    if c["old"].get("link_kind", "tap") != c["new"].get("link_kind", "tap"):
+        lines.append(f"(old ran over {c['old']['link_kind']}, new over "
+                     f"{c['new']['link_kind']}: native, shim and their kin are other drivers "
+                     "in each)")
     if any(not r["ranges_overlap"] for r in c["rows"]):
         lines.append("* old and new ranges [min–max] do not overlap: the change is larger "
                      "than the spread of the repetitions")

@@ -775,25 +775,40 @@ def cmd_drivers(args) -> None:
 
 # -- lab -----------------------------------------------------------------
 def cmd_lab(args) -> None:
-    need_root()
     from . import lab
+    if args.lab_cmd == "up":
+        # The drivers are checked against the link before root is asked for,
+        # as every other value is: a usage error is one line and exit 2.
+        d = args.driver or lab.default_driver(args.link)
+        try:
+            da = lab.check_driver(args.driver_a or d, args.link).name
+            db = lab.check_driver(args.driver_b or d, args.link).name
+        except lab.LabError as e:
+            fail(str(e), EXIT_USAGE)
+    need_root()
     try:
         if args.lab_cmd == "up":
-            da = args.driver_a or args.driver
-            db = args.driver_b or args.driver
-            spec = lab.LabSpec(prefix=lab.check_prefix(args.prefix), driver_a=_resolve_name(da),
-                               driver_b=_resolve_name(db),
+            spec = lab.LabSpec(prefix=lab.check_prefix(args.prefix), driver_a=da, driver_b=db,
                                opts_a=args.options_a or args.options or "",
                                opts_b=args.options_b or args.options or "",
-                               speed=args.speed,
+                               speed=args.speed, link=args.link,
                                offload=None if args.offload is None else args.offload == "on")
             st = lab.up(spec)
             if args.json:
                 return _dump(st)
             p = args.prefix
-            print(f"lab '{p}' is up: stack pid {st['pid']} ({st['driver_a']}, {st['driver_b']})")
-            print(f"  {st['ns_a']}: 198.18.0.2/24 --- {st['if_a']} 198.18.0.1 [iopkt] "
-                  f"198.19.0.1 {st['if_b']} --- {st['ns_b']}: 198.19.0.2/24")
+            veth = st.get("link") == "veth"
+            print(f"lab '{p}' is up" + (" over veth pairs" if veth else "")
+                  + f": stack pid {st['pid']} ({st['driver_a']}, {st['driver_b']})")
+            if veth:
+                print(f"  {st['ns_a']}: 198.18.0.2/24 {st['host_if_a']} === {st['port_a']} --- "
+                      f"{st['if_a']} 198.18.0.1 [iopkt] 198.19.0.1 {st['if_b']} --- "
+                      f"{st['port_b']} === {st['host_if_b']} {st['ns_b']}: 198.19.0.2/24")
+                print(f"  (=== a veth pair; {st['port_a']} and {st['port_b']} are in "
+                      f"{st['ns_s']}, without addresses: the drivers open them there)")
+            else:
+                print(f"  {st['ns_a']}: 198.18.0.2/24 --- {st['if_a']} 198.18.0.1 [iopkt] "
+                      f"198.19.0.1 {st['if_b']} --- {st['ns_b']}: 198.19.0.2/24")
             print("Try:")
             print(f"  sudo ip netns exec {st['ns_a']} ping -c 3 198.19.0.2")
             print(f"  sudo ip netns exec {st['ns_b']} iperf3 -s -D")
@@ -803,7 +818,9 @@ def cmd_lab(args) -> None:
             print(f"  sudo env {INSTANCE_ENV}={p} .venv/bin/iopkt netstat -m    "
                   f"# {INSTANCE_ENV} chooses the stack too")
             print(f"  sudo .venv/bin/iopkt lab down --prefix {p}")
-            print("The TAPs stay when a driver is unmounted; to mount it again:")
+            print(f"The veth pairs stay (their ends in {st['ns_s']}) when a driver is unmounted; "
+                  "to mount it again:" if veth else
+                  "The TAPs stay when a driver is unmounted; to mount it again:")
             for side in ("a", "b"):
                 print(f"  after 'iopkt umount --instance {p} {st['if_' + side]}': "
                       f"sudo .venv/bin/{st['mount_' + side]}")
@@ -827,7 +844,7 @@ def cmd_lab(args) -> None:
                     print(f"{s['prefix']}: {s['error']}")
                     continue
                 ns = ", ".join(f"{k}{'' if v else ' (missing)'}" for k, v in s["namespaces"].items())
-                print(f"{s['prefix']}: stack pid {s['pid']} "
+                print(f"{s['prefix']}: over {s.get('link', 'tap')}, stack pid {s['pid']} "
                       f"{'answering' if s['answering'] else 'NOT answering'}"
                       f"{', up ' + str(s['uptime']) + 's' if s.get('uptime') else ''}; "
                       f"drivers {'/'.join(s['drivers'])}; interfaces "
@@ -836,14 +853,6 @@ def cmd_lab(args) -> None:
         fail(str(e), EXIT_USAGE if e.usage else 1)
     except Exception as e:                  # netlink and friends: still one line
         fail(f"lab {args.lab_cmd}: {type(e).__name__}: {e}")
-
-
-def _resolve_name(name: str) -> str:
-    from .drvload import DriverError, resolve
-    try:
-        return resolve(name).name
-    except DriverError as e:
-        fail(str(e), EXIT_USAGE)
 
 
 # -- bench ---------------------------------------------------------------
@@ -870,7 +879,7 @@ def cmd_bench(args) -> None:
         plan = bench.Plan(points=points, drivers=_csv(args.drivers, ",".join(bench.DRIVERS)),
                           reps=args.reps, seconds=args.seconds,
                           baselines=not args.no_baselines, prefix=args.prefix,
-                          latency=args.latency)
+                          latency=args.latency, link=args.link)
         plan.check()
     except Exception as e:
         fail(str(e), EXIT_USAGE)
@@ -887,7 +896,9 @@ def cmd_bench(args) -> None:
           f"{plan.reps} reps{' + baselines' if plan.baseline_points() else ''}"
           f"{' + latency' if plan.latency else ''} = "
           f"{plan.runs()} runs of {plan.seconds:g} s, about {plan.estimate_s() / 60:.1f} min; "
-          f"results in {out}/", file=sys.stderr)
+          + (f"over {plan.link} ({', '.join(sorted({d for d, _ in plan.driver_map().values()}))}); "
+             if plan.link != "tap" else "")
+          + f"results in {out}/", file=sys.stderr)
     me = os.getpid()
 
     def on_term(*_):
@@ -1055,8 +1066,12 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("lab", help="two host namespaces with the stack between them")
     lsub = lb.add_subparsers(dest="lab_cmd", required=True, metavar="up|down|status")
     lu = lsub.add_parser("up", help="build the lab and start its stack")
-    lu.add_argument("--driver", default="devnp-tap",
-                    help="driver for both sides: devnp-tap (default), devn-tap, ...")
+    lu.add_argument("--link", choices=("tap", "veth"), default="tap",
+                    help="what joins the hosts to the stack: TAPs (default), or veth pairs "
+                    "driven through AF_PACKET, their stack ends in a namespace P-s")
+    lu.add_argument("--driver",
+                    help="driver for both sides: with --link tap devnp-tap (default) or "
+                    "devn-tap; with --link veth devnp-afpacket (default) or devn-afpacket")
     lu.add_argument("--driver-a", help="driver facing host A (mixed labs)")
     lu.add_argument("--driver-b", help="driver facing host B (mixed labs)")
     lu.add_argument("--options", help="extra driver options for both sides (key=value,...)")
@@ -1095,6 +1110,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--frames", help="RFC 2544 sizes: 64,128,256,512,1024,1280,1518")
         sp.add_argument("--loads", help="offered load: 10M,100M,1G,unlimited")
         sp.add_argument("--links", help="emulated link speed: none,10,100,1000")
+        sp.add_argument("--link", choices=("tap", "veth"), default="tap",
+                        help="what joins the hosts to the stack: TAPs (default: devnp-tap, "
+                        "devn-tap) or veth pairs (devnp-afpacket, devn-afpacket through "
+                        "AF_PACKET) under the same driver names")
         sp.add_argument("--cpu", dest="cpus", help="CPU budget of the stack in cores, e.g. 0.25,1")
         sp.add_argument("--reps", type=_int_in("--reps", 1, 50), default=3,
                         help="repetitions, 1..50 (default 3)")

@@ -12,6 +12,21 @@ mount` brings the link back. `down` stops the stack and removes everything
 the stack's log. Everything a lab makes is named after its prefix, so labs
 with different prefixes run side by side.
 
+With link="veth" the hosts are joined to the stack by veth pairs, as two
+machines by cables to a router's NICs:
+
+    P-a: 198.18.0.2/24 P-a0 ==veth== P-sa  [netns P-s]  P-sb ==veth== P-b0 P-b: 198.19.0.2/24
+                                       |                  |
+                              devnp-afpacket ifname=P-sa,netns=P-s ... (the stack, root netns)
+
+P-s holds the stack's ends, up, without addresses, IPv6 and forwarding
+off, so Linux there neither answers nor routes; the AF_PACKET drivers
+open their sockets in P-s (netns=) while the stack stays where it is. A
+host's end keeps the kernel's offloads (TSO, partial checksums) only when
+the driver facing it takes super-frames (a native driver with offload);
+otherwise they are off, so that what crosses the veth is what crosses a
+wire: frames of at most the MTU with complete checksums.
+
 Root acts on the lab's state file, so `down` signals the PID it names only
 after checking the process there is still this lab's stack (start time and
 command line), and the run directory and its files are root's alone
@@ -35,6 +50,9 @@ from . import control, netns, rundir
 DEFAULT_PREFIX = "iopkt"
 A_NET = ("198.18.0.1", "198.18.0.2", 24)      # stack side, host side, plen
 B_NET = ("198.19.0.1", "198.19.0.2", 24)
+LINKS = ("tap", "veth")
+# What each link kind is driven with: (native, legacy through the shim).
+LINK_DRIVERS = {"tap": ("devnp-tap", "devn-tap"), "veth": ("devnp-afpacket", "devn-afpacket")}
 
 
 class LabError(Exception):
@@ -42,6 +60,12 @@ class LabError(Exception):
     `usage` is true when the request itself was wrong (the CLI exits 2)."""
 
     usage = False
+
+
+def _usage(msg: str) -> LabError:
+    e = LabError(msg)
+    e.usage = True
+    return e
 
 
 @dataclass
@@ -54,6 +78,7 @@ class LabSpec:
     stack_args: list = field(default_factory=list)   # extra `iopkt run` args
     speed: int = 0          # emulated link speed, Mbit/s, both sides (0: none)
     offload: bool | None = None     # native drivers' offload=1/0 (None: their default)
+    link: str = "tap"       # tap: TAPs; veth: veth pairs, the stack's ends in P-s
 
     @property
     def ns_a(self) -> str:
@@ -64,12 +89,27 @@ class LabSpec:
         return f"{self.prefix}-b"
 
     @property
+    def ns_s(self) -> str:
+        """link=veth: the namespace of the stack's veth ends."""
+        return f"{self.prefix}-s"
+
+    @property
     def tap_a(self) -> str:
+        """The host's interface in P-a: the TAP, or the host's veth end."""
         return f"{self.prefix}-a0"
 
     @property
     def tap_b(self) -> str:
         return f"{self.prefix}-b0"
+
+    @property
+    def port_a(self) -> str:
+        """link=veth: the stack's veth end facing host A, in P-s."""
+        return f"{self.prefix}-sa"
+
+    @property
+    def port_b(self) -> str:
+        return f"{self.prefix}-sb"
 
 
 def check_prefix(prefix: str) -> str:
@@ -77,6 +117,60 @@ def check_prefix(prefix: str) -> str:
         raise LabError(f"--prefix {prefix!r}: use 1-12 letters, digits, '-' or '_' "
                        "(it names namespaces and TAPs, at most 15 characters)")
     return prefix
+
+
+def check_link(link: str) -> str:
+    if link not in LINKS:
+        raise _usage(f"--link {link}: one of {', '.join(LINKS)}")
+    return link
+
+
+def default_driver(link: str) -> str:
+    """The lab's driver when none is named: the native one for the link."""
+    return LINK_DRIVERS[check_link(link)][0]
+
+
+def driver_link(drv) -> str | None:
+    """The link kind a driver (drvload.Driver) attaches to, by what it
+    takes: `ifname=` an existing link (through AF_PACKET): veth; `name=` a
+    TAP it opens: tap; None for neither (devnp-shim)."""
+    if "ifname" in drv.options:
+        return "veth"
+    if "name" in drv.options:
+        return "tap"
+    return None
+
+
+def check_driver(name: str, link: str):
+    """The driver `name` (full or short, as `-d` takes it) if it can drive
+    a side of a lab over `link`; else LabError (usage) in one line naming
+    the drivers that can."""
+    from . import drvload
+    check_link(link)
+    native, legacy = LINK_DRIVERS[link]
+    try:
+        drv = drvload.resolve(name)
+    except drvload.DriverError as e:
+        if link == "veth":
+            have = ", ".join(sorted(drvload.available()))
+            raise _usage(f"--link veth: no driver '{name}' here (drivers: {have}); the lab "
+                         f"over veth takes {native} (native) or {legacy} (legacy, through "
+                         "the shim)") from None
+        raise _usage(str(e)) from None
+    kind = driver_link(drv)
+    if kind == link:
+        return drv
+    if kind is None:
+        raise _usage(f"driver {drv.name} cannot face a host in the lab; --link {link} takes "
+                     f"{native} (native) or {legacy} (legacy, through the shim)")
+    if link == "veth":
+        mate = native if drv.kind == "native" else legacy
+        raise _usage(f"driver {drv.name} opens a TAP and cannot attach to a veth: with --link "
+                     f"veth use {mate}" + (f" (or {legacy}, legacy through the shim)"
+                                           if mate == native else f" (or {native}, native)")
+                     + ", the AF_PACKET drivers")
+    raise _usage(f"driver {drv.name} attaches to an existing link through AF_PACKET, not to a "
+                 f"TAP: use it with --link veth (--link tap takes {native} or {legacy})")
 
 
 def state_path(prefix: str) -> str:
@@ -89,13 +183,48 @@ def log_path(prefix: str) -> str:
 
 def _driver_opts(name: str, tap: str, ns: str, opts: str, speed: int,
                  offload: bool | None = None) -> str:
-    """The driver options for one side: the TAP's name and namespace and
-    the emulated speed go to the driver (native, or legacy through the
-    shim); offload only to a native driver (io-net drivers never had any)."""
+    """The driver options for one side of a TAP lab: the TAP's name and
+    namespace and the emulated speed go to the driver (native, or legacy
+    through the shim); offload only to a native driver (io-net drivers
+    never had any)."""
     o = f"name={tap},netns={ns}" + (f",speed={speed}" if speed else "")
     if offload is not None and name.startswith("devnp-"):
         o += f",offload={int(offload)}"
     return o + (f",{opts}" if opts else "")
+
+
+def _veth_driver_opts(drv, port: str, ns_s: str, opts: str, speed: int,
+                      offload: bool | None = None) -> str:
+    """The driver options for one side of a veth lab: the stack's veth end
+    and its namespace; the speed only to a driver that paces (has a speed
+    option; else the lab puts a tbf on the stack's end); offload only to a
+    native driver that has it."""
+    o = f"ifname={port},netns={ns_s}"
+    if speed and "speed" in drv.options:
+        o += f",speed={speed}"
+    if offload is not None and drv.kind == "native" and "offload" in drv.options:
+        o += f",offload={int(offload)}"
+    return o + (f",{opts}" if opts else "")
+
+
+def side_offload(drv, opts: str, offload: bool | None) -> bool:
+    """Whether the driver facing a host takes super-frames and partial
+    checksums: a native driver with offload on (its default, the lab's
+    --offload, then its own options, as the stack reads them in that
+    order); an io-net driver never."""
+    from . import drvload
+    o = drv.options.get("offload")
+    if drv.kind != "native" or not isinstance(o, drvload.Option):
+        return False
+    on = o.default if offload is None else offload
+    for item in drvload.split_options(opts):
+        key, eq, value = item.partition("=")
+        if key.strip() == "offload":
+            try:
+                on = o.parse(drv.name, "offload", value if eq else None)
+            except drvload.DriverError as e:
+                raise _usage(str(e)) from None
+    return bool(on)
 
 
 def _run_dir() -> None:
@@ -108,37 +237,71 @@ def _run_dir() -> None:
 def up(spec: LabSpec, wait: float = 15.0) -> dict:
     """Build the lab. Returns its state (also written to state_path)."""
     check_prefix(spec.prefix)
+    check_link(spec.link)
     if spec.speed not in (0, 10, 100, 1000, 10000):
         raise LabError(f"--speed {spec.speed}: one of 10, 100, 1000, 10000 (Mbit/s)")
+    drvs = [check_driver(spec.driver_a, spec.link), check_driver(spec.driver_b, spec.link)]
+    veth = spec.link == "veth"
     _run_dir()
-    if os.path.exists(state_path(spec.prefix)) or netns.ns_exists(spec.ns_a):
+    if os.path.exists(state_path(spec.prefix)) or netns.ns_exists(spec.ns_a) \
+            or netns.ns_exists(spec.ns_s):
         st = read_state(spec.prefix)
         if st and _stack_process(st)[0] is not None:
             raise LabError(f"lab '{spec.prefix}' is already up; "
                            f"'iopkt lab down --prefix {spec.prefix}' first")
         down(spec.prefix, quiet=True)           # leftovers of a crash
-    sides = ((spec.driver_a, spec.tap_a, spec.ns_a, spec.opts_a, A_NET),
-             (spec.driver_b, spec.tap_b, spec.ns_b, spec.opts_b, B_NET))
-    dopts = [_driver_opts(d, tap, ns, o, spec.speed, spec.offload) for d, tap, ns, o, _ in sides]
-    state = {"prefix": spec.prefix, "driver_a": spec.driver_a, "speed": spec.speed,
-             "driver_b": spec.driver_b, "ns_a": spec.ns_a, "ns_b": spec.ns_b,
-             "tap_a": spec.tap_a, "tap_b": spec.tap_b, "pid": None,
-             "log": log_path(spec.prefix), "created": time.time(),
+    sides = ((drvs[0], spec.tap_a, spec.ns_a, spec.opts_a, A_NET, spec.port_a),
+             (drvs[1], spec.tap_b, spec.ns_b, spec.opts_b, B_NET, spec.port_b))
+    if veth:
+        dopts = [_veth_driver_opts(d, port, spec.ns_s, o, spec.speed, spec.offload)
+                 for d, _, _, o, _, port in sides]
+        host_offload = [side_offload(d, o, spec.offload) for d, _, _, o, _, _ in sides]
+        # A driver that cannot pace leaves its direction to a tbf on its end.
+        stack_tbf = [bool(spec.speed) and "speed" not in d.options for d, *_ in sides]
+    else:
+        dopts = [_driver_opts(d.name, tap, ns, o, spec.speed, spec.offload)
+                 for d, tap, ns, o, _, _ in sides]
+    names = [d.name for d in drvs]
+    state = {"prefix": spec.prefix, "link": spec.link, "driver_a": names[0],
+             "speed": spec.speed, "driver_b": names[1], "ns_a": spec.ns_a, "ns_b": spec.ns_b,
+             # The hosts' interfaces (TAPs, or the hosts' veth ends): host_if_*,
+             # and under their older names tap_*.
+             "tap_a": spec.tap_a, "tap_b": spec.tap_b,
+             "host_if_a": spec.tap_a, "host_if_b": spec.tap_b,
+             "ns_s": spec.ns_s if veth else None,
+             "port_a": spec.port_a if veth else None, "port_b": spec.port_b if veth else None,
+             "pid": None, "log": log_path(spec.prefix), "created": time.time(),
              "spec": asdict(spec),
              # What brings a side back after `iopkt umount --instance P IF`.
-             "mount_a": f"iopkt mount --instance {spec.prefix} {spec.driver_a} {dopts[0]}",
-             "mount_b": f"iopkt mount --instance {spec.prefix} {spec.driver_b} {dopts[1]}"}
+             "mount_a": f"iopkt mount --instance {spec.prefix} {names[0]} {dopts[0]}",
+             "mount_b": f"iopkt mount --instance {spec.prefix} {names[1]} {dopts[1]}"}
+    if veth:
+        state["host_offload"] = host_offload
+        state["stack_tbf"] = stack_tbf
     try:
-        # The hosts are wired before the stack starts: the TAPs persist,
-        # and the drivers open them where they are.
-        for _, tap, ns, _, (gw, addr, plen) in sides:
+        # The hosts are wired before the stack starts: the TAPs persist
+        # (veth pairs do anyway), and the drivers open them where they are.
+        if veth:
+            netns.ns_create(spec.ns_s)
+            netns.ns_sysctl(spec.ns_s, "net/ipv4/ip_forward", "0")
+        for i, (_, tap, ns, _, (gw, addr, plen), port) in enumerate(sides):
             netns.ns_create(ns)
-            netns.tap_create(ns, tap)
+            if veth:
+                netns.veth_create(tap, ns, port, spec.ns_s)
+                if not host_offload[i]:
+                    # As a wire: frames of at most the MTU, checksums complete.
+                    netns.set_offloads(ns, tap, tx=False, tso=False)
+                netns.set_offloads(spec.ns_s, port, gro=False)
+                netns.link_up(spec.ns_s, port)
+                if stack_tbf[i]:
+                    netns.link_rate(spec.ns_s, port, spec.speed)
+            else:
+                netns.tap_create(ns, tap)
             netns.host_setup(ns, tap, addr, plen, gw)
             if spec.speed:
                 netns.link_rate(ns, tap, spec.speed)
         cmd = [sys.executable, "-m", "iopkt", "run", "-i", spec.prefix,
-               "-d", spec.driver_a, dopts[0], "-d", spec.driver_b, dopts[1], *spec.stack_args]
+               "-d", names[0], dopts[0], "-d", names[1], dopts[1], *spec.stack_args]
         fd = rundir.open_private(state["log"], truncate=True)      # a fresh log per lab
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
@@ -182,7 +345,8 @@ def up(spec: LabSpec, wait: float = 15.0) -> dict:
 
 def down(prefix: str, quiet: bool = False) -> dict:
     """Stop the lab's stack, end what still runs in its namespaces and
-    remove the namespaces, TAPs, socket and state; keep the log. Safe to
+    remove the namespaces (P-s too), TAPs or veth pairs, socket and state;
+    keep the log. Safe to
     call on a half-built or crashed lab. Returns {"removed": [what],
     "said": [sentences for the user]}."""
     check_prefix(prefix)
@@ -212,16 +376,26 @@ def down(prefix: str, quiet: bool = False) -> dict:
         if not (answered and _wait_gone(proc, 5.0)):
             _terminate(proc)
         removed.append(f"stack pid {proc.pid}")
-    names = (f"{prefix}-a", f"{prefix}-b")
-    said += _end_ns_processes(names)
-    for ns in names:
-        if netns.link_delete(f"{ns}0", ns):
+    # Whatever the link, from the prefix alone: a TAP lab has no P-s.
+    hosts = (f"{prefix}-a", f"{prefix}-b")
+    ns_s = f"{prefix}-s"
+    ports = (f"{prefix}-sa", f"{prefix}-sb")
+    said += _end_ns_processes((*hosts, ns_s))
+    for ns in hosts:
+        if netns.link_delete(f"{ns}0", ns):     # a TAP, or a veth pair with its P-s end
             removed.append(f"link {ns}0")
         if netns.ns_remove(ns):
             removed.append(f"netns {ns}")
-    for tap in (f"{n}0" for n in names):    # older labs made them in the root namespace
-        if netns.link_delete(tap):
-            removed.append(f"link {tap}")
+    for port in ports:                      # a veth end whose host's end went first
+        if netns.link_delete(port, ns_s):
+            removed.append(f"link {port}")
+    if netns.ns_remove(ns_s):
+        removed.append(f"netns {ns_s}")
+    # Older labs made their TAPs in the root namespace; a half-built veth
+    # lab may have left an end there.
+    for link in (*(f"{n}0" for n in hosts), *ports):
+        if netns.link_delete(link):
+            removed.append(f"link {link}")
     for path in (control.sock_path(prefix), state_path(prefix)):
         try:
             os.unlink(path)
@@ -249,10 +423,11 @@ def status() -> list[dict]:
         if not st:
             continue
         prefix = st["prefix"]
-        item = {"prefix": prefix, "pid": st.get("pid"),
+        spaces = [st["ns_a"], st["ns_b"]] + ([st["ns_s"]] if st.get("ns_s") else [])
+        item = {"prefix": prefix, "pid": st.get("pid"), "link": st.get("link", "tap"),
                 "stack_alive": _stack_process(st)[0] is not None,
                 "drivers": [st.get("driver_a"), st.get("driver_b")],
-                "namespaces": {ns: netns.ns_exists(ns) for ns in (st["ns_a"], st["ns_b"])},
+                "namespaces": {ns: netns.ns_exists(ns) for ns in spaces},
                 "interfaces": [st.get("if_a"), st.get("if_b")]}
         try:
             info = control.request(prefix, "ping", timeout=1.0)

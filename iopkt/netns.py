@@ -186,3 +186,54 @@ def qdisc_kinds(ns: str, ifname: str) -> list[str]:
     with NetNS(ns) as n:
         idx = n.link_lookup(ifname=ifname)[0]
         return [q.get_attr("TCA_KIND") for q in n.get_qdiscs(index=idx)]
+
+
+def veth_create(ifname: str, ns: str, peer: str, peer_ns: str) -> None:
+    """A veth pair made where its ends belong: `ifname` in `ns`, `peer` in
+    `peer_ns` (neither passes through the root namespace). Deleting either
+    end, or removing either namespace, removes both."""
+    with NetNS(ns) as n:
+        n.link("add", ifname=ifname, kind="veth",
+               peer={"ifname": peer, "net_ns_fd": peer_ns})
+
+
+def link_up(ns: str, ifname: str) -> None:
+    """Set `ifname` in `ns` up, without an address."""
+    with NetNS(ns) as n:
+        n.link("set", index=n.link_lookup(ifname=ifname)[0], state="up")
+
+
+# ethtool's one-flag commands (struct ethtool_value {u32 cmd; u32 data}),
+# as `ethtool -k/-K` names the features: (get, set).
+_ETHTOOL_FLAGS = {"tx": (0x16, 0x17),       # tx-checksumming (TSO depends on it)
+                  "tso": (0x1e, 0x1f),      # tcp-segmentation-offload
+                  "gso": (0x23, 0x24),      # generic-segmentation-offload
+                  "gro": (0x2b, 0x2c)}      # generic-receive-offload
+_SIOCETHTOOL = 0x8946
+
+
+def _ethtool_value(ifname: str, cmd: int, data: int = 0) -> int:
+    import array
+    import fcntl
+    import socket
+    import struct
+    buf = array.array("B", struct.pack("II", cmd, data))
+    ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), _SIOCETHTOOL, ifr)
+    return struct.unpack("II", buf)[1]
+
+
+def set_offloads(ns: str, ifname: str, **features: bool) -> None:
+    """`ethtool -K IF tx off tso off ...` for `ifname` in `ns`, through the
+    ioctl (no ethtool binary needed): keys tx, tso, gso, gro."""
+    with inside(ns):
+        for name, on in features.items():
+            _ethtool_value(ifname, _ETHTOOL_FLAGS[name][1], int(bool(on)))
+
+
+def get_offloads(ns: str, ifname: str) -> dict[str, bool]:
+    """`ethtool -k IF` for the features set_offloads knows."""
+    with inside(ns):
+        return {name: bool(_ethtool_value(ifname, get))
+                for name, (get, _) in _ETHTOOL_FLAGS.items()}

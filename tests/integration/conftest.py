@@ -17,6 +17,7 @@ from pyroute2 import netns as pr_netns
 from iopkt import control, lab, netns
 
 _seq = itertools.count()
+_made: list[str] = []          # every prefix this session handed out
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,32 @@ def pytest_collection_modifyitems(config, items):
 
 
 def unique_prefix(tag: str = "t") -> str:
-    return f"{tag}{os.getpid() % 10000}{next(_seq)}"[:12]
+    p = f"{tag}{os.getpid() % 10000}{next(_seq)}"[:12]
+    _made.append(p)
+    return p
+
+
+def leftovers_of(prefix: str) -> list[str]:
+    """Namespaces and root-namespace links carrying `prefix` (P-a, P-b,
+    P-s, P-c..., P-a0, P-sa, ...): what a lab or a test could leave."""
+    from pyroute2 import IPRoute
+    out = [f"netns {n}" for n in netns.ns_list() if n.startswith(f"{prefix}-")]
+    with IPRoute() as ip:
+        out += [f"link {name}" for name in (ln.get_attr("IFLA_IFNAME") for ln in ip.get_links())
+                if name and name.startswith(f"{prefix}-")]
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """After the session: no namespace and no link of any prefix the
+    tests handed out is left (`ip netns list`, `ip link`), whatever the link
+    kind. Only this session's prefixes: others may run labs meanwhile."""
+    yield
+    if os.geteuid() != 0:
+        return
+    left = [x for p in _made for x in leftovers_of(p)]
+    assert not left, f"left behind by the tests: {left}"
 
 
 class Lab:
@@ -39,9 +65,12 @@ class Lab:
     def __init__(self, spec: lab.LabSpec):
         self.spec = spec
         self.prefix = spec.prefix
+        self.link = spec.link
         self.state = lab.up(spec)
         self.ns_a, self.ns_b = self.state["ns_a"], self.state["ns_b"]
         self.if_a, self.if_b = self.state["if_a"], self.state["if_b"]
+        # The hosts' interfaces: their TAPs, or their veth ends.
+        self.host_if_a, self.host_if_b = self.state["host_if_a"], self.state["host_if_b"]
         self.pid = self.state["pid"]
 
     def req(self, op, **kw):
@@ -70,8 +99,8 @@ class Lab:
         return self.run(ns, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", *extra, dst])
 
     def raw_socket(self, ns, ifname):
-        """An AF_PACKET socket on the host side of a TAP, to write frames
-        straight at the stack."""
+        """An AF_PACKET socket on a host's interface (its TAP, or its veth
+        end: the same for both), to write frames straight at the stack."""
         pr_netns.pushns(ns)
         try:
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
@@ -94,6 +123,45 @@ class Lab:
                 return mb
             time.sleep(0.1)
 
+    def add_host(self, tag: str, addr: str, gw: str, plen: int = 24):
+        """A third host, namespace P-TAG, wired to a new interface of the
+        stack the way this lab's are (a TAP; or a veth pair P-TAG0 <->
+        P-sTAG with the stack's end in P-s), the native driver of the link
+        mounted on it with address `gw`. Returns (namespace, the stack's
+        interface); remove_host() (or lab down with the namespace) undoes it."""
+        ns, host_if = f"{self.prefix}-{tag}", f"{self.prefix}-{tag}0"
+        netns.ns_create(ns)
+        if self.link == "veth":
+            # The host's end up first, as lab up does: the driver follows
+            # the carrier of its end (a 1 s callout), which a veth has only
+            # while both ends are up.
+            port, ns_s = f"{self.prefix}-s{tag}", self.state["ns_s"]
+            netns.veth_create(host_if, ns, port, ns_s)
+            netns.host_setup(ns, host_if, addr, plen, gw)
+            netns.link_up(ns_s, port)
+            res = self.req("mount", driver=lab.LINK_DRIVERS["veth"][0],
+                           options=f"ifname={port},netns={ns_s}")
+            self.req("ifconfig", ifname=res["mounted"], inet=f"{gw}/{plen}")
+            self.wait_link_up(res["mounted"])
+        else:
+            res = self.req("mount", driver="devnp-tap", options=f"name={host_if},netns={ns}")
+            self.req("ifconfig", ifname=res["mounted"], inet=f"{gw}/{plen}")
+            netns.host_setup(ns, host_if, addr, plen, gw)
+        return ns, res["mounted"]
+
+    def wait_link_up(self, ifname: str, timeout: float = 5.0) -> None:
+        """Until the stack sees `ifname`'s link up (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        while self.req("ifconfig", ifname=ifname)[0]["link_state"] != "up" \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def remove_host(self, tag: str) -> None:
+        ns, host_if = f"{self.prefix}-{tag}", f"{self.prefix}-{tag}0"
+        netns.link_delete(host_if, ns)          # a veth's stack end goes with it
+        netns.ns_remove(ns)
+        netns.link_delete(host_if)
+
     def down(self):
         return lab.down(self.prefix, quiet=True)
 
@@ -111,7 +179,8 @@ def make_lab():
     """make_lab(driver_a=..., driver_b=...) -> Lab, torn down afterwards."""
     made = []
 
-    def make(driver_a="devnp-tap", driver_b=None, **kw):
+    def make(driver_a=None, driver_b=None, **kw):
+        driver_a = driver_a or lab.default_driver(kw.get("link", "tap"))
         spec = lab.LabSpec(prefix=unique_prefix(), driver_a=driver_a,
                            driver_b=driver_b or driver_a, **kw)
         made.append(spec.prefix)
@@ -122,15 +191,53 @@ def make_lab():
         lab.down(prefix, quiet=True)
 
 
+def afpacket_missing(*names: str) -> str | None:
+    """Why the AF_PACKET drivers `names` cannot be used here, or None."""
+    from iopkt import drvload
+    try:
+        have = drvload.available()
+    except Exception as e:                  # a driver being written may not import yet
+        return f"the drivers do not load: {type(e).__name__}: {e}"
+    missing = [n for n in names if n not in have]
+    return (f"{' and '.join(missing)} not installed (drivers/afpacket, "
+            "drivers/legacy_afpacket): the veth lab needs them") if missing else None
+
+
+def needs_afpacket(*names: str):
+    """A mark skipping a veth variant while its AF_PACKET driver is absent."""
+    names = names or lab.LINK_DRIVERS["veth"]
+    why = afpacket_missing(*names)
+    return pytest.mark.skipif(why is not None, reason=why or "")
+
+
+def link_drivers(link: str) -> tuple[str, str]:
+    """(native, legacy) driver for a lab over `link`."""
+    return lab.LINK_DRIVERS[link]
+
+
 # Every forwarding test runs for each of these: (driver A, driver B, shim
-# options, offload on the native sides: None is the driver's default, on).
+# options, offload on the native sides: None is the driver's default, on;
+# link: TAPs, or veth pairs driven through AF_PACKET).
+_NP, _NL = lab.LINK_DRIVERS["veth"]
 DRIVER_SETS = [
-    pytest.param(("devnp-tap", "devnp-tap", "", None), id="native"),
-    pytest.param(("devnp-tap", "devnp-tap", "", False), id="native-nooffload"),
-    pytest.param(("devn-tap", "devn-tap", "", None), id="shim"),
-    pytest.param(("devn-tap", "devn-tap", "shimrxcopy=0", None), id="shim-zerocopy"),
-    pytest.param(("devnp-tap", "devn-tap", "", None), id="mixed"),
+    pytest.param(("devnp-tap", "devnp-tap", "", None, "tap"), id="native"),
+    pytest.param(("devnp-tap", "devnp-tap", "", False, "tap"), id="native-nooffload"),
+    pytest.param(("devn-tap", "devn-tap", "", None, "tap"), id="shim"),
+    pytest.param(("devn-tap", "devn-tap", "shimrxcopy=0", None, "tap"), id="shim-zerocopy"),
+    pytest.param(("devnp-tap", "devn-tap", "", None, "tap"), id="mixed"),
+    pytest.param((_NP, _NP, "", None, "veth"), id="native-veth", marks=needs_afpacket(_NP)),
+    pytest.param((_NP, _NP, "", False, "veth"), id="native-veth-nooffload",
+                 marks=needs_afpacket(_NP)),
+    pytest.param((_NL, _NL, "", None, "veth"), id="shim-veth", marks=needs_afpacket(_NL)),
+    pytest.param((_NL, _NL, "shimrxcopy=0", None, "veth"), id="shim-veth-zerocopy",
+                 marks=needs_afpacket(_NL)),
+    pytest.param((_NP, _NL, "", None, "veth"), id="mixed-veth", marks=needs_afpacket(_NP, _NL)),
 ]
+
+# Suites that run over both links ask for this fixture (test_shim.py).
+LINK_PARAMS = [pytest.param("tap", id="tap"),
+               pytest.param("veth", id="veth", marks=needs_afpacket())]
+
 
 # The deliberately broken legacy drivers live in tests/drivers.
 os.environ["IOPKT_DRIVER_PATH"] = os.path.join(os.path.dirname(os.path.dirname(
@@ -140,10 +247,11 @@ os.environ["IOPKT_DRIVER_PATH"] = os.path.join(os.path.dirname(os.path.dirname(
 @pytest.fixture(scope="module", params=DRIVER_SETS)
 def shared_lab(request):
     """One lab per driver set, shared by a module's read-mostly tests."""
-    a, b, opts, offload = request.param
+    a, b, opts, offload, link = request.param
     spec = lab.LabSpec(prefix=unique_prefix("s"), driver_a=a, driver_b=b,
                        opts_a=opts if a.startswith("devn-") else "",
-                       opts_b=opts if b.startswith("devn-") else "", offload=offload)
+                       opts_b=opts if b.startswith("devn-") else "", offload=offload,
+                       link=link)
     with running_lab(spec) as lb:
         yield lb
 

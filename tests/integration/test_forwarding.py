@@ -1,7 +1,8 @@
 """Real traffic through the stack: ping, iperf3, ICMP errors, bad frames.
 
-Each test runs against every driver set in DRIVER_SETS (conftest.py), in a
-lab shared by the module, and asserts counter deltas it caused itself.
+Each test runs against every driver set in DRIVER_SETS (conftest.py), over
+TAPs and over veth pairs (the AF_PACKET drivers), in a lab shared by the
+module, and asserts counter deltas it caused itself.
 """
 
 import json
@@ -134,7 +135,7 @@ def test_malformed_frames_dropped_and_counted_while_traffic_continues(shared_lab
     frames = _bad_frames(nic["mac"], "02:00:00:00:00:99")
     before = nic["counters"]["in_discards"]
     before_noproto = nic["counters"]["noproto"]
-    s = lb.raw_socket(lb.ns_a, lb.state["tap_a"])
+    s = lb.raw_socket(lb.ns_a, lb.host_if_a)        # the host's TAP or veth end
     try:
         for f in frames.values():
             s.send(f)

@@ -9,7 +9,10 @@ import time
 
 import pytest
 
+from conftest import needs_afpacket
 from iopkt import benchlib, control, lab, netns
+
+VETH_NATIVE, VETH_LEGACY = lab.LINK_DRIVERS["veth"]
 
 
 def iopkt(*args, **kw):
@@ -18,12 +21,14 @@ def iopkt(*args, **kw):
 
 
 def leftovers(prefix):
-    """What a lab left behind; its log is kept on purpose, so not counted."""
-    names = [f"{prefix}-a", f"{prefix}-b"]
+    """What a lab left behind, over TAPs or veth pairs; its log is kept on
+    purpose, so not counted."""
+    names = [f"{prefix}-a", f"{prefix}-b", f"{prefix}-s"]
+    links = [(f"{prefix}-a0", f"{prefix}-a"), (f"{prefix}-b0", f"{prefix}-b"),
+             (f"{prefix}-sa", f"{prefix}-s"), (f"{prefix}-sb", f"{prefix}-s")]
     return {
         "netns": [n for n in netns.ns_list() if n in names],
-        "links": [t for t in (f"{prefix}-a0", f"{prefix}-b0")
-                  if netns.link_exists(t) or netns.link_exists(t, t[:-1])],
+        "links": [t for t, ns in links if netns.link_exists(t) or netns.link_exists(t, ns)],
         "files": [p for p in (control.sock_path(prefix), lab.state_path(prefix))
                   if os.path.exists(p)],
     }
@@ -207,3 +212,106 @@ def test_second_lab_with_the_same_prefix_is_refused(make_lab):
     with pytest.raises(lab.LabError, match="already up"):
         lab.up(lab.LabSpec(prefix=lb.prefix))
     assert "1 received" in lb.ping(lb.ns_a, "198.19.0.2").stdout    # the first one is intact
+
+
+# -- the lab over veth pairs -------------------------------------------------
+@pytest.mark.parametrize("driver", [
+    pytest.param(VETH_NATIVE, marks=needs_afpacket(VETH_NATIVE)),
+    pytest.param(VETH_LEGACY, marks=needs_afpacket(VETH_LEGACY))])
+def test_lab_over_veth_via_cli_ping_iperf3_remount_and_nothing_left(fresh_prefix, driver):
+    """lab up --link veth: the hosts' veth ends in P-a and P-b, the stack's
+    in P-s; ping and iperf3 cross; status and the printed hints say veth;
+    the printed mount command brings an unmounted side back; lab down
+    removes all of it, P-s too."""
+    p = fresh_prefix
+    try:
+        up = iopkt("lab", "up", "--prefix", p, "--link", "veth", "--driver", driver)
+        assert up.returncode == 0, up.stderr
+        assert f"lab '{p}' is up over veth pairs" in up.stdout, up.stdout
+        assert f"{p}-sa and {p}-sb are in {p}-s" in up.stdout, up.stdout
+        assert f"ip netns exec {p}-a ping" in up.stdout
+        assert "The veth pairs stay" in up.stdout and "TAP" not in up.stdout, up.stdout
+        st = lab.read_state(p)
+        assert st["link"] == "veth" and st["ns_s"] == f"{p}-s"
+        assert st["driver_a"] == st["driver_b"] == driver
+        assert st["mount_b"] == (f"iopkt mount --instance {p} {driver} "
+                                 f"ifname={p}-sb,netns={p}-s")
+        # Where everything is: the hosts' ends with addresses, the stack's
+        # ends up in P-s without any, and nothing of it in the root namespace.
+        assert netns.link_exists(f"{p}-a0", f"{p}-a") and netns.link_exists(f"{p}-sa", f"{p}-s")
+        assert not netns.link_exists(f"{p}-a0") and not netns.link_exists(f"{p}-sa")
+        from pyroute2 import NetNS
+        with NetNS(f"{p}-s") as n:
+            for port in (f"{p}-sa", f"{p}-sb"):
+                idx = n.link_lookup(ifname=port)[0]
+                assert not n.get_addr(index=idx), port
+                assert n.get_links(idx)[0].get_attr("IFLA_OPERSTATE") == "UP"
+        # A host's end sends super-frames only to a driver that takes them.
+        tso = VETH_NATIVE == driver
+        off = netns.get_offloads(f"{p}-a", f"{p}-a0")
+        assert (off["tso"], off["tx"]) == (tso, tso), off
+        assert st["host_offload"] == [tso, tso]
+        status = iopkt("lab", "status")
+        assert f"{p}: over veth, stack pid" in status.stdout, status.stdout
+        assert f"{p}-s" in status.stdout and "answering" in status.stdout
+
+        r = iopkt("lab", "status", "--json")
+        mine = [x for x in json.loads(r.stdout)["labs"] if x["prefix"] == p]
+        assert mine[0]["link"] == "veth" and mine[0]["namespaces"][f"{p}-s"] is True
+
+        ping = benchlib.ping(f"{p}-a", "198.19.0.2", 20, interval=0.01, warmup=2)
+        assert ping["received"] == 20, ping["output"]
+        res = benchlib.iperf3(f"{p}-a", f"{p}-b", "198.19.0.2", 2)
+        assert benchlib.received_bps(res) > 50e6, res["end"]
+        res = benchlib.iperf3(f"{p}-b", f"{p}-a", "198.18.0.2", 1)
+        assert benchlib.received_bps(res) > 50e6, res["end"]
+
+        # Unmount B's side, mount it again with the command lab up printed.
+        if_b = st["if_b"]
+        r = iopkt("umount", "--instance", p, if_b)
+        assert r.returncode == 0, r.stderr
+        assert netns.link_exists(f"{p}-sb", f"{p}-s")       # the "NIC" stays
+        assert f"sudo .venv/bin/{st['mount_b']}" in up.stdout, up.stdout
+        r = iopkt(*st["mount_b"].split()[1:])
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"{if_b}: "), r.stdout
+        ping = benchlib.ping(f"{p}-a", "198.19.0.2", 10, interval=0.02, warmup=3)
+        assert ping["received"] == 10, ping["output"]
+    finally:
+        r = iopkt("lab", "down", "--prefix", p)
+    assert r.returncode == 0 and "is down" in r.stdout, r.stderr
+    assert f"netns {p}-s" in r.stdout, r.stdout
+    assert leftovers(p) == {"netns": [], "links": [], "files": []}
+    os.unlink(lab.log_path(p))
+
+
+def test_lab_over_veth_refuses_a_tap_driver_in_one_line():
+    """A TAP driver cannot drive a veth: one line naming the AF_PACKET
+    drivers, exit 2, nothing built (checked before anything is made)."""
+    for driver, mate in (("devn-tap", VETH_LEGACY), ("devnp-tap", VETH_NATIVE)):
+        r = iopkt("lab", "up", "--link", "veth", "--driver", driver, "--prefix", "nolab")
+        assert r.returncode == 2, r
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert f"with --link veth use {mate}" in r.stderr, r.stderr
+        assert VETH_NATIVE in r.stderr and VETH_LEGACY in r.stderr
+    assert leftovers("nolab") == {"netns": [], "links": [], "files": []}
+
+
+@pytest.mark.parametrize("driver", [
+    pytest.param(VETH_NATIVE, marks=needs_afpacket(VETH_NATIVE)),
+    pytest.param(VETH_LEGACY, marks=needs_afpacket(VETH_LEGACY))])
+def test_link_speed_over_veth_both_directions(make_lab, driver):
+    """--speed over veth: a tbf on each host's end; towards the hosts the
+    driver paces if it can (a speed option), else a tbf on the stack's end."""
+    from iopkt import drvload
+    lb = make_lab(driver, link="veth", speed=100)
+    paces = "speed" in drvload.resolve(driver).options
+    for ns, host_if, port in ((lb.ns_a, lb.host_if_a, lb.state["port_a"]),
+                              (lb.ns_b, lb.host_if_b, lb.state["port_b"])):
+        assert "tbf" in netns.qdisc_kinds(ns, host_if)
+        assert ("tbf" in netns.qdisc_kinds(lb.state["ns_s"], port)) == (not paces)
+    assert lb.state["stack_tbf"] == [not paces] * 2
+    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2))
+    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 2))
+    assert 80e6 < ab < 100e6, ab
+    assert 80e6 < ba < 100e6, ba

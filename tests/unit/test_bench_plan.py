@@ -88,3 +88,70 @@ def test_the_offload_verdict_compares_native_with_offload_to_the_shim_and_linux(
                   ("none", "shim"): (600, 11.0)})
     assert bench.tso_row(s)[0].endswith("| NOT shown |")
     assert bench.tso_row(_summary({("none", "native"): (1000, 7.0)})) == []
+
+
+def test_over_veth_the_same_kinds_are_the_af_packet_drivers():
+    assert bench.LINK_KINDS["tap"] is bench.DRIVERS
+    v = bench.VETH_DRIVERS
+    assert v == {"native": ("devnp-afpacket", "offload=0"),
+                 "native-tso": ("devnp-afpacket", "offload=1"),
+                 "shim": ("devn-afpacket", ""), "shim0": ("devn-afpacket", "shimrxcopy=0")}
+    assert set(v) == set(bench.DRIVERS)
+    plan = Plan(points=bench.default_points(), drivers=list(bench.DRIVERS), link="veth")
+    assert plan.driver_map() is v
+    # The matrix does not change with the link: the same runs, the same estimate.
+    tap = Plan(points=bench.default_points(), drivers=list(bench.DRIVERS))
+    assert plan.runs() == tap.runs() and plan.estimate_s() == tap.estimate_s()
+
+
+def test_a_veth_plan_names_the_drivers_it_lacks(monkeypatch):
+    from iopkt import drvload
+    have = {"devnp-tap": None, "devn-tap": None, "devn-afpacket": None}
+    monkeypatch.setattr(drvload, "available", lambda: have)
+    plan = Plan(points=bench.default_points(), drivers=["native", "native-tso", "shim"],
+                link="veth")
+    with pytest.raises(bench.BenchError, match=r"--link veth: no driver devnp-afpacket "
+                       r"\(for native, native-tso\) here"):
+        plan.check()
+    Plan(points=plan.points, drivers=["shim", "shim0"], link="veth").check()
+    with pytest.raises(bench.BenchError, match="--link fiber: one of tap, veth"):
+        Plan(points=plan.points, drivers=["shim"], link="fiber").check()
+    # Over TAPs nothing is looked up: the TAP drivers are part of iopkt.
+    monkeypatch.setattr(drvload, "available", lambda: {})
+    Plan(points=plan.points, drivers=["native"]).check()
+
+
+def test_records_say_what_joined_the_hosts_and_results_md_too():
+    p = Point("tcp", 1518, "unlimited", "none", 1.0)
+    r = bench._record(p, "native", 0, 0, "veth")
+    assert r["link_kind"] == "veth" and r["link"] == "none"     # link: the emulated speed
+    assert bench._record(p, "shim", 0, 0)["link_kind"] == "tap"
+    # The baselines' own links, whatever the bench's.
+    assert bench._record(p, "kernel", 0, 0, "tap")["link_kind"] == "veth"
+    assert bench._record(p, "relay", 0, 0, "veth")["link_kind"] == "tap"
+    lat = bench._record(bench.latency_points()[0], "shim0", 0, 0, "veth")
+    assert lat["link_kind"] == "veth"
+    meta = {"started": "2026-11-28T09:10:30", "machine": "m", "stack_cores": [0],
+            "iperf3_cores": [1], "switchinterval": 0.005,
+            "plan": {"reps": 1, "seconds": 1.0}, "link_kind": "veth",
+            "drivers_map": {"native": ["devnp-afpacket", "offload=0"],
+                            "shim": ["devn-afpacket", ""]}}
+    md = bench.render_md(meta, {}, {}, [])
+    assert ("Link: the hosts are joined to the stack by veth pairs through AF_PACKET "
+            "(devnp-afpacket, devn-afpacket)") in md
+    assert "native = devnp-afpacket offload=0, shim = devn-afpacket." in md
+    # Folders from before --link ran over TAPs and say so.
+    del meta["link_kind"], meta["drivers_map"]
+    assert "by TAPs (devnp-tap, devn-tap) (`iopkt bench --link tap`)" in bench.render_md(
+        meta, {}, {}, [])
+
+
+def test_compare_says_when_the_two_runs_had_other_links(tmp_path):
+    from bench_canned import default_records, write_folder
+    old = write_folder(tmp_path / "old", default_records())
+    new = write_folder(tmp_path / "new", default_records(), link_kind="veth")
+    out = bench.compare(old, new).splitlines()
+    assert not out[0].endswith("over veth") and out[1].endswith(", over veth")
+    assert "(old ran over tap, new over veth: native, shim and their kin are other drivers " \
+           "in each)" in out
+    assert not any("ran over" in ln for ln in bench.compare(new, new).splitlines())
