@@ -26,6 +26,7 @@ class FakeDriver:
         self.rx_down_rc = TX_DOWN_OK
         self.auto_done = True
         self.ion = None
+        self.link_flags = 0     # NIC_FLAG_LINK_DOWN while the "cable" is out
 
     def init(self, dll_hdl, ion, options):
         self.ion = ion
@@ -41,7 +42,7 @@ class FakeDriver:
 
     def devctl(self, reg_hdl, dcmd, data):
         if dcmd == ionet.DCMD_IO_NET_GET_CONFIG:
-            return EOK, NicConfig(current_address=MAC, mtu=1500)
+            return EOK, NicConfig(current_address=MAC, mtu=1500, flags=self.link_flags)
         return EOK, NicStats()
 
     def rx_down(self, npkt):
@@ -320,3 +321,24 @@ def test_mount_failure_after_init_releases_the_driver():
         shimmod.mount(stack, drv, "")
     assert shut and stack.ifnets == {}
     stack.close()
+
+
+def test_a_link_that_goes_and_comes_back_takes_the_interface_down_and_up(rig):
+    from iopkt.ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
+    stack, shim, fake, got = rig()
+    ifp = shim.ifp
+    shim.watch_link()                               # link up: nothing changes
+    assert ifp.link_state == LINK_STATE_UP and ifp.flags & IFF_UP
+    fake.link_flags = ionet.NIC_FLAG_LINK_DOWN
+    shim.watch_link()
+    assert ifp.link_state == LINK_STATE_DOWN and not ifp.flags & (IFF_UP | IFF_RUNNING)
+    shim.watch_link()                               # still down: said once, stays down
+    assert not ifp.flags & IFF_UP
+    fake.link_flags = 0
+    shim.watch_link()
+    assert ifp.link_state == LINK_STATE_UP and ifp.flags & IFF_UP and ifp.flags & IFF_RUNNING
+    # An interface the administrator took down stays down when nothing
+    # happened to the link.
+    stack.if_down(ifp)
+    shim.watch_link()
+    assert not ifp.flags & IFF_UP

@@ -134,6 +134,7 @@ class Shim(ionet.IoNetSelf):
             self._down_free.append(n)
             self._down_ids.add(id(n))
         self.driver_errors: dict[str, int] = {}
+        self.link_downed = False        # we took the interface down for a lost link
         self._link_co = None
 
     # -- contract checks ---------------------------------------------------
@@ -499,7 +500,9 @@ class Shim(ionet.IoNetSelf):
 
     def watch_link(self) -> None:
         """io-net drivers report link state through devctl; ask once a
-        second and tell the stack when the link goes."""
+        second and tell the stack when the link goes, and when it comes back
+        (a real link's peer going down and up, say): an interface the shim
+        took down for a lost link it brings up again."""
         self._link_co = None
         ifp = self.ifp
         if self.registrant is None or self.detaching:
@@ -509,9 +512,17 @@ class Shim(ionet.IoNetSelf):
         except Exception as e:
             self.driver_failed("devctl", e)
             rc, cfg = -1, None
-        if rc == EOK and cfg is not None and cfg.flags & NIC_FLAG_LINK_DOWN:
-            if ifp.link_state != LINK_STATE_DOWN:
-                self.stack.link_lost(ifp, f"legacy driver {self.name} reports link down")
+        if rc == EOK and cfg is not None:
+            if cfg.flags & NIC_FLAG_LINK_DOWN:
+                if ifp.link_state != LINK_STATE_DOWN:
+                    self.stack.link_lost(ifp, f"legacy driver {self.name} reports link down")
+                    self.link_downed = True
+            elif self.link_downed:
+                self.link_downed = False
+                log.info("%s: legacy driver %s reports link up again; interface up",
+                         ifp.name, self.name)
+                ifp.link_state = LINK_STATE_UP
+                self.stack.if_up(ifp)
         self._link_co = self.stack.timeout(1.0, self.watch_link)
 
     def _wait_held(self, ifp: Ifnet, tries: int) -> None:

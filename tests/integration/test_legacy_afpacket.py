@@ -311,6 +311,14 @@ def test_interface_down_is_reported_as_link_down(topo):
     c0 = sum(p.cpu_times()[:2])
     time.sleep(1.0)
     assert sum(p.cpu_times()[:2]) - c0 < 0.3
+    # The link comes back: the shim brings en1 up again and traffic resumes.
+    link_set(t.ns_s, t.if_sb, state="up")
+    deadline = time.time() + 5
+    while t.nic("en1")["link_state"] != "up" and time.time() < deadline:
+        time.sleep(0.2)
+    assert t.nic("en1")["link_state"] == "up" and "UP" in t.nic("en1")["flags"], t.nic("en1")
+    assert "en1: legacy driver devn-afpacket reports link up again; interface up" in t.log()
+    assert "1 received" in t.ping(t.ns_a, "198.19.0.2", 1).stdout
 
 
 def test_mtu_is_the_interfaces_and_big_frames_cross(topo):
