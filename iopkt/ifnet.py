@@ -206,6 +206,9 @@ OUT_DISCARD_REASONS = (
 )
 
 
+DRIVER_HOOKS = ("init", "start", "transmit", "stop", "detach", "ioctl", "extra_info")
+
+
 class Ifnet:
     """One interface. Drivers set the hooks; the stack sets if_input and
     if_output at attach time (ether_ifattach)."""
@@ -317,6 +320,16 @@ class Ifnet:
 
     def mac_str(self) -> str:
         return ":".join(f"{b:02x}" for b in self.lladdr)
+
+    def set_softc(self, sc) -> None:
+        """Bind a driver's softc to this interface, and each of its methods
+        named after a hook (init, start, transmit, stop, detach, ioctl,
+        extra_info) as that if_ hook; hooks it lacks keep their default."""
+        self.softc = sc
+        for hook in DRIVER_HOOKS:
+            fn = getattr(sc, hook, None)
+            if fn is not None:
+                setattr(self, "if_" + hook, fn)
 
     def counters(self) -> dict:
         return {

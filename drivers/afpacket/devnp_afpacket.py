@@ -1089,14 +1089,7 @@ def build(stack, sock, ring: Ring, ifindex: int, lxname: str, lxmtu: int, lxflag
     sc.lx_mtu = lxmtu
     if offload or sc.rx_max > room:
         pool.enable_jumbo()
-    ifp.softc = sc
-    ifp.if_init = sc.init
-    ifp.if_start = sc.start
-    ifp.if_transmit = sc.transmit
-    ifp.if_stop = sc.stop
-    ifp.if_detach = sc.detach
-    ifp.if_ioctl = sc.ioctl
-    ifp.if_extra_info = sc.extra_info
+    ifp.set_softc(sc)
     caps = 0
     if offload:
         caps = CSUM_CAPS

@@ -643,12 +643,7 @@ def _attach(stack, drv, shim: Shim) -> Ifnet:
     ifp.baudrate = cfg.media_rate * 1000
     ifp.description = f"{drv.name} {cfg.device_name}".strip()
     ifp.if_devkey = cfg.device_name or ""   # the device, whichever driver drives it
-    ifp.softc = shim
-    ifp.if_init = shim.init
-    ifp.if_start = shim.start
-    ifp.if_stop = shim.stop
-    ifp.if_detach = shim.detach
-    ifp.if_extra_info = shim.extra_info
+    ifp.set_softc(shim)
     ifp.link_state = LINK_STATE_DOWN if cfg.flags & NIC_FLAG_LINK_DOWN else LINK_STATE_UP
     shim.registrant.dl_advert(shim.reg_hdl)
     stack.if_attach(ifp)

@@ -605,14 +605,7 @@ def attach(stack, opts: dict) -> Ifnet:
         ether_ifattach(ifp, mac)
         sc = TapSoftc(stack, ifp, tap, opts["burst"], opts["speed"], vnet_hdr=offload)
         ifp.baudrate = opts["speed"] * 1_000_000
-        ifp.softc = sc
-        ifp.if_init = sc.init
-        ifp.if_start = sc.start
-        ifp.if_transmit = sc.transmit
-        ifp.if_stop = sc.stop
-        ifp.if_detach = sc.detach
-        ifp.if_ioctl = sc.ioctl
-        ifp.if_extra_info = sc.extra_info
+        ifp.set_softc(sc)
         sc.probe(ifp)
         want = ifp.capabilities
         for key, bits in (("tso4", IFCAP_TSOv4),
