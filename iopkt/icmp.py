@@ -14,7 +14,7 @@ A partial checksum is completed before it is quoted.
 from __future__ import annotations
 
 from .cksum import cksum_update16, in_cksum
-from .in_offload import in_undefer_cksum, tso_header_len
+from .in_offload import in_undefer_cksum, m_cksum, tso_header_len
 from .ipv4 import IP_HDR_LEN, IP_OFFMASK, IPDEFTTL, IPPROTO_ICMP, build_header
 from .mbuf import M_BCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_MCAST
 
@@ -66,19 +66,21 @@ class Icmp:
             self.stats["tooshort"] += 1
             pool.freem(m)
             return
-        if m.next is not None:              # a chain: answer from a flat copy
-            flat = pool.from_bytes(pool.copydata(m, 0, tlen)) if tlen <= pool.mclbytes \
-                - pool.headroom else None
-            if flat is None:
+        if m.next is None:
+            bad = in_cksum(m.buf, m.off + hlen, tlen - hlen) != 0
+        else:
+            # A chain (a request longer than a cluster, or a driver's
+            # pieces) is answered in place like one mbuf, whatever its
+            # length (RFC 1812 4.3.3.6): only the headers are rewritten,
+            # so only they must sit in the first mbuf.
+            m = pool.pullup(m, hlen + ICMP_MINLEN)
+            if m is None:                   # the pool ran dry; m is freed
                 self.stats["nobufs"] += 1
-                pool.freem(m)
                 return
-            flat.rcvif, flat.flags = m.rcvif, m.flags
-            pool.freem(m)
-            m = flat
+            bad = m_cksum(m, hlen, tlen - hlen) != 0     # 0 modulo 0xFFFF
         buf, o = m.buf, m.off
         io = o + hlen
-        if in_cksum(buf, io, tlen - hlen) != 0:
+        if bad:
             self.stats["badsum"] += 1
             pool.freem(m)
             return

@@ -73,8 +73,9 @@ def test_echo_padded_frame(net):
     assert_echo_reply(f, req, R.IP0)
 
 
-def test_echo_split_over_two_mbufs(net, stack):
-    req = echo()
+@pytest.mark.parametrize("size", [26, 1472])
+def test_echo_split_over_two_mbufs(net, stack, size):
+    req = echo(payload=bytes((7 * i) & 0xFF for i in range(size)))
     frame = raw(net.from_h0(req))
     m = stack.pool.from_bytes(frame[:40])        # IP header in the first, ICMP split
     stack.pool.cat(m, stack.pool.from_bytes(frame[40:]))
@@ -82,21 +83,37 @@ def test_echo_split_over_two_mbufs(net, stack):
     net.if0.if_input(net.if0, [m])
     (f,) = take(net.if0)
     assert_echo_reply(f, req, R.IP0)
+    assert len(raw(f)) == 14 + 28 + size
+    assert (stack.icmp.stats["reflect"], stack.icmp.stats["nobufs"]) == (1, 0)
+    assert net.if1.sent == []
 
 
-def test_echo_longer_than_a_cluster_does_not_leak():
+def test_echo_longer_than_a_cluster_is_answered_in_full():
+    """A 1028-byte echo request on a stack of 512-byte clusters arrives as
+    a chain of 3 mbufs. RFC 1812 4.3.3.6: a router MUST echo a request of
+    up to the largest MTU of its networks (1500 here), with all of its
+    data; the pool has clusters to spare. And nothing may leak."""
     clock = FakeClock()
     st = Stack("small", nmbclusters=64, mclbytes=512, clock=clock)
     try:
         net = Router(st, clock)
         net.learn(net.if0, R.H0, R.H0_MAC)
-        net.send0(echo(payload=b"x" * 1000))     # 1028 bytes: a 3-mbuf chain
-        take(net.if0)
+        req = echo(payload=bytes((i * 13) & 0xFF for i in range(1000)), ident=0x4C4C, seq=9)
+        assert len(req) == 1028 and net.if0.mtu >= 1028
+        net.send0(req)
+        frames = take(net.if0)
+        icmp_stats = dict(st.icmp.stats)
+        other = list(net.if1.sent)
     finally:
         st.shutdown()
         left = st.pool.in_use
         st.close()
     assert left == 0
+    assert other == []
+    assert (icmp_stats["reflect"], icmp_stats["nobufs"]) == (1, 0), icmp_stats
+    (f,) = frames
+    assert len(raw(f)) == 14 + 1028
+    assert_echo_reply(f, req, R.IP0)             # every byte of the payload back
 
 
 def test_echo_reply_waits_for_arp_then_goes(router, stack):
