@@ -28,18 +28,41 @@ def test_a_raising_handler_is_counted_and_the_loop_goes_on():
     st.close()
 
 
-def test_malformed_control_requests_get_an_error_not_a_dead_stack(tmp_path, monkeypatch):
+JSON_OBJECT = 'a request is a JSON object {"op": ..., "args": {...}}'
+
+# Each malformed request and the one clean answer it must get: a usage
+# error naming what is wrong, or (a well-formed request for something that
+# is not there) a plain error. "internal error: ..." is what a bug behind a
+# request gets: it is never an acceptable answer to bad input.
+MALFORMED = [
+    (b"[]\n", True, JSON_OBJECT),
+    (b"nonsense\n", True, "Expecting value: line 1 column 1 (char 0)"),
+    (b'{"op": "ifconfig", "args": []}\n', True, JSON_OBJECT),
+    (b'{"op": "nicinfo", "args": {"ifname": "zz0"}}\n', False,
+     "no interface 'zz0' (interfaces: none)"),
+    (b'{"op": "frob"}\n', True, "unknown request 'frob' (requests: ping, "),
+    (b'{"op": "ping", "args": {"x": 1}}\n', True, "ping: unknown argument 'x' (arguments: none)"),
+    (b'{"args": {}}\n', True, "unknown request None (requests: ping, "),
+]
+
+
+def test_malformed_control_requests_get_an_error_not_a_dead_stack(tmp_path, monkeypatch, caplog):
     import iopkt.control as control
     monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
     st = Stack("unit", nmbclusters=8)
     srv = ControlServer(st, "unit")
     try:
-        for raw in (b"[]\n", b"nonsense\n", b'{"op": "ifconfig", "args": []}\n',
-                    b'{"op": "nicinfo", "args": {"ifname": "zz0"}}\n',
-                    b'{"op": "frob"}\n'):
+        for raw, usage, error in MALFORMED:
             ans = srv.handle(raw)
-            assert ans["ok"] is False and ans["error"], raw
-        assert srv.handle(json.dumps({"op": "ping"}).encode())["ok"] is True
+            want = {"ok": False, "usage": True} if usage else {"ok": False}
+            assert {k: v for k, v in ans.items() if k != "error"} == want, (raw, ans)
+            assert ans["error"].startswith(error), (raw, ans)
+            assert not ans["error"].startswith("internal error"), (raw, ans)
+        assert (srv.requests, srv.errors) == (len(MALFORMED), len(MALFORMED))
+        assert not [r for r in caplog.records if "control request failed" in r.getMessage()]
+        ans = srv.handle(json.dumps({"op": "ping"}).encode())
+        assert ans["ok"] is True and ans["result"]["name"] == "unit"
+        assert (srv.requests, srv.errors) == (len(MALFORMED) + 1, len(MALFORMED))
     finally:
         srv.close()
         st.close()

@@ -64,9 +64,59 @@ def test_cksum_update16_equals_recomputation():
         assert cksum_update16(c, old, new) == in_cksum(hdr), (hdr.hex(), i)
 
 
-def test_cksum_update16_rfc1624_corner_case():
-    # RFC 1624 section 3's example: eqn. 3 must give 0x0000, not 0xFFFF.
-    assert cksum_update16(0xDD2F, 0x5555, 0x3285) == 0x0000
+# RFC 1624's worked example (section 4, on section 3's equations): HC 0xDD2F,
+# a word 0x5555 -> 0x3285. RFC 1141's eqn. 2, HC' = HC + m + ~m', gives
+# 0xDD2F + 0x5555 + 0xCD7A = 0xFFFF: -0, which no checksum computed from
+# scratch holds. Eqn. 3, HC' = ~(~HC + ~m + m') = ~(0x22D0 + 0xAAAA + 0x3285)
+# = ~0xFFFF, gives 0x0000, what recomputation writes. Eqn. 3 never gives
+# 0xFFFF unless ~HC, ~m and m' are all zero (an end-around-carry sum of
+# anything else is never +0); it does give 0x0000, when the true new
+# checksum is zero. The TTL rows: a TTL decrement (word 0x4011 -> 0x3F11)
+# raises the checksum by 0x0100 with end-around carry.
+RFC1624_CASES = [
+    (0xDD2F, 0x5555, 0x3285, 0x0000),       # RFC 1624 section 4
+    (0xFEFF, 0x4011, 0x3F11, 0x0000),       # TTL: +0, never -0
+    (0xFF00, 0x4011, 0x3F11, 0x0001),       # TTL: the carry comes back in
+    (0xFFFE, 0x4011, 0x3F11, 0x00FF),
+    (0xFFFF, 0x4011, 0x3F11, 0x0100),       # -0 arriving
+    (0x0000, 0x4011, 0x3F11, 0x0100),
+    (0x1234, 0x4011, 0x3F11, 0x1334),
+    (0x0000, 0x3F11, 0x4011, 0xFEFF),       # a word going up: the checksum goes down
+    (0x0100, 0x3F11, 0x4011, 0x0000),
+    (0x00FF, 0x3F11, 0x4011, 0xFFFE),
+    (0x0800, 0x0800, 0x0000, 0x1000),       # ICMP echo -> echo reply (type word 0x0800 -> 0)
+    (0xF7FF, 0x0800, 0x0000, 0x0000),       # ... landing on zero
+]
+
+
+@pytest.mark.parametrize("hc, old, new, want", RFC1624_CASES,
+                         ids=[f"{a:04x}:{b:04x}->{c:04x}" for a, b, c, _ in RFC1624_CASES])
+def test_cksum_update16_rfc1624_corner_case(hc, old, new, want):
+    # The same change made to a header (words 0x4500, old, filler, hc; the
+    # filler makes hc its checksum) and the checksum recomputed from scratch.
+    canon = 0 if hc == 0xFFFF else hc
+    filler = ((0xFFFF & ~canon) - 0x4500 - old) % 0xFFFF
+    assert in_cksum(struct.pack("!4H", 0x4500, old, filler, hc)) == 0
+    recomputed = in_cksum(struct.pack("!4H", 0x4500, new, filler, 0))
+    assert cksum_update16(hc, old, new) == recomputed == want
+
+
+def test_cksum_update16_ttl_decrement_across_the_carry_range():
+    """Every header checksum from 0xFE00 up (and the bottom edge), through a
+    TTL decrement, against recomputation of the whole header."""
+    hdr = bytearray(raw(IP(src="10.0.0.2", dst="10.0.1.2", ttl=64, id=0) / UDP()))[:20]
+    hdr[10:12] = b"\0\0"
+    s0 = cksum_sum(hdr, 0, 20)
+    checked = 0
+    for hc in list(range(0xFE00, 0xFFFF)) + [0x0000, 0x0001, 0x00FF, 0x0100]:
+        h = bytearray(hdr)
+        ident = ((0xFFFF & ~hc) - s0) % 0xFFFF      # makes the checksum hc
+        h[4:6] = ident.to_bytes(2, "big")
+        assert in_cksum(h) == hc
+        h[8] -= 1
+        assert cksum_update16(hc, 0x4011, 0x3F11) == in_cksum(h), hex(hc)
+        checked += 1
+    assert checked == 0x1FF + 4
 
 
 def test_cksum_update16_ttl_decrement():

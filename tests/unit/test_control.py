@@ -162,7 +162,7 @@ def test_more_clients_than_max_conns_evict_the_oldest(served, monkeypatch):
 @pytest.mark.parametrize("raw,usage,needle", [
     (b"[]\n", True, "a request is a JSON object"),
     (b"nonsense\n", True, "Expecting value"),
-    (b"\xff\xfe\n", True, "can't decode"),
+    (b"\xff\xfe\n", True, "'utf-16-le' codec can't decode byte 0x0a in position 2"),
     (b'{"op": "ifconfig", "args": []}\n', True, "a request is a JSON object"),
     (b'{"op": "frob"}\n', True, "unknown request 'frob' (requests: ping, ifconfig"),
     (b'{"op": "nicinfo", "args": {"ifname": "zz0"}}\n', False, "no interface 'zz0'"),
@@ -171,23 +171,34 @@ def test_more_clients_than_max_conns_evict_the_oldest(served, monkeypatch):
     (b'{"op": "ifconfig", "args": {"ifname": "x", "mtu": "9000"}}\n', True,
      "ifconfig: argument 'mtu' is str, expected int or null"),
     (b'{"op": "ifconfig", "args": {"ifname": "x", "up": 1}}\n', True,
-     "argument 'up' is int, expected bool or null"),
+     "ifconfig: argument 'up' is int, expected bool or null"),
     (b'{"op": "ifconfig", "args": {"ifname": "x", "caps": [1]}}\n', True,
-     "argument 'caps' is list, expected list or null"),
+     "ifconfig: argument 'caps' is list, expected list or null"),
     (b'{"op": "ifconfig", "args": {"ifname": "x", "mtu": true}}\n', True,
-     "argument 'mtu' is bool, expected int or null"),
+     "ifconfig: argument 'mtu' is bool, expected int or null"),
     (b'{"op": "ping", "args": {"x": 1}}\n', True, "ping: unknown argument 'x' (arguments: none)"),
-    (b'{"op": "mount", "args": {"driver": "nosuch"}}\n', True, "no driver 'nosuch'"),
-    (b'{"op": "route", "args": {"add": "10.0.0.0/33", "gateway": "1.2.3.4"}}\n', True, "33"),
+    (b'{"op": "mount", "args": {"driver": "nosuch"}}\n', True,
+     "no driver 'nosuch' (looked for devnp-nosuch and devn-nosuch; drivers: "),
+    (b'{"op": "route", "args": {"add": "10.0.0.0/33", "gateway": "1.2.3.4"}}\n', True,
+     "'10.0.0.0/33' is not an IPv4 address or prefix"),
 ])
 def test_malformed_requests_are_usage_errors_and_leave_no_traceback(served, caplog, raw,
                                                                     usage, needle):
+    # The answer *starts* with what names the problem: a bug behind the
+    # request would answer "internal error: <Exception>: ..." (and log
+    # "control request failed"), which is never a clean error, whatever
+    # words follow it.
     st, srv, path = served
     ans = ask(path, raw)
-    assert ans["ok"] is False and needle in ans["error"], ans
+    assert ans["ok"] is False and ans["error"].startswith(needle), ans
+    assert "internal error" not in ans["error"]
+    assert set(ans) == ({"ok", "usage", "error"} if usage else {"ok", "error"}), ans
     assert ans.get("usage", False) is usage
     assert not [r for r in caplog.records if r.exc_info], "a traceback reached the log"
+    assert not [r for r in caplog.records if "control request failed" in r.getMessage()]
+    assert (srv.requests, srv.errors) == (1, 1)
     assert ask(path, req(op="ping"))["ok"]
+    assert (srv.requests, srv.errors) == (2, 1)
 
 
 def test_request_raises_usage_error_for_a_bad_request(served):
