@@ -257,7 +257,8 @@ class Shim(ionet.IoNetSelf):
             ifp.in_discards["runt"] += 1
             ifp.ierrors += 1
             return None
-        if not self.rxcopy and iov is not None and _lendable(iov.base):
+        lent = not self.rxcopy and iov is not None and _lendable(iov.base)
+        if lent:
             base = iov.base
             m = self.pool.get_ext(base.obj if isinstance(base, memoryview) else base,
                                   off, n, self._ext_free, npkt)
@@ -284,13 +285,23 @@ class Shim(ionet.IoNetSelf):
             else:
                 self._gather(npkt, m, off, n)
             self.rx_copied += 1
-            self._give_back(npkt)           # copied: the driver has it back now
         m.len = m.pkt_len = n
         m.rcvif = ifp
-        if not self.q.put(m):               # only if a second thread raced us
-            self.pool.freem(m)
+        if not self.q.put(m):
+            # Only when a second driver thread took the last slot since the
+            # check above. A refusal means the driver keeps `npkt`, so it
+            # must not also come back through tx_done: a lent buffer's
+            # mbuf is freed without its give-back.
+            if lent:
+                self.up_held.discard(id(npkt))
+                m.ext_free = _keep
+            self.pool.free(m)
+            self.rx_refused += 1
+            ifp.in_discards["qfull"] += 1
             ifp.iqdrops += 1
             return None
+        if not lent:                        # (m may be the stack's already)
+            self._give_back(npkt)           # copied: the driver has it back now
         return m
 
     def _up_checks(self, npkt: npkt_t, total: int, niov: int) -> bool:
@@ -588,6 +599,10 @@ class Shim(ionet.IoNetSelf):
         }
 
 
+def _keep(npkt) -> None:
+    """The give-back of a lent mbuf whose npkt the driver kept."""
+
+
 def _lendable(base) -> bool:
     """Can this fragment buffer become mbuf external storage as it is? Only
     a whole writable bytearray (or a view of one from its start)."""
@@ -645,6 +660,9 @@ def _attach(stack, drv, shim: Shim) -> Ifnet:
     ifp.if_devkey = cfg.device_name or ""   # the device, whichever driver drives it
     ifp.set_softc(shim)
     ifp.link_state = LINK_STATE_DOWN if cfg.flags & NIC_FLAG_LINK_DOWN else LINK_STATE_UP
+    # No link at mount (cable out) is a lost link: watch_link shows it up
+    # when it comes.
+    shim.link_downed = ifp.link_state == LINK_STATE_DOWN
     shim.registrant.dl_advert(shim.reg_hdl)
     stack.if_attach(ifp)
     stack.softint_establish(shim.softint)

@@ -134,9 +134,9 @@ class DevnTap:
                 try:
                     npkt = free.popleft()
                 except IndexError:
-                    st.rx_nobufs += 1
                     if not self._discard():
                         break
+                    st.rx_nobufs += 1       # one frame dropped: no npkt for it
                     continue
                 iov = npkt.buffers[0].net_iov[0]
                 try:
@@ -150,6 +150,10 @@ class DevnTap:
                         self._lost(e)       # what was read still goes up, then we end
                     else:
                         st.rx_failed += 1
+                    break
+                if n == 0:                  # end of file: the peer is gone (a
+                    free.append(npkt)       # TAP never reads 0 bytes)
+                    self.link_down = True
                     break
                 self.fill_up(npkt, n)
                 st.rxed_ok += 1
@@ -202,11 +206,16 @@ class DevnTap:
         self.free.append(npkt)
 
     def _discard(self) -> bool:
+        """Read one frame and drop it (no npkt to hold it). False when
+        there was none, or the link is gone."""
         try:
-            os.read(self.fd, 65536)
-            return True
-        except OSError:
-            return False
+            if os.read(self.fd, 65536):
+                return True
+            self.link_down = True           # end of file
+        except OSError as e:
+            if e.errno in LINK_LOST:
+                self._lost(e)
+        return False
 
     def _lost(self, e: OSError) -> None:
         self.link_down = True
