@@ -1,0 +1,173 @@
+"""`make mutate`: mutation testing of the hot-path and contract modules.
+
+mutmut (configured in pyproject.toml's [tool.mutmut]) plants one small bug
+at a time in the modules named there (checksums, ipv4, ether, arp, icmp,
+route, mbuf, handoff, pacer, the shim and both TAP drivers) and runs the
+unit tests that reach the mutated function; a mutant the tests do not
+notice "survived". This script runs mutmut with its chatter in a log,
+then prints one row per module and, as its last line,
+
+    mutation score: K/N killed (P%)
+
+K counts mutants killed by a failing test or by a timeout (the mutant made
+a loop run forever). N is every mutant minus those listed in
+tests/equivalent_mutants.txt: mutants that change no behaviour anyone can
+observe (a debug string, a cache key), each with a one-line reason. An
+entry records the mutated line too, so when the code moves and mutmut's
+numbering shifts, the entry is reported stale instead of silently
+excusing another mutant.
+
+Exit status: 0 when the score is at least --goal (90%), 1 below it or when
+an entry is stale, 2 when mutmut itself failed.
+
+mutmut keeps its results in mutants/ and reuses them while the code and
+tests are unchanged; `make mutate ARGS=--fresh` starts from nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EQUIVALENT = os.path.join("tests", "equivalent_mutants.txt")
+KILLED = {"killed", "timeout", "segfault", "caught by type check"}
+
+
+def load_equivalents(path: str) -> dict[str, tuple[str, str]]:
+    """name -> (mutated line, reason). Format, one per line:
+    `name | mutated line as mutmut shows it (+ side, stripped) | reason`."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = [p.strip() for p in line.split(" | ")]
+            if len(parts) != 3 or not all(parts):
+                sys.exit(f"mutate: {path}:{n}: expected 'name | mutated line | reason'")
+            out[parts[0]] = (parts[1], parts[2])
+    return out
+
+
+def mutant_results(mutmut: str) -> dict[str, str]:
+    """Every mutant's status from `mutmut results --all true`."""
+    r = subprocess.run([mutmut, "results", "--all", "true"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"mutate: mutmut results failed: {r.stderr.strip()[-500:]}")
+    res = {}
+    for line in r.stdout.splitlines():
+        m = re.match(r"\s+(\S+): (.+)$", line)
+        if m:
+            res[m.group(1)] = m.group(2).strip()
+    return res
+
+
+def mutated_line(mutmut: str, name: str) -> str:
+    """The line the mutant adds, as `mutmut show` prints it."""
+    r = subprocess.run([mutmut, "show", name], capture_output=True, text=True)
+    added = [ln[1:].strip() for ln in r.stdout.splitlines()
+             if ln.startswith("+") and not ln.startswith("+++")]
+    return " / ".join(added)
+
+
+def module_of(name: str) -> str:
+    # iopkt.cksum.x_fold__mutmut_1, iopkt.pacer.xǁPacerǁwait__mutmut_5
+    return name.split(".x")[0] if ".x" in name else name.rsplit(".", 1)[0]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--fresh", action="store_true", help="discard mutmut's earlier results")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="mutants tested at once (default: the number of CPUs)")
+    ap.add_argument("--goal", type=float, default=90.0, help="lowest passing score, percent")
+    ap.add_argument("--report-only", action="store_true",
+                    help="do not run mutmut; report the results already in mutants/")
+    args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs {args.jobs}: must be at least 1")
+    os.chdir(ROOT)
+    mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
+    if not os.path.exists(mutmut):
+        print("mutate: mutmut is not installed in this venv (make mutate installs it)")
+        return 2
+
+    if not args.report_only:
+        if args.fresh:
+            shutil.rmtree("mutants", ignore_errors=True)
+        os.makedirs("mutants", exist_ok=True)
+        log = os.path.join("mutants", "run.log")
+        print(f"mutate: running mutmut with {args.jobs} jobs (progress in {log})", flush=True)
+        t0 = time.monotonic()
+        with open(log, "w") as f:
+            r = subprocess.run([mutmut, "run", "--max-children", str(args.jobs)],
+                               stdout=f, stderr=subprocess.STDOUT)
+        took = time.monotonic() - t0
+        if r.returncode != 0:
+            with open(log, errors="replace") as f:
+                tail = f.read()[-1500:]
+            print(tail)
+            print(f"mutate: mutmut failed (exit {r.returncode}); whole log in {log}")
+            return 2
+        print(f"mutate: mutmut took {took / 60:.1f} min")
+
+    res = mutant_results(mutmut)
+    if not res:
+        print("mutate: no results in mutants/ (run without --report-only)")
+        return 2
+    equiv = load_equivalents(EQUIVALENT)
+    stale = []
+    for name, (line, _reason) in equiv.items():
+        status = res.get(name)
+        if status is None:
+            stale.append(f"{name}: no such mutant any more")
+        elif status not in ("survived", "no tests"):
+            stale.append(f"{name}: listed as equivalent but {status}")
+        elif mutated_line(mutmut, name) != line:
+            stale.append(f"{name}: now mutates `{mutated_line(mutmut, name)}`")
+
+    rows: dict[str, Counter] = defaultdict(Counter)
+    survivors = []
+    for name, status in res.items():
+        c = rows[module_of(name)]
+        c["total"] += 1
+        if name in equiv and not any(s.startswith(name + ":") for s in stale):
+            c["equivalent"] += 1
+        elif status in KILLED:
+            c["killed"] += 1
+        else:
+            c["survived"] += 1
+            survivors.append((name, status))
+
+    print(f"\n{'module':36} {'mutants':>8} {'killed':>7} {'survived':>9} {'equiv':>6} {'score':>7}")
+    tot = Counter()
+    for mod in sorted(rows):
+        c = rows[mod]
+        tot.update(c)
+        n = c["total"] - c["equivalent"]
+        print(f"{mod:36} {c['total']:8} {c['killed']:7} {c['survived']:9} {c['equivalent']:6} "
+              f"{100 * c['killed'] / n if n else 100:6.1f}%")
+    if survivors:
+        print(f"\n{len(survivors)} surviving (see one with `.venv/bin/mutmut show NAME`):")
+        for name, status in sorted(survivors):
+            print(f"  {name}: {status}")
+    for s in stale:
+        print(f"stale entry in {EQUIVALENT}: {s}")
+    n = tot["total"] - tot["equivalent"]
+    pct = 100 * tot["killed"] / n if n else 100.0
+    print(f"\n{tot['equivalent']} equivalent mutants listed with reasons in {EQUIVALENT}")
+    print(f"mutation score: {tot['killed']}/{n} killed ({pct:.1f}%)")
+    return 0 if pct >= args.goal and not stale else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
