@@ -132,6 +132,13 @@ def no_root_needed(monkeypatch):
     would be skipped for a user without it."""
     monkeypatch.setattr(cli, "need_root", lambda: None)
     monkeypatch.setattr(cli.control, "request", _no_stack)
+    # A check that lets a bad option through must fail here, not run a
+    # stack (with real TAPs, as root) until something kills it.
+    import pytun
+
+    from iopkt.stack import Stack
+    monkeypatch.setattr(Stack, "run", _no_stack)
+    monkeypatch.setattr(pytun, "TunTapDevice", _no_stack)
 
 
 def _no_stack(*a, **kw):
