@@ -413,15 +413,17 @@ class MbufPool:
     def pullup(self, m: Mbuf, n: int) -> Mbuf | None:
         """m_pullup: make the first `n` bytes of the packet contiguous in
         the first mbuf. Consumes `m`; returns the new head, or None (chain
-        freed) if the packet is shorter than `n` or the pool is empty."""
+        freed) if the packet is shorter than `n`, if `n` bytes fit neither
+        the first mbuf's storage nor a cluster, or if the pool is empty."""
         if m.len >= n:
             return m
-        if m.pkt_len < n or n > m.size:
+        # The bytes go where the first mbuf's are, if it is ours and has
+        # room behind them; else into a new cluster in front of it.
+        here = not m.flags & M_EXT and m.off + n <= m.size
+        if m.pkt_len < n or (not here and n > self.mclbytes):
             self.freem(m)
             return None
-        # Move what the first mbuf has to the front of its storage if it
-        # would not fit otherwise, then pull bytes from the followers.
-        if m.flags & M_EXT or m.off + n > m.size:
+        if not here:
             nm = self.get()
             if nm is None:
                 self.freem(m)
