@@ -366,18 +366,18 @@ class MbufPool:
         """M_PREPEND: make room for `n` bytes in front of the packet and
         return the (possibly new) first mbuf. Uses the leading space when
         there is enough (the normal case: no copy); otherwise links a new
-        mbuf in front. Consumes `m`; on failure frees the chain and returns
-        None."""
+        mbuf in front. Consumes `m`; on failure (the pool is empty, or `n`
+        is more than a cluster holds) frees the chain and returns None."""
         if m.off >= n:
             m.off -= n
             m.len += n
             m.pkt_len += n
             return m
-        nm = self.get()
+        nm = self.get() if n <= self.mclbytes else None
         if nm is None:
             self.freem(m)
             return None
-        nm.off = nm.size - n if n <= nm.size else 0
+        nm.off = nm.size - n
         nm.len = n
         copy_pkthdr(nm, m)
         nm.pkt_len = m.pkt_len + n
