@@ -35,9 +35,11 @@ setup: root $(STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# The whole suite: unit tests and real namespaces, TAPs and traffic.
+# The whole suite: unit tests and real namespaces, TAPs and traffic, two
+# at a time (tests marked `alone`, which measure rates or times, run with
+# nothing beside them).
 test: root setup
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 $(ARGS)
 
 # Unit tests only: no root needed.
 unit: $(STAMP)

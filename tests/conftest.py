@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
@@ -17,3 +19,57 @@ if "IOPKT_RUN_DIR" not in os.environ:
     _run_dir = tempfile.mkdtemp(prefix="iopkt-test-run-")
     os.environ["IOPKT_RUN_DIR"] = _run_dir
     atexit.register(shutil.rmtree, _run_dir, True)
+
+
+# -- running under pytest-xdist (-n N) ---------------------------------------
+# Tests marked `alone` measure time or rates (a rate band, a max RTT, no
+# loss at a given load): under xdist each runs with nothing else running,
+# while every other test runs alongside whatever else is not `alone`. A
+# readers-writer lock over all workers, on flock(2): an `alone` test takes
+# it exclusively, any other shared; a turnstile taken first lets an `alone`
+# test waiting for its turn stop new shared holders from overtaking it.
+# Without xdist nothing is locked. The lock files live in a directory the
+# first process (xdist's controller, which the workers inherit it from)
+# makes and removes.
+if "IOPKT_TEST_LOCK_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    _lock_dir = tempfile.mkdtemp(prefix="iopkt-test-locks-")
+    os.environ["IOPKT_TEST_LOCK_DIR"] = _lock_dir
+    atexit.register(shutil.rmtree, _lock_dir, True)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "alone: measures time or rates; under pytest-xdist "
+                            "it runs while no other test runs, and make mutate leaves it out "
+                            "(mutmut's tracing slows every test)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist the `alone` tests go first (in their order; every worker
+    collects the same list): run one after the other while the rest wait,
+    they idle a worker once, not once each among the rest."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: item.get_closest_marker("alone") is None)
+
+
+@pytest.fixture(autouse=True)
+def _alone_under_xdist(request):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import fcntl
+    alone = request.node.get_closest_marker("alone") is not None
+    d = os.environ["IOPKT_TEST_LOCK_DIR"]
+    with open(os.path.join(d, "turnstile"), "a") as gate, open(os.path.join(d, "tests"), "a") as lk:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lk, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lk, fcntl.LOCK_UN)

@@ -138,6 +138,7 @@ def test_stdout_into_tcpdump_shows_the_frames(mixed):
     assert "8 frames captured, 0 dropped by a slow reader" in err, err
 
 
+@pytest.mark.alone
 def test_a_client_that_never_reads_drops_frames_and_ping_loses_nothing(mixed):
     """A capture on A's interface with a client that never reads while
     iperf3 crosses the stack: its bound fills, frames are dropped and

@@ -59,6 +59,7 @@ def lab_(request):
         yield lb
 
 
+@pytest.mark.alone
 def test_slowloris_and_200_idle_connections_do_not_stall_forwarding(lab_):
     lb = lab_
     path = control.sock_path(lb.prefix)
@@ -101,6 +102,7 @@ def test_slowloris_and_200_idle_connections_do_not_stall_forwarding(lab_):
     assert evicted >= 201 - control.MAX_CONNS, cut
 
 
+@pytest.mark.alone
 def test_oversized_and_flooding_clients_are_cut_and_counted(lab_):
     lb = lab_
     path = control.sock_path(lb.prefix)

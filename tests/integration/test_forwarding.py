@@ -9,6 +9,7 @@ import json
 import re
 from datetime import datetime
 
+import pytest
 from scapy.all import IP, UDP, Ether, raw
 
 from iopkt import benchlib
@@ -45,6 +46,7 @@ def test_ping_the_stack(shared_lab):
     assert "1 received" in r.stdout, r.stdout
 
 
+@pytest.mark.alone
 def test_iperf3_tcp_complete(shared_lab):
     lb = shared_lab
     res = benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2)
@@ -67,12 +69,13 @@ def test_tcp_stream_arrives_intact(shared_lab):
     assert got[0] == str(30 * 1024 * 1024)
 
 
+@pytest.mark.alone
 def test_iperf3_udp_no_loss(shared_lab):
     lb = shared_lab
-    res = benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2,
+    res = benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1,
                           ["-u", "-b", "20M", "-l", "1400"])
     s = res["end"]["sum"]
-    assert s["packets"] > 3000
+    assert s["packets"] > 1500                  # 20 Mbit/s of 1400 B: 1786 a second
     assert s["lost_packets"] == 0, s
     assert lb.wait_idle_pool()["clusters_in_use"] == 0
 

@@ -169,18 +169,63 @@ def test_bad_input_is_one_clear_line(args, needle):
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.alone
 def test_link_speed_emulation_both_directions(make_lab):
+    """lab up --speed 100: the drivers' speed and a tbf on each host's TAP
+    (the tbf alone would hold this rate; the stack's own pacer is proven by
+    test_the_stacks_own_pacer_alone_holds_100_mbits)."""
     from iopkt import benchlib
     lb = make_lab("devnp-tap", "devn-tap", speed=100)
     for name in (lb.if_a, lb.if_b):
         assert lb.nic(name)["media_bps"] == 100_000_000
     for ns, tap in ((lb.ns_a, lb.state["tap_a"]), (lb.ns_b, lb.state["tap_b"])):
         assert "tbf" in netns.qdisc_kinds(ns, tap)
-    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2))
-    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 2))
+    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
+    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
     # A 100 Mbit/s Ethernet carries about 94 Mbit/s of TCP payload.
     assert 80e6 < ab < 100e6, ab
     assert 80e6 < ba < 100e6, ba
+
+
+# A paced 100 Mbit/s Ethernet carries a full TCP segment (1448 B of payload
+# with timestamps) in 1514 + 24 bytes of wire time: 94.1 Mbit/s of goodput.
+# A pacer that forgot the 24 bytes of preamble, FCS and gap would let
+# 95.6 through; one 8x too fast, whatever the stack can forward.
+PACED_100M_GOODPUT = (85e6, 95e6)
+
+
+@pytest.mark.alone
+def test_the_stacks_own_pacer_alone_holds_100_mbits(make_lab):
+    """The drivers' speed=100 option (`lab up --options speed=100`) and no
+    --speed, so no tbf anywhere: what leaves the stack towards a host is
+    held to the rate by the stack's pacer alone, devn-tap's (the shim's
+    legacy driver) towards B and devnp-tap's towards A. Each direction's
+    TCP goodput lies where a 100 Mbit/s Ethernet puts it, and the pacer
+    facing the receiver is seen holding frames back."""
+    lb = make_lab("devnp-tap", "devn-tap", opts_a="speed=100", opts_b="speed=100")
+    assert lb.state["speed"] == 0
+    for ns, host_if in ((lb.ns_a, lb.host_if_a), (lb.ns_b, lb.host_if_b)):
+        assert "tbf" not in netns.qdisc_kinds(ns, host_if), host_if     # only the stack paces
+    for name in (lb.if_a, lb.if_b):
+        assert lb.nic(name)["media_bps"] == 100_000_000
+
+    def held():
+        """(devnp-tap's transmits held for the rate towards A, the shim's
+        transmits devn-tap deferred, TX_DOWN_AGAIN, towards B)."""
+        return (lb.nic(lb.if_a)["driver_info"]["paced_waits"],
+                lb.nic(lb.if_b)["driver_info"]["tx_again"])
+
+    h0 = held()
+    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
+    h1 = held()
+    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
+    h2 = held()
+    lo, hi = PACED_100M_GOODPUT
+    assert lo < ab < hi, f"A -> B {ab / 1e6:.1f} Mbit/s through devn-tap speed=100"
+    assert lo < ba < hi, f"B -> A {ba / 1e6:.1f} Mbit/s through devnp-tap speed=100"
+    # Each pacer held back the data it sent, hundreds of times a second.
+    assert h1[1] - h0[1] > 200, (h0, h1)
+    assert h2[0] - h1[0] > 200, (h1, h2)
 
 
 def test_run_in_the_foreground_with_addresses_and_routes(fresh_prefix):
@@ -261,7 +306,7 @@ def test_lab_over_veth_via_cli_ping_iperf3_remount_and_nothing_left(fresh_prefix
 
         ping = benchlib.ping(f"{p}-a", "198.19.0.2", 20, interval=0.01, warmup=2)
         assert ping["received"] == 20, ping["output"]
-        res = benchlib.iperf3(f"{p}-a", f"{p}-b", "198.19.0.2", 2)
+        res = benchlib.iperf3(f"{p}-a", f"{p}-b", "198.19.0.2", 1)
         assert benchlib.received_bps(res) > 50e6, res["end"]
         res = benchlib.iperf3(f"{p}-b", f"{p}-a", "198.18.0.2", 1)
         assert benchlib.received_bps(res) > 50e6, res["end"]
@@ -300,6 +345,7 @@ def test_lab_over_veth_refuses_a_tap_driver_in_one_line():
 @pytest.mark.parametrize("driver", [
     pytest.param(VETH_NATIVE, marks=needs_afpacket(VETH_NATIVE)),
     pytest.param(VETH_LEGACY, marks=needs_afpacket(VETH_LEGACY))])
+@pytest.mark.alone
 def test_link_speed_over_veth_both_directions(make_lab, driver):
     """--speed over veth: a tbf on each host's end; towards the hosts the
     driver paces if it can (a speed option), else a tbf on the stack's end."""
@@ -311,7 +357,7 @@ def test_link_speed_over_veth_both_directions(make_lab, driver):
         assert "tbf" in netns.qdisc_kinds(ns, host_if)
         assert ("tbf" in netns.qdisc_kinds(lb.state["ns_s"], port)) == (not paces)
     assert lb.state["stack_tbf"] == [not paces] * 2
-    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2))
-    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 2))
+    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
+    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
     assert 80e6 < ab < 100e6, ab
     assert 80e6 < ba < 100e6, ba

@@ -216,7 +216,7 @@ def test_detach_tells_the_client(served):
     wait_for(lambda: not served.srv.streams)
 
 
-@pytest.mark.timing
+@pytest.mark.alone
 def test_a_reader_that_never_reads_gets_drops_not_a_stalled_stack(served, monkeypatch):
     monkeypatch.setattr(control, "BPF_BUFSIZE", 256 * 1024)
     sock, _, rest = stream(ifname="fk0")           # and then it reads nothing

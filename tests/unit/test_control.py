@@ -100,7 +100,7 @@ def test_a_request_ended_by_shutdown_instead_of_newline_is_answered(served):
     s.close()
 
 
-@pytest.mark.timing
+@pytest.mark.alone
 def test_an_idle_client_is_cut_at_its_deadline_and_the_loop_never_waits(served):
     st, srv, path = served
     idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
