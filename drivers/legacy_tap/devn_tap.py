@@ -117,7 +117,7 @@ class DevnTap:
 
     # -- receive: our own thread -----------------------------------------------
     def rx_thread(self) -> None:
-        ion, fd = self.ion, self.fd
+        fd = self.fd
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(self.stopfd, select.POLLIN)
@@ -134,6 +134,10 @@ class DevnTap:
                 try:
                     npkt = free.popleft()
                 except IndexError:
+                    if head is not None:    # our own burst holds them: send it
+                        self.up_chain(head)     # up first (copied ones come back)
+                        head = tail = None
+                        continue
                     if not self._discard():
                         break
                     st.rx_nobufs += 1       # one frame dropped: no npkt for it
@@ -168,20 +172,25 @@ class DevnTap:
                 else:
                     self.up_one(npkt)
             if head is not None:
-                try:
-                    left = ion.tx_up_start(self.reg_hdl, head, 0, 0, self.cell,
-                                           self.endpoint, 0, self)
-                except Exception as e:      # io-net's problem, not a reason to die
-                    log.warning("%s: tx_up_start failed: %s", NAME, e)
-                    left = None
-                while left is not None:
-                    nxt = left.next
-                    self._recycle(left)
-                    left = nxt
+                self.up_chain(head)
             if self.link_down:
                 log.warning("%s: TAP %s is gone (link down); receive thread ends",
                             NAME, self.tap.name)
                 return
+
+    def up_chain(self, head: npkt_t) -> None:
+        """Send a burst up with one tx_up_start; what io-net does not take
+        stays ours."""
+        try:
+            left = self.ion.tx_up_start(self.reg_hdl, head, 0, 0, self.cell,
+                                        self.endpoint, 0, self)
+        except Exception as e:              # io-net's problem, not a reason to die
+            log.warning("%s: tx_up_start failed: %s", NAME, e)
+            left = None
+        while left is not None:
+            nxt = left.next
+            self._recycle(left)
+            left = nxt
 
     def fill_up(self, npkt: npkt_t, n: int) -> None:
         """Describe a received frame of `n` bytes as an up packet."""

@@ -17,6 +17,7 @@ import fcntl
 import itertools
 import logging
 import os
+import select
 import socket
 import struct
 import termios
@@ -83,13 +84,24 @@ def unread(sock) -> int:
 
 
 class FakeTun:
-    """What pytun.TunTapDevice gives devn-tap: here a socketpair end."""
+    """What pytun.TunTapDevice gives devn-tap: here a socketpair end. Setting
+    its MTU is noted in `events` (a list the test may share)."""
 
-    def __init__(self, sock, name):
+    def __init__(self, sock, name, events=None):
         self.sock = sock
         self.name = name
-        self.mtu = None
+        self._mtu = None
         self.closed = False
+        self.events = [] if events is None else events
+
+    @property
+    def mtu(self):
+        return self._mtu
+
+    @mtu.setter
+    def mtu(self, value):
+        self.events.append(("mtu", value))
+        self._mtu = value
 
     def fileno(self):
         return self.sock.fileno()
@@ -104,7 +116,7 @@ class Wire:
     kernel's side of its "TAP"."""
 
     def __init__(self, monkeypatch, options="", nmbclusters=64, mclbytes=2048,
-                 sndbuf=None, preload=(), keep=False):
+                 sndbuf=None, preload=(), keep=False, hangup=False, events=None):
         self.clock = FakeClock()
         self.stack = Stack("unit", nmbclusters=nmbclusters, mclbytes=mclbytes,
                            clock=self.clock)
@@ -112,12 +124,14 @@ class Wire:
         if sndbuf:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         self.peer.setblocking(False)
-        self.tun = FakeTun(ours, f"ftap{next(_names)}")
+        self.events = [] if events is None else events
+        self.tun = FakeTun(ours, f"ftap{next(_names)}", self.events)
         self.opened = []            # (name, flags) devn-tap asked pytun for
         self.ioctls = []            # (request, arg) on the TAP fd
 
         def tuntap(name="", flags=0):
             self.opened.append((name, flags))
+            self.events.append(("open", name, flags))
             return self.tun
         monkeypatch.setattr(devn_tap.pytun, "TunTapDevice", tuntap)
 
@@ -130,6 +144,8 @@ class Wire:
         monkeypatch.setattr(devn_tap, "fcntl", Fcntl)
         for f in preload:           # frames waiting before the driver starts
             self.peer.send(f)
+        if hangup:                  # and the kernel side gone before it starts
+            self.peer.close()
         self.ifp = shimmod.mount(self.stack, DRIVER, f"name={self.tun.name},mac={MAC},"
                                  + options)
         self.shim = self.ifp.softc
@@ -210,6 +226,8 @@ def wire(monkeypatch):
             if len(drv.free) != drv.npkts_total or len(set(map(id, drv.free))) != len(drv.free):
                 failures.append(f"{len(drv.free)} npkts ({len(set(map(id, drv.free)))} "
                                 f"distinct) on the free list of {drv.npkts_total}")
+            if not all(type(n) is ionet.npkt_t for n in drv.free):
+                failures.append(f"not only npkts on the free list: {set(map(type, drv.free))}")
             if not w.tun.closed:
                 failures.append("the TAP was not closed")
             if id(w.shim.dll_hdl) in devn_tap._instances:
@@ -235,18 +253,35 @@ def test_mount_opens_the_tap_and_starts_the_receive_thread(wire):
     assert w.ioctls == [(devn_tap.TUNSETOFFLOAD, 0)]        # no offload, ever
     assert os.get_blocking(w.tun.fileno()) is False
     assert w.drv.thread.is_alive() and w.drv.thread.name == f"devn-tap rx {w.tun.name}"
+    assert w.drv.thread.daemon is True              # never what keeps the process alive
     assert rx_threads() == [w.drv.thread]
+    # The thread's stop signal: an eventfd no child process inherits.
+    assert os.get_blocking(w.drv.stopfd) is False and os.get_inheritable(w.drv.stopfd) is False
     ifp = w.ifp
     assert ifp.name == "en0" and ifp.mac_str() == MAC and ifp.mtu == 1400
     assert ifp.description == f"devn-tap TAP {w.tun.name}" and ifp.link_state == LINK_STATE_UP
     assert ifp.flags & IFF_UP and ifp.flags & IFF_RUNNING and ifp.capabilities == 0
     w.npkts_home(16)
-    st = w.stats()
-    assert (st["npkts_total"], st["npkts_free"], st["rx_thread_alive"]) == (16, 16, True)
-    assert st["rxed_ok"] == st["txed_ok"] == 0
+    zero = dict.fromkeys(["txed_ok", "octets_txed_ok", "tx_failed", "tx_again", "rxed_ok",
+                          "octets_rxed_ok", "rx_failed", "rx_nobufs", "rx_not_taken",
+                          "txed_broadcast", "rxed_broadcast", "txed_multicast",
+                          "rxed_multicast"], 0)
+    assert w.stats() == {**zero, "npkts_total": 16, "npkts_free": 16, "rx_thread_alive": True}
     reg = w.shim.registrant
     assert reg.devctl(1, 0x9999, None) == (ionet.ENOTSUP, None)
     assert reg.dl_advert(1) == ionet.EOK and reg.flush(1) == ionet.EOK
+
+
+# -- devctl: what nicinfo shows ---------------------------------------------------
+
+def test_get_config_describes_the_tap_link(wire):
+    w = wire("mtu=1400,speed=100")
+    rc, cfg = w.shim.registrant.devctl(1, ionet.DCMD_IO_NET_GET_CONFIG, None)
+    mac = bytes.fromhex("020000000001")
+    assert rc == ionet.EOK and cfg == ionet.NicConfig(
+        device_name=f"TAP {w.tun.name}", driver_name="devn-tap", permanent_address=mac,
+        current_address=mac, mtu=1400, media_rate=100_000, flags=0)    # kbit/s
+    assert w.ifp.baudrate == 100_000_000 and w.ifp.mtu == 1400
 
 
 def test_a_random_mac_is_unicast_and_local(monkeypatch):
@@ -267,29 +302,76 @@ def test_a_random_mac_is_unicast_and_local(monkeypatch):
     assert tun.closed and rx_threads() == [] and stack.pool.in_use == 0
 
 
+# -- options: what is refused, with the whole message the user sees ------------
+
+NAME_RULE = "an interface name is 1-15 characters, not '.' or '..', without '/', ':' or spaces"
+UNICAST = "a unicast address (first byte even, not all zero), like 02:00:00:00:00:01"
+SIX_BYTES = "expected six hex bytes like 02:00:00:00:00:01"
+
+
 @pytest.mark.parametrize("options,message", [
-    ("mac=zz", "option mac=zz: expected six hex bytes"),
-    ("mac=03:00:00:00:00:01", "a unicast address"),
-    ("mac=00:00:00:00:00:00", "a unicast address"),
-    ("name=a/b", "option name=a/b: an interface name"),
-    ("name=..", "an interface name"),
+    ("mac=zz", f"option mac=zz: {SIX_BYTES}"),
+    ("mac=02:00:00:00:00:01:02", f"option mac=02:00:00:00:00:01:02: {SIX_BYTES}"),
+    ("mac=002:00:00:00:00:01", f"option mac=002:00:00:00:00:01: {SIX_BYTES}"),
+    ("mac=03:00:00:00:00:01", f"option mac=03:00:00:00:00:01: {UNICAST}"),
+    ("mac=01:00:5e:00:00:01", f"option mac=01:00:5e:00:00:01: {UNICAST}"),
+    ("mac=00:00:00:00:00:00", f"option mac=00:00:00:00:00:00: {UNICAST}"),
+    ("name=a/b", f"option name=a/b: {NAME_RULE}"),
+    ("name=a:b", f"option name=a:b: {NAME_RULE}"),
+    ("name=a b", f"option name=a b: {NAME_RULE}"),
+    ("name=a\tb", f"option name=a\tb: {NAME_RULE}"),
+    ("name=.", f"option name=.: {NAME_RULE}"),
+    ("name=..", f"option name=..: {NAME_RULE}"),
+    ("name=abcdefghijklmnop", f"option name=abcdefghijklmnop: {NAME_RULE}"),
     ("mtu=67", "option mtu=67: must be 68..2034"),
+    ("mtu=2035", "option mtu=2035: must be 68..2034"),
     ("npkts=1", "option npkts=1: must be 2..65536"),
+    ("npkts=65537", "option npkts=65537: must be 2..65536"),
+    ("burst=0", "option burst=0: must be 1..4096"),
     ("burst=4097", "option burst=4097: must be 1..4096"),
+    ("batch=-1", "option batch=-1: must be 0..1"),
     ("batch=2", "option batch=2: must be 0..1"),
-    ("speed=7", "option speed=7: one of 10, 100, 1000, 10000"),
-    ("colour=red", "unknown option 'colour'"),
+    ("speed=1", "option speed=1: one of 10, 100, 1000, 10000 (Mbit/s) or 0 for no limit"),
+    ("speed=7", "option speed=7: one of 10, 100, 1000, 10000 (Mbit/s) or 0 for no limit"),
+    ("colour=red", "unknown option 'colour' (options: batch, burst, mac, mtu, name, netns, "
+                   "npkts, speed)"),
 ])
 def test_bad_options_name_the_option_and_open_nothing(monkeypatch, options, message):
     opened = []
     monkeypatch.setattr(devn_tap.pytun, "TunTapDevice", lambda *a, **k: opened.append(a))
     stack = Stack("unit", nmbclusters=16)
     try:
-        with pytest.raises(DriverError, match=f"^devn-tap: .*{message}"):
+        with pytest.raises(DriverError) as err:
             shimmod.mount(stack, DRIVER, options)
+        assert str(err.value) == f"devn-tap: {message}"
         assert opened == [] and stack.ifnets == {} and rx_threads() == []
     finally:
         stack.close()
+
+
+# -- options: the limits themselves are accepted, and each value takes effect ---
+
+@pytest.mark.parametrize("options,check", [
+    ("name=abcdefghijklmno", lambda w: w.opened[0][0] == "abcdefghijklmno"),
+    ("name=tapX", lambda w: w.opened[0][0] == "tapX"),
+    ("mac=02:aB:Cd:eF:0a:9b", lambda w: w.ifp.mac_str() == "02:ab:cd:ef:0a:9b"),
+    ("mac=2:0:0:0:e:1", lambda w: w.ifp.mac_str() == "02:00:00:00:0e:01"),
+    ("mtu=68", lambda w: w.ifp.mtu == w.tun.mtu == 68),
+    ("mtu=2034", lambda w: w.ifp.mtu == w.tun.mtu == 2034),
+    ("npkts=2", lambda w: w.drv.npkts_total == 2),
+    ("burst=1", lambda w: w.drv.opts["burst"] == 1),
+    ("burst=4096", lambda w: w.drv.opts["burst"] == 4096),
+    ("batch=0", lambda w: w.drv.opts["batch"] == 0),
+    ("speed=100", lambda w: w.ifp.baudrate == 100_000_000),
+    ("speed=1000", lambda w: w.ifp.baudrate == 1_000_000_000),
+    ("speed=10000", lambda w: w.ifp.baudrate == 10_000_000_000),
+])
+def test_options_at_their_limits_are_accepted(wire, options, check):
+    w = wire(options)
+    assert check(w)
+    w.send(frame(1), frame(2))                      # and the driver works with them
+    w.until(lambda: len(w.got) == 2, "the frames arrived")
+    assert w.got == [frame(1), frame(2)]
 
 
 def test_a_tap_that_cannot_be_opened_is_a_device_error(monkeypatch):
@@ -329,14 +411,78 @@ def test_an_mtu_the_tap_refuses_closes_it(monkeypatch):
         peer.close()
 
 
-@pytest.mark.parametrize("ns", ["nosuchns-iopkt-unit", "a/b", ".."])
-def test_a_missing_namespace_is_an_option_error(monkeypatch, ns):
+# -- netns: the TAP is opened inside the namespace, and the thread comes back --
+
+@pytest.fixture
+def netns_run(tmp_path, monkeypatch):
+    """pyroute2's namespace directory moved to a temporary one that holds
+    namespace 'blue' (and a file 'a/b'); setns(2) replaced by a recorder,
+    so the test process never changes namespace. Returns the list the
+    recorder appends to: ("setns", what the fd is, its access mode, whether
+    a child would inherit it)."""
+    from pyroute2 import netns as pr_netns
+    (tmp_path / "blue").touch()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b").touch()
+    monkeypatch.setattr(pr_netns, "NETNS_RUN_DIR", str(tmp_path))
+    events = []
+
+    def setns(fd):
+        events.append(("setns", os.readlink(f"/proc/self/fd/{fd}"),
+                       fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE, os.get_inheritable(fd)))
+    monkeypatch.setattr(pr_netns, "setns", setns)
+    return events
+
+
+def test_a_tap_in_a_namespace_is_opened_there(wire, netns_run, tmp_path):
+    """setns into the namespace, open the TAP and set its MTU there, setns
+    back into the thread's own namespace; both namespace fds read-only and
+    close-on-exec."""
+    here = os.readlink("/proc/thread-self/ns/net")
+    w = wire("netns=blue,mtu=1400", events=netns_run)
+    from pytun import IFF_NO_PI, IFF_TAP
+    assert netns_run == [("setns", str(tmp_path / "blue"), os.O_RDONLY, False),
+                         ("open", w.tun.name, IFF_TAP | IFF_NO_PI),
+                         ("mtu", 1400),
+                         ("setns", here, os.O_RDONLY, False)]
+    assert w.ifp.description == f"devn-tap TAP {w.tun.name} in netns blue"
+    rc, cfg = w.shim.registrant.devctl(1, ionet.DCMD_IO_NET_GET_CONFIG, None)
+    assert cfg.device_name == f"TAP {w.tun.name} in netns blue"
+    w.send(frame(1))
+    w.until(lambda: w.got == [frame(1)], "a frame arrived from the TAP in the namespace")
+
+
+def test_a_tap_that_fails_to_open_in_a_namespace_still_comes_back(monkeypatch, netns_run):
+    def refuse(name="", flags=0):
+        netns_run.append(("open", name))
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(devn_tap.pytun, "TunTapDevice", refuse)
+    stack = Stack("unit", nmbclusters=16)
+    try:
+        with pytest.raises(DeviceError) as err:
+            shimmod.mount(stack, DRIVER, "name=tapx,netns=blue")
+        assert str(err.value) == ("devn-tap: cannot open TAP tapx: Operation not permitted "
+                                  "(needs CAP_NET_ADMIN, or the TAP belongs to another user)")
+        assert [e[0] for e in netns_run] == ["setns", "open", "setns"]
+        assert netns_run[-1][1] == os.readlink("/proc/thread-self/ns/net")
+        assert stack.ifnets == {} and rx_threads() == []
+    finally:
+        stack.close()
+
+
+@pytest.mark.parametrize("ns", ["nosuchns", "a/b", ".", ".."])
+def test_a_missing_namespace_is_an_option_error(monkeypatch, netns_run, ns):
+    """Only a name in the namespace directory is a namespace: not a path
+    into it, not the directory itself nor its parent."""
     monkeypatch.setattr(devn_tap.pytun, "TunTapDevice",
                         lambda *a, **k: pytest.fail("opened a TAP outside its namespace"))
     stack = Stack("unit", nmbclusters=16)
     try:
-        with pytest.raises(DriverError, match=f"option netns={ns}: no network namespace"):
+        with pytest.raises(DriverError) as err:
             shimmod.mount(stack, DRIVER, f"netns={ns}")
+        assert str(err.value) == (f"devn-tap: option netns={ns}: no network namespace '{ns}' "
+                                  "(see 'ip netns list')")
+        assert netns_run == [] and stack.ifnets == {}
     finally:
         stack.close()
 
@@ -359,6 +505,268 @@ def test_init_that_cannot_register_releases_the_tap(monkeypatch):
         with pytest.raises(RuntimeError, match="io-net is full"):
             devn_tap.init(dll, Ion(), "npkts=2")
         assert tun.closed and id(dll) not in devn_tap._instances and rx_threads() == []
+    finally:
+        peer.close()
+
+
+# -- io-net's side of the contract: handles, packets, bursts ----------------------
+#
+# Here devn-tap runs against a recording io-net instead of the shim, to see
+# exactly what it passes: io-net's registration answers (reg_hdl 7, cell 3,
+# endpoint 5) must come back with every call, and each up packet must be a
+# well-formed npkt_t.
+
+class RecordingIonet(ionet.IoNetSelf):
+    """io-net reduced to a recorder. Packets sent up are taken, described in
+    `up` and given straight back through the driver's tx_done with the done
+    handle they came with; the driver's tx_done of down packets is noted in
+    `done`. Runs in the driver's thread: it records, the test asserts."""
+
+    REG = (7, 3, 5)
+
+    def __init__(self):
+        self.registered = []        # (dll_hdl, registrant)
+        self.registrant = None
+        self.calls = []             # every call but the npkt itself
+        self.up = []                # per npkt: bytes, framelen, tot_iov, flags, ...
+        self.done = []              # (reg_hdl, npkt, flags) of tx_done
+        self.on_up = None           # called (in the driver's thread) per up call
+
+    def alloc(self, size):
+        return bytearray(size)
+
+    def reg(self, dll_hdl, registrant):
+        self.registered.append((dll_hdl, registrant))
+        self.registrant = registrant
+        return self.REG
+
+    def _take(self, npkt):
+        iov = npkt.buffers[0].net_iov[0]
+        self.up.append({"data": bytes(iov.base[:iov.len]), "framelen": npkt.framelen,
+                        "tot_iov": npkt.tot_iov, "nbufs": len(npkt.buffers),
+                        "flags": npkt.flags, "ref_cnt": npkt.ref_cnt,
+                        "phys": iov.phys == id(npkt.org_data),
+                        "own_buffer": iov.base.obj is npkt.org_data})
+
+    def tx_up_start(self, reg_hdl, npkt, off, framelen_sub, cell, endpoint, iface, done_hdl):
+        chain = []
+        while npkt is not None:
+            chain.append(npkt)
+            npkt = npkt.next
+        self.calls.append(("tx_up_start", reg_hdl, off, framelen_sub, cell, endpoint, iface,
+                           done_hdl, len(chain)))
+        for n in chain:
+            self._take(n)
+            self.registrant.tx_done(n, done_hdl)
+        if self.on_up:
+            self.on_up()
+        return None
+
+    def reg_tx_done(self, reg_hdl, npkt, done_hdl):
+        self.calls.append(("reg_tx_done", reg_hdl, done_hdl))
+        npkt._done = done_hdl
+        return ionet.EOK
+
+    def tx_up(self, reg_hdl, npkt, off, framelen_sub, cell, endpoint, iface):
+        self.calls.append(("tx_up", reg_hdl, off, framelen_sub, cell, endpoint, iface))
+        self._take(npkt)
+        self.registrant.tx_done(npkt, npkt._done)
+        if self.on_up:
+            self.on_up()
+        return 1
+
+    def tx_done(self, reg_hdl, npkt):
+        self.done.append((reg_hdl, npkt, npkt.flags))
+        return ionet.EOK
+
+
+class Direct:
+    """devn-tap's init called by a RecordingIonet; `peer` is the kernel's
+    side of its "TAP"."""
+
+    def __init__(self, monkeypatch, options, preload=()):
+        ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.peer.setblocking(False)
+        self.tun = FakeTun(ours, f"ftap{next(_names)}")
+        monkeypatch.setattr(devn_tap.pytun, "TunTapDevice", lambda name="", flags=0: self.tun)
+        monkeypatch.setattr(devn_tap, "fcntl", type("F", (), {"ioctl": staticmethod(
+            lambda fd, req, arg: 0)}))
+        for f in preload:
+            self.peer.send(f)
+        self.ion = RecordingIonet()
+        self.dll = object()
+        assert devn_tap.init(self.dll, self.ion, options) == ionet.EOK
+        self.drv = devn_tap._instances[id(self.dll)]
+
+    def close(self):
+        drv = self.drv
+        try:
+            assert drv.shutdown1(7) == ionet.EOK and not drv.thread.is_alive()
+            assert drv.shutdown2(7) == ionet.EOK and self.tun.closed
+            assert devn_tap.shutdown(self.dll) == ionet.EOK
+            assert id(self.dll) not in devn_tap._instances
+            assert len(drv.free) == drv.npkts_total
+        finally:
+            self.peer.close()
+
+
+@pytest.fixture
+def direct(monkeypatch):
+    made = []
+
+    def make(*a, **kw):
+        d = Direct(monkeypatch, *a, **kw)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.close()
+    assert rx_threads() == []
+
+
+def test_registration_gives_io_net_the_drivers_own_functions(direct):
+    d = direct("npkts=4")
+    [(dll, reg)] = d.ion.registered
+    drv = d.drv
+    assert dll is d.dll and reg.name == "devn-tap"
+    assert (reg.rx_down, reg.tx_done, reg.shutdown1, reg.shutdown2, reg.dl_advert, reg.devctl,
+            reg.flush) == (drv.rx_down, drv.tx_done, drv.shutdown1, drv.shutdown2,
+                           drv.dl_advert, drv.devctl, drv.flush)
+    assert (drv.reg_hdl, drv.cell, drv.endpoint) == RecordingIonet.REG
+
+
+def test_a_burst_goes_up_as_one_chain_of_at_most_burst_packets(direct):
+    """Ten frames waiting, burst=4: three wake-ups' worth, 4 + 4 + 2, each
+    one tx_up_start with io-net's handle, cell and endpoint, no offset or
+    trimming, and the driver itself as the done handle."""
+    sent = [frame(i, 60 + i) for i in range(10)]
+    d = direct("npkts=16,burst=4", preload=sent)
+    wait_for(lambda: len(d.ion.up) == 10, "ten frames went up")
+    call = ("tx_up_start", 7, 0, 0, 3, 5, 0, d.drv)
+    assert d.ion.calls == [call + (4,), call + (4,), call + (2,)]
+    assert [u["data"] for u in d.ion.up] == sent
+    for u, f in zip(d.ion.up, sent):
+        assert (u["framelen"], u["tot_iov"], u["nbufs"], u["flags"], u["ref_cnt"]) == \
+            (len(f), 1, 1, ionet._NPKT_UP, 1)
+        assert u["phys"] and u["own_buffer"]        # its own buffer, its "physical address"
+    wait_for(lambda: len(d.drv.free) == 16, "every npkt back on the free list")
+
+
+def test_batch_0_sends_each_packet_up_with_its_done_handle(direct):
+    sent = [frame(1), frame(2, 1514), frame(3, 99)]
+    d = direct("batch=0", preload=sent)
+    wait_for(lambda: len(d.ion.up) == 3, "three frames went up")
+    assert d.ion.calls == [("reg_tx_done", 7, d.drv), ("tx_up", 7, 0, 0, 3, 5, 0)] * 3
+    assert [u["data"] for u in d.ion.up] == sent
+    assert all(u["flags"] == ionet._NPKT_UP and u["ref_cnt"] == 1 for u in d.ion.up)
+    st = d.drv.stats
+    assert (st.rxed_ok, st.octets_rxed_ok, st.rx_not_taken) == (3, 60 + 1514 + 99, 0)
+
+
+def down_npkt(*fragments, flags=0) -> ionet.npkt_t:
+    """A down packet as io-net builds it: one net_iov per (buffer, length)."""
+    n = ionet.npkt_t()
+    n.buffers = [ionet.net_buf_t([ionet.net_iov_t(b, id(b), k) for b, k in fragments])]
+    n.tot_iov = len(fragments)
+    n.framelen = sum(k for _, k in fragments)
+    n.flags = flags
+    n.ref_cnt = 1
+    return n
+
+
+def test_rx_down_writes_the_frame_and_gives_it_back_with_io_nets_handle(direct):
+    d = direct("npkts=2")
+    data = frame(1, 100)
+    n = down_npkt((memoryview(bytearray(data)), 100))
+    assert d.drv.rx_down(n) == ionet.TX_DOWN_OK
+    assert d.peer.recv(4096) == data
+    assert d.ion.done == [(7, n, 0)]
+    st = d.drv.stats
+    assert (st.txed_ok, st.octets_txed_ok, st.tx_failed) == (1, 100, 0)
+
+
+def test_rx_down_gathers_only_the_data_of_each_fragment(direct):
+    """`len` says how much of each fragment's buffer is data."""
+    d = direct("npkts=2")
+    head, tail = bytearray(frame(2, 40)) + bytearray(24), bytearray(b"tail" * 5) + bytearray(9)
+    n = down_npkt((head, 40), (tail, 20))
+    assert d.drv.rx_down(n) == ionet.TX_DOWN_OK
+    assert d.peer.recv(4096) == bytes(head[:40]) + b"tail" * 5
+    assert d.ion.done == [(7, n, 0)] and d.drv.stats.octets_txed_ok == 60
+
+
+def test_a_failed_write_marks_the_packet_and_keeps_io_nets_flags(direct, monkeypatch):
+    d = direct("npkts=2")
+    fd = d.tun.fileno()
+    real, realv = os.write, os.writev
+
+    def write(f, data):
+        if f == fd:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(f, data)
+
+    def writev(f, bufs):
+        if f == fd:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return realv(f, bufs)
+    monkeypatch.setattr(devn_tap.os, "write", write)
+    monkeypatch.setattr(devn_tap.os, "writev", writev)
+    n = down_npkt((memoryview(bytearray(frame(3))), 60), flags=ionet._NPKT_BCAST)
+    assert d.drv.rx_down(n) == ionet.TX_DOWN_FAILED
+    assert d.ion.done == [(7, n, ionet._NPKT_BCAST | ionet._NPKT_NOT_TXED)]
+    m = down_npkt((bytearray(frame(4, 40)), 20), (bytearray(frame(5, 40)), 40))
+    assert d.drv.rx_down(m) == ionet.TX_DOWN_FAILED
+    assert d.ion.done[1:] == [(7, m, ionet._NPKT_NOT_TXED)]
+    st = d.drv.stats
+    assert (st.txed_ok, st.tx_failed) == (0, 2) and d.drv.link_down is False
+
+
+# -- shutdown: the receive thread ends before shutdown1 returns ---------------------
+
+def test_shutdown1_waits_for_the_receive_thread(direct):
+    d = direct("npkts=2")
+    drv = d.drv
+    thread, me, seen = drv.thread, threading.current_thread(), []
+    real_join = thread.join
+
+    def join(timeout=None):
+        seen.append(threading.current_thread())
+        real_join(timeout)
+        seen.append(thread.is_alive())
+    thread.join = join
+    assert drv.shutdown1(7) == ionet.EOK
+    assert seen == [me, False]
+
+
+def test_shutdown1_from_the_receive_thread_itself_does_not_wait_for_itself(direct):
+    """io-net may shut the driver down from a call the driver made: the
+    thread must then stop after that call, not join itself."""
+    d = direct("npkts=2")
+    said = []
+    d.ion.on_up = lambda: said.append(d.drv.shutdown1(7))
+    d.peer.send(frame(1))
+    d.drv.thread.join(DEADLINE)
+    assert said == [ionet.EOK] and not d.drv.thread.is_alive()
+    assert [u["data"] for u in d.ion.up] == [frame(1)] and len(d.drv.free) == 2
+
+
+def test_shutdown_of_a_driver_that_never_registered(monkeypatch):
+    """Its receive thread never started: shutdown1 has nothing to stop,
+    shutdown2 releases the TAP and the stop eventfd; the module's
+    shutdown knows no such instance and says EOK."""
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    tun = FakeTun(ours, "ftapnoreg")
+    monkeypatch.setattr(devn_tap.pytun, "TunTapDevice", lambda name="", flags=0: tun)
+    monkeypatch.setattr(devn_tap, "fcntl", type("F", (), {"ioctl": staticmethod(
+        lambda fd, req, arg: 0)}))
+    try:
+        drv = devn_tap.DevnTap(object(), RecordingIonet(),
+                               ionet.parse_options("npkts=2", devn_tap.OPTIONS))
+        stopfd = drv.stopfd
+        assert drv.shutdown1(0) == ionet.EOK
+        assert drv.shutdown2(0) == ionet.EOK
+        assert tun.closed and stopfd not in _open_fds()
+        assert devn_tap.shutdown(object()) == ionet.EOK
     finally:
         peer.close()
 
@@ -408,22 +816,39 @@ def test_zero_copy_lends_npkts_and_an_empty_free_list_discards(wire):
     assert all(m.buf is m.ext_arg.org_data for m in w.held)   # devn-tap's own buffers
     assert w.stats()["npkts_free"] == 0 and w.shim.rx_wrapped == 2
     assert w.stack.pool.ext_in_use == 2 and w.stack.pool.in_use == 0
-    # Both npkts are lent to the stack: a third frame has nowhere to go.
-    w.send(frame(3))
+    # Both npkts are lent to the stack: the next frames have nowhere to go.
+    w.send(frame(3), frame(4))
     sock = w.tun.sock
-    wait_for(lambda: unread(sock) == 0 and w.drv.stats.rx_nobufs >= 1,
-             "the driver discarded the frame it had no npkt for")
+    wait_for(lambda: unread(sock) == 0 and w.drv.stats.rx_nobufs >= 2,
+             "the driver discarded the frames it had no npkt for")
     w.release()                                     # the stack frees them: npkts back
     w.npkts_home(2)
     assert w.stack.pool.ext_in_use == 0
-    w.send(frame(4))
+    w.send(frame(5))
     w.until(lambda: len(w.got) == 3, "the stack got the next frame")
-    assert w.got == [frame(1), frame(2), frame(4)]
+    assert w.got == [frame(1), frame(2), frame(5)]
     w.release()
     w.npkts_home(2)
     st = w.stats()
     assert st["rxed_ok"] == 3
-    assert st["rx_nobufs"] == 1, f"one frame dropped, rx_nobufs says {st['rx_nobufs']}"
+    assert st["rx_nobufs"] == 2, f"two frames dropped, rx_nobufs says {st['rx_nobufs']}"
+
+
+@pytest.mark.parametrize("batch", [1, 0])
+def test_npkts_held_in_the_drivers_own_burst_do_not_make_it_drop_frames(wire, batch):
+    """npkts=2, burst=8, four frames waiting, the stack copying (each npkt
+    comes back as soon as io-net has taken it): nothing is short of
+    buffers, so all four must arrive, whichever way the burst goes up.
+    With batch=1 the third frame finds the free list empty only because
+    both npkts sit in the driver's own chain, not yet handed up: that is
+    no reason to drop it (or the fourth) as "no npkt for it"."""
+    sent = [frame(i) for i in range(1, 5)]
+    w = wire(f"npkts=2,burst=8,batch={batch}", preload=sent)
+    w.until(lambda: len(w.got) + w.drv.stats.rx_nobufs == 4,
+            "every frame arrived or was dropped")
+    dropped = w.stats()["rx_nobufs"]
+    assert dropped == 0, f"{dropped} of 4 frames dropped for want of an npkt (batch={batch})"
+    assert w.got == sent
 
 
 @pytest.mark.parametrize("batch", [1, 0])
@@ -463,7 +888,7 @@ def test_a_read_error_is_counted_and_the_thread_goes_on(wire, monkeypatch):
     real, fails = os.readv, []
 
     def readv(fd, bufs):                # only devn-tap's thread reads with readv
-        if not fails:
+        if len(fails) < 2:
             fails.append(fd)
             raise OSError(errno.EINVAL, "Invalid argument")
         return real(fd, bufs)
@@ -471,9 +896,9 @@ def test_a_read_error_is_counted_and_the_thread_goes_on(wire, monkeypatch):
     w = wire()
     w.send(frame(1))
     w.until(lambda: w.got == [frame(1)], "the frame arrived after the error")
-    assert fails == [w.tun.fileno()]
+    assert fails == [w.tun.fileno()] * 2
     st = w.stats()
-    assert st["rx_failed"] == 1 and st["rxed_ok"] == 1 and st["rx_thread_alive"] is True
+    assert st["rx_failed"] == 2 and st["rxed_ok"] == 1 and st["rx_thread_alive"] is True
 
 
 def test_io_net_failing_in_tx_up_start_does_not_stop_the_thread(wire, caplog):
@@ -495,7 +920,8 @@ def test_io_net_failing_in_tx_up_start_does_not_stop_the_thread(wire, caplog):
         w.send(frame(2))
         w.until(lambda: w.got == [frame(1), frame(2)], "the next frame arrived")
     assert len(calls) == 2 and w.drv.thread.is_alive()
-    assert caplog.text.count("tx_up_start failed: io-net hiccup") == 1
+    said = [r.getMessage() for r in caplog.records if r.name == "iopkt"]
+    assert said == ["devn-tap: tx_up_start failed: io-net hiccup"]
     w.npkts_home()
 
 
@@ -554,6 +980,84 @@ def test_a_closed_peer_is_link_loss(wire):
     assert not w.ifp.flags & IFF_UP
 
 
+def test_frames_waiting_when_the_tap_hangs_up_still_go_up(wire, caplog):
+    """The kernel side is gone with frames still queued: they are read and
+    sent up, then the end of file ends the thread, and it says so."""
+    sent = [frame(1), frame(2), frame(3, 1514)]
+    with caplog.at_level(logging.WARNING, logger="iopkt"):
+        w = wire(preload=sent, hangup=True)
+        w.drv.thread.join(DEADLINE)
+    assert not w.drv.thread.is_alive()
+    w.until(lambda: len(w.got) == 3, "the frames read before the hang-up arrived")
+    assert w.got == sent
+    said = [r.getMessage() for r in caplog.records if r.name == "iopkt"]
+    assert said == [f"devn-tap: TAP {w.tun.name} is gone (link down); receive thread ends"]
+    st = w.stats()
+    assert (st["rxed_ok"], st["rx_failed"], st["rx_thread_alive"]) == (3, 0, False)
+    rc, cfg = w.shim.registrant.devctl(1, ionet.DCMD_IO_NET_GET_CONFIG, None)
+    assert cfg.flags == ionet.NIC_FLAG_LINK_DOWN
+    w.clock.advance(1.0)
+    w.until(lambda: w.ifp.link_state == LINK_STATE_DOWN, "the link check saw the loss")
+
+
+def test_a_hang_up_while_every_npkt_is_lent_is_link_loss(wire):
+    """No npkt free: the read that finds the end of file is the one meant
+    to drop a frame. It must still end the thread, not spin on it."""
+    w = wire("shimrxcopy=0,npkts=2", keep=True)
+    w.send(frame(1), frame(2))
+    w.until(lambda: len(w.held) == 2, "both npkts are lent to the stack")
+    w.peer.close()
+    w.drv.thread.join(DEADLINE)
+    assert not w.drv.thread.is_alive() and w.drv.link_down is True
+    st = w.stats()
+    assert (st["rxed_ok"], st["rx_nobufs"], st["npkts_free"]) == (2, 0, 0)
+
+
+def test_ebadfd_while_every_npkt_is_lent_is_link_loss(wire, monkeypatch):
+    w = wire("shimrxcopy=0,npkts=2", keep=True)
+    w.send(frame(1), frame(2))
+    w.until(lambda: len(w.held) == 2, "both npkts are lent to the stack")
+    fd, real = w.tun.fileno(), os.read
+
+    def read(f, n):                     # the TAP's netdev is deleted
+        if f == fd:
+            raise OSError(errno.EBADFD, "File descriptor in bad state")
+        return real(f, n)
+    monkeypatch.setattr(devn_tap.os, "read", read)
+    w.send(frame(3))
+    w.drv.thread.join(DEADLINE)
+    assert not w.drv.thread.is_alive() and w.drv.link_down is True
+    assert w.drv.stats.rx_nobufs == 0 and unread(w.tun.sock) == 60   # nothing was read
+
+
+def test_the_receive_thread_waits_for_input_on_the_tap_and_its_stop_signal(wire, monkeypatch):
+    """Its "interrupt": poll(2) for POLLIN on the TAP and on the stop
+    eventfd, nothing else (POLLOUT on either is always ready: a thread
+    waiting for it would never sleep)."""
+    registered = []
+
+    class Select:
+        POLLIN = select.POLLIN
+
+        @staticmethod
+        def poll():
+            real = select.poll()
+
+            class Poll:
+                def register(self, fd, *mask):
+                    registered.append((fd, *mask))
+                    real.register(fd, *mask)
+
+                def poll(self, *a):
+                    return real.poll(*a)
+            return Poll()
+    monkeypatch.setattr(devn_tap, "select", Select)
+    w = wire()
+    w.send(frame(1))
+    w.until(lambda: w.got == [frame(1)], "the frame arrived")
+    assert registered == [(w.tun.fileno(), select.POLLIN), (w.drv.stopfd, select.POLLIN)]
+
+
 @pytest.mark.parametrize("err,link_lost", [(errno.EBADFD, True), (errno.ENXIO, True),
                                            (errno.EINVAL, False)])
 def test_a_write_error_is_an_output_error(wire, monkeypatch, err, link_lost):
@@ -581,22 +1085,30 @@ def test_a_write_error_is_an_output_error(wire, monkeypatch, err, link_lost):
 
 # -- transmit: stack -> shim -> rx_down -> the TAP ----------------------------
 
-def test_frames_the_stack_sends_reach_the_tap_byte_exact(wire):
+def test_frames_the_stack_sends_reach_the_tap_byte_exact(wire, monkeypatch):
     w = wire()
+    gathered, real = [], os.writev
+    monkeypatch.setattr(devn_tap.os, "writev",
+                        lambda fd, bufs: gathered.append(fd) or real(fd, bufs))
     sent = [frame(1, 60), frame(2, 1514), frame(3, 333)]
     w.ifp.if_transmit(w.ifp, [w.stack.pool.from_bytes(f) for f in sent])
     assert w.received() == sent
+    assert gathered == []                           # one mbuf each: a plain write(2)
     st = w.stats()
     assert st["txed_ok"] == 3 and st["octets_txed_ok"] == sum(map(len, sent))
     assert w.ifp.opackets == 3 and w.ifp.obytes == sum(map(len, sent))
     assert w.stack.pool.in_use == 0 and len(w.shim._down_free) == shimmod.DOWN_NPKTS
 
 
-def test_a_chain_goes_out_with_one_gathered_write(wire, monkeypatch):
+@pytest.mark.parametrize("size,mbufs", [(300, 2), (700, 3)])
+def test_a_chain_goes_out_with_one_gathered_write(wire, monkeypatch, size, mbufs):
     w = wire(mclbytes=256)
-    data = frame(5, 700)
+    data = frame(5, size)
     m = w.stack.pool.from_bytes(data)
-    assert m.next is not None and m.next.next is not None  # three mbufs
+    chain, x = 0, m
+    while x is not None:
+        chain, x = chain + 1, x.next
+    assert chain == mbufs
     real, calls = os.writev, []
 
     def writev(fd, bufs):
@@ -604,8 +1116,8 @@ def test_a_chain_goes_out_with_one_gathered_write(wire, monkeypatch):
         return real(fd, bufs)
     monkeypatch.setattr(devn_tap.os, "writev", writev)
     w.ifp.if_transmit(w.ifp, [m])
-    assert calls == [3] and w.received() == [data]
-    assert w.stats()["octets_txed_ok"] == 700 and w.stack.pool.in_use == 0
+    assert calls == [mbufs] and w.received() == [data]
+    assert w.stats()["octets_txed_ok"] == size and w.stack.pool.in_use == 0
 
 
 def test_eagain_on_write_is_retried_by_the_stack(wire):
@@ -647,9 +1159,12 @@ def test_speed_paces_transmit_through_tx_down_again(wire):
     assert w.drv.stats.tx_again == 1 and w.ifp.flags & IFF_OACTIVE
     loop_once(w.stack)
     assert w.received() == []
+    w.clock.advance(0.0005)                         # the retry: 625 bytes' worth, too few
+    loop_once(w.stack)
+    assert w.received() == [] and w.drv.stats.tx_again == 2
     w.clock.advance(0.002)                          # 2500 bytes at 10 Mbit/s
     w.until(lambda: w.ifp.opackets == 3, "the paced frame went out")
-    assert w.received() == sent[2:] and w.drv.stats.tx_again == 1
+    assert w.received() == sent[2:] and w.drv.stats.tx_again == 2
     assert w.ifp.baudrate == 10_000_000 and not w.ifp.flags & IFF_OACTIVE
 
 
