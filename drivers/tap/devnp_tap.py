@@ -285,7 +285,10 @@ class TapSoftc:
             try:
                 off = m.off
                 if m.next is not None:
-                    nbytes += xmit(m)
+                    n = xmit(m)
+                    if not n:
+                        continue            # dropped, counted as an error
+                    nbytes += n
                 elif plain:
                     nbytes += write(fd, m.view[off:off + m.len])
                     free(m)
@@ -296,7 +299,10 @@ class TapSoftc:
                     nbytes += write(fd, m.view[at:off + m.len]) - VNET_HDR_LEN
                     free(m)
                 else:
-                    nbytes += xmit(m)
+                    n = xmit(m)
+                    if not n:
+                        continue            # dropped, counted as an error
+                    nbytes += n
                 ok += 1
             except BlockingIOError:
                 if_transmit(ifp, pkts[i:])      # queued; start() blocks and waits
@@ -312,7 +318,7 @@ class TapSoftc:
 
     def _xmit(self, m) -> int:
         """Write one frame (any chain, any offload) and free it. Returns
-        the frame's length. Raises OSError with the frame still ours (the
+        the frame's length, 0 if it was dropped (and counted). Raises OSError with the frame still ours (the
         caller queues it again or discards it)."""
         fd = self.fd
         if not self.vnet:
@@ -415,8 +421,9 @@ class TapSoftc:
                 if not ifp.flags & IFF_RUNNING:
                     return
                 continue
-            ifp.opackets += 1
-            ifp.obytes += n
+            if n:                           # 0: dropped, counted as an error
+                ifp.opackets += 1
+                ifp.obytes += n
 
     def _pace_ready(self) -> None:
         self._pace_co = None
