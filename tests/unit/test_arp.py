@@ -1,11 +1,14 @@
 """iopkt.arp: replies, resolution with a hold queue, retries, aging."""
 
+import logging
+
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, IPerror, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from fakenet import Router, aton, fake_if, inject, ip_of, take
 from iopkt.arp import LLE_INCOMPLETE, LLE_REACHABLE
+from iopkt.ifnet import IFF_NOARP
 from iopkt.route import ntoa
 
 R = Router
@@ -250,3 +253,266 @@ def test_no_icmp_error_to_ourselves_after_arp_failure(router, stack, clock):
     assert router.if0.out_discards["arp_unresolved"] == 1
     assert stack.icmp.stats["error"] == 0 and stack.icmp.outhist == {"echoreply/0": 1}
     assert stack.pool.in_use == 0
+
+
+# -- the counters netstat shows ---------------------------------------------------
+
+ARP_STAT_NAMES = {"rxrequests", "rxreplies", "txrequests", "txreplies", "received",
+                  "badlen", "badtype", "dupips", "timeouts", "held", "holdq_drops",
+                  "expired", "txannounce"}
+
+
+def test_arp_counters_exist_from_the_start_at_zero(stack):
+    assert stack.arp.stats == dict.fromkeys(ARP_STAT_NAMES, 0)
+
+
+def test_every_arp_packet_is_counted_once(router, stack):
+    for _ in range(2):
+        inject(router.if0, arp_request(router.if0, R.H0, R.H0_MAC, R.IP0))
+    for _ in range(2):
+        inject(router.if0, arp_reply_to(router.if0, R.H0, R.H0_MAC))
+    inject(router.if0, arp_request(router.if0, R.H0, R.H0_MAC, "10.0.0.77"))
+    assert len(take(router.if0)) == 2
+    st = stack.arp.stats
+    assert (st["received"], st["rxrequests"], st["rxreplies"], st["txreplies"]) == (5, 3, 2, 2)
+
+
+def test_malformed_arp_counted_once_per_packet(router, stack):
+    short = Ether(dst="ff:ff:ff:ff:ff:ff", type=0x0806) / (b"\0\1" * 5)
+    inject(router.if0, short, short)
+    assert stack.arp.stats["badlen"] == 2 and stack.arp.stats["received"] == 2
+    assert router.if0.in_discards["arp_malformed"] == 2 and router.if0.ierrors == 2
+
+
+def test_arp_of_exactly_28_bytes_is_enough(router, stack):
+    # No padding at all: the 28 bytes of ARP and nothing else.
+    frame = raw(arp_request(router.if0, R.H0, R.H0_MAC, R.IP0))
+    assert len(frame) == 14 + 28
+    inject(router.if0, frame)
+    (f,) = take(router.if0)
+    assert f[ARP].op == 2 and stack.arp.stats["badlen"] == 0
+
+
+def test_each_wrong_header_field_is_a_bad_type(router, stack):
+    good = raw(arp_request(router.if0, R.H0, R.H0_MAC, R.IP0))
+    # one field wrong at a time: hardware type, protocol type, their lengths
+    for at, value in ((14, b"\x00\x06"), (16, b"\x86\xdd"), (18, b"\x08"), (19, b"\x10")):
+        inject(router.if0, good[:at] + value + good[at + len(value):])
+    assert stack.arp.stats["badtype"] == 4 and stack.arp.stats["received"] == 4
+    assert router.if0.in_discards["arp_malformed"] == 4
+    assert router.if0.sent == [] and router.if0.llinfo == {}
+
+
+# -- an ARP packet split over mbufs ------------------------------------------------
+
+def _split_arp(stack, ifp, frame: bytes, first: int, at_end: bool = False):
+    """`frame` as a chain: `first` bytes in one mbuf (at the very end of
+    its cluster if `at_end`), the rest in a second."""
+    pool = stack.pool
+    m = pool.from_bytes(frame[:first])
+    if at_end:
+        m.off = m.size - first
+        m.buf[m.off:m.size] = frame[:first]
+    pool.cat(m, pool.from_bytes(frame[first:]))
+    m.rcvif = ifp
+    return m
+
+
+def test_request_split_over_two_mbufs_is_answered(router, stack):
+    frame = raw(arp_request(router.if0, R.H0, R.H0_MAC, R.IP0) / (b"\0" * 18))
+    router.if0.if_input(router.if0, [_split_arp(stack, router.if0, frame, 14 + 10)])
+    (f,) = take(router.if0)
+    a = f[ARP]
+    assert (a.op, a.hwsrc, a.psrc, a.hwdst, a.pdst) == (2, R.MAC0, R.IP0, R.H0_MAC, R.H0)
+    assert len(raw(f)) == 14 + 28
+    assert stack.pool.in_use == 0
+
+
+def test_request_with_its_padding_in_a_second_mbuf_is_answered_without_it(router, stack):
+    frame = raw(arp_request(router.if0, R.H0, R.H0_MAC, R.IP0) / (b"\xee" * 18))
+    router.if0.if_input(router.if0, [_split_arp(stack, router.if0, frame, 14 + 28)])
+    (f,) = take(router.if0)
+    assert raw(f) == raw(Ether(dst=R.H0_MAC, src=R.MAC0, type=0x0806) / ARP(
+        op=2, hwsrc=R.MAC0, psrc=R.IP0, hwdst=R.H0_MAC, pdst=R.H0))
+    assert stack.pool.in_use == 0
+
+
+def test_split_arp_with_the_pool_empty_is_dropped_as_nobufs(router, stack):
+    frame = raw(arp_request(router.if0, R.H0, R.H0_MAC, R.IP0))
+    m = _split_arp(stack, router.if0, frame, 14 + 10, at_end=True)
+    pool = stack.pool
+    held = []
+    while (x := pool.get()) is not None:
+        held.append(x)
+    try:
+        router.if0.if_input(router.if0, [m])
+    finally:
+        for x in held:
+            pool.freem(x)
+    assert router.if0.sent == [] and router.if0.llinfo == {}
+    assert router.if0.in_discards["nobufs"] == 1 and router.if0.iqdrops == 1
+    assert stack.arp.stats["received"] == 1 and stack.arp.stats["rxrequests"] == 0
+    assert pool.in_use == 0
+
+
+# -- learning (RFC 826 merge) ---------------------------------------------------------
+
+def test_known_neighbour_is_updated_by_arp_not_meant_for_us(net, stack, clock):
+    clock.advance(100)
+    inject(net.if1, arp_request(net.if1, R.H1, "02:bb:00:00:99:99", "10.0.1.77"))
+    assert net.if1.sent == []                       # not ours to answer
+    la = net.if1.llinfo[aton(R.H1)]
+    assert la.mac == bytes.fromhex("02bb00009999")
+    assert la.hdr == bytes.fromhex("02bb00009999") + bytes.fromhex("020000000101") + b"\x08\x00"
+    assert la.expire == clock() + stack.arp.keep
+    assert stack.arp.stats["rxrequests"] == 1
+
+
+def test_arp_probe_from_0_0_0_0_is_answered_but_not_learnt(router, stack):
+    # RFC 5227: a host checking whether our address is taken asks from 0.0.0.0.
+    inject(router.if0, arp_request(router.if0, "0.0.0.0", R.H0_MAC, R.IP0))
+    (f,) = take(router.if0)
+    a = f[ARP]
+    assert (f.dst, a.op, a.hwsrc, a.psrc, a.hwdst, a.pdst) == \
+        (R.H0_MAC, 2, R.MAC0, R.IP0, R.H0_MAC, "0.0.0.0")
+    assert router.if0.llinfo == {}
+
+
+def test_reply_to_us_from_an_unknown_host_is_learnt(router, stack, clock):
+    inject(router.if1, arp_reply_to(router.if1, R.H1, R.H1_MAC))
+    la = router.if1.llinfo[aton(R.H1)]
+    assert (la.addr, la.ifp, la.state, la.asked) == (aton(R.H1), router.if1, LLE_REACHABLE, 0)
+    assert la.expire == clock() + 1200.0
+    assert router.if1.sent == [] and stack.arp.stats["rxreplies"] == 1
+
+
+def test_someone_claiming_our_address_is_logged_once_per_claimant(router, stack, caplog):
+    caplog.set_level(logging.WARNING, logger="iopkt")
+    for mac in (R.H0_MAC, R.H0_MAC, "02:cc:00:00:00:09"):
+        inject(router.if0, arp_request(router.if0, R.IP0, mac, R.H0))
+    msgs = [r.getMessage() for r in caplog.records if r.name == "iopkt"]
+    assert msgs == ["fk0: 02:aa:00:00:00:02 claims our address 10.0.0.1",
+                    "fk0: 02:cc:00:00:00:09 claims our address 10.0.0.1"]
+    assert stack.arp.stats["dupips"] == 3
+    assert router.if0.sent == [] and router.if0.llinfo == {}
+
+
+# -- resolving ---------------------------------------------------------------------------
+
+def test_request_frame_exact_bytes(router, stack):
+    router.send0(udp_to_h1(1))
+    (req,) = router.if1.sent
+    assert req == raw(Ether(dst="ff:ff:ff:ff:ff:ff", src=R.MAC1, type=0x0806) / ARP(
+        hwtype=1, ptype=0x0800, hwlen=6, plen=4, op=1, hwsrc=R.MAC1, psrc=R.IP1,
+        hwdst="00:00:00:00:00:00", pdst=R.H1))
+    router.if1.sent.clear()
+
+
+def test_a_new_entry_is_incomplete_until_answered(router, stack, clock):
+    router.send0(udp_to_h1(1))
+    la = router.if1.llinfo[aton(R.H1)]
+    assert (la.addr, la.ifp, la.mac, la.hdr, la.state) == \
+        (aton(R.H1), router.if1, None, None, LLE_INCOMPLETE)
+    assert (la.asked, la.next_try, len(la.holdq)) == (1, clock() + 1.0, 1)
+    take(router.if1)
+
+
+def test_every_request_counts_in_omcasts(router, stack, clock):
+    router.send0(udp_to_h1(1))
+    clock.advance(1.0)
+    stack.arp.timer()
+    assert len(take(router.if1)) == 2
+    assert router.if1.omcasts == 2 and stack.arp.stats["txrequests"] == 2
+
+
+def test_noarp_interface_discards_instead_of_asking(router, stack):
+    router.if1.flags |= IFF_NOARP
+    router.send0(udp_to_h1(1))
+    router.send0(udp_to_h1(2))
+    assert router.if1.sent == [] and router.if1.llinfo == {}
+    assert router.if1.out_discards["arp_unresolved"] == 2 and router.if1.oerrors == 2
+    assert stack.arp.stats["held"] == 0 and stack.arp.stats["txrequests"] == 0
+    assert stack.pool.in_use == 0
+
+
+def test_resolve_for_an_entry_resolved_meanwhile_sends_at_once(net, stack):
+    pkt = raw(udp_to_h1(4))
+    stack.arp.resolve(net.if1, stack.pool.from_bytes(pkt), aton(R.H1))
+    (f,) = take(net.if1)
+    assert (f.dst, f.src, f.type) == (R.H1_MAC, R.MAC1, 0x0800)
+    assert raw(f.payload) == pkt
+    assert stack.arp.stats["held"] == 0 and stack.arp.stats["txrequests"] == 0
+
+
+def test_request_without_a_cluster_is_a_txerror_and_not_counted(router, stack):
+    pool = stack.pool
+    held = []
+    while (x := pool.get()) is not None:
+        held.append(x)
+    m = held.pop()
+    m.len = m.pkt_len = 0
+    try:
+        stack.arp.resolve(router.if1, m, aton(R.H1))     # no cluster left for the request
+    finally:
+        for x in held:
+            pool.freem(x)
+    assert router.if1.sent == []
+    assert router.if1.out_discards["txerror"] == 1 and router.if1.oerrors == 1
+    assert stack.arp.stats["txrequests"] == 0 and router.if1.omcasts == 0
+    la = router.if1.llinfo[aton(R.H1)]
+    assert la.asked == 1 and len(la.holdq) == 1        # tried: retried by the timer
+    stack.arp.flush(router.if1)
+
+
+def test_announce_without_a_cluster_is_a_txerror_and_not_counted(router, stack):
+    pool = stack.pool
+    held = []
+    while (x := pool.get()) is not None:
+        held.append(x)
+    try:
+        stack.arp.announce(router.if0)
+    finally:
+        for x in held:
+            pool.freem(x)
+    assert router.if0.sent == [] and router.if0.out_discards["txerror"] == 1
+    assert stack.arp.stats["txannounce"] == 0
+
+
+def test_announce_sends_one_gratuitous_request_per_address(router, stack):
+    stack.ip.add_address(router.if0, aton("10.7.0.1"), 24)
+    stack.arp.announce(router.if0)
+    frames = take(router.if0)
+    assert [(f.dst, f.src, f[ARP].op, f[ARP].hwsrc, f[ARP].psrc, f[ARP].hwdst, f[ARP].pdst)
+            for f in frames] == [
+        ("ff:ff:ff:ff:ff:ff", R.MAC0, 1, R.MAC0, R.IP0, "00:00:00:00:00:00", R.IP0),
+        ("ff:ff:ff:ff:ff:ff", R.MAC0, 1, R.MAC0, "10.7.0.1", "00:00:00:00:00:00", "10.7.0.1")]
+    assert stack.arp.stats["txannounce"] == 2 and router.if0.omcasts == 2
+    assert stack.arp.stats["txrequests"] == 0
+
+
+def test_request_asks_from_the_address_on_the_neighbour_s_subnet(router, stack):
+    # fk2 has two addresses; each neighbour is asked from the one on its
+    # own subnet, one on neither subnet from the first.
+    if2 = fake_if(stack, 2, "02:00:00:00:02:01", "10.2.0.1")
+    stack.ip.add_address(if2, aton("10.3.0.1"), 24)
+    stack.ip.routes.add(aton("10.9.0.0"), 16, 0, if2)
+    for dst in ("10.3.0.5", "10.2.0.5", "10.9.0.5"):
+        router.send0(IP(src=R.H0, dst=dst) / UDP())
+    assert [(f[ARP].psrc, f[ARP].pdst) for f in take(if2)] == \
+        [("10.3.0.1", "10.3.0.5"), ("10.2.0.1", "10.2.0.5"), ("10.2.0.1", "10.9.0.5")]
+    stack.arp.flush(if2)
+
+
+# -- the table the arp command shows ------------------------------------------------------
+
+def test_table_rounds_to_a_tenth_and_shows_incomplete_entries(router, stack, clock):
+    router.learn(router.if0, R.H0, R.H0_MAC)
+    router.send0(udp_to_h1(1))
+    take(router.if1)
+    clock.advance(10.26)
+    rows = {r["address"]: r for r in stack.arp.table()}
+    assert rows == {
+        R.H0: {"interface": "fk0", "address": R.H0, "mac": R.H0_MAC,
+               "state": "reachable", "expires_in": 1189.7, "held": 0},
+        R.H1: {"interface": "fk1", "address": R.H1, "mac": None,
+               "state": "incomplete", "expires_in": None, "held": 1}}

@@ -127,3 +127,21 @@ def test_cksum_update16_ttl_decrement():
     new = struct.unpack_from("!H", hdr, 8)[0]
     hdr[10:12] = b"\0\0"
     assert cksum_update16(c, old, new) == in_cksum(hdr)
+
+
+# -- the default region and the first use of a length --------------------------------
+
+def test_in_cksum_without_length_covers_the_rest_of_the_buffer():
+    data = b"\xff\xff\xff" + bytes.fromhex("0001f203f4f5f6f7")
+    assert in_cksum(data, 3) == 0xFFFF & ~0xDDF2
+    assert in_cksum(data, 4) == in_cksum(data[4:])
+
+
+def test_checksum_right_for_a_length_seen_for_the_first_time(monkeypatch):
+    # The word-unpacking helpers are made per length on first use.
+    import iopkt.cksum as ck
+    monkeypatch.setattr(ck, "_structs", {})
+    data = bytes.fromhex("0001f203f4f5f6f7")
+    assert fold(cksum_sum(data, 0, 8)) == 0xDDF2
+    assert fold(cksum_sum(data, 0, 8)) == 0xDDF2           # and on the second
+    assert in_cksum(data[:7]) == 0xFFFF & ~fold(0x0001 + 0xF203 + 0xF4F5 + 0xF600)

@@ -7,11 +7,16 @@ Topology (fixture `net`, neighbours already resolved):
 
 import pytest
 from scapy.compat import raw
-from scapy.layers.inet import ICMP, IP, UDP, IPOption_RR, IPOption_Security, defragment
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR, IPOption_Security, defragment
 from scapy.layers.l2 import Ether
 
 from fakenet import FakeClock, Router, aton, fake_if, inject, ip_of, take
 from iopkt.cksum import cksum_sum, fold, in_cksum
+from iopkt.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv4
+from iopkt.ipv4 import _copied_options_header
+from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.route import ntoa
+from offload_frames import chain, pseudo_seed
 from iopkt.stack import Stack
 
 R = Router
@@ -673,3 +678,695 @@ def test_fragment_to_us_dropped(net, stack):
     net.send0(IP(src=R.H0, dst=R.IP0, flags="MF") / ICMP() / (b"x" * 16))
     assert net.if0.sent == []
     assert stack.ip.ips_reassfail == 1 and stack.icmp.stats["reflect"] == 0
+
+
+# -- a header split over mbufs is pulled up; without a cluster, dropped ----------
+
+def split_frame(pool, frame: bytes, first: int, at_end: bool = False):
+    """`frame` as a driver may hand it up, in two mbufs: the first `first`
+    bytes in one (at the very end of its cluster when `at_end`, so nothing
+    can be pulled up behind them in place), the rest in a second."""
+    frame = bytes(frame)
+    head, tail = pool.get(), pool.get()
+    if at_end:
+        head.off = head.size - first
+    head.view[head.off:head.off + first] = frame[:first]
+    head.len = first
+    rest = frame[first:]
+    tail.flags, tail.off = 0, 0
+    tail.view[0:len(rest)] = rest
+    tail.len = len(rest)
+    head.next = tail
+    head.pkt_len = len(frame)
+    return head
+
+
+def with_options(opts: bytes, payload: bytes = b"", dst=R.H1) -> bytes:
+    """An IP packet H0 -> `dst` (protocol 99) carrying `opts` (a multiple
+    of 4 bytes) and `payload`, its checksum right."""
+    return raw(IP(src=R.H0, dst=dst, id=0x2222, proto=99, options=opts) / payload)
+
+
+@pytest.mark.parametrize("ipkt", [
+    raw(udp(ident=0x3001)),                                   # the plain 20-byte header
+    raw(IP(src=R.H0, dst=R.H1, id=0x3002, proto=99)),        # 20 bytes: header only
+    with_options(b"\x94\x04\x00\x00" * 2, b"opts"),          # IHL 7
+], ids=["udp", "header-only", "options"])
+def test_header_split_over_two_mbufs_is_pulled_up_and_forwarded(net, stack, ipkt):
+    hlen = (ipkt[0] & 0x0F) * 4
+    m = split_frame(stack.pool, net.eth0() + ipkt, 14 + hlen - 4)
+    inject(net.if0, m)
+    (f,) = take(net.if1)
+    out = raw(f)[14:]
+    assert len(out) == len(ipkt) and out[8] == 63 and header_ok(out)
+    assert out[:8] == ipkt[:8] and out[12:] == ipkt[12:]
+    assert stack.ip.ips_forward == 1 and discards(net.if0) == {}
+
+
+@pytest.mark.parametrize("ipkt", [raw(udp()), with_options(b"\x94\x04\x00\x00" * 2, b"opts")],
+                         ids=["plain", "options"])
+def test_header_split_with_the_pool_empty_is_dropped_as_nobufs(net, stack, ipkt):
+    """The first mbuf ends at the end of its cluster, short of the IP
+    header: pulling the header up needs a cluster, and there is none."""
+    pool = stack.pool
+    hlen = (ipkt[0] & 0x0F) * 4
+    m = split_frame(pool, net.eth0() + ipkt, 14 + hlen - 4, at_end=True)
+    hold = [pool.get() for _ in range(pool.nclusters - pool.in_use)]
+    try:
+        inject(net.if0, m)
+        assert pool.in_use == len(hold)                     # the chain was freed
+    finally:
+        for h in hold:
+            pool.freem(h)
+    assert net.if1.sent == [] and net.if0.sent == []
+    assert discards(net.if0) == {"nobufs": 1}
+    assert (net.if0.iqdrops, net.if0.ierrors) == (1, 0)
+    assert stats(stack, "forward", "tooshort", "badhlen") == (0, 0, 0)
+
+
+# -- every bad packet of a burst is counted, in ipstat and by reason -------------
+
+@pytest.mark.parametrize("case, reason, stat", [
+    ("badsum", "ip_badsum", "badsum"),
+    ("ihl4", "ip_badhlen", "badhlen"),
+    ("len_beyond", "ip_badlen", "badlen"),
+    ("version6", "ip_badvers", "badvers"),
+    ("tooshort", "ip_tooshort", "tooshort"),
+])
+def test_each_bad_header_in_a_burst_is_counted(net, stack, case, reason, stat):
+    eth = raw(Ether(dst=R.MAC0, src=R.H0_MAC, type=0x0800))
+    inject(net.if0, *[eth + bad_header(case)] * 3)
+    inject(net.if0, eth + bad_header(case))
+    assert discards(net.if0) == {reason: 4} and net.if0.ierrors == 4
+    assert stats(stack, stat, "total", "forward") == (4, 4, 0)
+
+
+# -- lengths at their limits -------------------------------------------------------
+
+def test_header_exactly_as_long_as_the_packet_is_forwarded(net, stack):
+    ipkt = with_options(b"\x94\x04\x00\x00")                 # 24 bytes, all header
+    assert len(ipkt) == 24 and ipkt[0] == 0x46
+    send_raw_ip(net, ipkt)
+    (f,) = take(net.if1)
+    assert raw(f)[14:][12:] == ipkt[12:] and ip_of(f).ttl == 63
+    assert discards(net.if0) == {} and stack.ip.ips_forward == 1
+
+
+def test_header_only_packet_in_a_padded_frame_is_trimmed_and_forwarded(net, stack):
+    ipkt = raw(IP(src=R.H0, dst=R.H1, id=0x3003, proto=99))   # total length 20
+    inject(net.if0, net.eth0() + ipkt + b"\0" * 26)           # a 60-byte frame
+    (f,) = take(net.if1)
+    out = raw(f)[14:]
+    assert len(out) == 20 and out[12:] == ipkt[12:] and header_ok(out)
+    assert discards(net.if0) == {} and stack.ip.ips_forward == 1
+
+
+# -- the edges of the multicast range and of the martian sources ---------------------
+
+def test_first_multicast_address_is_not_forwarded(net, stack):
+    net.send0(udp(dst="224.0.0.0"))
+    assert net.if1.sent == [] and net.if0.sent == []
+    assert stats(stack, "bcast", "cantforward", "forward") == (1, 0, 0)
+    assert stack.icmp.stats["error"] == 0
+
+
+@pytest.mark.parametrize("dst", [R.H1, R.IP0], ids=["forward", "local"])
+def test_first_multicast_source_is_martian(net, stack, dst):
+    net.send0(udp(src="224.0.0.0", dst=dst))
+    assert net.if1.sent == [] and net.if0.sent == []
+    assert discards(net.if0) == {"ip_badaddr": 1}
+    assert stats(stack, "badaddr", "delivered", "forward") == (1, 0, 0)
+
+
+def test_link_broadcast_is_never_considered_for_an_icmp_error(net, stack):
+    # Not even looked at by ICMP: an error it carries is not "an error
+    # about an error", it is simply not routed.
+    err = IP(src=R.H0, dst=R.H1) / ICMP(type=3, code=1) / raw(udp())[:28]
+    inject(net.if0, Ether(dst="ff:ff:ff:ff:ff:ff", src=R.H0_MAC) / err)
+    assert net.if1.sent == [] and net.if0.sent == []
+    assert stack.ip.ips_cantforward == 1
+    assert stack.icmp.stats == dict.fromkeys(stack.icmp.stats, 0)
+
+
+# -- local delivery counts every packet ----------------------------------------------
+
+def test_local_delivery_counts_each_packet(net, stack):
+    for i in range(2):
+        net.send0(udp(dst=R.IP0, ident=i))                                # port unreachable
+        net.send0(IP(src=R.H0, dst=R.IP0, proto=99, id=i) / b"xx")        # protocol unreachable
+        net.send0(IP(src=R.H0, dst=R.IP0, flags="MF", id=i) / ICMP())     # a fragment
+    assert stats(stack, "delivered", "noproto", "reassfail") == (6, 2, 2)
+    assert stack.icmp.outhist == {"unreach/3": 2, "unreach/2": 2}
+    assert len(take(net.if0)) == 4
+
+
+# -- ip_output: what the stack itself sends ---------------------------------------------
+
+def echo(src=R.H0, dst=R.IP0, size=64, ident=1):
+    return IP(src=src, dst=dst, id=ident) / ICMP(type=8, id=7, seq=ident) / (
+        b"e" * (size - 28))
+
+
+def test_output_counts_each_packet_sent(net, stack):
+    net.send0(echo(ident=1))
+    net.send0(echo(ident=2))
+    assert [ip_of(f)[ICMP].seq for f in take(net.if0)] == [1, 2]
+    assert stats(stack, "localout", "odropped", "noroute") == (2, 0, 0)
+
+
+def test_output_never_sends_to_our_own_address(net, stack):
+    # An echo request claiming to come from our other address: the reply
+    # would go to ourselves; it is dropped, not sent.
+    net.send0(echo(src=R.IP1, ident=1))
+    net.send0(echo(src=R.IP1, ident=2))
+    assert net.if0.sent == [] and net.if1.sent == []
+    assert stats(stack, "odropped", "localout", "noroute") == (2, 0, 0)
+    assert stack.icmp.stats["reflect"] == 2
+
+
+def test_output_without_a_route_is_dropped_and_counted(net, stack):
+    net.send0(echo(src="192.0.2.5", ident=1))
+    net.send0(echo(src="192.0.2.5", ident=2))
+    assert net.if0.sent == [] and net.if1.sent == []
+    assert stats(stack, "noroute", "odropped", "localout") == (2, 2, 0)
+
+
+def test_output_exactly_the_mtu_goes_whole(net, stack):
+    net.if0.mtu = 600
+    net.send0(echo(size=600))
+    (f,) = take(net.if0)
+    assert ip_of(f).len == 600 and ip_of(f).flags.value == 0 and ip_of(f).frag == 0
+    assert stats(stack, "fragmented", "localout") == (0, 1)
+
+
+def test_output_one_byte_over_the_mtu_is_fragmented(net, stack):
+    net.if0.mtu = 599
+    net.send0(echo(size=600))
+    assert [ip_of(f).len for f in take(net.if0)] == [596, 24]
+    assert stats(stack, "fragmented", "ofragments", "localout") == (1, 2, 1)
+
+
+# -- the IP id of packets the stack makes --------------------------------------------
+
+def test_errors_carry_successive_ip_ids(net, stack):
+    for i in range(3):
+        net.send0(udp(ttl=1, ident=i))
+    assert [ip_of(f).id for f in take(net.if0)] == [2, 3, 4]
+
+
+def test_ip_id_wraps_at_16_bits(stack):
+    stack.ip.ident = 0xFFFE
+    assert [stack.ip.next_ident() for _ in range(3)] == [0xFFFF, 0, 1]
+
+
+def test_error_header_is_plain(net, stack):
+    net.send0(udp(ttl=1))
+    (f,) = take(net.if0)
+    b = raw(f)[14:34]
+    assert b[0] == 0x45 and b[1] == 0                          # IHL 5, TOS 0
+    assert b[6:8] == b"\0\0" and b[8] == 64 and b[9] == 1      # no DF, TTL 64, ICMP
+
+
+# -- fragmentation at its limits -----------------------------------------------------
+
+RA = b"\x94\x04\x00\x00"            # router alert: copy flag set, 4 bytes
+RR39 = b"\x07\x27\x04" + bytes(36)  # record route, 9 slots: copy flag clear
+
+
+def test_smallest_mtu_for_a_full_header_carries_8_bytes_per_fragment(net, stack):
+    # RFC 791: a 60-byte header and 8 bytes of data, 68 bytes, must go
+    # through every link. Every option is copied, so every fragment has
+    # the whole header.
+    net.if1.mtu = 68
+    ipkt = with_options(RA * 10, bytes(range(20)))
+    assert (ipkt[0] & 0x0F) * 4 == 60
+    send_raw_ip(net, ipkt)
+    ips = fragments_of(take(net.if1))
+    assert [(ip.ihl * 4, ip.len, ip.frag, ip.flags.MF) for ip in ips] == [
+        (60, 68, 0, 1), (60, 68, 1, 1), (60, 64, 2, 0)]
+    assert b"".join(raw(ip)[60:] for ip in ips) == bytes(range(20))
+    assert stats(stack, "fragmented", "ofragments", "cantfrag") == (1, 3, 0)
+
+
+@pytest.mark.parametrize("opts, mtu", [(RA * 10, 67), (RR39 + b"\0", 64)],
+                         ids=["all-copied", "first-only"])
+def test_no_room_for_8_bytes_in_a_fragment_cannot_fragment(net, stack, opts, mtu):
+    # first-only: later fragments would have room (their header is 20
+    # bytes), the first, with all 60, has not.
+    net.if1.mtu = mtu
+    for i in range(2):
+        send_raw_ip(net, with_options(opts, bytes(range(40))))
+    assert net.if1.sent == [] and net.if0.sent == []
+    assert stats(stack, "cantfrag", "fragmented", "odropped", "forward") == (2, 0, 0, 0)
+
+
+def test_fragments_after_the_first_carry_more_when_options_are_not_copied(net, stack):
+    net.if1.mtu = 576
+    rr = IPOption_RR(routers=["0.0.0.0"])                   # copy flag clear
+    sec = IPOption_Security()                                # copy flag set
+    pkt = IP(raw(udp(payload=b"P" * 1172, options=[sec, rr])))   # 1180 bytes of data
+    net.send0(pkt)
+    ips = fragments_of(take(net.if1))
+    # 536 behind the 40-byte header, then 544 behind 32-byte ones, then 100
+    assert [(ip.ihl * 4, ip.len, ip.frag * 8) for ip in ips] == [
+        (40, 576, 0), (32, 576, 536), (32, 132, 1080)]
+    assert stats(stack, "fragmented", "ofragments") == (1, 3)
+
+
+def test_each_fragmentation_that_runs_out_of_clusters_is_counted(net, stack):
+    pool = stack.pool
+    net.if1.mtu = 576
+    for i in (1, 2):
+        m = pool.from_bytes(raw(net.from_h0(udp(payload=bytes(range(200)) * 7))))
+        hold = []
+        while pool.nclusters - pool.in_use > 1:
+            hold.append(pool.get())
+        inject(net.if0, m)
+        for h in hold:
+            pool.freem(h)
+        assert stack.ip.ips_odropped == i
+    assert net.if1.sent == [] and stats(stack, "fragmented", "forward") == (0, 0)
+
+
+def test_error_about_an_undeliverable_fragment_comes_from_the_arrival_subnet(
+        router, stack, clock):
+    """fk0 has two addresses; the sender is on the second one's subnet.
+    The packet is fragmented towards H1, who never answers ARP: the host
+    unreachable about the first fragment comes from fk0's address on the
+    sender's subnet, as for any packet received on fk0."""
+    H5, H5_MAC = "10.0.5.9", "02:aa:00:00:05:09"
+    stack.ip.add_address(router.if0, aton("10.0.5.1"), 24)
+    router.learn(router.if0, H5, H5_MAC)
+    router.if1.mtu = 576
+    pkt = udp(src=H5, payload=bytes(range(200)) * 7)
+    router.send0(pkt)
+    for _ in range(stack.arp.maxtries + 1):
+        clock.advance(1.0)
+        stack.arp.timer()
+    assert router.if1.out_discards["arp_unresolved"] == 3
+    (f,) = take(router.if0)                  # only the first fragment gets an error
+    ip = ip_of(f)
+    assert (f.dst, ip.src, ip.dst) == (H5_MAC, "10.0.5.1", H5)
+    assert (ip[ICMP].type, ip[ICMP].code) == (3, 1)
+
+
+# -- which options the later fragments carry -----------------------------------------
+
+def options_header(opts: bytes) -> bytes:
+    """A 20-byte header (any fields) followed by `opts`."""
+    base = raw(IP(src=R.H0, dst=R.H1, id=0x77, proto=17))[:20]
+    h = bytearray(base + opts)
+    h[0] = 0x40 | (len(h) >> 2)
+    return bytes(h)
+
+
+def test_copied_options_header_without_options_is_the_header():
+    h = options_header(b"")
+    assert _copied_options_header(h) == h
+
+
+@pytest.mark.parametrize("opts, copied", [
+    # one no-op, then a copied option; the end-of-list padding is dropped
+    (b"\x01" + RA + b"\0\0\0", RA),
+    # no-ops, a copied option, and one of just type and length at the very end
+    (b"\x01\x01" + RA + b"\x99\x02", RA + b"\x99\x02\0\0"),
+    # record route (not copied) between copied options
+    (RA + b"\x82\x0b" + bytes(9) + b"\x07\x07\x04" + bytes(4) + RA + b"\x01\x00",
+     RA + b"\x82\x0b" + bytes(9) + RA + b"\0"),
+    # a copied option filling the list to its last byte
+    (b"\x07\x08\x04" + bytes(5) + RA, RA),
+    # the list ends in a type byte with no length: stop there
+    (RA + b"\x01\x01\x01\x83", RA),
+    # a length below 2 is malformed: stop there
+    (RA + b"\x83\x01" + RA[:2], RA),
+    (RA + b"\x83\x00" + RA[:2], RA),
+], ids=["nop", "length-2-at-end", "mixed", "full", "truncated", "length-1", "length-0"])
+def test_copied_options_header_keeps_only_copied_options(opts, copied):
+    h = options_header(opts)
+    out = _copied_options_header(h)
+    assert out[20:] == copied
+    assert out[0] == 0x40 | (len(out) >> 2) and out[1:20] == h[1:20]
+
+
+# -- offload: the MTU judged per segment, the work counted per packet ------------------
+
+TSO_CAPS = IFCAP_TSOv4 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
+
+
+def tcp_pkt(n: int, df: bool = True, ident: int = 7, seq: int = 1000) -> bytes:
+    """A TCP packet H0 -> H1 with `n` bytes of payload."""
+    return raw(IP(src=R.H0, dst=R.H1, id=ident, flags="DF" if df else 0)
+               / TCP(sport=40000, dport=5201, seq=seq, ack=77, flags="PA")
+               / bytes((i * 7 + 3) & 0xFF for i in range(n)))
+
+
+def offloaded(net, pkt: bytes, mss: int = 0, l4: str = "tcp"):
+    """`pkt` as a driver with offload hands it up from H0: its TCP or UDP
+    checksum partial (the pseudo-header sum in the field), a super-frame
+    of `mss`-byte segments when `mss` is given."""
+    b = bytearray(pkt)
+    off = 6 if l4 == "udp" else 16
+    b[20 + off:22 + off] = pseudo_seed(pkt, 20).to_bytes(2, "big")
+    m = chain(net.stack.pool, net.eth0() + bytes(b), [])
+    m.csum_flags = (M_CSUM_UDPv4 if l4 == "udp" else M_CSUM_TCPv4) | (
+        M_CSUM_TSOv4 if mss else 0)
+    m.csum_data = (20 << 16) | off
+    m.segsz = mss
+    return m
+
+
+@pytest.mark.parametrize("df", [True, False], ids=["DF", "no-DF"])
+def test_superframe_whose_segments_are_the_mtu_goes_whole(net, stack, df):
+    # Three segments of 40 + 500 bytes on a 540-byte MTU: they fit.
+    net.if1.mtu = 540
+    net.if1.set_capenable(TSO_CAPS)
+    inject(net.if0, offloaded(net, tcp_pkt(1500, df=df), 500))
+    assert len(net.if1.sent) == 1 and net.if0.sent == []
+    assert net.if1.sent_meta == [(M_CSUM_TSOv4 | M_CSUM_TCPv4, (20 << 16) | 16, 500)]
+    assert stats(stack, "tso_forward", "forward", "cantfrag", "fragmented") == (1, 1, 0, 0)
+    assert net.if1.sw_tso == 0
+
+
+@pytest.mark.parametrize("df", [True, False], ids=["DF", "no-DF"])
+def test_superframe_shorter_than_one_segment_is_judged_by_its_length(net, stack, df):
+    # 40 + 560 bytes with a 1448-byte MSS: one segment of 600 bytes, which
+    # fits the 600-byte MTU of an interface that completes TCP checksums
+    # but cannot segment: it leaves as one packet, its checksum partial.
+    net.if1.mtu = 600
+    net.if1.set_capenable(IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx)
+    pkt = tcp_pkt(560, df=df)
+    inject(net.if0, offloaded(net, pkt, 1448))
+    (f,) = take(net.if1)
+    out = raw(ip_of(f))
+    assert len(out) == 600 and out[20:36] == pkt[20:36] and out[40:] == pkt[40:]
+    assert net.if1.sent_meta == [(M_CSUM_TCPv4, (20 << 16) | 16, 0)]
+    assert stats(stack, "tso_forward", "forward", "cantfrag", "fragmented") == (1, 1, 0, 0)
+    assert (net.if1.sw_tso, net.if1.sw_tso_segs) == (1, 1) and net.if0.sent == []
+
+
+def test_df_superframe_too_big_per_segment_gets_frag_needed(net, stack):
+    # Small IP ids and a total length far above them: only the segment
+    # size decides.
+    net.if1.mtu = 1000
+    net.if1.set_capenable(TSO_CAPS)
+    inject(net.if0, offloaded(net, tcp_pkt(3000, ident=7), 1448),
+           offloaded(net, tcp_pkt(3000, ident=1), 1448))
+    errs = take(net.if0)
+    assert [(ip_of(e)[ICMP].type, ip_of(e)[ICMP].code, ip_of(e)[ICMP].nexthopmtu)
+            for e in errs] == [(3, 4, 1000)] * 2
+    assert net.if1.sent == []
+    assert stats(stack, "cantfrag", "cantforward", "tso_forward", "forward") == (2, 2, 0, 0)
+
+
+def test_offload_work_is_counted_per_packet(net, stack):
+    # Two super-frames segmented in software, two checksums completed, two
+    # super-frames forwarded whole: each counted where it happened.
+    inject(net.if0, offloaded(net, tcp_pkt(1200, seq=1), 400),
+           offloaded(net, tcp_pkt(1200, seq=1201), 400))
+    assert (net.if1.sw_tso, net.if1.sw_tso_segs) == (2, 6)
+    assert len(take(net.if1)) == 6
+    udp_pkt = raw(IP(src=R.H0, dst=R.H1) / UDP(sport=5000, dport=5201) / (b"p" * 300))
+    inject(net.if0, offloaded(net, udp_pkt, l4="udp"), offloaded(net, udp_pkt, l4="udp"))
+    assert net.if1.sw_csum == 2
+    assert len(take(net.if1)) == 2
+    net.if1.set_capenable(TSO_CAPS)
+    inject(net.if0, offloaded(net, tcp_pkt(2000), 400), offloaded(net, tcp_pkt(2000), 400))
+    assert len(take(net.if1)) == 2
+    assert stats(stack, "tso_forward", "forward") == (4, 6)
+    assert (net.if1.sw_tso, net.if1.sw_tso_segs, net.if1.sw_csum) == (2, 6, 2)
+
+
+def test_each_superframe_that_is_not_tcp_is_counted(net, stack):
+    pkt = raw(IP(src=R.H0, dst=R.H1) / UDP(sport=1, dport=2) / (b"u" * 1000))
+    for _ in range(2):
+        m = offloaded(net, pkt, l4="udp")
+        m.csum_flags |= M_CSUM_TSOv4
+        m.segsz = 400
+        inject(net.if0, m)
+    assert net.if1.sent == [] and net.if0.sent == []
+    assert stack.ip.ips_badoffload == 2 and discards(net.if0) == {"bad_offload": 2}
+
+
+@pytest.mark.parametrize("df", [True, False], ids=["DF", "no-DF"])
+def test_partial_checksum_packet_of_exactly_the_mtu_goes_whole(net, stack, df):
+    net.if1.mtu = 600
+    pkt = raw(IP(src=R.H0, dst=R.H1, flags="DF" if df else 0)
+              / UDP(sport=5000, dport=5201) / (b"m" * 572))
+    assert len(pkt) == 600
+    inject(net.if0, offloaded(net, pkt, l4="udp"))
+    (f,) = take(net.if1)
+    out = IP(raw(ip_of(f)))
+    assert out.len == 600 and out.frag == 0 and not out.flags.MF
+    want = IP(pkt)
+    want.ttl -= 1
+    del want.chksum, want[UDP].chksum                   # what scapy computes
+    assert raw(out) == raw(IP(raw(want)))
+    assert net.if1.sw_csum == 1 and net.if0.sent == []
+    assert stats(stack, "fragmented", "cantfrag", "forward") == (0, 0, 1)
+
+
+def test_superframe_segmented_without_clusters_is_dropped_and_counted(net, stack):
+    pool = stack.pool
+    for i in (1, 2):
+        m = offloaded(net, tcp_pkt(1200), 400)             # three segments' worth
+        hold = []
+        while pool.nclusters - pool.in_use > 1:            # room for one segment
+            hold.append(pool.get())
+        inject(net.if0, m)
+        for h in hold:
+            pool.freem(h)
+        assert stack.ip.ips_odropped == i
+        assert net.if1.out_discards["nobufs"] == i and net.if1.oerrors == i
+    assert net.if1.sent == [] and (net.if1.sw_tso, net.if1.sw_tso_segs) == (0, 0)
+
+
+def test_last_segment_of_exactly_the_mtu_is_not_fragmented(net, stack):
+    # DF clear, segments of 1040 bytes on a 600-byte MTU: the first is cut
+    # in two fragments, the last segment (40 + 560) fits as it is.
+    net.if1.mtu = 600
+    inject(net.if0, offloaded(net, tcp_pkt(1560, df=False), 1000))
+    ips = fragments_of(take(net.if1))
+    assert [(ip.len, ip.id, ip.frag, ip.flags.MF) for ip in ips] == [
+        (596, 7, 0, 1), (464, 7, 72, 0), (600, 8, 0, 0)]
+    assert stats(stack, "fragmented", "ofragments", "tso_forward") == (1, 2, 1)
+    assert (net.if1.sw_tso, net.if1.sw_tso_segs) == (1, 2)
+
+
+# -- addresses: removing one removes exactly it, and its route when it was the last ---
+
+def addrs(ifp):
+    return [(ntoa(ia.addr), ia.plen) for ia in ifp.in_addrs]
+
+
+def test_delete_address_removes_exactly_that_address(stack):
+    ifp = fake_if(stack, 0, "02:00:00:00:00:01", "10.0.0.1", 24)
+    ip = stack.ip
+    ip.add_address(ifp, aton("10.0.0.9"), 24)
+    ip.add_address(ifp, aton("10.0.5.1"), 24)
+    ip.del_address(ifp, aton("10.0.0.9"))
+    assert addrs(ifp) == [("10.0.0.1", 24), ("10.0.5.1", 24)]
+    assert sorted(ip.local_addrs) == [aton("10.0.0.1"), aton("10.0.5.1")]
+    assert [r["destination"] for r in ip.routes.to_list()] == ["10.0.0.0/24", "10.0.5.0/24"]
+    # the last address of 10.0.5.0/24 goes, and its route with it, though
+    # another /24 remains
+    ip.del_address(ifp, aton("10.0.5.1"))
+    assert addrs(ifp) == [("10.0.0.1", 24)]
+    assert [r["destination"] for r in ip.routes.to_list()] == ["10.0.0.0/24"]
+    assert ip.routes.lookup(aton("10.0.5.7")) is None
+
+
+def test_delete_address_not_on_the_interface_names_both(stack):
+    ifp = fake_if(stack, 0, "02:00:00:00:00:01", "10.0.0.1", 24)
+    with pytest.raises(ValueError) as ei:
+        stack.ip.del_address(ifp, aton("10.0.0.7"))
+    assert str(ei.value) == "10.0.0.7 is not an address of fk0"
+    assert addrs(ifp) == [("10.0.0.1", 24)]
+
+
+# -- a discarded or diverted packet never stops the rest of its burst -----------------
+
+def test_every_packet_of_a_burst_is_handled_whatever_comes_before_it(net, stack):
+    net.if1.mtu = 576
+    eth = net.eth0()
+    good = [raw(udp(ident=100 + i, payload=b"good%d" % i)) for i in range(9)]
+    others = [
+        raw(udp())[:12],                                         # too short
+        bad_header("badsum"),
+        raw(udp(dst=R.IP0)),                                     # for us: port unreachable
+        raw(udp(dst="127.0.0.1")),                               # martian destination
+        raw(udp(dst="192.0.2.9")),                               # no route
+        raw(udp(ttl=1)),                                         # time exceeded
+        raw(udp(payload=b"D" * 600, flags="DF")),                # needs fragmenting, DF
+        raw(udp(dst="224.0.0.9")),                               # multicast: not routed
+    ]
+    burst = [good[0]]
+    for bad, g in zip(others, good[1:]):
+        burst += [bad, g]
+    inject(net.if0, *(eth + p for p in burst))
+    assert [ip_of(f).id for f in take(net.if1)] == [100 + i for i in range(9)]
+    errs = [(ip_of(f)[ICMP].type, ip_of(f)[ICMP].code) for f in take(net.if0)]
+    assert errs == [(3, 3), (3, 0), (11, 0), (3, 4)]
+    assert stats(stack, "total", "forward", "tooshort", "badsum", "delivered",
+                 "badaddr", "noroute", "cantforward", "cantfrag", "bcast") == (
+        17, 9, 1, 1, 1, 1, 1, 3, 1, 1)
+
+
+def test_a_packet_that_cannot_be_fragmented_for_lack_of_clusters_stops_nothing(net, stack):
+    pool = stack.pool
+    net.if1.mtu = 576
+    burst = [pool.from_bytes(raw(net.from_h0(p))) for p in (
+        udp(ident=1), udp(ident=2, payload=bytes(range(200)) * 7), udp(ident=3))]
+    hold = []
+    while pool.nclusters - pool.in_use > 1:
+        hold.append(pool.get())
+    try:
+        inject(net.if0, *burst)
+    finally:
+        for h in hold:
+            pool.freem(h)
+    assert [ip_of(f).id for f in take(net.if1)] == [1, 3]
+    assert stats(stack, "forward", "odropped", "fragmented") == (2, 1, 0)
+
+
+# -- the fast path: a cached destination vouches for nothing else ---------------------
+
+def test_cached_destination_still_checks_source_link_broadcast_and_ttl(net, stack):
+    net.send0(udp(ident=1))                                  # caches H1, vouches for H0
+    assert len(take(net.if1)) == 1 and aton(R.H1) in stack.ip.routes.cache
+    inject(net.if0,
+           net.from_h0(udp(src="127.0.0.1", ident=2)),       # martian source
+           Ether(dst="ff:ff:ff:ff:ff:ff", src=R.H0_MAC) / udp(ident=3),
+           net.from_h0(udp(ttl=1, ident=4)),
+           net.from_h0(udp(ttl=0, ident=5)),
+           net.from_h0(udp(src="10.0.0.3", ident=6)))        # a new source, fine
+    assert [ip_of(f).id for f in take(net.if1)] == [6]
+    assert [ip_of(f)[ICMP].type for f in take(net.if0)] == [11, 11]
+    assert stats(stack, "forward", "badaddr", "cantforward") == (2, 1, 3)
+    assert discards(net.if0) == {"ip_badaddr": 1}
+
+
+def test_ttl_2_is_forwarded_whatever_the_protocol_number(net, stack):
+    # TTL and protocol share a header word: TTL 2 with protocol 0 is the
+    # smallest word that still goes on.
+    for _ in range(2):                          # route lookup, then cached
+        send_raw_ip(net, raw(IP(src=R.H0, dst=R.H1, ttl=2, proto=0) / b"zero"))
+    assert [(ip_of(f).ttl, ip_of(f).proto) for f in take(net.if1)] == [(1, 0)] * 2
+    assert net.if0.sent == [] and stats(stack, "forward", "cantforward") == (2, 0)
+
+
+def test_bad_checksum_caught_even_when_the_words_sum_to_a_multiple_of_2_16(net, stack):
+    """A correct header's words sum to a multiple of 0xFFFF. A wrong
+    checksum field that makes them sum to a multiple of 0x10000 instead is
+    still wrong."""
+    b = bytearray(raw(udp()))
+    s = sum(int.from_bytes(b[i:i + 2], "big") for i in range(0, 20, 2))
+    c = int.from_bytes(b[10:12], "big")
+    c2 = c + (-s % 0x10000)
+    if c2 > 0xFFFF:
+        c2 -= 0x10000
+    b[10:12] = c2.to_bytes(2, "big")
+    s2 = sum(int.from_bytes(b[i:i + 2], "big") for i in range(0, 20, 2))
+    assert s2 % 0x10000 == 0 and s2 % 0xFFFF != 0
+    send_raw_ip(net, bytes(b))
+    assert net.if1.sent == [] and discards(net.if0) == {"ip_badsum": 1}
+
+
+def test_padding_trimmed_whatever_the_ip_id(net, stack):
+    # The IP id happens to equal the padded length: only the total length
+    # field says where the packet ends.
+    pkt = raw(IP(src=R.H0, dst=R.H1, id=46) / UDP(sport=1, dport=2))      # 28 bytes
+    inject(net.if0, net.eth0() + pkt + bytes(18))
+    (f,) = take(net.if1)
+    assert len(raw(f)) == 14 + 28 and raw(f)[14 + 12:] == pkt[12:]
+
+
+def test_no_route_counted_for_each_packet(net, stack):
+    inject(net.if0, net.from_h0(udp(dst="192.0.2.9", ident=1)),
+           net.from_h0(udp(dst="192.0.2.10", ident=2)))
+    assert stats(stack, "noroute", "cantforward", "forward") == (2, 2, 0)
+    assert [ip_of(f)[ICMP].code for f in take(net.if0)] == [0, 0]
+
+
+# -- addresses: what may be configured, and what it does to broadcasts -----------------
+
+@pytest.mark.parametrize("plen, route, flags", [
+    (1, "0.0.0.0/1", "UC"), (8, "10.0.0.0/8", "UC"), (31, "10.128.0.0/31", "UC"),
+    (32, "10.128.0.1/32", "UHC")])
+def test_any_prefix_length_1_to_32_can_be_configured(stack, plen, route, flags):
+    ifp = fake_if(stack, 0, "02:00:00:00:00:01")
+    stack.ip.add_address(ifp, aton("10.128.0.1"), plen)
+    assert addrs(ifp) == [("10.128.0.1", plen)]
+    assert [(r["destination"], r["flags"]) for r in stack.ip.routes.to_list()] == [
+        (route, flags)]
+
+
+@pytest.mark.parametrize("plen", [0, 33])
+def test_prefix_length_outside_1_to_32_is_refused(stack, plen):
+    ifp = fake_if(stack, 0, "02:00:00:00:00:01")
+    with pytest.raises(ValueError) as ei:
+        stack.ip.add_address(ifp, aton("10.128.0.1"), plen)
+    assert str(ei.value) == f"prefix length {plen}: must be 1..32"
+    assert ifp.in_addrs == [] and stack.ip.local_addrs == {} and stack.ip.routes.routes == []
+
+
+def test_address_already_configured_names_its_interface(net, stack):
+    with pytest.raises(ValueError) as ei:
+        stack.ip.add_address(net.if1, aton(R.IP0), 24)
+    assert str(ei.value) == "address 10.0.0.1 is already on fk0"
+    assert addrs(net.if1) == [(R.IP1, 24)]
+
+
+def test_point_to_point_31_has_no_broadcast_address(net, stack):
+    # RFC 3021: on a /31 both addresses are hosts; neither is a broadcast.
+    PEER, PEER_MAC = "10.0.9.1", "02:cc:00:00:09:01"
+    if2 = fake_if(stack, 2, "02:00:00:00:09:00", "10.0.9.0", 31)
+    net.learn(if2, PEER, PEER_MAC)
+    assert aton(PEER) not in stack.ip.bcast_addrs
+    net.send0(udp(dst=PEER))
+    (f,) = take(if2)
+    assert f.dst == PEER_MAC and ip_of(f).dst == PEER
+    inject(if2, Ether(dst="02:00:00:00:09:00", src=PEER_MAC) / udp(src=PEER, ident=9))
+    assert [ip_of(f).id for f in take(net.if1)] == [9]
+    assert stats(stack, "forward", "bcast", "badaddr") == (2, 0, 0)
+
+
+def test_stack_without_any_address_drops_what_it_cannot_route(stack):
+    # An interface up before anything is configured on it.
+    ifp = fake_if(stack, 0, "02:00:00:00:00:01")
+    for dst in ("10.0.0.5", "255.255.255.255"):
+        inject(ifp, Ether(dst="02:00:00:00:00:01", src=R.H0_MAC) / udp(dst=dst))
+    assert ifp.sent == []
+    assert stats(stack, "total", "noroute", "bcast", "forward") == (2, 1, 1, 0)
+
+
+# -- the header checks look at the whole header, whatever the other fields say --------
+
+def first_20_sum_ok(b: bytearray) -> bytes:
+    """`b` with its checksum field made right over the first 20 bytes only."""
+    b[10:12] = b"\0\0"
+    b[10:12] = in_cksum(b, 0, 20).to_bytes(2, "big")
+    return bytes(b)
+
+
+def test_options_are_covered_by_the_header_checksum(net, stack):
+    b = bytearray(with_options(RA, b"data"))                 # IHL 6
+    send_raw_ip(net, first_20_sum_ok(b))
+    assert net.if1.sent == [] and discards(net.if0) == {"ip_badsum": 1}
+
+
+def test_other_ip_versions_are_dropped_whatever_their_header_length(net, stack):
+    # Version 8 with IHL 10 shares its top 7 bits with 0x45 shifted left.
+    b = bytearray(with_options(RA * 5, b"data"))             # 40-byte header
+    b[0] = 0x8A
+    send_raw_ip(net, first_20_sum_ok(b))
+    assert net.if1.sent == [] and discards(net.if0) == {"ip_badvers": 1}
+
+
+def test_other_ip_versions_are_dropped_whatever_their_total_length(net, stack):
+    # A total length of 0x45xx: its high byte reads like version 4, IHL 5.
+    b = bytearray(raw(udp(payload=bytes(0x4500 - 28))))
+    assert b[2] == 0x45 and len(b) == 0x4500
+    b[0] = 0x65
+    send_raw_ip(net, first_20_sum_ok(b))
+    assert net.if1.sent == [] and discards(net.if0) == {"ip_badvers": 1}
+    assert stats(stack, "badvers", "forward", "fragmented") == (1, 0, 0)

@@ -4,7 +4,8 @@ import pytest
 
 from fakenet import aton, fake_if
 from iopkt.route import (RTF_CONNECTED, RTF_GATEWAY, RTF_HOST, RTF_STATIC,
-                         RouteError, RouteTable, parse_prefix)
+                         RouteError, RouteTable, parse_prefix, prefix_problem)
+from iopkt.route import aton as aton_checked
 
 
 class If:
@@ -139,3 +140,97 @@ def test_stack_add_address_creates_connected_route(stack):
     assert stack.ip.routes.lookup(aton("10.0.0.200")) is r
     stack.ip.del_address(ifp, aton("10.0.0.9"))
     assert stack.ip.routes.lookup(aton("10.0.0.200")) is None
+
+
+# -- the table as `netstat -r` shows it: flags, link gateways -------------------
+
+def test_route_list_shows_flag_letters_and_link_gateways(rt):
+    rt.add(aton("10.0.1.9"), 32, aton("10.0.0.2"))           # a host route via a gateway
+    rt.add(aton("192.0.2.0"), 24, 0, IF2)                    # on-link through fk2
+    assert rt.to_list() == [
+        {"destination": "10.0.1.9/32", "gateway": "10.0.0.2", "flags": "UGHS",
+         "interface": "fk0", "use": 0},
+        {"destination": "10.0.0.0/24", "gateway": "link#fk0", "flags": "UC",
+         "interface": "fk0", "use": 0},
+        {"destination": "10.0.1.0/24", "gateway": "link#fk1", "flags": "UC",
+         "interface": "fk1", "use": 0},
+        {"destination": "192.0.2.0/24", "gateway": "link#fk2", "flags": "US",
+         "interface": "fk2", "use": 0},
+    ]
+
+
+def test_host_route_without_gateway_is_on_link(rt):
+    r = rt.add(aton("192.0.2.7"), 32, 0, IF2)
+    assert r.to_dict() == {"destination": "192.0.2.7/32", "gateway": "link#fk2",
+                           "flags": "UHS", "interface": "fk2", "use": 0}
+
+
+# -- delete: exactly the route named by destination and prefix length -----------
+
+def test_delete_default_ignores_host_bits(rt):
+    d = rt.add(0, 0, aton("10.0.0.2"))
+    assert rt.delete(aton("10.9.8.7"), 0) is d               # /0: every bit is host
+    assert [r.plen for r in rt.routes] == [24, 24]
+
+
+def test_delete_needs_both_destination_and_prefix_length_to_match(rt):
+    before = list(rt.routes)
+    with pytest.raises(RouteError, match=r"^no route 10\.0\.5\.0/24$"):
+        rt.delete(aton("10.0.5.0"), 24)                      # same length, other net
+    with pytest.raises(RouteError, match=r"^no route 10\.0\.0\.0/16$"):
+        rt.delete(aton("10.0.0.0"), 16)                      # same net, other length
+    with pytest.raises(RouteError, match=r"^no route 0\.0\.0\.0/0$"):
+        rt.delete(aton("10.0.0.1"), 0)
+    assert rt.routes == before
+
+
+# -- address and prefix text: the messages a user reads -------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("", "'': not an IPv4 address (four numbers 0..255, like 198.18.0.1)"),
+    ("10.0.0.256", "10.0.0.256: not an IPv4 address (four numbers 0..255, like 198.18.0.1)"),
+])
+def test_aton_error_names_the_text(text, message):
+    with pytest.raises(ValueError) as ei:
+        aton_checked(text)
+    assert str(ei.value) == message
+
+
+ADDR_HINT = "(four numbers 0..255, like 198.18.0.1)"
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("198.18.0.0/24", None),
+    ("198.18.0.0/0", None),
+    ("198.18.0.1/32", None),
+    ("198.18.0.0/255.255.0.0", None),
+    ("default", None),
+    ("198.18.0.1", None),
+    ("198.18.0.0/33", "prefix length /33: must be 0..32"),
+    ("198.18.0.0/x", "prefix length /x: must be 0..32"),
+    ("198.18.0.0/", "prefix length /: must be 0..32"),
+    # a prefix length in range: the address is what is wrong
+    ("198.18.0.256/0", f"198.18.0.256 is not an IPv4 address {ADDR_HINT}"),
+    ("198.18.0.256/32", f"198.18.0.256 is not an IPv4 address {ADDR_HINT}"),
+    ("198.18.0/24", f"198.18.0 is not an IPv4 address {ADDR_HINT}"),
+    ("/24", f"'' is not an IPv4 address {ADDR_HINT}"),
+    ("bogus", f"bogus is not an IPv4 address {ADDR_HINT}"),
+    ("", f"'' is not an IPv4 address {ADDR_HINT}"),
+    # dotted after the slash, but not a netmask (its ones not contiguous)
+    ("198.18.0.0/255.0.255.0", "/255.0.255.0 is neither a prefix length 0..32 nor a netmask"),
+])
+def test_prefix_problem_names_the_bad_part(text, problem):
+    assert prefix_problem(text) == problem
+
+
+def test_default_route_matches_every_address(rt):
+    d = rt.add(0, 0, aton("10.0.1.254"))
+    for a in ("8.8.8.8", "8.8.8.9", "255.255.255.254", "1.0.0.1"):
+        assert rt.lookup(aton(a)) is d, a
+    assert d.mask == 0 and d.dst == 0
+
+
+def test_route_needs_gateway_or_interface_message(rt):
+    with pytest.raises(RouteError) as ei:
+        rt.add(aton("172.16.0.0"), 12)
+    assert str(ei.value) == "a route needs a gateway or an interface"
