@@ -190,8 +190,10 @@ def test_link_speed_emulation_both_directions(make_lab):
 # A paced 100 Mbit/s Ethernet carries a full TCP segment (1448 B of payload
 # with timestamps) in 1514 + 24 bytes of wire time: 94.1 Mbit/s of goodput.
 # A pacer that forgot the 24 bytes of preamble, FCS and gap would let
-# 95.6 through; one 8x too fast, whatever the stack can forward.
-PACED_100M_GOODPUT = (85e6, 95e6)
+# 95.6 through; one 8x too fast, whatever the stack can forward. The
+# ceiling is what proves the pacer; the floor, as in the tbf test above,
+# only says the link carries traffic (a busy CPU wakes the timer late).
+PACED_100M_GOODPUT = (80e6, 95e6)
 
 
 @pytest.mark.alone

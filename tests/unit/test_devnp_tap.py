@@ -1508,11 +1508,23 @@ def test_a_superframe_dropped_while_segmenting_is_not_counted_as_sent(stack, off
     # counted as an output error and never written.
     w = offload_wire
     refuse_gso(monkeypatch)
-    m = stack.pool.from_bytes(udp_frame(3000))
-    m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv4 | M_CSUM_TCPv4, (20 << 16) | 16, 1448
-    w.ifp.if_transmit(w.ifp, [m])
-    assert w.frames_to_kernel() == [] and w.ifp.oerrors == 1
-    assert w.ifp.opackets == 0
+
+    def not_tcp(n):
+        m = stack.pool.from_bytes(udp_frame(n))
+        m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv4 | M_CSUM_TCPv4, (20 << 16) | 16, 1448
+        return m
+
+    # A chain and a single cluster, each dropped, then a frame written.
+    w.ifp.if_transmit(w.ifp, [not_tcp(3000), not_tcp(1000), stack.pool.from_bytes(frame(1))])
+    assert w.frames_to_kernel() == [hdr() + frame(1)]
+    assert (w.ifp.opackets, w.ifp.obytes, w.ifp.oerrors) == (1, 60, 2)
+    # The same through if_snd, as when they were queued while blocked.
+    w.ifp.if_snd.enqueue(not_tcp(3000))
+    w.ifp.if_snd.enqueue(stack.pool.from_bytes(frame(2)))
+    w.sc.start(w.ifp)
+    assert w.frames_to_kernel() == [hdr() + frame(2)]
+    assert (w.ifp.opackets, w.ifp.obytes, w.ifp.oerrors) == (2, 120, 3)
+    assert w.ifp.out_discards["txerror"] == 3
 
 
 # -- a TAP is a TAP whatever its descriptor ---------------------------------------------

@@ -386,6 +386,8 @@ def test_external_headers_are_as_many_as_clusters_unless_told():
     p = MbufPool(8, mclbytes=256, nexthdrs=2)
     got = [p.get_ext(bytearray(4), 0, 4, lambda a: None, None) for _ in range(3)]
     assert got[2] is None and p.ext_drops == 1 and p.ext_in_use == 2
+    assert p.get_ext(bytearray(4), 0, 4, lambda a: None, None) is None
+    assert p.ext_drops == 2                 # each denial counts
     for m in got[:2]:
         p.free(m)
 
