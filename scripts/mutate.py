@@ -51,10 +51,13 @@ def load_equivalents(path: str) -> dict[str, tuple[str, str]]:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            parts = [p.strip() for p in line.split(" | ")]
-            if len(parts) != 3 or not all(parts):
+            # The mutated line may hold " | " itself (a bitwise or): the
+            # name is before the first separator, the reason after the last.
+            name, _, rest = line.partition(" | ")
+            mutated, _, reason = rest.rpartition(" | ")
+            if not (name.strip() and mutated.strip() and reason.strip()):
                 sys.exit(f"mutate: {path}:{n}: expected 'name | mutated line | reason'")
-            out[parts[0]] = (parts[1], parts[2])
+            out[name.strip()] = (mutated.strip(), reason.strip())
     return out
 
 
