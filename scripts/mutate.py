@@ -133,6 +133,8 @@ def main(argv=None) -> int:
         status = res.get(name)
         if status is None:
             stale.append(f"{name}: no such mutant any more")
+        elif status == "not checked":
+            continue                    # not run yet (an interrupted run)
         elif status not in ("survived", "no tests"):
             stale.append(f"{name}: listed as equivalent but {status}")
         elif mutated_line(mutmut, name) != line:
