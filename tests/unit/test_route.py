@@ -5,7 +5,7 @@ import pytest
 from fakenet import aton, fake_if
 from iopkt.route import (RTF_CONNECTED, RTF_GATEWAY, RTF_HOST, RTF_STATIC,
                          RouteError, RouteTable, parse_prefix, prefix_problem)
-from iopkt.route import aton as aton_checked
+from iopkt.route import aton as route_aton
 
 
 class If:
@@ -192,7 +192,7 @@ def test_delete_needs_both_destination_and_prefix_length_to_match(rt):
 ])
 def test_aton_error_names_the_text(text, message):
     with pytest.raises(ValueError) as ei:
-        aton_checked(text)
+        route_aton(text)
     assert str(ei.value) == message
 
 
