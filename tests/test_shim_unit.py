@@ -608,6 +608,42 @@ def test_a_put_that_loses_the_race_gives_the_npkt_back_once(rig, options):
     assert backs == [winner]
 
 
+class RacingHeld(set):
+    """The shim's set of npkts lent to the stack, but the first look into it
+    lets `race` run: the stack thread freeing a lent mbuf (and so giving
+    its npkt back) between two looks of the driver's thread."""
+
+    def __init__(self, items, race):
+        super().__init__(items)
+        self._race = race
+
+    def __contains__(self, item):
+        found = set.__contains__(self, item)
+        race, self._race = self._race, None
+        if race is not None:
+            race()
+        return found
+
+
+def test_a_resend_that_races_the_give_back_is_judged_on_what_the_shim_holds_now(rig):
+    """The driver sends up an npkt whose buffer the stack is freeing at that
+    very moment. By the time the shim looks closer the npkt is back with
+    the driver, so it breaks no rule: the shim takes it, and never refuses
+    a packet as a contract error without naming the rule it broke."""
+    stack, shim, fake, got = rig("shimrxcopy=0")
+    n = up_npkt(b"R" * 60)
+    assert send_up(shim, n, hdl="1") == [1]
+    pump(stack, lambda: got, "delivered the packet")
+    shim.up_held = RacingHeld(shim.up_held, lambda: stack.pool.freem(got.pop()))
+    assert send_up(shim, n, hdl="2") == [1]
+    assert [b for b, _ in fake.back] == [n]         # the first trip ended in between
+    assert sum(shim.violations.values()) == 0
+    assert shim.rx_refused == 0 and shim.ifp.in_discards["shim_contract"] == 0
+    pump(stack, lambda: got, "delivered the resend")
+    got.freeall(stack.pool)
+    assert [b for b, _ in fake.back] == [n, n]      # and so did the second
+
+
 # -- transmit: mbuf chain -> npkt -------------------------------------------
 
 def test_chained_mbuf_goes_down_as_one_iov_per_mbuf(rig):
