@@ -220,7 +220,10 @@ class Ip:
                         self.stack.icmp.error(m, 3, 0)       # net unreachable
                         continue
             ifp = rt.ifp
-            if w[1] > ifp.mtu or m.csum_flags & ~ifp.if_csum_flags_tx:
+            # Plain packets that fit and ask nothing ifp cannot do take the
+            # fast path; a super-frame never does, even one that fits: it
+            # is checked and counted like any other.
+            if w[1] > ifp.mtu or m.csum_flags & (M_CSUM_TSOv4 | ~ifp.if_csum_flags_tx):
                 hl = self._check_out(m, w, ifp)     # None: answered or dropped
                 if hl is None:
                     continue

@@ -1107,6 +1107,27 @@ def test_each_superframe_that_is_not_tcp_is_counted(net, stack):
     assert stack.ip.ips_badoffload == 2 and discards(net.if0) == {"bad_offload": 2}
 
 
+def test_superframe_that_fits_the_mtu_is_counted_and_checked(net, stack):
+    # Super-frames no longer than the MTU, towards an interface with TSO:
+    # the one that is plain TCP goes whole and counts as a super-frame
+    # forwarded; the one that is UDP is refused as bad offload, as a long
+    # one would be (a TSO interface must never get a super-frame it
+    # cannot segment).
+    net.if1.set_capenable(TSO_CAPS)
+    inject(net.if0, offloaded(net, tcp_pkt(560), 1448))
+    assert net.if1.sent_meta == [(M_CSUM_TSOv4 | M_CSUM_TCPv4, (20 << 16) | 16, 1448)]
+    assert len(take(net.if1)) == 1
+    assert stats(stack, "tso_forward", "forward", "badoffload") == (1, 1, 0)
+    m = offloaded(net, raw(IP(src=R.H0, dst=R.H1) / UDP(sport=1, dport=2) / (b"u" * 500)),
+                  l4="udp")
+    m.csum_flags |= M_CSUM_TSOv4
+    m.segsz = 400
+    inject(net.if0, m)
+    assert net.if1.sent == [] and net.if0.sent == []
+    assert stats(stack, "tso_forward", "forward", "badoffload") == (1, 1, 1)
+    assert discards(net.if0) == {"bad_offload": 1}
+
+
 @pytest.mark.parametrize("df", [True, False], ids=["DF", "no-DF"])
 def test_partial_checksum_packet_of_exactly_the_mtu_goes_whole(net, stack, df):
     net.if1.mtu = 600
