@@ -346,7 +346,8 @@ SECTION_LABELS = {
         "bad_framelen": "framelen not the sum of the fragments",
         "bad_tot_iov": "tot_iov not the fragment count",
         "bad_ref_cnt": "ref_cnt not 1", "not_up": "Sent up without _NPKT_UP",
-        "up_while_held": "Sent up while the shim held it"}),
+        "up_while_held": "Sent up while the shim held it",
+        "bad_reg_hdl": "Sent up without a registration"}),
     "driver_errors": ("Legacy driver failures", {}),
     "legacy_driver_stats": ("Legacy driver statistics (nic_stats_t)", {
         "txed_ok": "Packets transmitted OK", "octets_txed_ok": "Bytes transmitted OK",

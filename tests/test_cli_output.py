@@ -43,7 +43,7 @@ SHIM_INFO = {"driver": "devnp-shim (io-net emulation) running devn-tap in its ow
                                "drops": 0, "hiwat": 1, "wakeups": 5},
              "contract_violations": {"tx_done_twice": 0, "tx_done_unknown": 0,
                                      "bad_framelen": 0, "bad_tot_iov": 0, "bad_ref_cnt": 0,
-                                     "not_up": 0, "up_while_held": 0},
+                                     "not_up": 0, "up_while_held": 0, "bad_reg_hdl": 0},
              "driver_errors": {},
              "legacy_driver_stats": {"txed_ok": 4, "octets_txed_ok": 336, "tx_failed": 0,
                                      "rxed_ok": 7, "octets_rxed_ok": 588,

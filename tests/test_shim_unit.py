@@ -1118,7 +1118,7 @@ def test_a_packet_longer_than_a_cluster_is_refused_and_its_cluster_freed(rig, fr
     ifp = shim.ifp
     assert ifp.in_discards["too_long"] == 1 and ifp.ierrors == 1 and ifp.iqdrops == 0
     assert send_up(shim, n) == [0]
-    assert ifp.in_discards["too_long"] == 2 and ifp.ierrors == 2
+    assert ifp.in_discards["too_long"] == 2 and ifp.ierrors == 2 and shim.rx_refused == 2
     assert stack.pool.in_use == 0 and shim.rx_copied == 0 and fake.back == []
     assert len(shim.q) == 0
 
@@ -1141,7 +1141,7 @@ def test_no_cluster_free_means_the_driver_keeps_its_npkt(rig):
     ifp = shim.ifp
     assert ifp.in_discards["nobufs"] == 1 and ifp.iqdrops == 1 and ifp.ierrors == 0
     assert send_up(shim, n) == [0]
-    assert ifp.in_discards["nobufs"] == 2 and ifp.iqdrops == 2
+    assert ifp.in_discards["nobufs"] == 2 and ifp.iqdrops == 2 and shim.rx_refused == 2
     assert fake.back == [] and shim.rx_copied == 0 and len(shim.q) == 0
     for m in held:
         stack.pool.free(m)
@@ -1161,7 +1161,7 @@ def test_no_external_header_free_means_the_buffer_is_not_lent(rig):
     ifp = shim.ifp
     assert ifp.in_discards["nobufs"] == 1 and ifp.iqdrops == 1
     assert send_up(shim, n) == [0]
-    assert ifp.in_discards["nobufs"] == 2 and ifp.iqdrops == 2
+    assert ifp.in_discards["nobufs"] == 2 and ifp.iqdrops == 2 and shim.rx_refused == 2
     assert shim.rx_wrapped == 0 and shim.extra_info(ifp)["npkts_lent_to_stack"] == 0
     for m in held:
         pool.free(m)
@@ -1863,6 +1863,47 @@ def test_frames_sent_up_during_init_reach_the_stack_after_the_mount(bare_stack):
     assert [m.tobytes() for m in got] == [b"early" * 12]
     for m in got:
         stack.pool.freem(m)
+
+
+def test_a_frame_sent_up_before_registering_is_refused_and_named(bare_stack, caplog):
+    # io-net gives the handle tx_up needs only at registration: a driver
+    # sending up before it has no handle, and there is no interface yet.
+    # The shim refuses (the driver keeps its npkt), names the driver, and
+    # the mount goes on.
+    stack = bare_stack
+    fake = FakeDriver()
+    early = []
+
+    def init(dll, ion, opts):
+        n = up_npkt(b"early" * 12)
+        ion.reg_tx_done(0, n, "e")
+        early.append(ion.tx_up(0, n, 0, 0, 0, 0, 0))
+        chain = up_npkt(b"c" * 60)
+        chain.next = up_npkt(b"d" * 60)
+        early.append(ion.tx_up_start(0, chain, 0, 0, 0, 0, 0, "e") is chain)
+        return fake.init(dll, ion, opts)
+    drv = Driver(name="devn-fake", kind="legacy", description="",
+                 module=types.SimpleNamespace(init=init, shutdown=fake.shutdown))
+    with caplog.at_level("WARNING", logger="iopkt"):
+        ifp = shimmod.mount(stack, drv, "")
+    shim = ifp.softc
+    assert early == [0, True] and fake.back == []
+    assert shim.violations["bad_reg_hdl"] == 2 and shim.rx_refused == 2
+    assert ifp.in_discards["shim_contract"] == 0 and len(shim.q) == 0
+    assert [r.getMessage() for r in caplog.records if "reg_hdl" in r.getMessage()] == [
+        "shim: legacy driver devn-fake sent up a packet with a reg_hdl io-net never gave it "
+        "(before registering, or after deregistering); packet dropped"]
+    n = up_npkt(b"w" * 60)                  # a wrong handle once registered
+    shim.reg_tx_done(1, n, None)
+    assert shim.tx_up(2, n, 0, 0, 0, 0, 0) == 0
+    assert shim.tx_up_start(5, n, 0, 0, 0, 0, 0, None) is n
+    assert shim.violations["bad_reg_hdl"] == 4 and shim.rx_refused == 4
+    assert ifp.in_discards["shim_contract"] == 2 and ifp.ierrors == 2
+    assert fake.back == [] and stack.pool.in_use == 0 and len(shim.q) == 0
+    assert shim.tx_up(1, n, 0, 0, 0, 0, 0) == 1 and fake.back == [(n, None)]
+    shim.dereg(1)                           # after deregistering: refused again
+    n2 = up_npkt(b"z" * 60)
+    assert shim.tx_up(1, n2, 0, 0, 0, 0, 0) == 0 and shim.violations["bad_reg_hdl"] == 5
 
 
 def mount_failing(stack, init, **kw):

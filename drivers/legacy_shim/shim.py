@@ -63,6 +63,8 @@ CHECKS = {
     "bad_ref_cnt": "sent up a packet whose ref_cnt is not 1",
     "not_up": "sent up a packet without _NPKT_UP",
     "up_while_held": "sent up a packet the shim still holds",
+    "bad_reg_hdl": "sent up a packet with a reg_hdl io-net never gave it "
+                   "(before registering, or after deregistering)",
 }
 FIXABLE = ("bad_framelen", "bad_tot_iov", "bad_ref_cnt", "not_up")
 
@@ -160,6 +162,7 @@ class Shim(ionet.IoNetSelf):
 
     def dereg(self, reg_hdl: int) -> int:
         self.registrant = None
+        self.reg_hdl = 0                    # any tx_up from now on is refused
         return EOK
 
     def alloc(self, size: int) -> bytearray:
@@ -193,6 +196,9 @@ class Shim(ionet.IoNetSelf):
     def tx_up(self, reg_hdl, npkt, off, framelen_sub, cell, endpoint, iface) -> int:
         """Take one up packet. Returns 1 if the shim took it (it comes back
         through the driver's tx_done), 0 if the driver keeps it."""
+        if reg_hdl != self.reg_hdl or not reg_hdl:
+            self._bad_reg_hdl()
+            return 0
         m = self._up(npkt, off, framelen_sub)
         if m is None:
             return 0
@@ -204,6 +210,9 @@ class Shim(ionet.IoNetSelf):
         """Take a chain of up packets (linked by `next`) with one wake-up.
         Returns the chain of packets not taken (the driver keeps those),
         or None."""
+        if reg_hdl != self.reg_hdl or not reg_hdl:
+            self._bad_reg_hdl()
+            return npkt
         keep_head = keep_tail = None
         took = 0
         while npkt is not None:
@@ -223,6 +232,26 @@ class Shim(ionet.IoNetSelf):
             self.q.kick()
         return keep_head
 
+    def _bad_reg_hdl(self) -> None:
+        """tx_up without a registration: no interface may take the packet
+        (there may be none yet); the driver keeps it."""
+        self.violation("bad_reg_hdl")
+        self.rx_refused += 1
+        if self.ifp is not None:
+            self.ifp.in_discards["shim_contract"] += 1
+            self.ifp.ierrors += 1
+
+    def _refuse(self, reason: str, error: bool) -> None:
+        """Count one up packet refused (the driver keeps it) by `reason`:
+        an error in the packet, or a drop for want of room."""
+        self.rx_refused += 1
+        ifp = self.ifp
+        ifp.in_discards[reason] += 1
+        if error:
+            ifp.ierrors += 1
+        else:
+            ifp.iqdrops += 1
+
     def _up(self, npkt: npkt_t, off: int, framelen_sub: int):
         """Check `npkt`, turn it into an mbuf on the hand-off queue. Returns
         the mbuf, or None when refused (the driver still owns `npkt`)."""
@@ -241,21 +270,15 @@ class Shim(ionet.IoNetSelf):
         if (npkt.ref_cnt != 1 or not npkt.flags & _NPKT_UP or npkt.tot_iov != niov
                 or npkt.framelen != total or id(npkt) in self.up_held):
             if not self._up_checks(npkt, total, niov):
-                self.rx_refused += 1
-                ifp.in_discards["shim_contract"] += 1
-                ifp.ierrors += 1
+                self._refuse("shim_contract", True)
                 return None
         if len(self.q) >= self.q.maxlen or self.detaching:
             self.q.drops += 1
-            self.rx_refused += 1
-            ifp.in_discards["qfull"] += 1
-            ifp.iqdrops += 1
+            self._refuse("qfull", False)
             return None
         n = total - off - framelen_sub
         if n <= 0:
-            self.rx_refused += 1
-            ifp.in_discards["runt"] += 1
-            ifp.ierrors += 1
+            self._refuse("runt", True)
             return None
         lent = not self.rxcopy and iov is not None and _lendable(iov.base)
         if lent:
@@ -263,22 +286,19 @@ class Shim(ionet.IoNetSelf):
             m = self.pool.get_ext(base.obj if isinstance(base, memoryview) else base,
                                   off, n, self._ext_free, npkt)
             if m is None:
-                ifp.in_discards["nobufs"] += 1
-                ifp.iqdrops += 1
+                self._refuse("nobufs", False)
                 return None
             self.up_held.add(id(npkt))
             self.rx_wrapped += 1
         else:
             m = self.pool.get()
             if m is None:
-                ifp.in_discards["nobufs"] += 1
-                ifp.iqdrops += 1
+                self._refuse("nobufs", False)
                 return None
             h = m.off
             if n > m.size - h:
                 self.pool.free(m)
-                ifp.in_discards["too_long"] += 1
-                ifp.ierrors += 1
+                self._refuse("too_long", True)
                 return None
             if iov is not None:
                 m.view[h:h + n] = iov.base[off:off + n]
@@ -296,9 +316,7 @@ class Shim(ionet.IoNetSelf):
                 self.up_held.discard(id(npkt))
                 m.ext_free = _keep
             self.pool.free(m)
-            self.rx_refused += 1
-            ifp.in_discards["qfull"] += 1
-            ifp.iqdrops += 1
+            self._refuse("qfull", False)
             return None
         if not lent:                        # (m may be the stack's already)
             self._give_back(npkt)           # copied: the driver has it back now
