@@ -518,8 +518,10 @@ class DevnAfpacket:
         st = self.stats
         try:
             if npkt.tot_iov == 1:
-                base = npkt.buffers[0].net_iov[0].base
-                n = self.sock.sendmsg((ZERO_VNET_HDR, base))
+                v = npkt.buffers[0].net_iov[0]
+                base = v.base               # `len` says how much of it is data
+                n = self.sock.sendmsg((ZERO_VNET_HDR, base if len(base) == v.len
+                                       else base[:v.len]))
             else:
                 base = None
                 n = self.sock.sendmsg([ZERO_VNET_HDR] + [v.base[:v.len] for v in npkt.iovs()])

@@ -245,7 +245,9 @@ class DevnTap:
             return TX_DOWN_AGAIN            # the wire is busy: io-net retries
         try:
             if npkt.tot_iov == 1:
-                n = os.write(self.fd, npkt.buffers[0].net_iov[0].base)
+                v = npkt.buffers[0].net_iov[0]
+                b = v.base                  # `len` says how much of it is data
+                n = os.write(self.fd, b if len(b) == v.len else b[:v.len])
             else:
                 n = os.writev(self.fd, [v.base[:v.len] for v in npkt.iovs()])
         except BlockingIOError:

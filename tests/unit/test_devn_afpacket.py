@@ -298,6 +298,19 @@ def test_transmit_puts_an_empty_vnet_header_in_front():
     assert d.stats.octets_txed_ok == 2 * len(arp)
 
 
+def test_transmit_sends_only_the_data_of_each_fragment():
+    # `len` says how much of each fragment's buffer is data, one or many.
+    d, ion = tx_driver(FakeSock())
+    arp = raw(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP())
+    one = down_npkt(arp + b"junk")
+    one.buffers[0].net_iov[0].len = one.framelen = len(arp)
+    two = down_npkt(arp[:14] + b"xx", arp[14:])
+    two.buffers[0].net_iov[0].len = 14
+    two.framelen = len(arp)
+    assert d.rx_down(one) == d.rx_down(two) == TX_DOWN_OK
+    assert d.sock.sent == [bytes(10) + arp] * 2 and d.stats.octets_txed_ok == 2 * len(arp)
+
+
 @pytest.mark.parametrize("err,rc", [(errno.EAGAIN, TX_DOWN_AGAIN),
                                     (errno.ENOBUFS, TX_DOWN_AGAIN),
                                     (errno.ENETDOWN, TX_DOWN_FAILED),

@@ -693,6 +693,10 @@ def test_rx_down_gathers_only_the_data_of_each_fragment(direct):
     assert d.drv.rx_down(n) == ionet.TX_DOWN_OK
     assert d.peer.recv(4096) == bytes(head[:40]) + b"tail" * 5
     assert d.ion.done == [(7, n, 0)] and d.drv.stats.octets_txed_ok == 60
+    one = bytearray(frame(3, 70)) + bytearray(30)           # one fragment: the same
+    n = down_npkt((memoryview(one), 70))
+    assert d.drv.rx_down(n) == ionet.TX_DOWN_OK
+    assert d.peer.recv(4096) == bytes(one[:70]) and d.drv.stats.octets_txed_ok == 130
 
 
 def test_a_failed_write_marks_the_packet_and_keeps_io_nets_flags(direct, monkeypatch):
