@@ -369,7 +369,7 @@ class Ip:
             in_undefer_cksum(m)
             ifp.sw_csum += 1
         if tlen > mtu:
-            return self.fragment(m, mtu, hlen, tlen)
+            return self.fragment(m, ifp, hlen, tlen)
         return [m]
 
     def _segment(self, m, ifp, hl: int, partial: bool | None = None) -> list | None:
@@ -398,7 +398,7 @@ class Ip:
             if s.pkt_len <= mtu:
                 out.append(s)
                 continue
-            frags = self.fragment(s, mtu, (s.buf[s.off] & 0x0F) << 2, s.pkt_len)
+            frags = self.fragment(s, ifp, (s.buf[s.off] & 0x0F) << 2, s.pkt_len)
             if frags:
                 out.extend(frags)
         return out or None
@@ -450,7 +450,7 @@ class Ip:
         ifp = rt.ifp
         tlen = (buf[o + 2] << 8) | buf[o + 3]
         if tlen > ifp.mtu:
-            frags = self.fragment(m, ifp.mtu, (buf[o] & 0x0F) << 2, tlen)
+            frags = self.fragment(m, ifp, (buf[o] & 0x0F) << 2, tlen)
             if frags:
                 ifp.if_output(ifp, frags, rt.gateway or dst)
         else:
@@ -460,13 +460,15 @@ class Ip:
         self.ident = (self.ident + 1) & 0xFFFF
         return self.ident
 
-    def fragment(self, m, mtu: int, hlen: int, tlen: int) -> list | None:
-        """ip_fragment: cut `m` (DF clear, longer than `mtu`, checksums
-        complete) into fragments of at most `mtu` bytes, each in a new
+    def fragment(self, m, ifp, hlen: int, tlen: int) -> list | None:
+        """ip_fragment: cut `m` (DF clear, longer than the MTU of `ifp`, its
+        way out, checksums complete) into fragments that fit, each in a new
         cluster. Options without the copy bit go in the first fragment
         only (RFC 791). Consumes `m`; returns the fragments (the caller
-        owns them), or None when it could not (counted)."""
+        owns them), or None when it could not (counted: a pool running dry
+        also as an output discard of `ifp`)."""
         pool = self.pool
+        mtu = ifp.mtu
         hdr = bytes(pool.copydata(m, 0, hlen))
         fhdr = _copied_options_header(hdr)
         chunk0 = (mtu - hlen) & ~7
@@ -499,6 +501,7 @@ class Ip:
                 for x in frags:
                     pool.freem(x)
                 self.ips_odropped += 1
+                ifp.output_discard(None, "nobufs")
                 pool.freem(m)
                 return None
             f.rcvif = m.rcvif

@@ -443,9 +443,11 @@ def test_fragmentation_when_the_pool_runs_dry(net, stack, path, free):
             assert sent == []                                   # no partial fragments
             assert (pool.drops - drops0, ip.ips_odropped) == (1, 1)
             assert stats(stack, "fragmented", "ofragments", "forward") == (0, 0, 0)
+            assert (out_if.out_discards["nobufs"], out_if.oerrors) == (1, 1)
         else:
             assert [f.len for f in sent] == [572, 572, 324]
             assert (pool.drops - drops0, ip.ips_odropped) == (0, 0)
+            assert (out_if.out_discards["nobufs"], out_if.oerrors) == (0, 0)
             fwd = 1 if path == "forward" else 0
             assert stats(stack, "fragmented", "ofragments", "forward") == (1, 3, fwd)
         assert pool.in_use == len(hold)             # the packet and any fragments: back
@@ -944,7 +946,7 @@ def test_each_fragmentation_that_runs_out_of_clusters_is_counted(net, stack):
         inject(net.if0, m)
         for h in hold:
             pool.freem(h)
-        assert stack.ip.ips_odropped == i
+        assert stack.ip.ips_odropped == i and net.if1.out_discards["nobufs"] == i
     assert net.if1.sent == [] and stats(stack, "fragmented", "forward") == (0, 0)
 
 
