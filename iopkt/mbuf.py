@@ -154,7 +154,8 @@ class MbufPool:
         if mclbytes < 256 or mclbytes > 65536:
             raise ValueError(f"mclbytes={mclbytes}: must be 256..65536")
         if headroom >= mclbytes // 2:
-            raise ValueError(f"headroom={headroom}: must be < mclbytes/2")
+            raise ValueError(f"headroom={headroom}: must be below half of mclbytes "
+                             f"({mclbytes // 2})")
         if not 1 <= nclusters <= MAX_NMBCLUSTERS:
             raise ValueError(f"nmbclusters={nclusters}: must be 1..{MAX_NMBCLUSTERS}")
         if not 0 <= nmbjumbo <= MAX_NMBJUMBO:

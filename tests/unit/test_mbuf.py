@@ -322,8 +322,12 @@ def test_pool_limits_are_inclusive_and_errors_name_the_value(monkeypatch):
     with pytest.raises(ValueError, match=r"^mclbytes=65537: must be 256\.\.65536$"):
         MbufPool(1, mclbytes=65537)
     assert MbufPool(1, mclbytes=256, headroom=127).headroom == 127
-    with pytest.raises(ValueError, match=r"^headroom=128: must be < mclbytes/2$"):
+    with pytest.raises(ValueError, match=r"^headroom=128: must be below half of mclbytes \(128\)$"):
         MbufPool(1, mclbytes=256, headroom=128)
+    # Odd sizes: half, rounded down.
+    assert MbufPool(1, mclbytes=257, headroom=127).headroom == 127
+    with pytest.raises(ValueError, match=r"^headroom=128: must be below half of mclbytes \(128\)$"):
+        MbufPool(1, mclbytes=257, headroom=128)
     with pytest.raises(ValueError, match=r"^nmbclusters=0: must be 1\.\.1048576$"):
         MbufPool(0)
     # The upper bound, with a smaller limit so the test builds no 2 GB pool.
