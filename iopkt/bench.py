@@ -330,6 +330,13 @@ class Plan:
 
 
 # -- running ----------------------------------------------------------------
+# Set by the CLI's SIGINT/SIGTERM handler, which also raises
+# KeyboardInterrupt. That exception can be swallowed when the signal lands
+# where Python only reports errors (a fork hook, a __del__); the flag makes
+# the next step between runs stop the bench all the same.
+stop_requested = False
+
+
 class Progress:
     def __init__(self, total: int, estimate: float, out=sys.stderr):
         self.total = total
@@ -339,6 +346,10 @@ class Progress:
         self.out = out
 
     def step(self, what: str) -> None:
+        """One run begins: say so with the time left. Raises
+        KeyboardInterrupt when a stop was asked for and got lost."""
+        if stop_requested:
+            raise KeyboardInterrupt
         el = time.monotonic() - self.t0
         if self.done:
             left = el / self.done * (self.total - self.done)
@@ -532,6 +543,8 @@ def _labs(plan: Plan, pts: list, link: str, cpu: float, cores):
 def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
     """Run the plan; write everything into `outdir` as it goes. On Ctrl-C
     everything made is torn down and what was gathered is kept."""
+    global stop_requested
+    stop_requested = False
     plan.check()
     benchlib.need_iperf3()
     if plan.latency:

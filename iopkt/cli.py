@@ -902,11 +902,13 @@ def cmd_bench(args) -> None:
           + f"results in {out}/", file=sys.stderr)
     me = os.getpid()
 
-    def on_term(*_):
+    def on_stop(signum, _frame):
         if os.getpid() != me:               # a forked helper (pyroute2's) inherits
-            os._exit(128 + signal.SIGTERM)  # this handler: just end, as by default
-        raise KeyboardInterrupt             # tear down and keep results, as Ctrl-C
-    signal.signal(signal.SIGTERM, on_term)
+            os._exit(128 + signum)          # this handler: just end, as by default
+        bench.stop_requested = True         # (see there: the exception may get lost)
+        raise KeyboardInterrupt             # tear down and keep results
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
     res = bench.run(plan, out)
     print()
     bench.print_summary(bench.summarise(res["records"]),

@@ -155,3 +155,16 @@ def test_compare_says_when_the_two_runs_had_other_links(tmp_path):
     assert "(old ran over tap, new over veth: native, shim and their kin are other drivers " \
            "in each)" in out
     assert not any("ran over" in ln for ln in bench.compare(new, new).splitlines())
+
+
+def test_a_stop_whose_exception_got_lost_ends_the_bench_at_the_next_run(monkeypatch):
+    # The signal handler's KeyboardInterrupt can be swallowed (a fork hook,
+    # a __del__); the flag it also sets stops the next run from starting.
+    import io
+    out = io.StringIO()
+    prog = bench.Progress(3, 30.0, out=out)
+    prog.step("native 64 B rep 1/3")
+    monkeypatch.setattr(bench, "stop_requested", True)
+    with pytest.raises(KeyboardInterrupt):
+        prog.step("native 64 B rep 2/3")
+    assert prog.done == 1 and out.getvalue().count("\n") == 1
