@@ -1875,9 +1875,9 @@ def test_a_frame_sent_up_before_registering_is_refused_and_named(bare_stack, cap
     early = []
 
     def init(dll, ion, opts):
-        n = up_npkt(b"early" * 12)
-        ion.reg_tx_done(0, n, "e")
-        early.append(ion.tx_up(0, n, 0, 0, 0, 0, 0))
+        n = up_npkt(b"early" * 12)          # the handle io-net will give, guessed
+        ion.reg_tx_done(1, n, "e")
+        early.append(ion.tx_up(1, n, 0, 0, 0, 0, 0))
         chain = up_npkt(b"c" * 60)
         chain.next = up_npkt(b"d" * 60)
         early.append(ion.tx_up_start(0, chain, 0, 0, 0, 0, 0, "e") is chain)
