@@ -89,6 +89,7 @@ class DevnTap:
         self.stopfd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.stats = NicStats()
         self.link_down = False
+        self.lost_why = ""              # what ended the link, for the log
         # The free list: npkts with one buffer each, allocated once through
         # io-net. A deque, because the stack side returns them (tx_done)
         # from its thread while ours takes them.
@@ -151,13 +152,13 @@ class DevnTap:
                 except OSError as e:
                     free.append(npkt)
                     if e.errno in LINK_LOST:
-                        self._lost(e)       # what was read still goes up, then we end
+                        self._lost(e.strerror)  # what was read still goes up, then we end
                     else:
                         st.rx_failed += 1
                     break
                 if n == 0:                  # end of file: the peer is gone (a
                     free.append(npkt)       # TAP never reads 0 bytes)
-                    self.link_down = True
+                    self._lost("end of file")
                     break
                 self.fill_up(npkt, n)
                 st.rxed_ok += 1
@@ -174,8 +175,8 @@ class DevnTap:
             if head is not None:
                 self.up_chain(head)
             if self.link_down:
-                log.warning("%s: TAP %s is gone (link down); receive thread ends",
-                            NAME, self.tap.name)
+                log.warning("%s: TAP %s is gone (%s: link down); receive thread ends",
+                            NAME, self.tap.name, self.lost_why)
                 return
 
     def up_chain(self, head: npkt_t) -> None:
@@ -220,14 +221,16 @@ class DevnTap:
         try:
             if os.read(self.fd, 65536):
                 return True
-            self.link_down = True           # end of file
+            self._lost("end of file")
         except OSError as e:
             if e.errno in LINK_LOST:
-                self._lost(e)
+                self._lost(e.strerror)
         return False
 
-    def _lost(self, e: OSError) -> None:
+    def _lost(self, why: str) -> None:
+        """The TAP is gone: devctl reports the link down from now on."""
         self.link_down = True
+        self.lost_why = why
 
     # -- io-net calls us -------------------------------------------------------
     def tx_done(self, npkt: npkt_t, done_hdl) -> int:
@@ -255,7 +258,7 @@ class DevnTap:
             return TX_DOWN_AGAIN            # still ours: io-net retries later
         except OSError as e:
             if e.errno in LINK_LOST:
-                self.link_down = True
+                self._lost(e.strerror)
             st.tx_failed += 1
             npkt.flags |= _NPKT_NOT_TXED
             self.ion.tx_done(self.reg_hdl, npkt)

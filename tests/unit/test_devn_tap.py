@@ -931,7 +931,7 @@ def test_io_net_failing_in_tx_up_start_does_not_stop_the_thread(wire, caplog):
 
 # -- link loss ----------------------------------------------------------------
 
-def test_ebadfd_on_read_is_link_loss(wire, monkeypatch):
+def test_ebadfd_on_read_is_link_loss(wire, monkeypatch, caplog):
     """The TAP's netdev is deleted: reads fail with EBADFD. What was read
     still goes up, the thread ends, and the shim's link check (once a
     second, a callout) takes the interface down."""
@@ -948,12 +948,16 @@ def test_ebadfd_on_read_is_link_loss(wire, monkeypatch):
         return n
     monkeypatch.setattr(devn_tap.os, "readv", readv)
     sent = [frame(1), frame(2)]
-    w = wire()
-    w.send(*sent)
-    w.until(lambda: len(w.got) == 2, "what was read before the error arrived")
-    w.drv.thread.join(DEADLINE)
+    with caplog.at_level(logging.WARNING, logger="iopkt"):
+        w = wire()
+        w.send(*sent)
+        w.until(lambda: len(w.got) == 2, "what was read before the error arrived")
+        w.drv.thread.join(DEADLINE)
     assert not w.drv.thread.is_alive() and rx_threads() == []
     assert w.got == sent and reads == [60, 60]
+    assert [r.getMessage() for r in caplog.records if r.name == "iopkt"] == [
+        f"devn-tap: TAP {w.tun.name} is gone (File descriptor in bad state: link down); "
+        "receive thread ends"]
     st = w.stats()
     assert st["rxed_ok"] == 2 and st["rx_failed"] == 0 and st["rx_thread_alive"] is False
     assert st["npkts_free"] == st["npkts_total"]
@@ -995,7 +999,8 @@ def test_frames_waiting_when_the_tap_hangs_up_still_go_up(wire, caplog):
     w.until(lambda: len(w.got) == 3, "the frames read before the hang-up arrived")
     assert w.got == sent
     said = [r.getMessage() for r in caplog.records if r.name == "iopkt"]
-    assert said == [f"devn-tap: TAP {w.tun.name} is gone (link down); receive thread ends"]
+    assert said == [f"devn-tap: TAP {w.tun.name} is gone (end of file: link down); "
+                    "receive thread ends"]
     st = w.stats()
     assert (st["rxed_ok"], st["rx_failed"], st["rx_thread_alive"]) == (3, 0, False)
     rc, cfg = w.shim.registrant.devctl(1, ionet.DCMD_IO_NET_GET_CONFIG, None)
@@ -1013,6 +1018,7 @@ def test_a_hang_up_while_every_npkt_is_lent_is_link_loss(wire):
     w.peer.close()
     w.drv.thread.join(DEADLINE)
     assert not w.drv.thread.is_alive() and w.drv.link_down is True
+    assert w.drv.lost_why == "end of file"
     st = w.stats()
     assert (st["rxed_ok"], st["rx_nobufs"], st["npkts_free"]) == (2, 0, 0)
 
@@ -1031,6 +1037,7 @@ def test_ebadfd_while_every_npkt_is_lent_is_link_loss(wire, monkeypatch):
     w.send(frame(3))
     w.drv.thread.join(DEADLINE)
     assert not w.drv.thread.is_alive() and w.drv.link_down is True
+    assert w.drv.lost_why == "File descriptor in bad state"
     assert w.drv.stats.rx_nobufs == 0 and unread(w.tun.sock) == 60   # nothing was read
 
 
@@ -1081,6 +1088,7 @@ def test_a_write_error_is_an_output_error(wire, monkeypatch, err, link_lost):
     assert w.stack.pool.in_use == 0 and len(w.shim._down_free) == shimmod.DOWN_NPKTS
     assert w.received() == []
     assert w.drv.link_down is link_lost
+    assert w.drv.lost_why == (os.strerror(err) if link_lost else "")
     w.clock.advance(1.0)
     loop_once(w.stack)
     assert (w.ifp.link_state == LINK_STATE_DOWN) is link_lost
