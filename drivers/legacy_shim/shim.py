@@ -140,12 +140,16 @@ class Shim(ionet.IoNetSelf):
         self._link_co = None
 
     # -- contract checks ---------------------------------------------------
+    def _where(self) -> str:
+        """Who speaks in the log: the interface, or "shim" before the
+        driver registered (and so before there is one)."""
+        return self.ifp.name if self.ifp else "shim"
+
     def violation(self, kind: str) -> None:
         self.violations[kind] += 1
         if kind not in self._said:
             self._said.add(kind)
-            log.warning("%s: legacy driver %s %s%s", self.ifp.name if self.ifp else "shim",
-                        self.name, CHECKS[kind],
+            log.warning("%s: legacy driver %s %s%s", self._where(), self.name, CHECKS[kind],
                         " (accepted: lenient mode)" if self.lenient and kind in FIXABLE
                         else "; packet dropped")
 
@@ -454,7 +458,7 @@ class Shim(ionet.IoNetSelf):
         self.driver_errors[call] = self.driver_errors.get(call, 0) + 1
         if self.driver_errors[call] == 1:
             log.warning("%s: legacy driver %s failed in %s: %s (said once; counted)",
-                        self.ifp.name if self.ifp else "shim", self.name, call, err)
+                        self._where(), self.name, call, err)
 
     def _wait(self, ifp: Ifnet) -> None:
         """The driver cannot take more now: retry shortly (io-net drivers
