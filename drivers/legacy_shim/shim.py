@@ -68,6 +68,10 @@ CHECKS = {
 }
 FIXABLE = ("bad_framelen", "bad_tot_iov", "bad_ref_cnt", "not_up")
 
+# Refusals that are the packet's fault (input errors); the others (qfull,
+# nobufs) are drops for want of room.
+RX_ERRORS = frozenset(("shim_contract", "runt", "too_long"))
+
 DOWN_NPKTS = 512        # npkts for transmit; more than if_snd can hold
 MAX_IOV = 8
 
@@ -240,18 +244,19 @@ class Shim(ionet.IoNetSelf):
         """tx_up without a registration: no interface may take the packet
         (there may be none yet); the driver keeps it."""
         self.violation("bad_reg_hdl")
-        self.rx_refused += 1
-        if self.ifp is not None:
-            self.ifp.in_discards["shim_contract"] += 1
-            self.ifp.ierrors += 1
+        if self.ifp is None:
+            self.rx_refused += 1
+        else:
+            self._refuse("shim_contract")
 
-    def _refuse(self, reason: str, error: bool) -> None:
+    def _refuse(self, reason: str) -> None:
         """Count one up packet refused (the driver keeps it) by `reason`:
-        an error in the packet, or a drop for want of room."""
+        an input error when the packet is at fault, else a drop for want
+        of room."""
         self.rx_refused += 1
         ifp = self.ifp
         ifp.in_discards[reason] += 1
-        if error:
+        if reason in RX_ERRORS:
             ifp.ierrors += 1
         else:
             ifp.iqdrops += 1
@@ -274,15 +279,15 @@ class Shim(ionet.IoNetSelf):
         if (npkt.ref_cnt != 1 or not npkt.flags & _NPKT_UP or npkt.tot_iov != niov
                 or npkt.framelen != total or id(npkt) in self.up_held):
             if not self._up_checks(npkt, total, niov):
-                self._refuse("shim_contract", True)
+                self._refuse("shim_contract")
                 return None
         if len(self.q) >= self.q.maxlen or self.detaching:
             self.q.drops += 1
-            self._refuse("qfull", False)
+            self._refuse("qfull")
             return None
         n = total - off - framelen_sub
         if n <= 0:
-            self._refuse("runt", True)
+            self._refuse("runt")
             return None
         lent = not self.rxcopy and iov is not None and _lendable(iov.base)
         if lent:
@@ -290,19 +295,19 @@ class Shim(ionet.IoNetSelf):
             m = self.pool.get_ext(base.obj if isinstance(base, memoryview) else base,
                                   off, n, self._ext_free, npkt)
             if m is None:
-                self._refuse("nobufs", False)
+                self._refuse("nobufs")
                 return None
             self.up_held.add(id(npkt))
             self.rx_wrapped += 1
         else:
             m = self.pool.get()
             if m is None:
-                self._refuse("nobufs", False)
+                self._refuse("nobufs")
                 return None
             h = m.off
             if n > m.size - h:
                 self.pool.free(m)
-                self._refuse("too_long", True)
+                self._refuse("too_long")
                 return None
             if iov is not None:
                 m.view[h:h + n] = iov.base[off:off + n]
@@ -320,7 +325,7 @@ class Shim(ionet.IoNetSelf):
                 self.up_held.discard(id(npkt))
                 m.ext_free = _keep
             self.pool.free(m)
-            self._refuse("qfull", False)
+            self._refuse("qfull")
             return None
         if not lent:                        # (m may be the stack's already)
             self._give_back(npkt)           # copied: the driver has it back now
