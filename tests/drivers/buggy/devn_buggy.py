@@ -5,7 +5,7 @@ from iopkt import ionet
 from iopkt.ionet import EOK, npkt_t
 
 BUGS = ("tx_done_twice", "tx_done_unknown", "bad_framelen", "bad_tot_iov",
-        "bad_ref_cnt", "not_up", "up_while_held")
+        "bad_ref_cnt", "not_up", "up_while_held", "bad_reg_hdl")
 OPTIONS = {**devn_tap.OPTIONS, "bug": "", "count": 1}
 
 
@@ -36,6 +36,14 @@ class DevnBuggy(devn_tap.DevnTap):
                 npkt.flags = 0
 
     def up_one(self, npkt: npkt_t) -> None:
+        if self._due(("bad_reg_hdl",)):
+            # A handle io-net never gave (a stale one, a typo): refused,
+            # so the npkt is still ours.
+            ion = self.ion
+            ion.reg_tx_done(self.reg_hdl, npkt, self)
+            if ion.tx_up(self.reg_hdl + 1, npkt, 0, 0, self.cell, self.endpoint, 0) <= 0:
+                self._recycle(npkt)
+            return
         super().up_one(npkt)
         if self._due(("up_while_held",)):
             # The same npkt again, while the shim still has it.
@@ -53,7 +61,8 @@ class DevnBuggy(devn_tap.DevnTap):
 
 def init(dll_hdl, ion, options: str) -> int:
     opts = ionet.parse_options(options, OPTIONS)
-    if opts["bug"] in ("bad_framelen", "bad_tot_iov", "bad_ref_cnt", "not_up", "up_while_held"):
+    if opts["bug"] in ("bad_framelen", "bad_tot_iov", "bad_ref_cnt", "not_up", "up_while_held",
+                       "bad_reg_hdl"):
         opts["batch"] = 0                       # one tx_up per frame: exact counts
     drv = DevnBuggy(dll_hdl, ion, opts)
     drv.register()
