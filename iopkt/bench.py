@@ -80,7 +80,8 @@ TCP_MIN_MSS = 88            # Linux refuses a smaller TCP_MAXSEG
 LOW_POWER_CPU = 0.1         # cores: the default matrix's "low-power CPU"
 LATENCY_LOADS = {"idle": None, "200M": ["-b", "200M"]}     # iperf3 TCP (1518 B frames)
 LATENCY_DRIVERS = ("native", "shim", "shim0")
-LATENCY_SECONDS = 2.0       # of pings (1000 at 2 ms) per run
+LATENCY_SECONDS = 2.0       # of pings (1000 at 2 ms) per run, by default
+LATENCY_SECONDS_RANGE = (0.5, 60.0)
 # What a run costs besides its traffic, measured on the 2-core VM of the
 # README's results (123 runs of 3 s took 428 s): iperf3's server start, the
 # samples and control requests; a lab up and down; a latency run's load
@@ -234,6 +235,7 @@ class Plan:
     prefix: str = "ibench"
     latency: bool = True
     link: str = "tap"       # what joins the hosts to the stack: tap | veth
+    latency_seconds: float = LATENCY_SECONDS    # of pings per latency run
 
     def check(self) -> None:
         if self.link not in LINK_KINDS:
@@ -247,6 +249,10 @@ class Plan:
             raise BenchError(f"repetitions {self.reps}: must be 1..50")
         if not 1 <= self.seconds <= 120:
             raise BenchError(f"duration {self.seconds}s: must be 1..120 seconds")
+        lo, hi = LATENCY_SECONDS_RANGE
+        if not lo <= self.latency_seconds <= hi:
+            raise BenchError(f"latency run of {self.latency_seconds:g}s: must be "
+                             f"{lo:g}..{hi:g} seconds")
         if any(p.cpu < 1 for p in self.points) and not cgroup.available():
             raise BenchError("a CPU budget below 1 core needs the kernel's cgroup CPU "
                              "controller, which this machine does not have")
@@ -311,7 +317,8 @@ class Plan:
         set-up costs (constants measured on a 2-core VM; see RUN_OVERHEAD_S)."""
         t = self.throughput_runs() * (self.seconds + RUN_OVERHEAD_S)
         t += sum(len(self.kinds_for(p)) * self.reps
-                 * (LATENCY_SECONDS + LATENCY_OVERHEAD_S[p.load]) for p in self.latency_points())
+                 * (self.latency_seconds + LATENCY_OVERHEAD_S[p.load])
+                 for p in self.latency_points())
         labs = sum(len({d for p in pts for d in self.drivers_for(p)})
                    for pts in self.groups().values())
         labs += bool(self.latency_points() and self.baselines)     # Linux routing's, once
@@ -368,7 +375,8 @@ def _mmss(s: float) -> str:
 BASELINE_LINKS = {"kernel": "veth", "relay": "tap", "relay-offload": "tap"}
 
 
-def _record(point, kind: str, rep: int, order: int, link: str = "tap") -> dict:
+def _record(point, kind: str, rep: int, order: int, link: str = "tap",
+            latency_seconds: float = LATENCY_SECONDS) -> dict:
     """A run's record before it runs. `link_kind` is what joined the hosts
     to the forwarder (tap | veth: the bench's --link for the stack's
     drivers; a baseline's own); `link` stays the point's emulated speed."""
@@ -377,7 +385,7 @@ def _record(point, kind: str, rep: int, order: int, link: str = "tap") -> dict:
         return {"kind": "latency", "point": point.key, "label": point.label(),
                 "proto": point.proto, "frame": point.frame, **asdict(point), "driver": kind,
                 "link_kind": lk, "rep": rep, "order": order, "ok": False, "error": None,
-                "seconds": LATENCY_SECONDS, "interval_s": benchlib.PING_INTERVAL,
+                "seconds": latency_seconds, "interval_s": benchlib.PING_INTERVAL,
                 "warmup": benchlib.PING_WARMUP, "load_args": point.load_args()}
     return {"kind": "throughput", "point": point.key, "label": point.label(), **asdict(point),
             "driver": kind, "link_kind": lk, "mss": point.mss if point.proto == "tcp" else None,
@@ -441,7 +449,7 @@ def run_latency(point: LatencyPoint, kind: str, st: dict, load_cores, rec: dict,
     if stack:
         fwd0 = control.request(st["prefix"], "netstat")["ip"]["forward"]
         s0 = benchlib.proc_sample(st["pid"])
-    res = benchlib.latency(st["ns_a"], st["ns_b"], "198.19.0.2", LATENCY_SECONDS,
+    res = benchlib.latency(st["ns_a"], st["ns_b"], "198.19.0.2", rec["seconds"],
                            point.load_args(), load_cores)
     if stack:
         s1 = benchlib.proc_sample(st["pid"])
@@ -561,7 +569,7 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
             "link_kind": plan.link,
             "reps": plan.reps, "seconds": plan.seconds, "baselines": plan.baselines,
             "latency": [asdict(p) for p in plan.latency_points()],
-            "latency_seconds": LATENCY_SECONDS, "ping_interval_s": benchlib.PING_INTERVAL},
+            "latency_seconds": plan.latency_seconds, "ping_interval_s": benchlib.PING_INTERVAL},
         "estimate_s": round(plan.estimate_s(), 1),
         "stack_cores": sorted(cores), "iperf3_cores": sorted(load_cores),
         "interrupted": False}
@@ -580,7 +588,7 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                     for rep in range(plan.reps):
                         for kind in plan.kinds_for(p):
                             prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps} (skipped)")
-                            records.append({**_record(p, kind, rep, 0, plan.link),
+                            records.append({**_record(p, kind, rep, 0, plan.link, plan.latency_seconds),
                                             "error": msg})
                 continue
             try:
@@ -591,7 +599,7 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                             k = len(kinds)
                             order = [kinds[(rep + i) % k] for i in range(k)]
                             for i, kind in enumerate(order):
-                                rec = _record(p, kind, rep, i, plan.link)
+                                rec = _record(p, kind, rep, i, plan.link, plan.latency_seconds)
                                 tag = f"{p.key}-{kind}-{rep}"
                                 prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
                                 try:
@@ -747,13 +755,13 @@ def _lat(latency: dict, load: str):
     return next((e for e in latency.values() if e["point"]["load"] == load), None)
 
 
-def render_latency(latency: dict) -> list[str]:
-    """The "## Latency" section of results.md."""
+def render_latency(latency: dict, seconds: float = LATENCY_SECONDS) -> list[str]:
+    """The "## Latency" section of results.md; `seconds` of pings a run."""
     if not latency:
         return []
     L = ["## Latency", "",
          f"ping from host A to host B every {benchlib.PING_INTERVAL * 1000:g} ms, 64-byte "
-         f"frames, {LATENCY_SECONDS:g} s per run (the first {benchlib.PING_WARMUP} "
+         f"frames, {seconds:g} s per run (the first {benchlib.PING_WARMUP} "
          "requests not counted), percentiles by nearest rank of every RTT of a run; "
          "no link limit, stack on a whole core. Loaded: iperf3 TCP at 200 Mbit/s A -> B "
          "through the same path, a rate every forwarder here carries (so the queueing is "
@@ -851,7 +859,8 @@ def render_md(meta: dict, summary: dict, latency: dict | None = None,
         L += ["", f"Spread of CPU µs per packet around its median: {within} of {len(sp)} "
               f"point/driver cells within 10%; the widest is {worst[2] * 100:.0f}% "
               f"({worst[1]}, {worst[0]})."]
-    L += [""] + render_latency(latency)
+    L += [""] + render_latency(latency, meta.get("plan", {}).get("latency_seconds",
+                                                                 LATENCY_SECONDS))
     L += ["## Verdicts: the seed's claims, what offload buys, what the hand-off costs", ""]
     L += verdict(summary, latency)
     L += ["", "## Plots", ""]

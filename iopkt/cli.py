@@ -880,7 +880,8 @@ def cmd_bench(args) -> None:
         plan = bench.Plan(points=points, drivers=_csv(args.drivers, ",".join(bench.DRIVERS)),
                           reps=args.reps, seconds=args.seconds,
                           baselines=not args.no_baselines, prefix=args.prefix,
-                          latency=args.latency, link=args.link)
+                          latency=args.latency, link=args.link,
+                          latency_seconds=args.latency_seconds)
         plan.check()
     except Exception as e:
         fail(str(e), EXIT_USAGE)
@@ -1129,6 +1130,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ping RTT (p50, p99, max) through native, shim and shim0 and "
                         "Linux routing, idle and under a 200 Mbit/s TCP load, 2 s per run, "
                         "no link limit (default: on)")
+        sp.add_argument("--latency-seconds", default=2.0,   # bench.LATENCY_SECONDS(_RANGE)
+                        type=_float_in("--latency-seconds", 0.5, 60),
+                        help="pings per latency run, in seconds of one every 2 ms, "
+                        "0.5..60 (default 2)")
         sp.add_argument("--out", help="results folder (default results/bench-DATE)")
         sp.add_argument("--prefix", default="ibench", type=_lab_prefix,
                         help="names of the labs it builds")

@@ -70,6 +70,8 @@ CASES = [
     (["bench", "--seconds", "0"], 2, "--seconds 0: must be a number 1..120"),
     (["bench", "--seconds", "nan"], 2, "--seconds nan: must be a number"),
     (["bench", "--seconds", "inf"], 2, "--seconds inf: must be a number"),
+    (["bench", "--latency-seconds", "0.2"], 2, "--latency-seconds 0.2: must be a number 0.5..60"),
+    (["bench", "--latency-seconds", "x"], 2, "--latency-seconds x: must be a number 0.5..60"),
     (["bench", "--cpu", "0"], 2, "CPU budget 0.0: must be between 0.05 and 1"),
     (["bench", "--cpu", "-1"], 2, "CPU budget -1.0"),
     (["bench", "--frames", "0"], 2, "frame size 0: choose from RFC 2544"),

@@ -78,7 +78,8 @@ def test_bench_latency_smoke(tmp_path):
     out = tmp_path / "res"
     r = subprocess.run([sys.executable, "-m", "iopkt", "bench", "--drivers", "native,shim",
                         "--protocols", "udp", "--frames", "64", "--links", "100", "--reps", "1",
-                        "--seconds", "1", "--prefix", "slat", "--out", str(out)],
+                        "--seconds", "1", "--latency-seconds", "0.5", "--prefix", "slat",
+                        "--out", str(out)],
                        capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "1 points x 2 drivers x 1 reps + latency = 8 runs" in r.stderr, r.stderr[:300]
@@ -92,7 +93,7 @@ def test_bench_latency_smoke(tmp_path):
     by = {(x["load"], x["driver"]): x for x in lat}
     for (load, kind), x in by.items():
         assert 0 < x["rtt_min_us"] <= x["rtt_p50_us"] <= x["rtt_p99_us"] <= x["rtt_max_us"]
-        assert x["sent"] == 1000 and x["received"] == sum(x["rtt_histogram"]["count"])
+        assert x["sent"] == 250 and x["received"] == sum(x["rtt_histogram"]["count"])
         assert (out / x["ping_output"]).exists()
         if load == "idle":
             assert x["loss_percent"] == 0.0, x
@@ -106,11 +107,13 @@ def test_bench_latency_smoke(tmp_path):
     assert by[("idle", "shim")]["threads"] == 3 and by[("idle", "native")]["threads"] == 1
     md = (out / "results.md").read_text()
     assert "## Latency" in md and "| ping RTT, idle | hand-off: shim − native |" in md
+    assert "64-byte frames, 0.5 s per run" in md
     assert "| Under the shim each received packet costs a forced context switch" in md
     assert (out / "plot-latency.png").exists() and "[plot-latency.png]" in md
     meta = data["meta"]
     assert meta["schema"] == 2 and meta["iopkt_version"] and meta["iperf3_version"]
     assert [p["load"] for p in meta["plan"]["latency"]] == ["idle", "200M"]
+    assert meta["plan"]["latency_seconds"] == 0.5
     assert not [n for n in netns.ns_list() if n.startswith("slat")]
 
 

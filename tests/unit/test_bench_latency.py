@@ -64,6 +64,9 @@ def test_the_hand_off_costs_half_the_rtt_difference_rep_by_rep():
 def test_the_latency_table_has_percentiles_per_driver_and_the_hand_off():
     md = "\n".join(bench.render_latency(bench.summarise_latency(latency_records())))
     assert md.startswith("## Latency")
+    assert "64-byte frames, 2 s per run" in md
+    short = bench.render_latency(bench.summarise_latency(latency_records()), 0.5)
+    assert "64-byte frames, 0.5 s per run" in "\n".join(short)
     assert "TCP at 200 Mbit/s" in md and "every forwarder here carries" in md
     assert ("| ping RTT, idle | native | 200 [190–210] | 800 [760–840] | 2000 [1900–2100] "
             "| 240 [228–252] | 0.0 [0.0–0.0] | – | 0.50 [0.50–0.50] |") in md

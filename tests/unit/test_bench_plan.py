@@ -62,6 +62,23 @@ def test_the_default_bench_with_latency_stays_within_ten_minutes():
     assert est - plan.estimate_s() == pytest.approx(12 * 2.15 + 12 * 3.45 + 0.8)
 
 
+def test_latency_seconds_sets_each_latency_run_and_the_estimate():
+    pts = [Point("udp", 64, "unlimited", "none", 1.0)]
+    plan = Plan(points=pts, drivers=["native", "shim"], reps=1)
+    assert plan.latency_seconds == bench.LATENCY_SECONDS == 2.0
+    est = plan.estimate_s()
+    plan.latency_seconds = 0.5
+    plan.check()
+    # 6 latency runs (idle and loaded; native, shim, Linux), 1.5 s shorter each
+    assert est - plan.estimate_s() == pytest.approx(6 * 1.5)
+    rec = bench._record(plan.latency_points()[0], "shim", 0, 0, "tap", plan.latency_seconds)
+    assert rec["seconds"] == 0.5
+    for bad in (0.4, 60.5, float("nan")):
+        plan.latency_seconds = bad
+        with pytest.raises(bench.BenchError, match=r"^latency run of .*s: must be 0\.5\.\.60 "):
+            plan.check()
+
+
 def _summary(figs: dict) -> dict:
     """A summary with one repetition per (point, driver): figs maps
     (link, driver) -> (Mbit/s, CPU s per GB)."""
