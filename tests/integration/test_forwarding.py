@@ -46,13 +46,14 @@ def test_ping_the_stack(shared_lab):
     assert "1 received" in r.stdout, r.stdout
 
 
-@pytest.mark.alone
 def test_iperf3_tcp_complete(shared_lab):
+    # Not a rate test (the rate tests run alone): a floor any forwarder
+    # here clears many times over, even beside other tests.
     lb = shared_lab
-    res = benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2)
+    res = benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
     sent = res["end"]["sum_sent"]["bytes"]
     got = res["server"]["end"]["sum_received"]["bytes"]
-    assert got > 10_000_000, res["end"]
+    assert got > 5_000_000, res["end"]
     # iperf3's server stops counting at the end message, so what was still
     # in socket buffers is not counted; test_tcp_stream_arrives_intact
     # checks completeness byte for byte.
