@@ -55,6 +55,10 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: item.get_closest_marker("alone") is None)
 
 
+# A fixture, so a module's shared lab (a module-scoped fixture, set up
+# before it) may still be built by another worker beside an `alone` test.
+# Locking around the whole test protocol excludes that too, but serialises
+# every lab the `alone` tests use: 20 s more on the 2-core VM.
 @pytest.fixture(autouse=True)
 def _alone_under_xdist(request):
     if not os.environ.get("PYTEST_XDIST_WORKER"):
