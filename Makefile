@@ -37,8 +37,8 @@ setup: root $(STAMP)
 
 # The whole suite: unit tests and real namespaces, TAPs and traffic, four
 # at a time even on 2 cores, as most of them wait on traffic and processes,
-# not the CPU (tests marked `alone`, which measure rates or times, run with
-# nothing beside them).
+# not the CPU (tests marked `alone`, which measure rates or times, run while
+# no other test does; see tests/conftest.py).
 test: root setup
 	$(PY) -m pytest -q -n 4 $(ARGS)
 
