@@ -588,7 +588,8 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                     for rep in range(plan.reps):
                         for kind in plan.kinds_for(p):
                             prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps} (skipped)")
-                            records.append({**_record(p, kind, rep, 0, plan.link, plan.latency_seconds),
+                            records.append({**_record(p, kind, rep, 0, plan.link,
+                                                              plan.latency_seconds),
                                             "error": msg})
                 continue
             try:
