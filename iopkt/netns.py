@@ -1,15 +1,201 @@
 """Network namespaces and links through pyroute2 (netlink, no `ip` shell).
 
 The lab, the benchmark and the tests build hosts with these few calls.
+
+A namespace is made in two steps, so that whoever makes it can write down
+what it is before it has a name anyone else could use (ownership.py):
+ns_new() gives an fd to a new namespace that has no name yet, ns_ident()
+says which it is (nsfs inode and device, and the cookie the kernel never
+reuses), ns_attach() names it, as `ip netns add` would. ns_lookup() says
+what a name leads to now, and ns_mounts() every path that names one
+namespace, aliases (`ip netns attach`) included.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import socket
+import stat
+import struct
+import threading
+from typing import NamedTuple
 
 import pytun
 from pyroute2 import IPRoute, NetNS, netns
+
+_CLONE_NEWNET = 0x40000000
+_MS_BIND = 0x1000
+_MS_REC = 0x4000
+_MS_SHARED = 1 << 20
+_SO_NETNS_COOKIE = 71       # Linux 5.14+: a namespace's id, never reused
+_libc = None
+
+
+class NsId(NamedTuple):
+    """Which namespace: its nsfs inode and device (what /proc/PID/ns/net
+    shows) and its cookie (None on kernels without SO_NETNS_COOKIE). An
+    inode number is reused once a namespace is gone; a cookie is not."""
+    ino: int
+    dev: int
+    cookie: int | None
+
+
+class NsFile(NamedTuple):
+    """A name that leads to an empty plain file, not to a namespace: what
+    a crash between the two steps of ns_attach leaves. `ctime`: when the
+    file was made."""
+    ctime: float
+
+
+def _c():
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+
+
+def _in_thread(fn):
+    """fn() in a thread of its own, which ends with it: unshare(2) and
+    setns(2) there change that thread's namespace only, and nothing has to
+    be put back. Returns fn's result or raises its exception."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["r"] = fn()
+        except BaseException as e:          # noqa: B036 (handed to the caller)
+            out["e"] = e
+
+    t = threading.Thread(target=run, name="iopkt-netns")
+    t.start()
+    t.join()
+    if "e" in out:
+        raise out["e"]
+    return out["r"]
+
+
+def _cookie() -> int | None:
+    """The cookie of the calling thread's namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            return struct.unpack("Q", s.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8))[0]
+        except OSError:                     # ENOPROTOOPT: an older kernel
+            return None
+
+
+def ns_new() -> int:
+    """A new network namespace without a name: an fd (O_CLOEXEC) that
+    keeps it alive until closed, or until ns_attach() names it."""
+    def make():
+        _check(_c().unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    return _in_thread(make)
+
+
+def ns_ident(fd: int) -> NsId:
+    """Which namespace the fd (of a netns) stands for. OSError (EINVAL)
+    if it is no network namespace."""
+    st = os.fstat(fd)
+
+    def look():
+        _check(_c().setns(fd, _CLONE_NEWNET), "setns")
+        return _cookie()
+    return NsId(st.st_ino, st.st_dev, _in_thread(look))
+
+
+def ns_self() -> NsId:
+    """The namespace of the calling thread."""
+    fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return ns_ident(fd)
+    finally:
+        os.close(fd)
+
+
+def host_ns() -> set[tuple[int, int]]:
+    """(inode, device) of the namespaces no lab may ever empty: this
+    process's own and, where it may be read, PID 1's (the machine's)."""
+    out = set()
+    for path in ("/proc/self/ns/net", "/proc/1/ns/net"):
+        try:
+            st = os.stat(path)
+        except OSError:                 # PID 1's: hidden from a container's root
+            continue
+        out.add((st.st_ino, st.st_dev))
+    return out
+
+
+def _share_run_dir() -> None:
+    """/run/netns as iproute2 keeps it: a shared mount, so that names
+    made here show in every mount namespace."""
+    d = netns.NETNS_RUN_DIR.encode()
+    os.makedirs(d, mode=0o755, exist_ok=True)
+    if _c().mount(b"", d, b"none", _MS_SHARED | _MS_REC, None) != 0:
+        _check(_c().mount(d, d, b"none", _MS_BIND | _MS_REC, None), f"bind {d.decode()}")
+        _check(_c().mount(b"", d, b"none", _MS_SHARED | _MS_REC, None), f"share {d.decode()}")
+
+
+def ns_attach(fd: int, name: str) -> None:
+    """Name the namespace of `fd` `name` (a bind mount at /run/netns/NAME,
+    as `ip netns add` and `ip netns attach` make). FileExistsError if the
+    name is taken; never replaces anything."""
+    _share_run_dir()
+    path = ns_path(name)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
+    try:
+        _check(_c().mount(f"/proc/self/fd/{fd}".encode(), path.encode(), b"none",
+                          _MS_BIND, None), f"mount {path}")
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+def ns_lookup(name: str) -> NsId | NsFile | str | None:
+    """What the name `name` leads to now: the namespace's NsId; NsFile
+    for a plain empty file (a name whose mount never came: a crash in
+    ns_attach); "other" for anything else; None if there is no such name."""
+    path = ns_path(name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "other"
+    try:
+        st = os.fstat(fd)
+        if st.st_dev != os.stat("/proc/self/ns/net").st_dev:
+            empty = stat.S_ISREG(st.st_mode) and st.st_size == 0
+            return NsFile(st.st_ctime) if empty else "other"
+        try:
+            return ns_ident(fd)
+        except OSError:                     # nsfs, but not a network namespace
+            return "other"
+    finally:
+        os.close(fd)
+
+
+def ns_mounts(ino: int) -> list[str]:
+    """Every path in this mount namespace that names the network namespace
+    of inode `ino` (the nsfs mounts /proc/self/mountinfo lists), once each."""
+    root = f"net:[{ino}]"
+    out: list[str] = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            pre, _, post = line.partition(" - ")
+            fields = pre.split()
+            if post.split()[:1] == ["nsfs"] and fields[3] == root:
+                path = fields[4].encode().decode("unicode_escape")      # \040 and friends
+                if path not in out:
+                    out.append(path)
+    return out
 
 
 def ns_list() -> list[str]:
@@ -20,10 +206,22 @@ def ns_exists(name: str) -> bool:
     return name in ns_list()
 
 
-def ns_create(name: str) -> None:
-    """Create namespace `name` with loopback up and IPv6 off (so the hosts
-    send nothing we did not ask for: counters stay exact)."""
-    netns.create(name)
+def ns_create(name: str) -> NsId:
+    """Create namespace `name` (FileExistsError if the name is taken), set
+    up as ns_setup() does. Returns which namespace it is."""
+    fd = ns_new()
+    try:
+        ident = ns_ident(fd)
+        ns_attach(fd, name)
+    finally:
+        os.close(fd)
+    ns_setup(name)
+    return ident
+
+
+def ns_setup(name: str) -> None:
+    """Loopback up and IPv6 off in namespace `name` (so the hosts send
+    nothing we did not ask for: counters stay exact)."""
     netns.pushns(name)
     try:
         for scope in ("all", "default"):
@@ -38,6 +236,8 @@ def ns_create(name: str) -> None:
 
 
 def ns_remove(name: str) -> bool:
+    """Remove the name `name` (the namespace goes once nothing else holds
+    it; an NsFile just goes). False if there was no such name."""
     if ns_exists(name):
         netns.remove(name)
         return True
@@ -45,7 +245,9 @@ def ns_remove(name: str) -> bool:
 
 
 def ns_path(name: str) -> str:
-    return os.path.join(netns.NETNS_RUN_DIR, name)
+    """/run/netns/NAME, as /proc/self/mountinfo spells it (/var/run is
+    a symlink to /run)."""
+    return os.path.join(os.path.realpath(netns.NETNS_RUN_DIR), name)
 
 
 @contextlib.contextmanager
@@ -88,14 +290,24 @@ def link_exists(ifname: str, ns: str | None = None) -> bool:
         return bool(ip.link_lookup(ifname=ifname))
 
 
-def link_delete(ifname: str, ns: str | None = None) -> bool:
+def link_index(ifname: str, ns: str | None = None) -> int | None:
+    """The ifindex of `ifname` in `ns` (None: the root namespace), or None."""
+    if ns and not ns_exists(ns):
+        return None             # (NetNS would create it)
+    with (NetNS(ns) if ns else IPRoute()) as ip:
+        idx = ip.link_lookup(ifname=ifname)
+        return idx[0] if idx else None
+
+
+def link_delete(ifname: str, ns: str | None = None, ifindex: int | None = None) -> bool:
     """Delete `ifname` in `ns` (None: the root namespace) if it is there
-    (a persistent TAP too)."""
+    (a persistent TAP too) and, when `ifindex` is given, only while it
+    still has that ifindex. True if it was deleted."""
     if ns and not ns_exists(ns):
         return False
     with (NetNS(ns) if ns else IPRoute()) as ip:
         idx = ip.link_lookup(ifname=ifname)
-        if idx:
+        if idx and (ifindex is None or idx[0] == ifindex):
             ip.link("del", index=idx[0])
             return True
     return False
@@ -108,6 +320,12 @@ def ns_pids(name: str) -> list[int]:
         ref = os.stat(ns_path(name))
     except FileNotFoundError:
         return []
+    return ns_id_pids(ref.st_ino, ref.st_dev)
+
+
+def ns_id_pids(ino: int, dev: int) -> list[int]:
+    """The processes in the namespace of inode `ino` on nsfs device `dev`,
+    this one excepted."""
     out = []
     for d in os.listdir("/proc"):
         if not d.isdigit() or int(d) == os.getpid():
@@ -116,7 +334,7 @@ def ns_pids(name: str) -> list[int]:
             st = os.stat(f"/proc/{d}/ns/net")
         except OSError:                 # gone, or a zombie
             continue
-        if st.st_ino == ref.st_ino and st.st_dev == ref.st_dev:
+        if st.st_ino == ino and st.st_dev == dev:
             out.append(int(d))
     return out
 
