@@ -43,8 +43,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import socket
+import stat
+import struct
 import sys
 import threading
 import time
@@ -57,6 +60,7 @@ from .rundir import RunDirError, ensure_run_dir
 
 RUN_DIR = os.environ.get("IOPKT_RUN_DIR", "/run/iopkt")
 MAX_REQUEST = 65536         # bytes: a longer request is refused and the client cut off
+MAX_DEPTH = 8               # nesting of a request's JSON; deeper is refused, unparsed
 MAX_CONNS = 64              # open client connections; a new one evicts the oldest
 ACCEPT_BURST = 16           # accepts per readiness event: bounded work per loop
 BACKLOG = 128             # connections waiting for accept; beyond, the CLI says "busy"
@@ -89,10 +93,33 @@ def sock_path(instance: str) -> str:
     return os.path.join(RUN_DIR, f"{instance}.sock")
 
 
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
 def check_instance_name(name: str) -> str:
-    if not name or len(name) > 32 or not all(c.isalnum() or c in "-_." for c in name):
-        raise ValueError(f"instance name {name!r}: use 1-32 letters, digits, '-', '_' or '.'")
+    """`name` if it may name a stack (it names its socket file): ASCII
+    letters, digits, '-' and '_'; else ValueError."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"instance name {name!r}: use 1-32 ASCII letters, digits, '-' or '_'")
     return name
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text `data` nests arrays and objects more than
+    `limit` deep (brackets inside strings do not count), found without
+    parsing it: json.loads would recurse once per level."""
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False                        # every real request: no scan
+    depth = 0
+    for c in _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS):
+        depth += 1 if c in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
 
 
 class Conn:
@@ -136,11 +163,14 @@ class ControlServer:
             ensure_run_dir(RUN_DIR)
         except RunDirError as e:
             raise ControlError(str(e)) from None
-        if os.path.exists(self.path):
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise ControlError(f"{self.path} is in the way: not a socket (a symlink?); "
+                                   "remove it, or pick another name with -i")
             if _alive(self.path):
                 raise ControlError(f"a stack named '{instance}' is already running "
                                    f"({self.path}); pick another with -i")
-            os.unlink(self.path)
+            os.unlink(self.path)                # a stale socket: its stack is gone
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
@@ -148,11 +178,14 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
+        st = os.lstat(self.path)
+        self.ident = (st.st_ino, st.st_dev)     # close() removes this file only
         self.sock.listen(BACKLOG)
         self.sock.setblocking(False)
         self.conns: dict[int, Conn] = {}        # fd -> connection, oldest first
         self.requests = 0                       # requests run (good or bad)
         self.errors = 0                         # answered with an error
+        self.too_deep = 0                       # refused unparsed: nested too deep
         self.accepted = 0
         self.conns_hiwat = 0
         self.cut = {"idle": 0, "oversized": 0, "evicted": 0, "unread": 0, "reset": 0}
@@ -178,13 +211,14 @@ class ControlServer:
             self._close(c)
         self.stack.interrupt_detach(self.sock.fileno())
         self.sock.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        with contextlib.suppress(FileNotFoundError):
+            st = os.lstat(self.path)
+            if (st.st_ino, st.st_dev) == self.ident:    # not what replaced it since
+                os.unlink(self.path)
 
     def stats(self) -> dict:
-        return {"requests": self.requests, "errors": self.errors, "accepted": self.accepted,
+        return {"requests": self.requests, "errors": self.errors, "too_deep": self.too_deep,
+                "accepted": self.accepted,
                 "open": len(self.conns), "open_hiwat": self.conns_hiwat, "cut": dict(self.cut)}
 
     # -- serving (stack thread; nothing here may block) -------------------
@@ -388,6 +422,9 @@ class ControlServer:
         its stream; without one it is refused."""
         self.requests += 1
         try:
+            if too_deep(data):
+                self.too_deep += 1
+                raise UsageError(f"a request nested deeper than {MAX_DEPTH} levels")
             req = json.loads(data)
             if not isinstance(req, dict) or not isinstance(req.get("args", {}), dict):
                 raise UsageError("a request is a JSON object {\"op\": ..., \"args\": {...}}")
@@ -618,10 +655,11 @@ def _check_args(op, args: dict) -> None:
 
 
 # -- client ------------------------------------------------------------
-def request(instance: str, op: str, timeout: float = 5.0, **args):
+def request(instance: str, op: str, timeout: float = 5.0, peer: int | None = None, **args):
     """Send one request to the running stack `instance`; return its result
     or raise ControlError (UsageError for a bad request) with a message
-    for the user."""
+    for the user. With `peer`, only to that process: the socket must be
+    a socket (never followed through a symlink) that `peer` serves."""
     path = sock_path(instance)
     if not os.path.exists(path):
         raise ControlError(f"no stack named '{instance}' is running "
@@ -629,7 +667,14 @@ def request(instance: str, op: str, timeout: float = 5.0, **args):
     deadline = time.monotonic() + timeout
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        if peer is not None and not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise ControlError(f"{path} is not a socket (a symlink?): not pid {peer}'s")
         _connect(s, path, instance, deadline)
+        if peer is not None:
+            pid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   struct.calcsize("3i")))[0]
+            if pid != peer:
+                raise ControlError(f"{path} is served by pid {pid}, not by pid {peer}")
         s.settimeout(max(0.01, deadline - time.monotonic()))
         s.sendall(json.dumps({"op": op, "args": args}).encode() + b"\n")
         data = b""
@@ -739,15 +784,17 @@ def _running_hint() -> str:
 
 
 def wait_ready(instance: str, timeout: float = 10.0, proc=None) -> dict:
-    """Poll until the stack answers `ping`; raise ControlError on timeout or
-    if `proc` (a Popen) exits first."""
+    """Poll until the stack answers `ping` (given `proc`, a Popen: that
+    process itself, on a real socket); raise ControlError on timeout or if
+    `proc` exits first."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise ControlError(f"the stack exited with status {proc.returncode} before answering")
         try:
-            return request(instance, "ping", timeout=1.0)
+            return request(instance, "ping", timeout=1.0,
+                           peer=proc.pid if proc is not None else None)
         except ControlError as e:
             last = e
         time.sleep(0.05)

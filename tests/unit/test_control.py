@@ -6,6 +6,7 @@ cut off and counted, and a valid request is answered right after it."""
 
 import gc
 import json
+import os
 import socket
 import threading
 import time
@@ -216,3 +217,65 @@ def test_no_such_stack_lists_the_ones_that_run(served):
                        match=r"no stack named 'other' is running .*running: unit "
                        r"\(choose with --instance NAME or SOCK=NAME\)"):
         control.request("other", "ping")
+
+
+@pytest.mark.parametrize("depth", [9, 1000, 30000])
+def test_a_request_nested_too_deep_is_a_usage_error_counted_and_not_logged(served, caplog,
+                                                                           depth):
+    st, srv, path = served
+    raw = b'{"op": "ping", "args": {"x": ' + b"[" * depth + b"]" * depth + b"}}\n"
+    ans = ask(path, raw)
+    assert ans == {"ok": False, "usage": True,
+                   "error": f"a request nested deeper than {control.MAX_DEPTH} levels"}, ans
+    assert srv.stats()["too_deep"] == 1 and (srv.requests, srv.errors) == (1, 1)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    assert ask(path, req(op="ping"))["ok"]
+
+
+@pytest.mark.parametrize("text, deep", [
+    (b'{"op": "ifconfig", "args": {"ifname": "x", "caps": ["txcsum"]}}', False),
+    (b"[" * 8 + b"]" * 8, False),
+    (b"[" * 9 + b"]" * 9, True),
+    (b'[[{"a": [[[[[["x"]]]]]]}]]', True),             # 9: objects count as arrays do
+    (b'{"a": "' + b"[" * 50 + b'"}', False),            # brackets in a string
+    (b'{"a": "\\"' + b"[" * 50 + b'"}', False),         # ... after an escaped quote
+    (b'{"a": "\\\\", "b": ' + b"[" * 9 + b"]" * 9 + b"}", True),   # an escaped backslash
+    (b"[]" * 40, False),                                # many, but side by side
+])
+def test_too_deep_counts_nesting_not_brackets(text, deep):
+    assert control.too_deep(text) is deep
+
+
+def test_a_request_with_a_peer_goes_only_to_that_process(served, tmp_path):
+    st, srv, path = served
+    assert control.request("unit", "ping", peer=os.getpid())["name"] == "unit"
+    with pytest.raises(control.ControlError, match=f"served by pid {os.getpid()}, not by pid 1$"):
+        control.request("unit", "ping", peer=1)
+    os.symlink(path, tmp_path / "link.sock")
+    assert control.request("link", "ping")["name"] == "unit"        # a user may follow it
+    with pytest.raises(control.ControlError, match="link.sock is not a socket"):
+        control.request("link", "ping", peer=os.getpid())
+
+
+def test_the_server_removes_its_own_socket_only(tmp_path, monkeypatch):
+    """A stack that stops removes the socket it made, not what replaced
+    it at that path meanwhile; and it will not start over a non-socket."""
+    monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
+    st = Stack("own", nmbclusters=8)
+    try:
+        srv = ControlServer(st, "own")
+        os.unlink(srv.path)
+        os.symlink("/nonexistent", srv.path)
+        srv.close()
+        assert os.path.islink(srv.path)
+        with pytest.raises(control.ControlError, match="is in the way: not a socket"):
+            ControlServer(st, "own")
+        assert os.path.islink(srv.path)
+    finally:
+        st.close()
+
+
+@pytest.mark.parametrize("name", ["relé", "a.b", "a b", "a\nb", "", "x" * 33, "١٢"])
+def test_instance_names_are_ascii_letters_digits_dash_underscore(name):
+    with pytest.raises(ValueError, match="ASCII letters, digits, '-' or '_'"):
+        control.check_instance_name(name)
