@@ -51,6 +51,13 @@ def fail(msg: str, code: int = 1) -> None:
     sys.exit(code)
 
 
+def shown(text: str) -> str:
+    """`text` as one line: control characters escaped (\\n, \\x1b), so a
+    value from the environment cannot break or forge lines of output."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                   for c in text)
+
+
 def _instance(name: str) -> str:
     try:
         return control.check_instance_name(name)
@@ -87,7 +94,7 @@ def _resolve_instance(args) -> None:
     try:
         args.instance = control.check_instance_name(env)
     except ValueError as e:
-        fail(f"{INSTANCE_ENV}={env}: {e} (the environment variable {INSTANCE_ENV} names "
+        fail(f"{INSTANCE_ENV}={shown(env)}: {e} (the environment variable {INSTANCE_ENV} names "
              "the stack instance; --instance NAME overrides it)", EXIT_USAGE)
 
 
@@ -784,6 +791,8 @@ def cmd_lab(args) -> None:
         try:
             da = lab.check_driver(args.driver_a or d, args.link).name
             db = lab.check_driver(args.driver_b or d, args.link).name
+            for flag in ("options", "options_a", "options_b"):
+                lab.check_options(getattr(args, flag), "--" + flag.replace("_", "-"))
         except lab.LabError as e:
             fail(str(e), EXIT_USAGE)
     need_root()
@@ -828,12 +837,15 @@ def cmd_lab(args) -> None:
         elif args.lab_cmd == "down":
             res = lab.down(lab.check_prefix(args.prefix))
             if args.json:
-                return _dump(res)
-            removed = res["removed"]
-            print(f"lab '{args.prefix}' is down" + ("; removed: " + ", ".join(removed)
-                                                    if removed else " (nothing was up)"))
-            for line in res["said"]:
-                print(line)
+                _dump(res)
+            else:
+                removed = res["removed"]
+                print(f"lab '{args.prefix}' is down" + ("; removed: " + ", ".join(removed)
+                                                        if removed else " (nothing was up)"))
+                for line in res["said"]:
+                    print(line)
+            if res.get("left"):
+                fail(f"left alone, not made by lab '{args.prefix}': {', '.join(res['left'])}")
         else:
             res = lab.status()
             if args.json:

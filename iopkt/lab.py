@@ -8,9 +8,16 @@ starts `iopkt run -i P` in the background with one interface facing each:
 the drivers open the TAPs inside the namespaces (option netns=), so a
 driver's umount leaves the TAP and its host as they were, and one `iopkt
 mount` brings the link back. `down` stops the stack and removes everything
-`up` made, also after a crash (it works from the prefix alone), and keeps
-the stack's log. Everything a lab makes is named after its prefix, so labs
-with different prefixes run side by side.
+`up` made, also after a crash, and keeps the stack's log. Everything a lab
+makes is named after its prefix, so labs with different prefixes run side
+by side.
+
+The lab touches only what it made. `up` writes down each namespace, link,
+the stack and its socket before it makes them (ownership.py), and `down`
+removes each only while it still is what the record says; anything else
+that carries the lab's names is named and left alone. `up` refuses to
+start over anything of its names that is not the recorded leftover of a
+lab that crashed.
 
 With link="veth" the hosts are joined to the stack by veth pairs, as two
 machines by cables to a router's NICs:
@@ -28,24 +35,21 @@ otherwise they are off, so that what crosses the veth is what crosses a
 wire: frames of at most the MTU with complete checksums.
 
 Root acts on the lab's state file, so `down` signals the PID it names only
-after checking the process there is still this lab's stack (start time and
-command line), and the run directory and its files are root's alone
-(rundir.py).
+after checking the process there is still this lab's stack (start time,
+command line and the record's token in its environment), and the run
+directory and its files are root's alone (rundir.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
+import re
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-import psutil
-
-from . import control, netns, rundir
+from . import control, drvload, netns, ownership, rundir
 
 DEFAULT_PREFIX = "iopkt"
 A_NET = ("198.18.0.1", "198.18.0.2", 24)      # stack side, host side, plen
@@ -112,11 +116,30 @@ class LabSpec:
         return f"{self.prefix}-sb"
 
 
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,12}")
+# Driver options the lab sets itself: which TAP or link, in which namespace,
+# with which address. An option of the user's that names them would leave
+# the lab's hosts wired to nothing.
+LAB_OPTIONS = ("name", "ifname", "netns", "inet")
+
+
 def check_prefix(prefix: str) -> str:
-    if not prefix or len(prefix) > 12 or not all(c.isalnum() or c in "-_" for c in prefix):
-        raise LabError(f"--prefix {prefix!r}: use 1-12 letters, digits, '-' or '_' "
+    if not _PREFIX.fullmatch(prefix):
+        raise LabError(f"--prefix {prefix!r}: use 1-12 ASCII letters, digits, '-' or '_' "
                        "(it names namespaces and TAPs, at most 15 characters)")
     return prefix
+
+
+def check_options(opts: str, flag: str) -> str:
+    """`opts` (a side's driver options) unless one sets what the lab sets
+    itself (LAB_OPTIONS): then LabError (usage) naming the option."""
+    for item in drvload.split_options(opts or ""):
+        key = item.partition("=")[0].strip()
+        if key in LAB_OPTIONS:
+            raise _usage(f"{flag} {item}: the lab sets '{key}' itself (its hosts' "
+                         f"{'namespace' if key == 'netns' else 'link'}); "
+                         "choose the link with --link, the names with --prefix")
+    return opts
 
 
 def check_link(link: str) -> str:
@@ -145,7 +168,6 @@ def check_driver(name: str, link: str):
     """The driver `name` (full or short, as `-d` takes it) if it can drive
     a side of a lab over `link`; else LabError (usage) in one line naming
     the drivers that can."""
-    from . import drvload
     check_link(link)
     native, legacy = LINK_DRIVERS[link]
     try:
@@ -212,7 +234,6 @@ def side_offload(drv, opts: str, offload: bool | None) -> bool:
     checksums: a native driver with offload on (its default, the lab's
     --offload, then its own options, as the stack reads them in that
     order); an io-net driver never."""
-    from . import drvload
     o = drv.options.get("offload")
     if drv.kind != "native" or not isinstance(o, drvload.Option):
         return False
@@ -234,22 +255,68 @@ def _run_dir() -> None:
         raise LabError(str(e)) from None
 
 
+def _names(prefix: str, link: str) -> tuple[list[str], list[str]]:
+    """The namespaces and links a lab `prefix` over `link` makes."""
+    spaces = [f"{prefix}-a", f"{prefix}-b"] + ([f"{prefix}-s"] if link == "veth" else [])
+    links = [f"{prefix}-a0", f"{prefix}-b0"] + ([f"{prefix}-sa", f"{prefix}-sb"]
+                                                if link == "veth" else [])
+    return spaces, links
+
+
+def _load(prefix: str) -> ownership.Record | None:
+    try:
+        return ownership.Record.load(state_path(prefix))
+    except ownership.RecordError as e:
+        raise LabError(f"lab '{prefix}': {e}; nothing touched") from None
+
+
+def _claim(spec: LabSpec) -> ownership.Record:
+    """Make room for the lab: the recorded leftovers of a lab of this
+    prefix that crashed are cleared as `down` would; anything else that
+    carries one of its names is in the way (LabError naming it). Returns
+    the new, empty record."""
+    old = _load(spec.prefix)
+    if old is not None:
+        stack = old.owned.get("stack")
+        if stack and ownership.stack_process(stack, spec.prefix)[0] is not None:
+            raise LabError(f"lab '{spec.prefix}' is already up; "
+                           f"'iopkt lab down --prefix {spec.prefix}' first")
+        old.release(control.sock_path(spec.prefix))         # a crashed lab's leftovers
+    spaces, links = _names(spec.prefix, spec.link)
+    way = ownership.in_the_way(spec.prefix, spaces, links, control.sock_path(spec.prefix))
+    if os.path.exists(state_path(spec.prefix)):
+        way.append(f"the record {state_path(spec.prefix)} of what is left")
+    if way:
+        raise LabError(f"lab '{spec.prefix}' cannot be made: in the way, and not made by a "
+                       f"lab '{spec.prefix}': {', '.join(way)}; remove them or choose "
+                       "another --prefix")
+    return ownership.Record.new(state_path(spec.prefix), spec.prefix)
+
+
 def up(spec: LabSpec, wait: float = 15.0) -> dict:
-    """Build the lab. Returns its state (also written to state_path)."""
+    """Build the lab. Returns its state (also written to state_path, with
+    the record of what it owns: ownership.py)."""
     check_prefix(spec.prefix)
     check_link(spec.link)
     if spec.speed not in (0, 10, 100, 1000, 10000):
         raise LabError(f"--speed {spec.speed}: one of 10, 100, 1000, 10000 (Mbit/s)")
+    check_options(spec.opts_a, "--options-a")
+    check_options(spec.opts_b, "--options-b")
     drvs = [check_driver(spec.driver_a, spec.link), check_driver(spec.driver_b, spec.link)]
-    veth = spec.link == "veth"
     _run_dir()
-    if os.path.exists(state_path(spec.prefix)) or netns.ns_exists(spec.ns_a) \
-            or netns.ns_exists(spec.ns_s):
-        st = read_state(spec.prefix)
-        if st and _stack_process(st)[0] is not None:
-            raise LabError(f"lab '{spec.prefix}' is already up; "
-                           f"'iopkt lab down --prefix {spec.prefix}' first")
-        down(spec.prefix, quiet=True)           # leftovers of a crash
+    rec = _claim(spec)
+    try:
+        return _build(spec, drvs, rec, wait)
+    except BaseException:
+        rec.release(control.sock_path(spec.prefix))
+        raise
+
+
+def _build(spec: LabSpec, drvs: list, rec: ownership.Record, wait: float) -> dict:
+    """Make the lab's parts, each written down in `rec` before it is
+    made; returns the lab's state. Whoever calls it clears `rec` if it
+    fails (a crash leaves `rec` for `lab down`)."""
+    veth = spec.link == "veth"
     sides = ((drvs[0], spec.tap_a, spec.ns_a, spec.opts_a, A_NET, spec.port_a),
              (drvs[1], spec.tap_b, spec.ns_b, spec.opts_b, B_NET, spec.port_b))
     if veth:
@@ -262,324 +329,158 @@ def up(spec: LabSpec, wait: float = 15.0) -> dict:
         dopts = [_driver_opts(d.name, tap, ns, o, spec.speed, spec.offload)
                  for d, tap, ns, o, _, _ in sides]
     names = [d.name for d in drvs]
-    state = {"prefix": spec.prefix, "link": spec.link, "driver_a": names[0],
-             "speed": spec.speed, "driver_b": names[1], "ns_a": spec.ns_a, "ns_b": spec.ns_b,
-             # The hosts' interfaces (TAPs, or the hosts' veth ends): host_if_*,
-             # and under their older names tap_*.
-             "tap_a": spec.tap_a, "tap_b": spec.tap_b,
-             "host_if_a": spec.tap_a, "host_if_b": spec.tap_b,
-             "ns_s": spec.ns_s if veth else None,
-             "port_a": spec.port_a if veth else None, "port_b": spec.port_b if veth else None,
-             "pid": None, "log": log_path(spec.prefix), "created": time.time(),
-             "spec": asdict(spec),
-             # What brings a side back after `iopkt umount --instance P IF`.
-             "mount_a": f"iopkt mount --instance {spec.prefix} {names[0]} {dopts[0]}",
-             "mount_b": f"iopkt mount --instance {spec.prefix} {names[1]} {dopts[1]}"}
+    state = rec.data
+    state.update({
+        "link": spec.link, "driver_a": names[0], "speed": spec.speed, "driver_b": names[1],
+        "ns_a": spec.ns_a, "ns_b": spec.ns_b,
+        # The hosts' interfaces (TAPs, or the hosts' veth ends): host_if_*,
+        # and under their older names tap_*.
+        "tap_a": spec.tap_a, "tap_b": spec.tap_b, "host_if_a": spec.tap_a, "host_if_b": spec.tap_b,
+        "ns_s": spec.ns_s if veth else None,
+        "port_a": spec.port_a if veth else None, "port_b": spec.port_b if veth else None,
+        "pid": None, "log": log_path(spec.prefix), "spec": asdict(spec),
+        # What brings a side back after `iopkt umount --instance P IF`.
+        "mount_a": f"iopkt mount --instance {spec.prefix} {names[0]} {dopts[0]}",
+        "mount_b": f"iopkt mount --instance {spec.prefix} {names[1]} {dopts[1]}"})
     if veth:
         state["host_offload"] = host_offload
         state["stack_tbf"] = stack_tbf
-    try:
-        # The hosts are wired before the stack starts: the TAPs persist
-        # (veth pairs do anyway), and the drivers open them where they are.
+    rec.save()
+    # The hosts are wired before the stack starts: the TAPs persist
+    # (veth pairs do anyway), and the drivers open them where they are.
+    if veth:
+        rec.make_netns(spec.ns_s)
+        netns.ns_sysctl(spec.ns_s, "net/ipv4/ip_forward", "0")
+    for i, (_, tap, ns, _, (gw, addr, plen), port) in enumerate(sides):
+        rec.make_netns(ns)
         if veth:
-            netns.ns_create(spec.ns_s)
-            netns.ns_sysctl(spec.ns_s, "net/ipv4/ip_forward", "0")
-        for i, (_, tap, ns, _, (gw, addr, plen), port) in enumerate(sides):
-            netns.ns_create(ns)
-            if veth:
-                netns.veth_create(tap, ns, port, spec.ns_s)
-                if not host_offload[i]:
-                    # As a wire: frames of at most the MTU, checksums complete.
-                    netns.set_offloads(ns, tap, tx=False, tso=False)
-                netns.set_offloads(spec.ns_s, port, gro=False)
-                netns.link_up(spec.ns_s, port)
-                if stack_tbf[i]:
-                    netns.link_rate(spec.ns_s, port, spec.speed)
-            else:
-                netns.tap_create(ns, tap)
-            netns.host_setup(ns, tap, addr, plen, gw)
-            if spec.speed:
-                netns.link_rate(ns, tap, spec.speed)
-        cmd = [sys.executable, "-m", "iopkt", "run", "-i", spec.prefix,
-               "-d", names[0], dopts[0], "-d", names[1], dopts[1], *spec.stack_args]
-        fd = rundir.open_private(state["log"], truncate=True)      # a fresh log per lab
-        try:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                                    start_new_session=True,
-                                    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        finally:
-            os.close(fd)
-        # Who the stack is, so that `down` never signals a stranger that
-        # got its PID later.
-        state["pid"] = proc.pid
-        state["cmdline"] = cmd
-        try:
-            state["create_time"] = psutil.Process(proc.pid).create_time()
-        except psutil.NoSuchProcess:
-            pass                                # died at once: wait_ready says so
-        _write_state(state)
-        try:
-            info = control.wait_ready(spec.prefix, wait, proc)
-        except control.ControlError as e:
-            if proc.poll() is not None:
-                # The stack refused to start and said why in one line
-                # ("iopkt: ..."): that line is the error; exit 2 stays 2.
-                last = _tail(state["log"], 1).strip().removeprefix("iopkt: ")
-                err = LabError(f"the lab's stack did not start: {last or e} "
-                               f"(log: {state['log']})")
-                err.usage = proc.returncode == 2
-                raise err from None
-            raise LabError(f"{e}; see {state['log']}:\n{_tail(state['log'])}") from None
-        ifs = info["interfaces"]
-        if len(ifs) != 2:
-            raise LabError(f"the stack has interfaces {ifs}, expected two")
-        state["if_a"], state["if_b"] = ifs
-        control.request(spec.prefix, "ifconfig", ifname=ifs[0], inet=f"{A_NET[0]}/{A_NET[2]}")
-        control.request(spec.prefix, "ifconfig", ifname=ifs[1], inet=f"{B_NET[0]}/{B_NET[2]}")
-        _write_state(state)
-        return state
-    except BaseException:
-        down(spec.prefix, quiet=True)
-        raise
+            rec.make_veth(tap, ns, port, spec.ns_s)
+            if not host_offload[i]:
+                # As a wire: frames of at most the MTU, checksums complete.
+                netns.set_offloads(ns, tap, tx=False, tso=False)
+            netns.set_offloads(spec.ns_s, port, gro=False)
+            netns.link_up(spec.ns_s, port)
+            if stack_tbf[i]:
+                netns.link_rate(spec.ns_s, port, spec.speed)
+        else:
+            rec.make_tap(ns, tap)
+        netns.host_setup(ns, tap, addr, plen, gw)
+        if spec.speed:
+            netns.link_rate(ns, tap, spec.speed)
+    cmd = [sys.executable, "-m", "iopkt", "run", "-i", spec.prefix,
+           "-d", names[0], dopts[0], "-d", names[1], dopts[1], *spec.stack_args]
+    fd = rundir.open_private(state["log"], truncate=True)      # a fresh log per lab
+    try:
+        proc = rec.start_stack(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
+                               start_new_session=True,
+                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    finally:
+        os.close(fd)
+    state["pid"] = proc.pid                 # for the user; the proof is in "owned"
+    rec.save()
+    try:
+        info = control.wait_ready(spec.prefix, wait, proc)
+    except control.ControlError as e:
+        if proc.poll() is not None:
+            # The stack refused to start and said why in one line
+            # ("iopkt: ..."): that line is the error; exit 2 stays 2.
+            last = _tail(state["log"], 1).strip().removeprefix("iopkt: ")
+            err = LabError(f"the lab's stack did not start: {last or e} "
+                           f"(log: {state['log']})")
+            err.usage = proc.returncode == 2
+            raise err from None
+        raise LabError(f"{e}; see {state['log']}:\n{_tail(state['log'])}") from None
+    rec.note_socket(control.sock_path(spec.prefix))
+    ifs = info["interfaces"]
+    if len(ifs) != 2:
+        raise LabError(f"the stack has interfaces {ifs}, expected two")
+    state["if_a"], state["if_b"] = ifs
+    for ifname, (gw, _, plen) in zip(ifs, (A_NET, B_NET), strict=True):
+        control.request(spec.prefix, "ifconfig", peer=proc.pid, ifname=ifname,
+                        inet=f"{gw}/{plen}")
+    rec.save()
+    return state
 
 
 def down(prefix: str, quiet: bool = False) -> dict:
-    """Stop the lab's stack, end what still runs in its namespaces and
-    remove the namespaces (P-s too), TAPs or veth pairs, socket and state;
-    keep the log. Safe to
-    call on a half-built or crashed lab. Returns {"removed": [what],
-    "said": [sentences for the user]}."""
+    """Take the lab away as its record says (ownership.py): stop its
+    stack, end what runs in its namespaces, remove them, its links, its
+    socket and the record; keep the log. Safe on a half-built or crashed
+    lab. Touches nothing the record does not prove the lab's. Returns
+    {"removed": [what], "left": [what carries the lab's names but is
+    not its, with why: the CLI exits 1], "said": [sentences]}."""
     check_prefix(prefix)
-    removed: list[str] = []
-    said: list[str] = []
     if os.path.exists(control.RUN_DIR):
         try:
             rundir.check_run_dir(control.RUN_DIR)
         except rundir.RunDirError as e:
             raise LabError(str(e)) from None
-    try:
-        st = read_state(prefix) or {}
-    except LabError as e:
-        said.append(f"{e}; no process signalled")
-        st = {}
-    proc, why = _stack_process(st)
-    if why:
-        said.append(why)
-    answered = False
-    if os.path.exists(control.sock_path(prefix)):
-        try:
-            control.request(prefix, "stop", timeout=2.0)
-            answered = True
-        except (control.ControlError, OSError, ValueError):
-            pass                # not answering (stopped, backlog full, gone)
-    if proc is not None:
-        if not (answered and _wait_gone(proc, 5.0)):
-            _terminate(proc)
-        removed.append(f"stack pid {proc.pid}")
-    # Whatever the link, from the prefix alone: a TAP lab has no P-s.
-    hosts = (f"{prefix}-a", f"{prefix}-b")
-    ns_s = f"{prefix}-s"
-    ports = (f"{prefix}-sa", f"{prefix}-sb")
-    said += _end_ns_processes((*hosts, ns_s))
-    for ns in hosts:
-        if netns.link_delete(f"{ns}0", ns):     # a TAP, or a veth pair with its P-s end
-            removed.append(f"link {ns}0")
-        if netns.ns_remove(ns):
-            removed.append(f"netns {ns}")
-    for port in ports:                      # a veth end whose host's end went first
-        if netns.link_delete(port, ns_s):
-            removed.append(f"link {port}")
-    if netns.ns_remove(ns_s):
-        removed.append(f"netns {ns_s}")
-    # Older labs made their TAPs in the root namespace; a half-built veth
-    # lab may have left an end there.
-    for link in (*(f"{n}0" for n in hosts), *ports):
-        if netns.link_delete(link):
-            removed.append(f"link {link}")
-    for path in (control.sock_path(prefix), state_path(prefix)):
-        try:
-            os.unlink(path)
-            removed.append(path)
-        except FileNotFoundError:
-            pass
+    rec = _load(prefix)
+    if rec is None:
+        spaces, links = _names(prefix, "veth")
+        way = ownership.in_the_way(prefix, spaces, links, control.sock_path(prefix))
+        res = {"removed": [], "left": way, "said": []}
+        if way:
+            res["said"].append(f"lab '{prefix}' has no record ({state_path(prefix)}), so "
+                               "nothing of its names is provably its")
+    else:
+        out = rec.release(control.sock_path(prefix))
+        res = {"removed": out.removed, "left": out.left, "said": out.said}
+        if os.path.exists(state_path(prefix)):
+            res["said"].append(f"record kept for what is left: {state_path(prefix)}")
     if os.path.exists(log_path(prefix)):
-        said.append(f"stack log kept: {log_path(prefix)}")
-    return {"removed": removed, "said": said}
+        res["said"].append(f"stack log kept: {log_path(prefix)}")
+    return res
 
 
 def status() -> list[dict]:
-    """Every lab this machine knows of, with whether its parts are alive."""
+    """Every lab this machine has a record of, with whether its parts are
+    alive; a record that cannot be read is reported for its lab alone."""
     out = []
     if not os.path.isdir(control.RUN_DIR):
         return out
     for fn in sorted(os.listdir(control.RUN_DIR)):
         if not (fn.startswith("lab-") and fn.endswith(".json")):
             continue
+        prefix = fn[4:-5]
         try:
-            st = read_state(fn[4:-5]) or {}
-        except LabError as e:
-            out.append({"prefix": fn[4:-5], "error": str(e)})
-            continue
-        if not st:
-            continue
-        prefix = st["prefix"]
-        spaces = [st["ns_a"], st["ns_b"]] + ([st["ns_s"]] if st.get("ns_s") else [])
-        item = {"prefix": prefix, "pid": st.get("pid"), "link": st.get("link", "tap"),
-                "stack_alive": _stack_process(st)[0] is not None,
-                "drivers": [st.get("driver_a"), st.get("driver_b")],
-                "namespaces": {ns: netns.ns_exists(ns) for ns in spaces},
-                "interfaces": [st.get("if_a"), st.get("if_b")]}
-        try:
-            info = control.request(prefix, "ping", timeout=1.0)
-            item["uptime"] = info["uptime"]
-            item["answering"] = True
-        except control.ControlError:
-            item["answering"] = False
-        out.append(item)
+            out.append(_status_one(prefix))
+        except (LabError, KeyError, TypeError, ValueError) as e:
+            what = f"missing {e}" if isinstance(e, KeyError) else str(e)
+            out.append({"prefix": prefix, "error": f"record {state_path(prefix)} "
+                        f"is broken: {what}" if not isinstance(e, LabError) else str(e)})
     return out
 
 
+def _status_one(prefix: str) -> dict:
+    rec = _load(prefix)
+    if rec is None:                         # gone meanwhile
+        raise LabError(f"lab '{prefix}': its record went away")
+    st = rec.data
+    stack = rec.owned.get("stack") or {}
+    proc = ownership.stack_process(stack, prefix)[0] if stack else None
+    spaces = [e["name"] for e in rec.owned["netns"]]
+    item = {"prefix": prefix, "pid": stack.get("pid"), "link": st.get("link", "tap"),
+            "stack_alive": proc is not None,
+            "drivers": [st.get("driver_a"), st.get("driver_b")],
+            "namespaces": {ns: netns.ns_exists(ns) for ns in spaces},
+            "interfaces": [st.get("if_a"), st.get("if_b")]}
+    try:
+        if proc is None:
+            raise control.ControlError("no stack")
+        info = control.request(prefix, "ping", timeout=1.0, peer=proc.pid)
+        item["uptime"] = info["uptime"]
+        item["answering"] = True
+    except control.ControlError:
+        item["answering"] = False
+    return item
+
+
 def read_state(prefix: str) -> dict | None:
-    """The lab's state, None if there is none (or it is unreadable);
-    LabError if the file is not root's alone (then it cannot be trusted)."""
-    try:
-        text = rundir.read_private(state_path(prefix))
-    except rundir.RunDirError as e:
-        raise LabError(str(e)) from None
-    try:
-        st = json.loads(text) if text is not None else None
-    except json.JSONDecodeError:
-        return None
-    return st if isinstance(st, dict) else None
-
-
-def _write_state(state: dict) -> None:
-    rundir.write_private(state_path(state["prefix"]), json.dumps(state, indent=1))
-
-
-# -- the stack's process ------------------------------------------------------
-def _is_stack_cmdline(cmd: list[str], prefix: str) -> bool:
-    """`... -m iopkt run -i PREFIX ...`"""
-    want = ["-m", "iopkt", "run", "-i", prefix]
-    return any(cmd[i:i + len(want)] == want for i in range(len(cmd)))
-
-
-def _stack_process(st: dict) -> tuple[psutil.Process | None, str | None]:
-    """The live process of the lab's stack, checked: same start time as
-    recorded at `up` and a stack's command line for this prefix. Else None
-    and, if a process that is not the stack holds the PID, why it is left
-    alone."""
-    pid = st.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
-        return None, None
-    try:
-        p = psutil.Process(pid)
-        if p.status() == psutil.STATUS_ZOMBIE:
-            _reap(pid)
-            return None, None
-        ctime, cmd, name = p.create_time(), p.cmdline(), p.name()
-    except psutil.NoSuchProcess:        # a zombie too
-        _reap(pid)
-        return None, None
-    except psutil.AccessDenied:
-        return None, f"pid {pid} cannot be inspected; not signalled"
-    rec = st.get("create_time")
-    if not isinstance(rec, (int, float)):
-        return None, f"pid {pid}: the lab's state does not say when its stack started " \
-                     f"(it is now {name!r}); not signalled"
-    if abs(ctime - rec) > 0.05 or not _is_stack_cmdline(cmd, st.get("prefix", "")):
-        return None, f"pid {pid} is not this lab's stack (it is now {name!r}); not signalled"
-    return p, None
-
-
-def _reap(pid: int) -> None:
-    """Collect our own dead child (lab.up in this process started it)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
-def _wait_gone(p: psutil.Process, timeout: float) -> bool:
-    """Wait for the stack to exit; collect it if lab.up ran here."""
-    gone = not _wait_procs([p], timeout)
-    if gone:
-        _reap(p.pid)
-    return gone
-
-
-def _wait_procs(procs: list, timeout: float) -> list:
-    """Wait until every process in `procs` has exited (a zombie counts: its
-    parent, maybe not us, collects it). Returns those still running."""
-    deadline = time.monotonic() + timeout
-    while True:
-        procs = [p for p in procs if not _exited(p)]
-        if not procs or time.monotonic() >= deadline:
-            return procs
-        time.sleep(0.05)
-
-
-def _exited(p: psutil.Process) -> bool:
-    try:
-        return p.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _terminate(p: psutil.Process) -> None:
-    """SIGTERM (with SIGCONT, in case it is stopped), then SIGKILL. psutil
-    checks before each signal that the PID still is this process."""
-    for sig, wait in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
-        try:
-            p.send_signal(sig)
-            if sig == signal.SIGTERM:
-                p.send_signal(signal.SIGCONT)
-        except psutil.NoSuchProcess:
-            return
-        if _wait_gone(p, wait):
-            return
-
-
-def _end_ns_processes(names) -> list[str]:
-    """End what still runs inside the namespaces `names` (a user's iperf3
-    -s -D, say), so none is left in a namespace without a name: SIGTERM,
-    a moment, SIGKILL. Nothing outside them is touched, nor this process
-    and its ancestors. Returns what it said."""
-    spare = {os.getpid()} | {a.pid for a in psutil.Process().parents()}
-    found: dict[psutil.Process, str] = {}
-    for ns in names:
-        for pid in netns.ns_pids(ns):
-            if pid in spare:
-                continue
-            try:
-                found[psutil.Process(pid)] = ns
-            except psutil.NoSuchProcess:
-                pass
-    if not found:
-        return []
-    said = {p: f"ended {_name(p)} (pid {p.pid}) in {ns}" for p, ns in found.items()}
-    for p in found:
-        try:
-            p.terminate()
-            p.send_signal(signal.SIGCONT)
-        except psutil.NoSuchProcess:
-            pass
-    alive = _wait_procs(list(found), 2.0)
-    for p in alive:
-        try:
-            p.kill()
-            said[p] += " (killed: it ignored SIGTERM)"
-        except psutil.NoSuchProcess:
-            pass
-    _wait_procs(alive, 2.0)
-    return list(said.values())
-
-
-def _name(p: psutil.Process) -> str:
-    try:
-        return p.name()
-    except psutil.Error:
-        return "?"
+    """The lab's state (its record), None if there is none; LabError if it
+    is not root's alone or is broken (then it cannot be trusted)."""
+    rec = _load(prefix)
+    return rec.data if rec is not None else None
 
 
 def _pid_alive(pid) -> bool:

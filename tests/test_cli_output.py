@@ -171,6 +171,17 @@ def test_a_bad_sock_is_a_usage_error_naming_it(stack, capsys, monkeypatch):
     assert one_line(err).startswith("iopkt: SOCK=bad name!: instance name 'bad name!'")
 
 
+@pytest.mark.parametrize("value, shown", [("a\nb", "a\\nb"), ("a\x1b[31mb", "a\\x1b[31mb"),
+                                          ("x\ry", "x\\ry"), ("relé", "relé")])
+def test_a_sock_with_control_characters_is_shown_escaped_on_one_line(stack, capsys,
+                                                                     monkeypatch, value, shown):
+    monkeypatch.setenv("SOCK", value)
+    code, out, err = run(["nicinfo"], capsys)
+    assert code == 2 and stack.calls == [] and out == ""
+    assert err.count("\n") == 1 and "\r" not in err and "\x1b" not in err, repr(err)
+    assert err.startswith(f"iopkt: SOCK={shown}: instance name "), err
+
+
 def test_no_such_stack_lists_the_running_ones_and_how_to_choose(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "need_root", lambda: None)
     monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))

@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from iopkt import control, lab, netns, rundir
+from iopkt import control, lab, netns, ownership, rundir
 
 
 def iopkt(*args, env=None, umask=None):
@@ -52,7 +52,7 @@ def test_down_leaves_a_process_that_got_the_stacks_pid_alone(fresh_prefix):
     os.waitpid(st["pid"], 0)
     sleeper = subprocess.Popen(["sleep", "60"])     # ...and a stranger gets "its" PID
     try:
-        st["pid"] = sleeper.pid
+        st["owned"]["stack"]["pid"] = sleeper.pid
         rundir.write_private(lab.state_path(p), json.dumps(st))
         r = iopkt("lab", "down", "--prefix", p)
         assert r.returncode == 0, r.stderr
@@ -99,15 +99,17 @@ def test_a_state_file_others_could_write_is_not_trusted(fresh_prefix, monkeypatc
     try:
         path = lab.state_path(p)
         with open(path, "w") as f:
-            json.dump({"prefix": p, "pid": sleeper.pid, "ns_a": f"{p}-a", "ns_b": f"{p}-b"}, f)
+            json.dump({"prefix": p, "version": ownership.VERSION,
+                       "owned": {"netns": [], "links": [], "socket": None,
+                                 "stack": {"token": "x", "pid": sleeper.pid}}}, f)
         os.chmod(path, 0o666)
         with pytest.raises(lab.LabError, match=f"refusing file {path}: .*mode 0666"):
             lab.read_state(p)
-        res = lab.down(p)
-        assert any("no process signalled" in s for s in res["said"]), res
+        with pytest.raises(lab.LabError, match="nothing touched"):
+            lab.down(p)
         time.sleep(0.2)
         assert alive(sleeper)
-        assert not os.path.exists(path)
+        assert os.path.exists(path)             # not the lab's to remove either
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -172,7 +174,7 @@ def test_down_ends_processes_left_in_the_namespaces_and_keeps_the_log(make_lab):
         assert f"ended iperf3 (pid {iperf_pid}) in {lb.ns_b}" in r.stdout, r.stdout
         assert f"ended sleep (pid {sleeper_a.pid}) in {lb.ns_a}" in r.stdout, r.stdout
         assert f"stack log kept: {lab.log_path(lb.prefix)}" in r.stdout, r.stdout
-        assert lab._wait_procs([psutil.Process(iperf_pid)], 2.0) == []     # exited
+        assert ownership._wait_procs([psutil.Process(iperf_pid)], 2.0) == []     # exited
         assert sleeper_a.wait(5) is not None
         assert alive(outsider)
         assert "attached" in open(lab.log_path(lb.prefix)).read()
