@@ -110,7 +110,13 @@ def run(instance: str, ifname: str, write: str | None = None, count: int = 0,
         finally:
             sock.close()
             sink.close()
-    n = f"{got} frame{'s' if got != 1 else ''} captured"
+    if sink.failed is not None:
+        e = sink.failed
+        where = "stdout" if write in (None, "-") else write
+        print(f"iopkt: capture: {where}: {e.strerror or e}; {_frames(sink.saved)} "
+              f"written to {where} before it", file=stderr)
+        return 1
+    n = f"{_frames(got)} captured"
     if trailer is None:
         print(f"{n}; the stack did not say how many it dropped", file=stderr)
         if user:
@@ -127,12 +133,17 @@ def run(instance: str, ifname: str, write: str | None = None, count: int = 0,
     return 0
 
 
+def _frames(n: int) -> str:
+    return f"{n} frame{'s' if n != 1 else ''}"
+
+
 def _pump(sock: socket.socket, rest: bytes, sink, stop) -> tuple:
-    """Read records until the trailer. After Ctrl-C, or once the sink's
-    reader is gone, shut down our side (the stack ends the capture and
-    sends its counts) and discard frames until the trailer comes, at most
-    DRAIN_WAIT. Returns (frames written, trailer or None, whether the user
-    or the sink's reader ended it)."""
+    """Read records until the trailer. After Ctrl-C, once the sink's
+    reader is gone or its file cannot take more (a full disk), shut down
+    our side (the stack ends the capture and sends its counts) and discard
+    frames until the trailer comes, at most DRAIN_WAIT. Returns (frames
+    written, trailer or None, whether the user or the sink's reader ended
+    it)."""
     buf = bytearray(rest)
     got = 0
     trailer = None
@@ -140,7 +151,7 @@ def _pump(sock: socket.socket, rest: bytes, sink, stop) -> tuple:
     give_up = 0.0
     sock.settimeout(POLL)
     while trailer is None:
-        if (stop.flag or sink.broken) and not shut:
+        if (stop.flag or sink.broken or sink.failed) and not shut:
             try:
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
@@ -208,9 +219,30 @@ def _open_sink(write: str | None, stdout, header: dict, as_json: bool):
 class _Sink:
     """Where frames go. write() returns 1 when it wrote the frame, 0 when
     the reader is gone (`broken`: a broken pipe is the reader's end, not
-    an error; stdout then goes to /dev/null so exiting prints nothing)."""
+    an error; stdout then goes to /dev/null so exiting prints nothing) or
+    the file failed (`failed`: the OSError, ENOSPC say; `saved` frames
+    were flushed to it before)."""
 
     broken = False
+    failed: OSError | None = None
+    saved = 0
+    pending = 0                 # frames written since the last flush
+
+    def _push(self, f) -> bool:
+        """Flush `f`; the frames written since count as `saved` once the
+        file took them (True)."""
+        if self.broken or self.failed:
+            return False
+        try:
+            f.flush()
+        except BrokenPipeError:
+            self._gone()
+        except OSError as e:
+            self.failed = e
+        else:
+            self.saved += self.pending
+        self.pending = 0
+        return not (self.broken or self.failed)
 
     def _gone(self) -> int:
         self.broken = True
@@ -235,7 +267,7 @@ class _Lines(_Sink):
         self.as_json = as_json
 
     def write(self, ts: float, direction: int, frame: bytes) -> int:
-        if self.broken:
+        if self.broken or self.failed:
             return 0
         try:
             summary = self.ether(frame).summary()
@@ -253,14 +285,14 @@ class _Lines(_Sink):
             self.out.write(line + "\n")
         except BrokenPipeError:
             return self._gone()
+        except OSError as e:
+            self.failed = e
+            return 0
+        self.pending += 1
         return 1
 
     def flush(self) -> None:
-        if not self.broken:
-            try:
-                self.out.flush()
-            except BrokenPipeError:
-                self._gone()
+        self._push(self.out)
 
     def close(self) -> None:
         self.flush()
@@ -273,7 +305,9 @@ class _Frame(bytes):
 
 class _PcapNg(_Sink):
     """scapy's PcapNgWriter, to a file or (`-`) to stdout, flushed after
-    every frame when streaming."""
+    every frame when streaming. When the file fails (a full disk), the
+    frames it holds are counted from its size at the end: `ends` has where
+    each frame not yet flushed ends in the file."""
 
     def __init__(self, path: str, stdout, ifname: str):
         from scapy.utils import PcapNgWriter
@@ -291,7 +325,9 @@ class _PcapNg(_Sink):
             self.fd = w.f.fileno()
         w.linktype = LINKTYPE_ETHERNET
         self.w = w
+        self.path = path
         self.ifname = ifname
+        self.ends: list[int] = []
         try:
             w.write_header(None)            # a reader of the pipe can start at once
             w.f.flush()
@@ -299,7 +335,7 @@ class _PcapNg(_Sink):
             self._gone()
 
     def write(self, ts: float, direction: int, frame: bytes) -> int:
-        if self.broken:
+        if self.broken or self.failed:
             return 0
         f = _Frame(frame)
         f.direction = direction
@@ -308,19 +344,28 @@ class _PcapNg(_Sink):
             self.w.write_packet(f, sec=ts)
         except BrokenPipeError:
             return self._gone()
+        except OSError as e:
+            self.failed = e
+            return 0
+        self.pending += 1
+        if not self.live:
+            self.ends.append(self.w.f.tell())
         return 1
 
     def flush(self) -> None:
-        if not self.broken:
-            try:
-                self.w.f.flush()
-            except BrokenPipeError:
-                self._gone()
+        if self._push(self.w.f):
+            self.ends.clear()
 
     def close(self) -> None:
         self.flush()
         if not self.live:
-            self.w.f.close()
+            try:
+                self.w.f.close()
+            except OSError as e:            # what was left in the buffer
+                self.failed = self.failed or e
+            if self.failed:                 # the whole frames the file holds after all
+                size = os.stat(self.path).st_size
+                self.saved += sum(1 for end in self.ends if end <= size)
 
 
 def _fileno(f) -> int:

@@ -3,6 +3,8 @@ on side A and a shim interface (devn-tap, enN) on side B, with real ping
 and iperf3 through the stack. The files are read by scapy and by tcpdump;
 a capture client that never reads costs the traffic nothing."""
 
+import ctypes
+import os
 import shutil
 import signal
 import subprocess
@@ -11,10 +13,10 @@ import threading
 import time
 
 import pytest
-from scapy.layers.inet import ICMP, TCP
-from scapy.utils import rdpcap
-
 from conftest import running_lab, unique_prefix
+from scapy.layers.inet import ICMP, TCP
+from scapy.utils import PcapNgReader, rdpcap
+
 from iopkt import benchlib, control, lab
 from iopkt.bpf import BPF_D_IN, BPF_D_OUT
 
@@ -178,3 +180,38 @@ def test_no_such_interface_is_one_line_exit_1(mixed):
     assert r.returncode == 1
     assert r.stderr.splitlines() == [f"iopkt: no interface 'zz9' (interfaces: "
                                      f"{mixed.if_a}, {mixed.if_b})"]
+
+
+def test_a_full_filesystem_ends_the_capture_in_one_line_with_what_was_written(mixed,
+                                                                              tmp_path):
+    """-w onto a 16 KiB tmpfs that fills mid-capture: exit 1, one line
+    naming the file and how many whole frames it holds; the stack's
+    capture is closed, and the stack forwards on."""
+    lb = mixed
+    libc = ctypes.CDLL(None, use_errno=True)
+    mnt = str(tmp_path / "small")
+    os.mkdir(mnt)
+    assert libc.mount(b"tmpfs", mnt.encode(), b"tmpfs", 0, b"size=16k") == 0, \
+        os.strerror(ctypes.get_errno())
+    try:
+        path = os.path.join(mnt, "cap.pcapng")
+        p = subprocess.Popen(capture_cmd(lb, lb.if_a, "-w", path), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        wait_open(lb, 1)
+        lb.ping(lb.ns_a, "198.19.0.2", "-s", "1000", count=30)
+        code, err = finish(p)
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 2 and "Traceback" not in err, err
+        whole = 0
+        try:
+            for _ in PcapNgReader(path):
+                whole += 1
+        except Exception:                   # the block the disk cut short
+            pass
+        assert 0 < whole < 60
+        assert lines[1] == (f"iopkt: capture: {path}: No space left on device; {whole} "
+                            f"frames written to {path} before it"), (lines, whole)
+        wait_open(lb, 0)
+        assert "1 received" in lb.ping(lb.ns_a, "198.19.0.2").stdout
+    finally:
+        assert libc.umount2(mnt.encode(), 2) == 0

@@ -433,3 +433,47 @@ def test_stream_request_without_a_connection_is_refused(served):
     assert ans["ok"] is False and ans["usage"] and "connection of its own" in ans["error"]
     with pytest.raises(UsageError):
         stream(ifname="fk0", direction=3)
+
+
+class _FillsUp:
+    """A file that takes `room` bytes, then fails as a full disk does."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+@pytest.mark.parametrize("burst", [1, 10])
+def test_a_full_disk_ends_the_capture_with_what_was_written(served, tmp_path, monkeypatch,
+                                                            burst):
+    """ENOSPC mid-capture: one line saying how many frames reached which
+    file, exit 1; those frames are in the file (also those the failure
+    caught unflushed, in one burst), and the stack's stream ended in order."""
+    path = str(tmp_path / "full.pcapng")
+    real = capture._open_sink
+
+    def small_disk(*a):
+        sink = real(*a)
+        sink.w.f = _FillsUp(sink.w.f, 2000)        # the header and a few frames
+        return sink
+    monkeypatch.setattr(capture, "_open_sink", small_disk)
+    t, box = run_client(served, write=path)
+    for i in range(0, 10, burst):
+        served.pings(burst, start=i, size=200)
+    t.join(5)
+    assert box["code"] == 1
+    last = box["err"].getvalue().splitlines()[-1]
+    saved = len(rdpcap(path))
+    assert 1 <= saved < 10
+    assert last == (f"iopkt: capture: {path}: No space left on device; {saved} "
+                    f"frame{'s' if saved != 1 else ''} written to {path} before it"), last
+    wait_for(lambda: not served.srv.streams)
+    assert control.request("unit", "netstat")["bpf"]["open"] == 0
