@@ -839,9 +839,13 @@ def cmd_lab(args) -> None:
             if args.json:
                 _dump(res)
             else:
-                removed = res["removed"]
-                print(f"lab '{args.prefix}' is down" + ("; removed: " + ", ".join(removed)
-                                                        if removed else " (nothing was up)"))
+                removed, left = res["removed"], res.get("left")
+                what = ("; removed: " + ", ".join(removed)) if removed else ""
+                if left:
+                    print(f"lab '{args.prefix}': " + ("partly down" + what if removed
+                                                      else "nothing taken down"))
+                else:
+                    print(f"lab '{args.prefix}' is down" + (what or " (nothing was up)"))
                 for line in res["said"]:
                     print(line)
             if res.get("left"):
