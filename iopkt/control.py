@@ -167,7 +167,7 @@ class ControlServer:
             if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
                 raise ControlError(f"{self.path} is in the way: not a socket (a symlink?); "
                                    "remove it, or pick another name with -i")
-            if _alive(self.path):
+            if served(self.path):
                 raise ControlError(f"a stack named '{instance}' is already running "
                                    f"({self.path}); pick another with -i")
             os.unlink(self.path)                # a stale socket: its stack is gone
@@ -801,7 +801,8 @@ def wait_ready(instance: str, timeout: float = 10.0, proc=None) -> dict:
     raise ControlError(f"the stack '{instance}' did not come up within {timeout}s ({last})")
 
 
-def _alive(path: str) -> bool:
+def served(path: str) -> bool:
+    """Whether a process listens on the UNIX socket at `path`."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(0.5)
     try:

@@ -32,7 +32,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -245,7 +244,7 @@ class Record:
         else:
             started = (stack or {}).get("create_time")
             mine = (stat.S_ISSOCK(st.st_mode) and isinstance(started, (int, float))
-                    and st.st_ctime >= started - 1 and not _served(path))
+                    and st.st_ctime >= started - 1 and not control.served(path))
         if mine:
             os.unlink(path)
             out.removed.append(path)
@@ -381,19 +380,6 @@ def stop_stack(p: psutil.Process, prefix: str) -> None:
     except (control.ControlError, OSError, ValueError):
         pass                # not answering (stopped, backlog full, gone, not its socket)
     terminate(p)
-
-
-def _served(path: str) -> bool:
-    """Whether a process listens on the UNIX socket at `path`."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(0.5)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def _reap(pid: int) -> None:
