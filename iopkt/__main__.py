@@ -1,3 +1,3 @@
-from .cli import main
+from iopkt.cmd.cli import main
 
 main()

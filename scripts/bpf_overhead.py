@@ -40,13 +40,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "tests", "unit"))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scapy.compat import raw                                    # noqa: E402
-from scapy.layers.inet import IP, UDP                            # noqa: E402
+from fakenet import Router  # noqa: E402
+from scapy.compat import raw  # noqa: E402
+from scapy.layers.inet import IP, UDP  # noqa: E402
 
-from fakenet import Router                                        # noqa: E402
-from iopkt import ether                                           # noqa: E402
-from iopkt.bpf import BpfDesc, bpf_attach, bpf_detach             # noqa: E402
-from iopkt.stack import Stack                                     # noqa: E402
+from iopkt.net import ether  # noqa: E402
+from iopkt.net.bpf import BpfDesc, bpf_attach, bpf_detach  # noqa: E402
+from iopkt.stack.stack import Stack  # noqa: E402
 
 BURST = 64
 TAP_LINES = {

@@ -39,7 +39,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from iopkt import bench, benchlib, lab  # noqa: E402
+from iopkt.bench import bench, benchlib
+from iopkt.lab import lab  # noqa: E402
 
 KINDS = ("native-tso", "native", "shim", "relay-offload", "relay")      # the default
 VETH_KINDS = ("native-veth", "shim-veth")

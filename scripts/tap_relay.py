@@ -24,7 +24,7 @@ import sys
 import pytun
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from iopkt import vnet  # noqa: E402
+from iopkt.net import vnet  # noqa: E402
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ from collections import namedtuple
 
 import pytest
 
-from iopkt import cli
-from iopkt.drvload import DeviceError, tap_open_error
+from iopkt.cmd import cli
+from iopkt.stack.drvload import DeviceError, tap_open_error
 
 T = "tap0"
 
@@ -148,7 +148,7 @@ def no_root_needed(monkeypatch):
     # stack (with real TAPs, as root) until something kills it.
     import pytun
 
-    from iopkt.stack import Stack
+    from iopkt.stack.stack import Stack
     monkeypatch.setattr(Stack, "run", _no_stack)
     monkeypatch.setattr(pytun, "TunTapDevice", _no_stack)
 

@@ -3,7 +3,7 @@ one-line refusal without root."""
 
 import pytest
 
-from iopkt import cli
+from iopkt.cmd import cli
 
 ROOT_LINE = ("iopkt: needs root (CAP_NET_ADMIN for TAPs, namespaces and the control "
              "socket): run it with sudo")

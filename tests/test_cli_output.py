@@ -13,8 +13,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from iopkt import cli, control
-from iopkt.ifnet import IN_DISCARD_REASONS, OUT_DISCARD_REASONS
+from iopkt.cmd import cli
+from iopkt.ctl import control
+from iopkt.net.ifnet import IN_DISCARD_REASONS, OUT_DISCARD_REASONS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -194,7 +195,7 @@ def test_no_such_stack_lists_the_running_ones_and_how_to_choose(tmp_path, monkey
 
 
 def test_lab_up_prints_show_commands_with_instance(monkeypatch, capsys):
-    from iopkt import lab
+    from iopkt.lab import lab
     st = {"pid": 42, "driver_a": "devnp-tap", "driver_b": "devn-tap", "ns_a": "p-a",
           "ns_b": "p-b", "if_a": "tap0", "if_b": "en0",
           "mount_a": "iopkt mount --instance p devnp-tap name=p-a0,netns=p-a",
@@ -545,7 +546,7 @@ def test_netstat_m_json_is_the_pool_with_a_timestamp(stack, capsys):
     (["lab", "down", "--json"], "down", {"removed": [], "said": []}, None),
 ])
 def test_lab_json_has_a_timestamp(argv, fn, answer, key, monkeypatch, capsys):
-    from iopkt import lab
+    from iopkt.lab import lab
     monkeypatch.setattr(cli, "need_root", lambda: None)
     monkeypatch.setattr(lab, fn, lambda *a, **kw: answer)
     res = json.loads(run(argv, capsys)[1])

@@ -15,15 +15,32 @@ import types
 import pytest
 
 from drivers.legacy_shim import shim as shimmod
-from iopkt import ionet
-from iopkt.drvload import DeviceError, Driver, DriverError
-from iopkt.handoff import HandoffQueue
-from iopkt.ifnet import (IFF_BROADCAST, IFF_MULTICAST, IFF_OACTIVE, IFF_RUNNING, IFF_SIMPLEX,
-                         IFF_UP)
-from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, EOK, TX_DOWN_AGAIN, TX_DOWN_FAILED,
-                         TX_DOWN_OK, IoNetRegistrant, NicConfig, NicStats, net_buf_t,
-                         net_iov_t, npkt_t)
-from iopkt.stack import MAX_EVENTS, Stack
+from iopkt.ionet import ionet
+from iopkt.ionet.ionet import (
+    _NPKT_NOT_TXED,
+    _NPKT_UP,
+    EOK,
+    TX_DOWN_AGAIN,
+    TX_DOWN_FAILED,
+    TX_DOWN_OK,
+    IoNetRegistrant,
+    NicConfig,
+    NicStats,
+    net_buf_t,
+    net_iov_t,
+    npkt_t,
+)
+from iopkt.kern.handoff import HandoffQueue
+from iopkt.net.ifnet import (
+    IFF_BROADCAST,
+    IFF_MULTICAST,
+    IFF_OACTIVE,
+    IFF_RUNNING,
+    IFF_SIMPLEX,
+    IFF_UP,
+)
+from iopkt.stack.drvload import DeviceError, Driver, DriverError
+from iopkt.stack.stack import MAX_EVENTS, Stack
 
 MAC = b"\x02\x00\x00\x00\x00\x01"
 DEADLINE = 2.0          # seconds a test waits for the stack before it fails
@@ -836,7 +853,7 @@ def test_mount_failure_after_init_releases_the_driver():
 def test_a_link_that_goes_and_comes_back_takes_the_interface_down_and_up(rig):
     """The shim asks the driver for its link state once a second, from the
     stack's own callout."""
-    from iopkt.ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
+    from iopkt.net.ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
     clock = FakeClock()
     stack, shim, fake, got = rig(clock=clock)
     ifp = shim.ifp
@@ -867,7 +884,7 @@ def test_a_link_down_at_mount_that_comes_up_is_shown_up(rig):
     """The driver reports no link when it is mounted (cable out), then the
     link comes: the interface must end up with its link up, as after a
     link lost and found later."""
-    from iopkt.ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
+    from iopkt.net.ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
     clock = FakeClock()
     stack, shim, fake, got = rig(clock=clock, link_flags=ionet.NIC_FLAG_LINK_DOWN)
     ifp = shim.ifp
@@ -1384,7 +1401,7 @@ def test_a_chain_longer_than_max_iov_goes_down_whole_and_the_npkt_shrinks_after(
 
 
 def test_a_packet_still_carrying_offload_work_is_dropped_not_sent(rig):
-    from iopkt.mbuf import M_CSUM_TCPv4
+    from iopkt.kern.mbuf import M_CSUM_TCPv4
     stack, shim, fake, got = rig()
     ifp = shim.ifp
     bad = [stack.pool.from_bytes(b"O" * 60) for _ in range(2)]
@@ -1580,7 +1597,7 @@ def test_the_link_is_asked_about_once_a_second_with_the_drivers_handle(rig):
 
 
 def test_a_link_lost_and_found_is_logged_with_the_drivers_name(rig, caplog):
-    from iopkt.ifnet import LINK_STATE_DOWN, LINK_STATE_UP
+    from iopkt.net.ifnet import LINK_STATE_DOWN, LINK_STATE_UP
     clock = FakeClock()
     stack, shim, fake, got = rig(clock=clock)
     caplog.set_level("INFO", logger="iopkt")
@@ -1600,7 +1617,7 @@ def test_a_link_lost_and_found_is_logged_with_the_drivers_name(rig, caplog):
 
 @pytest.mark.parametrize("answer", ["raise", "error", "no-config"])
 def test_a_link_query_that_fails_changes_nothing_and_the_watch_goes_on(rig, answer, caplog):
-    from iopkt.ifnet import LINK_STATE_DOWN, LINK_STATE_UP
+    from iopkt.net.ifnet import LINK_STATE_DOWN, LINK_STATE_UP
     clock = FakeClock()
     stack, shim, fake, got = rig(clock=clock)
     caplog.set_level("INFO", logger="iopkt")

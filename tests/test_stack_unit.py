@@ -4,8 +4,8 @@ them fails; martian sources get no answer."""
 import json
 import os
 
-from iopkt.control import ControlServer
-from iopkt.stack import Stack
+from iopkt.ctl.control import ControlServer
+from iopkt.stack.stack import Stack
 
 
 def test_a_raising_handler_is_counted_and_the_loop_goes_on():
@@ -47,7 +47,7 @@ MALFORMED = [
 
 
 def test_malformed_control_requests_get_an_error_not_a_dead_stack(tmp_path, monkeypatch, caplog):
-    import iopkt.control as control
+    import iopkt.ctl.control as control
     monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
     st = Stack("unit", nmbclusters=8)
     srv = ControlServer(st, "unit")

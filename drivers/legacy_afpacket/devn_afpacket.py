@@ -81,11 +81,25 @@ import struct
 import threading
 from collections import deque
 
-from iopkt import ionet
-from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, DCMD_IO_NET_GET_CONFIG,
-                         DCMD_IO_NET_GET_STATS, EOK, ENOTSUP, NIC_FLAG_LINK_DOWN,
-                         TX_DOWN_AGAIN, TX_DOWN_FAILED, TX_DOWN_OK, IoNetRegistrant,
-                         NicConfig, NicStats, net_buf_t, net_iov_t, npkt_t)
+from iopkt.ionet import ionet
+from iopkt.ionet.ionet import (
+    _NPKT_NOT_TXED,
+    _NPKT_UP,
+    DCMD_IO_NET_GET_CONFIG,
+    DCMD_IO_NET_GET_STATS,
+    ENOTSUP,
+    EOK,
+    NIC_FLAG_LINK_DOWN,
+    TX_DOWN_AGAIN,
+    TX_DOWN_FAILED,
+    TX_DOWN_OK,
+    IoNetRegistrant,
+    NicConfig,
+    NicStats,
+    net_buf_t,
+    net_iov_t,
+    npkt_t,
+)
 
 NAME = "devn-afpacket"
 BUFSIZE = 2048
@@ -609,7 +623,7 @@ def open_socket(ifname: str, ns: str) -> socket.socket:
     comes straight back. ValueError if there is no `ns`."""
     if not ns:
         return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    from pyroute2 import netns as pr_netns     # setns(2); only when a namespace is asked for
+    from pyroute2 import netns as pr_netns  # setns(2); only when a namespace is asked for
     path = os.path.join(pr_netns.NETNS_RUN_DIR, ns)
     if "/" in ns or ns in (".", "..") or not os.path.exists(path):
         raise ValueError(f"option netns={ns}: no network namespace '{ns}' (see 'ip netns list')")

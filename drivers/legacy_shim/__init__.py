@@ -4,13 +4,13 @@
 mounted through the shim automatically; `-d shim "devn-tap OPTIONS"` asks
 for the shim explicitly, as io-pkt's `-d shim` does.
 """
-from iopkt.drvload import Driver, DriverError, Option
+from iopkt.stack.drvload import Driver, DriverError, Option
 
 from . import shim
 
 
 def _attach_raw(stack, options: str):
-    from iopkt.drvload import resolve
+    from iopkt.stack.drvload import resolve
     name, _, rest = (options or "").strip().partition(" ")
     if not name:
         raise DriverError('devnp-shim: name the legacy driver: -d shim "devn-NAME OPTIONS"')

@@ -35,14 +35,25 @@ from __future__ import annotations
 
 import logging
 
-from iopkt import ionet
-from iopkt.ether import ether_ifattach
-from iopkt.handoff import HandoffQueue
-from iopkt.ifnet import IFF_OACTIVE, IFF_RUNNING, LINK_STATE_DOWN, LINK_STATE_UP, Ifnet
-from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, DCMD_IO_NET_GET_CONFIG,
-                         DCMD_IO_NET_GET_STATS, EOK, ENOTSUP, NIC_FLAG_LINK_DOWN,
-                         TX_DOWN_AGAIN, TX_DOWN_FAILED, TX_DOWN_OK, net_buf_t, net_iov_t,
-                         npkt_t)
+from iopkt.ionet import ionet
+from iopkt.ionet.ionet import (
+    _NPKT_NOT_TXED,
+    _NPKT_UP,
+    DCMD_IO_NET_GET_CONFIG,
+    DCMD_IO_NET_GET_STATS,
+    ENOTSUP,
+    EOK,
+    NIC_FLAG_LINK_DOWN,
+    TX_DOWN_AGAIN,
+    TX_DOWN_FAILED,
+    TX_DOWN_OK,
+    net_buf_t,
+    net_iov_t,
+    npkt_t,
+)
+from iopkt.kern.handoff import HandoffQueue
+from iopkt.net.ether import ether_ifattach
+from iopkt.net.ifnet import IFF_OACTIVE, IFF_RUNNING, LINK_STATE_DOWN, LINK_STATE_UP, Ifnet
 
 log = logging.getLogger("iopkt")
 
@@ -79,7 +90,7 @@ MAX_IOV = 8
 def split_options(text: str) -> tuple[dict, str]:
     """Separate the shim's options from the legacy driver's. Returns
     (shim options with defaults, the driver's option string)."""
-    from iopkt.drvload import DriverError
+    from iopkt.stack.drvload import DriverError
     mine = {k: d for k, (_t, d, _h) in SHIM_OPTIONS.items()}
     rest = []
     for item in (p.strip() for p in (text or "").split(",")):
@@ -643,7 +654,7 @@ def mount(stack, drv, options: str) -> Ifnet:
     """Mount legacy driver `drv` through a new shim: call its init with our
     io-net table, read its config, attach its enN interface. Errors name the
     driver."""
-    from iopkt.drvload import DeviceError, DriverError
+    from iopkt.stack.drvload import DeviceError, DriverError
     opts, drv_options = split_options(options)
     shim = Shim(stack, drv, opts, drv_options)
     try:
@@ -675,7 +686,7 @@ def mount(stack, drv, options: str) -> Ifnet:
 
 
 def _attach(stack, drv, shim: Shim) -> Ifnet:
-    from iopkt.drvload import DriverError
+    from iopkt.stack.drvload import DriverError
     ifp = shim.ifp
     rc, cfg = shim.registrant.devctl(shim.reg_hdl, DCMD_IO_NET_GET_CONFIG, None)
     if rc != EOK or cfg is None:

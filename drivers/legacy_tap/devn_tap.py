@@ -16,22 +16,35 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import re
 import select
 import threading
 from collections import deque
 
-import logging
-
 import pytun
 
-from iopkt import ionet
-from iopkt.pacer import Pacer
-from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, DCMD_IO_NET_GET_CONFIG,
-                         DCMD_IO_NET_GET_STATS, EOK, ENOTSUP, NIC_FLAG_LINK_DOWN,
-                         TX_DOWN_AGAIN, TX_DOWN_FAILED, TX_DOWN_OK, IoNetRegistrant,
-                         NicConfig, NicStats, net_buf_t, net_iov_t, npkt_t)
+from iopkt.ionet import ionet
+from iopkt.ionet.ionet import (
+    _NPKT_NOT_TXED,
+    _NPKT_UP,
+    DCMD_IO_NET_GET_CONFIG,
+    DCMD_IO_NET_GET_STATS,
+    ENOTSUP,
+    EOK,
+    NIC_FLAG_LINK_DOWN,
+    TX_DOWN_AGAIN,
+    TX_DOWN_FAILED,
+    TX_DOWN_OK,
+    IoNetRegistrant,
+    NicConfig,
+    NicStats,
+    net_buf_t,
+    net_iov_t,
+    npkt_t,
+)
+from iopkt.kern.pacer import Pacer
 
 NAME = "devn-tap"
 BUFSIZE = 2048
@@ -312,7 +325,7 @@ def open_tap(name: str, ns: str, mtu: int):
     and it comes straight back. ValueError if there is no `ns`."""
     if not ns:
         return _open(name, mtu)
-    from pyroute2 import netns as pr_netns     # setns(2); only when a namespace is asked for
+    from pyroute2 import netns as pr_netns  # setns(2); only when a namespace is asked for
     path = os.path.join(pr_netns.NETNS_RUN_DIR, ns)
     if "/" in ns or ns in (".", "..") or not os.path.exists(path):
         raise ValueError(f"option netns={ns}: no network namespace '{ns}' (see 'ip netns list')")
@@ -335,7 +348,7 @@ def _open(name: str, mtu: int):
     try:
         tap = pytun.TunTapDevice(name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
     except OSError as e:                # name the TAP and what is in the way
-        from iopkt.drvload import tap_open_error
+        from iopkt.stack.drvload import tap_open_error
         raise tap_open_error(NAME, name, e) from None
     try:
         tap.mtu = mtu

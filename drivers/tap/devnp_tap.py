@@ -39,16 +39,26 @@ import re
 
 import pytun
 
-from iopkt import vnet
-from iopkt.drvload import Driver, DriverError, Option, check_ifname, tap_open_error
-from iopkt.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
-from iopkt.ifnet import (IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_CSUM_UDPv4_Rx,
-                         IFCAP_CSUM_UDPv4_Tx, IFCAP_TSOv4, IFF_OACTIVE, IFF_RUNNING,
-                         LINK_STATE_UP, SIOCSIFCAP, Ifnet, if_transmit)
-from iopkt.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len, tso_wire
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
-from iopkt.pacer import Pacer
-from iopkt.stack import EPOLLIN, EPOLLOUT
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.pacer import Pacer
+from iopkt.net import vnet
+from iopkt.net.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
+from iopkt.net.ifnet import (
+    IFF_OACTIVE,
+    IFF_RUNNING,
+    LINK_STATE_UP,
+    SIOCSIFCAP,
+    IFCAP_CSUM_TCPv4_Rx,
+    IFCAP_CSUM_TCPv4_Tx,
+    IFCAP_CSUM_UDPv4_Rx,
+    IFCAP_CSUM_UDPv4_Tx,
+    IFCAP_TSOv4,
+    Ifnet,
+    if_transmit,
+)
+from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len, tso_wire
+from iopkt.stack.drvload import Driver, DriverError, Option, check_ifname, tap_open_error
+from iopkt.stack.stack import EPOLLIN, EPOLLOUT
 
 LINK_LOST_ERRNOS = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
 VNET_HDR_LEN = vnet.VNET_HDR_LEN
@@ -541,7 +551,7 @@ def open_tap(name: str, flags: int, ns: str, mtu: int):
         tap = _tun_open(name, flags)
         _set_mtu(tap, mtu)
         return tap
-    from iopkt import netns             # pyroute2: only when a namespace is asked for
+    from iopkt.lab import netns  # pyroute2: only when a namespace is asked for
     if "/" in ns or ns in (".", "..") or not os.path.exists(netns.ns_path(ns)):
         raise DriverError(f"devnp-tap: option netns={ns}: no network namespace '{ns}' "
                           "(see 'ip netns list')")

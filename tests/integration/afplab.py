@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 
-from iopkt import control, netns
+from iopkt.ctl import control
+from iopkt.lab import netns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 A_GW, A_HOST = "198.18.0.1", "198.18.0.2"

@@ -14,7 +14,8 @@ import time
 import pytest
 from pyroute2 import netns as pr_netns
 
-from iopkt import control, lab, netns
+from iopkt.ctl import control
+from iopkt.lab import lab, netns
 
 _seq = itertools.count()
 _made: list[str] = []          # every prefix this session handed out
@@ -193,7 +194,7 @@ def make_lab():
 
 def afpacket_missing(*names: str) -> str | None:
     """Why the AF_PACKET drivers `names` cannot be used here, or None."""
-    from iopkt import drvload
+    from iopkt.stack import drvload
     try:
         have = drvload.available()
     except Exception as e:                  # a driver being written may not import yet

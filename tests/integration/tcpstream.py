@@ -4,7 +4,7 @@ sends seeded random bytes, the sink hashes what arrives."""
 import subprocess
 import sys
 
-from iopkt import netns
+from iopkt.lab import netns
 
 SINK = """
 import hashlib, socket, sys

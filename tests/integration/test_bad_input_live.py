@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import unique_prefix
-from iopkt import lab
+
+from iopkt.lab import lab
 
 
 def iopkt(*args):

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from iopkt import bench, cgroup, netns
-
+from iopkt.bench import bench
+from iopkt.lab import cgroup, netns
 
 # What `forwarded` counts besides iperf3's datagrams: ip.forward moves for
 # every packet the stack forwards, both ways, during the run; iperf3 adds its

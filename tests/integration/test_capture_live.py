@@ -17,8 +17,10 @@ from conftest import running_lab, unique_prefix
 from scapy.layers.inet import ICMP, TCP
 from scapy.utils import PcapNgReader, rdpcap
 
-from iopkt import benchlib, control, lab
-from iopkt.bpf import BPF_D_IN, BPF_D_OUT
+from iopkt.bench import benchlib
+from iopkt.ctl import control
+from iopkt.lab import lab
+from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT
 
 pytestmark = pytest.mark.skipif(not shutil.which("tcpdump"), reason="needs tcpdump "
                                 "(sudo make setup installs it)")

@@ -11,9 +11,10 @@ import threading
 import time
 
 import pytest
-
 from conftest import running_lab, unique_prefix
-from iopkt import control, lab, netns
+
+from iopkt.ctl import control
+from iopkt.lab import lab, netns
 
 PING_S = 3.0
 

@@ -11,9 +11,9 @@ from datetime import datetime
 
 import pytest
 from scapy.all import IP, UDP, Ether, raw
-
-from iopkt import benchlib
 from tcpstream import tcp_stream
+
+from iopkt.bench import benchlib
 
 
 def fwd(lb):

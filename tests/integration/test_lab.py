@@ -8,9 +8,11 @@ import sys
 import time
 
 import pytest
-
 from conftest import needs_afpacket
-from iopkt import benchlib, control, lab, netns
+
+from iopkt.bench import benchlib
+from iopkt.ctl import control
+from iopkt.lab import lab, netns
 
 VETH_NATIVE, VETH_LEGACY = lab.LINK_DRIVERS["veth"]
 
@@ -174,7 +176,7 @@ def test_link_speed_emulation_both_directions(make_lab):
     """lab up --speed 100: the drivers' speed and a tbf on each host's TAP
     (the tbf alone would hold this rate; the stack's own pacer is proven by
     test_the_stacks_own_pacer_alone_holds_100_mbits)."""
-    from iopkt import benchlib
+    from iopkt.bench import benchlib
     lb = make_lab("devnp-tap", "devn-tap", speed=100)
     for name in (lb.if_a, lb.if_b):
         assert lb.nic(name)["media_bps"] == 100_000_000
@@ -351,7 +353,7 @@ def test_lab_over_veth_refuses_a_tap_driver_in_one_line():
 def test_link_speed_over_veth_both_directions(make_lab, driver):
     """--speed over veth: a tbf on each host's end; towards the hosts the
     driver paces if it can (a speed option), else a tbf on the stack's end."""
-    from iopkt import drvload
+    from iopkt.stack import drvload
     lb = make_lab(driver, link="veth", speed=100)
     paces = "speed" in drvload.resolve(driver).options
     for ns, host_if, port in ((lb.ns_a, lb.host_if_a, lb.state["port_a"]),

@@ -17,7 +17,8 @@ import pytest
 import pytun
 from conftest import unique_prefix
 
-from iopkt import control, lab, netns, ownership
+from iopkt.ctl import control
+from iopkt.lab import lab, netns, ownership
 
 
 def iopkt(*args, timeout=90):
@@ -334,7 +335,7 @@ def test_a_crash_at_each_step_of_up_leaves_a_record_down_clears(fresh_prefix, mo
 def test_status_reports_a_broken_record_for_its_lab_alone(make_lab):
     lb = make_lab()
     q = unique_prefix("q")
-    from iopkt import rundir
+    from iopkt.ctl import rundir
     rundir.write_private(lab.state_path(q), '{"prefix": "%s", "version": 2, '
                          '"owned": {"links": []}}' % q)
     try:

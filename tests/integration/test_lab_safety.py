@@ -16,7 +16,8 @@ import time
 import psutil
 import pytest
 
-from iopkt import control, lab, netns, ownership, rundir
+from iopkt.ctl import control, rundir
+from iopkt.lab import lab, netns, ownership
 
 
 def iopkt(*args, env=None, umask=None):

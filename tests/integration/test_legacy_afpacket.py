@@ -30,7 +30,9 @@ import time
 import psutil
 import pytest
 
-from iopkt import benchlib, control, netns
+from iopkt.bench import benchlib
+from iopkt.ctl import control
+from iopkt.lab import netns
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo make test)"),

@@ -21,9 +21,9 @@ import time
 
 from pyroute2 import NetNS
 from scapy.all import IP, TCP, Ether, raw
-
-from iopkt import netns
 from tcpstream import tcp_stream
+
+from iopkt.lab import netns
 
 
 def snmp(lb, ns, proto="Tcp") -> dict:

@@ -8,10 +8,11 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import LINK_PARAMS, link_drivers
-from iopkt import control, netns
+
 from drivers.legacy_shim.shim import CHECKS
+from iopkt.ctl import control
+from iopkt.lab import netns
 
 
 @pytest.fixture(params=LINK_PARAMS)
@@ -80,7 +81,7 @@ def test_threads_one_per_shim_interface(make_lab, link):
 
 @pytest.mark.parametrize("rxcopy", ["1", "0"])
 def test_no_npkt_or_mbuf_leak_after_traffic(make_lab, link, rxcopy):
-    from iopkt import benchlib
+    from iopkt.bench import benchlib
     lb = make_lab(link_drivers(link)[1], opts_a=f"shimrxcopy={rxcopy}",
                   opts_b=f"shimrxcopy={rxcopy}", link=link)
     benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)

@@ -5,8 +5,8 @@ latency runs with given percentiles."""
 import json
 import os
 
-from iopkt import bench
-from iopkt.bench import LatencyPoint, Plan
+from iopkt.bench import bench
+from iopkt.bench.bench import LatencyPoint, Plan
 
 # Mbit/s per driver at no link limit; on a 100 Mbit/s link every driver
 # carries about the link rate, except where the seed says native wins.

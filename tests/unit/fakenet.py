@@ -6,8 +6,8 @@ import ipaddress
 from scapy.layers.inet import IP
 from scapy.layers.l2 import ARP, Ether
 
-from iopkt.ether import ether_ifattach, mac_aton
-from iopkt.ifnet import CAP_NAMES, IFF_RUNNING, Ifnet
+from iopkt.net.ether import ether_ifattach, mac_aton
+from iopkt.net.ifnet import CAP_NAMES, IFF_RUNNING, Ifnet
 
 ALL_CAPS = sum(bit for bit, _ in CAP_NAMES)
 

@@ -7,8 +7,8 @@ import struct
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP
 
-from iopkt.cksum import fold
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4
+from iopkt.netinet.cksum import fold
 
 
 def pseudo_seed(pkt: bytes, iphl: int) -> int:

@@ -2,14 +2,14 @@
 
 import logging
 
+from fakenet import Router, aton, fake_if, inject, ip_of, take
 from scapy.compat import raw
-from scapy.layers.inet import ICMP, IP, IPerror, UDP
+from scapy.layers.inet import ICMP, IP, UDP, IPerror
 from scapy.layers.l2 import ARP, Ether
 
-from fakenet import Router, aton, fake_if, inject, ip_of, take
-from iopkt.arp import LLE_INCOMPLETE, LLE_REACHABLE
-from iopkt.ifnet import IFF_NOARP
-from iopkt.route import ntoa
+from iopkt.net.ifnet import IFF_NOARP
+from iopkt.net.route import ntoa
+from iopkt.netinet.arp import LLE_INCOMPLETE, LLE_REACHABLE
 
 R = Router
 

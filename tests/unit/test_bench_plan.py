@@ -3,8 +3,8 @@ the verdict on offload decided from given figures."""
 
 import pytest
 
-from iopkt import bench
-from iopkt.bench import Plan, Point
+from iopkt.bench import bench
+from iopkt.bench.bench import Plan, Point
 
 
 def test_native_with_offload_runs_only_where_offload_applies():
@@ -122,7 +122,7 @@ def test_over_veth_the_same_kinds_are_the_af_packet_drivers():
 
 
 def test_a_veth_plan_names_the_drivers_it_lacks(monkeypatch):
-    from iopkt import drvload
+    from iopkt.stack import drvload
     have = {"devnp-tap": None, "devn-tap": None, "devn-afpacket": None}
     monkeypatch.setattr(drvload, "available", lambda: have)
     plan = Plan(points=bench.default_points(), drivers=["native", "native-tso", "shim"],

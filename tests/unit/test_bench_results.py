@@ -9,11 +9,11 @@ import re
 import subprocess
 import sys
 
-import matplotlib                           # a test dependency: no skipping
+import matplotlib  # a test dependency: no skipping
 import pytest
 from bench_canned import default_records, meta, write_folder
 
-from iopkt import bench, benchlib
+from iopkt.bench import bench, benchlib
 
 CLAIM_PLOTS = {"plot-claim1-slow-link.png", "plot-claim2-small-frames.png",
                "plot-claim3-low-power-cpu.png", "plot-tso.png", "plot-latency.png"}

@@ -6,17 +6,26 @@ copied when no capture is attached."""
 import json
 
 import pytest
+from fakenet import Router as R
+from fakenet import inject
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import ARP, Ether
-
-from fakenet import Router as R
-from fakenet import inject
-from iopkt import bpf
-from iopkt.bpf import (BPF_D_IN, BPF_D_INOUT, BPF_D_OUT, BPF_END, REC, BpfDesc, bpf_attach,
-                       bpf_detach, parse_records)
-from iopkt.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv4
 from test_ip_offload import flow, received
+
+from iopkt.net import bpf
+from iopkt.net.bpf import (
+    BPF_D_IN,
+    BPF_D_INOUT,
+    BPF_D_OUT,
+    BPF_END,
+    REC,
+    BpfDesc,
+    bpf_attach,
+    bpf_detach,
+    parse_records,
+)
+from iopkt.net.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv4
 
 SMALL = REC.size + bpf.BPF_MAXFRAME          # the smallest bound a capture accepts
 

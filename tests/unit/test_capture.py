@@ -16,16 +16,18 @@ import threading
 import time
 
 import pytest
+from fakenet import Router as R
+from fakenet import inject
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
-from fakenet import Router as R
-from fakenet import inject
-from iopkt import bpf, capture, control
-from iopkt.bpf import BPF_D_IN, BPF_D_OUT, BPF_END, parse_records
-from iopkt.control import ControlServer, UsageError
-from iopkt.stack import Stack
+from iopkt.cmd import capture
+from iopkt.ctl import control
+from iopkt.ctl.control import ControlServer, UsageError
+from iopkt.net import bpf
+from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT, BPF_END, parse_records
+from iopkt.stack.stack import Stack
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -8,7 +8,7 @@ from scapy.compat import raw
 from scapy.layers.inet import IP, UDP
 from scapy.utils import checksum as scapy_checksum
 
-from iopkt.cksum import cksum_sum, cksum_update16, fold, in_cksum
+from iopkt.netinet.cksum import cksum_sum, cksum_update16, fold, in_cksum
 
 
 def test_in_cksum_matches_scapy_ip_header():
@@ -139,7 +139,7 @@ def test_in_cksum_without_length_covers_the_rest_of_the_buffer():
 
 def test_checksum_right_for_a_length_seen_for_the_first_time(monkeypatch):
     # The word-unpacking helpers are made per length on first use.
-    import iopkt.cksum as ck
+    import iopkt.netinet.cksum as ck
     monkeypatch.setattr(ck, "_structs", {})
     data = bytes.fromhex("0001f203f4f5f6f7")
     assert fold(cksum_sum(data, 0, 8)) == 0xDDF2

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from iopkt import control
-from iopkt.control import ControlServer, UsageError
-from iopkt.stack import Stack
+from iopkt.ctl import control
+from iopkt.ctl.control import ControlServer, UsageError
+from iopkt.stack.stack import Stack
 
 
 @pytest.fixture

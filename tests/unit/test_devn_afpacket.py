@@ -18,9 +18,18 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from drivers.legacy_afpacket import devn_afpacket as af
-from iopkt import ionet
-from iopkt.ionet import (_NPKT_NOT_TXED, _NPKT_UP, EOK, TX_DOWN_AGAIN, TX_DOWN_FAILED,
-                         TX_DOWN_OK, net_buf_t, net_iov_t, npkt_t)
+from iopkt.ionet import ionet
+from iopkt.ionet.ionet import (
+    _NPKT_NOT_TXED,
+    _NPKT_UP,
+    EOK,
+    TX_DOWN_AGAIN,
+    TX_DOWN_FAILED,
+    TX_DOWN_OK,
+    net_buf_t,
+    net_iov_t,
+    npkt_t,
+)
 
 MAC = "02:00:00:00:00:01"
 

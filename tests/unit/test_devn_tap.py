@@ -25,17 +25,17 @@ import threading
 import time
 
 import pytest
+from fakenet import FakeClock, aton
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP, Ether
 
 from drivers.legacy_shim import shim as shimmod
 from drivers.legacy_tap import DRIVER, devn_tap
-from fakenet import FakeClock, aton
-from iopkt import ionet
-from iopkt.drvload import DeviceError, DriverError
-from iopkt.ifnet import IFF_OACTIVE, IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
-from iopkt.stack import MAX_EVENTS, Stack
+from iopkt.ionet import ionet
+from iopkt.net.ifnet import IFF_OACTIVE, IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
+from iopkt.stack.drvload import DeviceError, DriverError
+from iopkt.stack.stack import MAX_EVENTS, Stack
 
 MAC = "02:00:00:00:00:01"
 PEER_MAC = "02:aa:00:00:00:02"

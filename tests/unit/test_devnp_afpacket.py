@@ -12,23 +12,41 @@ import socket
 import struct
 
 import pytest
+from offload_frames import expected_segments, pseudo_seed
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP
 
 from drivers.afpacket import devnp_afpacket as afp
-from drivers.afpacket.devnp_afpacket import (DRIVER, RING_VERSIONS, TP_STATUS_AVAILABLE,
-                                             TP_STATUS_CSUMNOTREADY, TP_STATUS_SEND_REQUEST,
-                                             TP_STATUS_SENDING, TP_STATUS_USER,
-                                             TP_STATUS_VLAN_VALID, Geometry, Ring,
-                                             ring_layout, slot_offsets, v3_layout)
-from iopkt import vnet
-from iopkt.drvload import DriverError
-from iopkt.ifnet import (IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_CSUM_UDPv4_Rx,
-                         IFCAP_CSUM_UDPv4_Tx, IFCAP_TSOv4, IFF_OACTIVE, IFF_RUNNING,
-                         LINK_STATE_DOWN, LINK_STATE_UP)
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
-from iopkt.stack import EPOLLIN, EPOLLOUT
-from offload_frames import expected_segments, pseudo_seed
+from drivers.afpacket.devnp_afpacket import (
+    DRIVER,
+    RING_VERSIONS,
+    TP_STATUS_AVAILABLE,
+    TP_STATUS_CSUMNOTREADY,
+    TP_STATUS_SEND_REQUEST,
+    TP_STATUS_SENDING,
+    TP_STATUS_USER,
+    TP_STATUS_VLAN_VALID,
+    Geometry,
+    Ring,
+    ring_layout,
+    slot_offsets,
+    v3_layout,
+)
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.net import vnet
+from iopkt.net.ifnet import (
+    IFF_OACTIVE,
+    IFF_RUNNING,
+    LINK_STATE_DOWN,
+    LINK_STATE_UP,
+    IFCAP_CSUM_TCPv4_Rx,
+    IFCAP_CSUM_TCPv4_Tx,
+    IFCAP_CSUM_UDPv4_Rx,
+    IFCAP_CSUM_UDPv4_Tx,
+    IFCAP_TSOv4,
+)
+from iopkt.stack.drvload import DriverError
+from iopkt.stack.stack import EPOLLIN, EPOLLOUT
 
 MAC = bytes.fromhex("020000000001")
 PEER = bytes.fromhex("02aa00000002")
@@ -761,7 +779,7 @@ def test_small_frames_need_no_jumbo_clusters(stack):
     ("ifname=veth1,netns=..", "netns=.."),
 ])
 def test_bad_options_are_usage_errors(text, words):
-    from iopkt.mbuf import MbufPool
+    from iopkt.kern.mbuf import MbufPool
     with pytest.raises(DriverError) as e:
         afp.check_options(DRIVER.parse_options(text), MbufPool(4).mclbytes - 64)
     assert words in str(e.value)

@@ -10,23 +10,34 @@ import select
 import socket
 
 import pytest
+from fakenet import FakeClock
+from offload_frames import expected_segments, pseudo_seed
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from drivers.tap import devnp_tap
 from drivers.tap.devnp_tap import TapSoftc
-from fakenet import FakeClock
-from iopkt import vnet
-from iopkt.drvload import DeviceError, DriverError
-from iopkt.ether import ether_ifattach, mac_aton
-from iopkt.ifnet import (IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_CSUM_UDPv4_Rx,
-                         IFCAP_CSUM_UDPv4_Tx, IFCAP_TSOv4, IFF_OACTIVE, IFF_RUNNING, IFF_UP,
-                         LINK_STATE_DOWN, LINK_STATE_UP, SIOCSIFCAP, Ifnet)
-from iopkt.in_offload import in_undefer_cksum
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
-from iopkt.stack import EPOLLIN, EPOLLOUT, Stack
-from offload_frames import expected_segments, pseudo_seed
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.net import vnet
+from iopkt.net.ether import ether_ifattach, mac_aton
+from iopkt.net.ifnet import (
+    IFF_OACTIVE,
+    IFF_RUNNING,
+    IFF_UP,
+    LINK_STATE_DOWN,
+    LINK_STATE_UP,
+    SIOCSIFCAP,
+    IFCAP_CSUM_TCPv4_Rx,
+    IFCAP_CSUM_TCPv4_Tx,
+    IFCAP_CSUM_UDPv4_Rx,
+    IFCAP_CSUM_UDPv4_Tx,
+    IFCAP_TSOv4,
+    Ifnet,
+)
+from iopkt.netinet.in_offload import in_undefer_cksum
+from iopkt.stack.drvload import DeviceError, DriverError
+from iopkt.stack.stack import EPOLLIN, EPOLLOUT, Stack
 
 
 class FakeTap:
@@ -763,7 +774,7 @@ def test_an_attach_that_fails_before_the_softc_exists_closes_the_tap(stack, kern
 def namespaces(monkeypatch, tmp_path):
     """Network namespaces as files under tmp_path (blue exists, red does
     not); entering one is recorded instead of done."""
-    from iopkt import netns
+    from iopkt.lab import netns
     (tmp_path / "blue").touch()
     (tmp_path / "a" / "b").mkdir(parents=True)      # a path that exists, not a name
     entered = []

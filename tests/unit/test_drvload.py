@@ -2,8 +2,8 @@
 
 import pytest
 
-from iopkt import drvload
-from iopkt.drvload import Driver, DriverError, Option, resolve, split_options
+from iopkt.stack import drvload
+from iopkt.stack.drvload import Driver, DriverError, Option, resolve, split_options
 
 
 def test_resolve_short_name():

@@ -6,7 +6,7 @@ wakes the stack at most once until the stack starts draining, take()
 hands items back oldest first. Its counters are what nicinfo shows under
 `handoff_queue`, so each is pinned down to the exact value."""
 
-from iopkt.handoff import HandoffQueue
+from iopkt.kern.handoff import HandoffQueue
 
 
 class Waker:

@@ -6,14 +6,20 @@ scapy's own."""
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from offload_frames import as_superframe, chain, expected_segments, pseudo_seed, tcp_pkt
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR
 from scapy.utils import checksum as scapy_checksum
 
-from iopkt.in_offload import (in_undefer_cksum, m_cksum, tcp4_segment, tso_header_len,
-                              tso_segments, tso_wire)
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_UDPv4, MbufPool
-from offload_frames import as_superframe, chain, expected_segments, pseudo_seed, tcp_pkt
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_UDPv4, MbufPool
+from iopkt.netinet.in_offload import (
+    in_undefer_cksum,
+    m_cksum,
+    tcp4_segment,
+    tso_header_len,
+    tso_segments,
+    tso_wire,
+)
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

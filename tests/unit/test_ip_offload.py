@@ -5,16 +5,21 @@ interface cannot, ICMP errors quoting a super-frame's first segment. Every
 frame that leaves is checked against scapy."""
 
 import pytest
+from fakenet import Router as R
+from fakenet import inject, take
+from offload_frames import chain, expected_segments, pseudo_seed
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror, defragment
 from scapy.layers.l2 import Ether
 
-from fakenet import Router as R
-from fakenet import inject, take
-from iopkt.ifnet import (IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_CSUM_UDPv4_Tx,
-                         IFCAP_TSOv4, parse_capwords)
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
-from offload_frames import chain, expected_segments, pseudo_seed
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.net.ifnet import (
+    IFCAP_CSUM_TCPv4_Rx,
+    IFCAP_CSUM_TCPv4_Tx,
+    IFCAP_CSUM_UDPv4_Tx,
+    IFCAP_TSOv4,
+    parse_capwords,
+)
 
 TCPCSUM = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
 TSO = IFCAP_TSOv4 | TCPCSUM
@@ -120,7 +125,7 @@ def test_df_superframe_with_segments_too_big_gets_one_frag_needed(net, stack, po
 
 
 def _cksum_ok(hdr: bytes) -> bool:
-    from iopkt.cksum import in_cksum
+    from iopkt.netinet.cksum import in_cksum
     return in_cksum(hdr) == 0
 
 

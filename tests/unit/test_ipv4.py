@@ -6,18 +6,18 @@ Topology (fixture `net`, neighbours already resolved):
 """
 
 import pytest
+from fakenet import FakeClock, Router, aton, fake_if, inject, ip_of, take
+from offload_frames import chain, pseudo_seed
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR, IPOption_Security, defragment
 from scapy.layers.l2 import Ether
 
-from fakenet import FakeClock, Router, aton, fake_if, inject, ip_of, take
-from iopkt.cksum import cksum_sum, fold, in_cksum
-from iopkt.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv4
-from iopkt.ipv4 import _copied_options_header
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
-from iopkt.route import ntoa
-from offload_frames import chain, pseudo_seed
-from iopkt.stack import Stack
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.net.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv4
+from iopkt.net.route import ntoa
+from iopkt.netinet.cksum import cksum_sum, fold, in_cksum
+from iopkt.netinet.ipv4 import _copied_options_header
+from iopkt.stack.stack import Stack
 
 R = Router
 

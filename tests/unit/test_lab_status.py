@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from iopkt import control, lab, ownership, rundir
+from iopkt.ctl import control, rundir
+from iopkt.lab import lab, ownership
 
 
 def test_status_reports_each_broken_record_and_goes_on(tmp_path, monkeypatch):

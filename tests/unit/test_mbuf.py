@@ -2,9 +2,18 @@
 
 import pytest
 
-from iopkt import mbuf as mbuf_mod
-from iopkt.mbuf import (M_BCAST, M_EXT, M_MCAST, M_PKTHDR, MBUF_OVERHEAD, MJUMBYTES, MT_DATA,
-                        MbufPool, pool_bytes)
+from iopkt.kern import mbuf as mbuf_mod
+from iopkt.kern.mbuf import (
+    M_BCAST,
+    M_EXT,
+    M_MCAST,
+    M_PKTHDR,
+    MBUF_OVERHEAD,
+    MJUMBYTES,
+    MT_DATA,
+    MbufPool,
+    pool_bytes,
+)
 
 
 @pytest.fixture

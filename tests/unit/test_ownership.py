@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from iopkt import netns, ownership
-from iopkt.netns import NsFile, NsId
+from iopkt.lab import netns, ownership
+from iopkt.lab.netns import NsFile, NsId
 
 
 class Crash(BaseException):
@@ -254,7 +254,7 @@ def test_an_alias_keeps_the_namespace_its_links_and_the_record(world):
      "is broken: 'owned.stack' has no token"),
 ])
 def test_a_record_that_cannot_be_trusted_is_refused(tmp_path, text, why):
-    from iopkt import rundir
+    from iopkt.ctl import rundir
     path = str(tmp_path / "lab-p.json")
     rundir.write_private(path, text)
     with pytest.raises(ownership.RecordError, match=f"^{path} {why}"):

@@ -1,9 +1,9 @@
 """iopkt.pacer: the token bucket of link-speed emulation, with a fake clock."""
 
 import pytest
-
 from fakenet import FakeClock
-from iopkt.pacer import WIRE_OVERHEAD, Pacer
+
+from iopkt.kern.pacer import WIRE_OVERHEAD, Pacer
 
 
 def admitted_rate(p: Pacer, clock: FakeClock, sizes, frames=1) -> float:

@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from iopkt.mbuf import M_BCAST, M_EXT, M_MCAST, M_PKTHDR, MbufPool, copy_pkthdr
+from iopkt.kern.mbuf import M_BCAST, M_EXT, M_MCAST, M_PKTHDR, MbufPool, copy_pkthdr
 
 MCL = 256           # cluster size: headroom 64, so 192 bytes after it
 NCL = 48

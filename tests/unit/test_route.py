@@ -1,11 +1,19 @@
 """iopkt.route: longest-prefix match, the route cache, route checks."""
 
 import pytest
-
 from fakenet import aton, fake_if
-from iopkt.route import (RTF_CONNECTED, RTF_GATEWAY, RTF_HOST, RTF_STATIC,
-                         RouteError, RouteTable, parse_prefix, prefix_problem)
-from iopkt.route import aton as route_aton
+
+from iopkt.net.route import (
+    RTF_CONNECTED,
+    RTF_GATEWAY,
+    RTF_HOST,
+    RTF_STATIC,
+    RouteError,
+    RouteTable,
+    parse_prefix,
+    prefix_problem,
+)
+from iopkt.net.route import aton as route_aton
 
 
 class If:

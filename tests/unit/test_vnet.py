@@ -6,11 +6,18 @@ import errno
 
 import pytest
 
-from iopkt import vnet
-from iopkt.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
-from iopkt.vnet import (HDR, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM as CSUM,
-                        VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4 as TCPV4,
-                        VIRTIO_NET_HDR_GSO_UDP, TUN_F_CSUM, TUN_F_TSO4)
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
+from iopkt.net import vnet
+from iopkt.net.vnet import (
+    HDR,
+    TUN_F_CSUM,
+    TUN_F_TSO4,
+    VIRTIO_NET_HDR_F_DATA_VALID,
+    VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_UDP,
+)
+from iopkt.net.vnet import VIRTIO_NET_HDR_F_NEEDS_CSUM as CSUM
+from iopkt.net.vnet import VIRTIO_NET_HDR_GSO_TCPV4 as TCPV4
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """devn-tap with one deliberate io-net contract bug (see __init__)."""
 
 from drivers.legacy_tap import devn_tap
-from iopkt import ionet
-from iopkt.ionet import EOK, npkt_t
+from iopkt.ionet import ionet
+from iopkt.ionet.ionet import EOK, npkt_t
 
 BUGS = ("tx_done_twice", "tx_done_unknown", "bad_framelen", "bad_tot_iov",
         "bad_ref_cnt", "not_up", "up_while_held", "bad_reg_hdl")

@@ -8,9 +8,9 @@ prebuilt in the ARP entry, and queues the frame on the interface.
 
 from __future__ import annotations
 
-from .bpf import BPF_D_IN, BPF_D_OUT
-from .ifnet import IFF_PROMISC, IFF_RUNNING, IFF_UP
-from .mbuf import M_BCAST, M_MCAST
+from iopkt.kern.mbuf import M_BCAST, M_MCAST
+from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT
+from iopkt.net.ifnet import IFF_PROMISC, IFF_RUNNING, IFF_UP
 
 ETHER_ADDR_LEN = 6
 ETHER_HDR_LEN = 14

@@ -27,9 +27,9 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from . import control
-from .control import ControlError
-from .mbuf import DEFAULT_NMBJUMBO, MAX_NMBCLUSTERS, MAX_NMBJUMBO
+from iopkt.ctl import control
+from iopkt.ctl.control import ControlError
+from iopkt.kern.mbuf import DEFAULT_NMBJUMBO, MAX_NMBCLUSTERS, MAX_NMBJUMBO
 
 # Exit codes. A usage error (a value out of range, a bad address or prefix,
 # an unknown option, a size this machine cannot hold) exits 2; a failure at
@@ -162,7 +162,7 @@ def _speed(text: str) -> int:
 
 
 def _lab_prefix(text: str) -> str:
-    from . import lab
+    from iopkt.lab import lab
     try:
         return lab.check_prefix(text)       # its message starts with --prefix
     except lab.LabError as e:
@@ -175,7 +175,8 @@ def _check_pool_memory(args) -> None:
     it is what would fail, after a long while, with a MemoryError). The
     jumbo clusters count as if made: a driver with offload makes them."""
     import psutil
-    from .mbuf import pool_bytes
+
+    from iopkt.kern.mbuf import pool_bytes
     need = pool_bytes(args.nmbclusters, args.mclbytes, args.nmbjumbo)
     free = psutil.virtual_memory().available
     if need <= free:
@@ -192,7 +193,7 @@ def _check_pool_memory(args) -> None:
 
 def _check_run_specs(args) -> None:
     """--inet and --route, checked before any driver is mounted."""
-    from .route import aton, prefix_problem
+    from iopkt.net.route import aton, prefix_problem
     for spec in args.inet:
         ifname, _, pfx = spec.partition("=")
         if not ifname or "/" not in pfx:
@@ -217,9 +218,9 @@ def cmd_run(args) -> None:
     _check_run_specs(args)
     _check_pool_memory(args)
     need_root()
-    from .drvload import DriverError, mount, resolve
-    from .route import parse_prefix, aton
-    from .stack import Stack
+    from iopkt.net.route import aton, parse_prefix
+    from iopkt.stack.drvload import DriverError, mount, resolve
+    from iopkt.stack.stack import Stack
     # The log waits until the stack is set up: if that fails, its one line
     # is all stderr gets (not the drivers' attached/detached before it).
     out = logging.StreamHandler(sys.stderr)
@@ -564,8 +565,8 @@ def _nicinfo_watch(args) -> None:
 
 
 def cmd_ifconfig(args) -> None:
-    from .ifnet import CAP_KEYWORDS
-    from .route import prefix_problem
+    from iopkt.net.ifnet import CAP_KEYWORDS
+    from iopkt.net.route import prefix_problem
     kw = {"ifname": args.ifname}
     words = [w.removeprefix(DASH_WORD) for w in args.words]
     while words:
@@ -617,7 +618,7 @@ def cmd_ifconfig(args) -> None:
 
 
 def cmd_route(args) -> None:
-    from .route import aton, prefix_problem
+    from iopkt.net.route import aton, prefix_problem
     kw = {}
     w = [x.removeprefix(DASH_WORD) for x in args.words]
     if w:
@@ -769,7 +770,7 @@ def cmd_umount(args) -> None:
 
 
 def cmd_drivers(args) -> None:
-    from .drvload import available
+    from iopkt.stack.drvload import available
     drvs = sorted(available().values(), key=lambda d: d.name)
     name_w = max([12] + [len(d.name) for d in drvs])
     # One column for every driver's option help: the longest key=type.
@@ -783,7 +784,7 @@ def cmd_drivers(args) -> None:
 
 # -- lab -----------------------------------------------------------------
 def cmd_lab(args) -> None:
-    from . import lab
+    from iopkt.lab import lab
     if args.lab_cmd == "up":
         # The drivers are checked against the link before root is asked for,
         # as every other value is: a usage error is one line and exit 2.
@@ -874,7 +875,7 @@ def cmd_lab(args) -> None:
 
 # -- bench ---------------------------------------------------------------
 def cmd_bench(args) -> None:
-    from . import bench
+    from iopkt.bench import bench
     if args.bench_cmd == "compare":
         try:
             print(bench.compare(args.old, args.new, as_json=args.json))
@@ -903,7 +904,7 @@ def cmd_bench(args) -> None:
         fail(str(e), EXIT_USAGE)
     need_root()
     try:
-        from .benchlib import need_iperf3, need_ping
+        from iopkt.bench.benchlib import need_iperf3, need_ping
         need_iperf3()
         if plan.latency:
             need_ping()
@@ -965,8 +966,8 @@ def version_line() -> str:
     try:
         v = metadata.version("iopkt")
     except metadata.PackageNotFoundError:
-        from . import __version__ as v
-    commit = _git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from iopkt import __version__ as v
+    commit = _git_commit(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     return f"iopkt {v}" + (f" (git {commit})" if commit else "")
 
 
@@ -1075,7 +1076,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("options", nargs="*", help="key=value,key=value")
     sp = show("umount", "unmount an interface from a running stack", cmd_umount)
     sp.add_argument("ifname")
-    from .capture import add_arguments, cmd_capture
+    from iopkt.cmd.capture import add_arguments, cmd_capture
     add_arguments(show("capture", "capture frames on an interface, as tcpdump does "
                        "(-w FILE: pcapng; -w -: to stdout)", cmd_capture, old_i=False))
 
@@ -1166,7 +1167,7 @@ DASH_WORD = "\0"
 
 
 def _mark_dash_words(argv: list[str]) -> list[str]:
-    from .ifnet import CAP_KEYWORDS
+    from iopkt.net.ifnet import CAP_KEYWORDS
     if not argv or argv[0] not in ("ifconfig", "route"):
         return argv
     words = (*CAP_KEYWORDS, "alias") if argv[0] == "ifconfig" else ("ifp",)

@@ -22,8 +22,8 @@ view) and may be chains (a super-frame is a cluster plus a jumbo).
 
 from __future__ import annotations
 
-from .cksum import cksum_bulk, in_cksum
-from .mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_PKTHDR
+from iopkt.kern.mbuf import M_PKTHDR, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.netinet.cksum import cksum_bulk, in_cksum
 
 IPPROTO_TCP = 6
 TH_FIN = 0x01

@@ -53,10 +53,10 @@ import threading
 import time
 import typing
 
-from .bpf import BPF_BUFSIZE, DIRECTIONS, REC, BpfDesc, bpf_attach, bpf_detach
-from .ifnet import caps_str, flags_str, parse_capwords
-from .route import aton, ntoa, parse_prefix
-from .rundir import RunDirError, ensure_run_dir
+from iopkt.ctl.rundir import RunDirError, ensure_run_dir
+from iopkt.net.bpf import BPF_BUFSIZE, DIRECTIONS, REC, BpfDesc, bpf_attach, bpf_detach
+from iopkt.net.ifnet import caps_str, flags_str, parse_capwords
+from iopkt.net.route import aton, ntoa, parse_prefix
 
 RUN_DIR = os.environ.get("IOPKT_RUN_DIR", "/run/iopkt")
 MAX_REQUEST = 65536         # bytes: a longer request is refused and the client cut off
@@ -609,7 +609,7 @@ class ControlServer:
 
     def op_mount(self, driver: str, options: str = "") -> dict:
         """Mount a driver into the running stack (io-pkt's `mount -T io-pkt`)."""
-        from .drvload import mount, resolve
+        from iopkt.stack.drvload import mount, resolve
         # A DriverError (bad name or option) is a ValueError: a usage error.
         ifp = mount(self.stack, resolve(driver), options)
         return {"mounted": ifp.name, "driver": ifp.dname, "description": ifp.description}

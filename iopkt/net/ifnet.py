@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .mbuf import M_CSUM_IPv4, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_IPv4, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 
 # if_flags, BSD values
 IFF_UP = 0x1

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import struct
 
-from .cksum import in_cksum
-from .ifnet import InIfaddr
-from .in_offload import in_undefer_cksum, tcp4_segment, tso_header_len
-from .mbuf import M_BCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_MCAST
-from .route import RTF_CONNECTED, RouteTable, ntoa
+from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.net.ifnet import InIfaddr
+from iopkt.net.route import RTF_CONNECTED, RouteTable, ntoa
+from iopkt.netinet.cksum import in_cksum
+from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len
 
 IPVERSION = 4
 IP_HDR_LEN = 20

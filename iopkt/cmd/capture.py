@@ -35,8 +35,8 @@ import socket
 import sys
 import time
 
-from . import control
-from .bpf import BPF_END, DIRECTION_NAMES, parse_records
+from iopkt.ctl import control
+from iopkt.net.bpf import BPF_END, DIRECTION_NAMES, parse_records
 
 LINKTYPE_ETHERNET = 1
 POLL = 0.2              # s: how often a quiet stream checks for Ctrl-C
@@ -51,7 +51,7 @@ class CaptureError(Exception):
 def add_arguments(sp) -> None:
     """The capture subcommand's arguments, on the parser cli.py's show()
     made (which gives it the instance option and --json)."""
-    from .cli import _int_in
+    from iopkt.cmd.cli import _int_in
     sp.add_argument("ifname", metavar="IF", nargs="?", help="the interface (tap0, en0, ...)")
     sp.add_argument("-i", dest="iface", metavar="IF", help="the interface, as tcpdump -i")
     sp.add_argument("-w", dest="write", metavar="FILE",
@@ -65,7 +65,7 @@ def add_arguments(sp) -> None:
 def cmd_capture(args) -> None:
     """The subcommand: a one-line error (exit 2 for usage, 1 at run time)
     or the capture's own exit code."""
-    from .cli import EXIT_USAGE, fail, need_root
+    from iopkt.cmd.cli import EXIT_USAGE, fail, need_root
     if (args.ifname is None) == (args.iface is None):
         fail("capture: name one interface: 'capture IF' or 'capture -i IF'", EXIT_USAGE)
     args.ifname = args.ifname or args.iface
@@ -258,8 +258,8 @@ class _Lines(_Sink):
     --json one object per line."""
 
     def __init__(self, out, as_json: bool):
-        import scapy.layers.inet            # noqa: F401  (binds IPv4, ICMP, TCP, UDP to Ether)
-        import scapy.layers.inet6           # noqa: F401  (what hosts send by themselves)
+        import scapy.layers.inet  # noqa: F401  (binds IPv4, ICMP, TCP, UDP to Ether)
+        import scapy.layers.inet6  # noqa: F401  (what hosts send by themselves)
         from scapy.layers.l2 import Ether
         self.ether = Ether
         self.out = out
@@ -274,7 +274,7 @@ class _Lines(_Sink):
         except Exception as e:              # scapy cannot parse it: still one line
             summary = f"(not parsed: {type(e).__name__})"
         if self.as_json:
-            from .cli import timestamp
+            from iopkt.cmd.cli import timestamp
             line = json.dumps({"timestamp": timestamp(ts), "time": ts,
                                "direction": DIRECTION_NAMES[direction].lower(),
                                "length": len(frame), "summary": summary})

@@ -49,7 +49,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import control, drvload, netns, ownership, rundir
+from iopkt.ctl import control, rundir
+from iopkt.lab import netns, ownership
+from iopkt.stack import drvload
 
 DEFAULT_PREFIX = "iopkt"
 A_NET = ("198.18.0.1", "198.18.0.2", 24)      # stack side, host side, plen
@@ -373,7 +375,7 @@ def _build(spec: LabSpec, drvs: list, rec: ownership.Record, wait: float) -> dic
     try:
         proc = rec.start_stack(cmd, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
                                start_new_session=True,
-                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                               cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     finally:
         os.close(fd)
     state["pid"] = proc.pid                 # for the user; the proof is in "owned"

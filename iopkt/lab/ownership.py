@@ -38,7 +38,8 @@ import time
 
 import psutil
 
-from . import control, netns, rundir
+from iopkt.ctl import control, rundir
+from iopkt.lab import netns
 
 VERSION = 2
 TOKEN_ENV = "IOPKT_LAB_TOKEN"

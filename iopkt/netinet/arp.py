@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import struct
 
-from .bpf import BPF_D_OUT
-from .ether import (BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IP, ether_header,
-                    ether_output_frame, mac_ntoa)
-from .ifnet import IFF_NOARP
-from .route import ntoa
+from iopkt.net.bpf import BPF_D_OUT
+from iopkt.net.ether import (
+    BROADCAST,
+    ETHERTYPE_ARP,
+    ETHERTYPE_IP,
+    ether_header,
+    ether_output_frame,
+    mac_ntoa,
+)
+from iopkt.net.ifnet import IFF_NOARP
+from iopkt.net.route import ntoa
 
 ARPHRD_ETHER = 1
 ARPOP_REQUEST = 1

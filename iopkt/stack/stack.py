@@ -20,13 +20,13 @@ import select
 import time
 from typing import Callable
 
-from .arp import Arp
-from .bpf import bpf_ifdetach
-from .icmp import Icmp
-from .ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, Ifnet
-from .ipv4 import Ip
-from .mbuf import DEFAULT_NMBJUMBO, MbufPool
-from .route import RTF_CONNECTED, ntoa
+from iopkt.kern.mbuf import DEFAULT_NMBJUMBO, MbufPool
+from iopkt.net.bpf import bpf_ifdetach
+from iopkt.net.ifnet import IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, Ifnet
+from iopkt.net.route import RTF_CONNECTED, ntoa
+from iopkt.netinet.arp import Arp
+from iopkt.netinet.icmp import Icmp
+from iopkt.netinet.ipv4 import Ip
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT

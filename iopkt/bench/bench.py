@@ -48,7 +48,8 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from . import benchlib, cgroup, lab, netns
+from iopkt.bench import benchlib
+from iopkt.lab import cgroup, lab, netns
 
 DRIVERS = {
     "native": ("devnp-tap", "offload=0"),
@@ -264,7 +265,7 @@ class Plan:
 
     def check_drivers_present(self) -> None:
         """Every driver the plan's kinds need over its link is installed."""
-        from . import drvload
+        from iopkt.stack import drvload
         have = drvload.available()
         need: dict = {}
         for d in self.drivers:
@@ -444,7 +445,7 @@ def run_latency(point: LatencyPoint, kind: str, st: dict, load_cores, rec: dict,
                 outdir: str, tag: str) -> None:
     """One latency run through lab `st` (a stack's, or Linux routing's);
     for a stack, its CPU and context switches per forwarded packet too."""
-    from . import control
+    from iopkt.ctl import control
     stack = "pid" in st
     if stack:
         fwd0 = control.request(st["prefix"], "netstat")["ip"]["forward"]
@@ -484,7 +485,7 @@ def _fill_iperf(rec: dict, res: dict, point: Point, outdir: str, tag: str) -> No
 
 def run_stack(point: Point, kind: str, st: dict, seconds: float, load_cores,
               rec: dict, outdir: str, tag: str) -> None:
-    from . import control
+    from iopkt.ctl import control
     nic0 = control.request(st["prefix"], "nicinfo", ifname=st["if_b"])[0]["counters"]
     m = benchlib.measure_stack(st, seconds, point.iperf_args(), load_cores)
     nic1 = control.request(st["prefix"], "nicinfo", ifname=st["if_b"])[0]["counters"]

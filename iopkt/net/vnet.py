@@ -32,7 +32,7 @@ import errno
 import fcntl
 import struct
 
-from .mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 
 VNET_HDR_LEN = 10
 HDR = struct.Struct("<BBHHHH")

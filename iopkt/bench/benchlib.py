@@ -15,9 +15,9 @@ import sys
 import threading
 import time
 
-from . import lab, netns, ownership
+from iopkt.lab import lab, netns, ownership
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELAY = os.path.join(ROOT, "scripts", "tap_relay.py")
 
 
@@ -217,7 +217,7 @@ def proc_delta(pid: int, a: dict, b: dict) -> dict:
 def measure_stack(st: dict, seconds: float, iperf_args: list[str], cores) -> dict:
     """One iperf3 run A -> B through a running lab `st`, with the stack
     process's CPU, context switches and forwarded packets around it."""
-    from . import control
+    from iopkt.ctl import control
     prefix = st["prefix"]
     fwd0 = control.request(prefix, "netstat")["ip"]["forward"]
     s0 = proc_sample(st["pid"])
@@ -269,7 +269,7 @@ def iopkt_version() -> str:
         from importlib.metadata import PackageNotFoundError, version
         return version("iopkt")
     except PackageNotFoundError:
-        from . import __version__
+        from iopkt import __version__
         return __version__
 
 

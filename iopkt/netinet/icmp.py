@@ -13,10 +13,10 @@ A partial checksum is completed before it is quoted.
 
 from __future__ import annotations
 
-from .cksum import cksum_update16, in_cksum
-from .in_offload import in_undefer_cksum, m_cksum, tso_header_len
-from .ipv4 import IP_HDR_LEN, IP_OFFMASK, IPDEFTTL, IPPROTO_ICMP, build_header
-from .mbuf import M_BCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_MCAST
+from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.netinet.cksum import cksum_update16, in_cksum
+from iopkt.netinet.in_offload import in_undefer_cksum, m_cksum, tso_header_len
+from iopkt.netinet.ipv4 import IP_HDR_LEN, IP_OFFMASK, IPDEFTTL, IPPROTO_ICMP, build_header
 
 ICMP_ECHOREPLY = 0
 ICMP_UNREACH = 3

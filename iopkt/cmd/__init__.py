@@ -1,0 +1,1 @@
+"""cmd: the iopkt command, one module per command family. The top layer."""
