@@ -17,7 +17,8 @@ from collections import namedtuple
 import pytest
 
 from iopkt.cmd import cli
-from iopkt.stack.drvload import DeviceError, tap_open_error
+from iopkt.dev.autoconf import DeviceError
+from iopkt.dev.tap import tap_open_error
 
 T = "tap0"
 

@@ -15,6 +15,7 @@ import types
 import pytest
 
 from drivers.legacy_shim import shim as shimmod
+from iopkt.dev.autoconf import DeviceError, Driver, DriverError
 from iopkt.ionet import ionet
 from iopkt.ionet.ionet import (
     _NPKT_NOT_TXED,
@@ -31,6 +32,7 @@ from iopkt.ionet.ionet import (
     npkt_t,
 )
 from iopkt.kern.handoff import HandoffQueue
+from iopkt.kern.loop import MAX_EVENTS
 from iopkt.net.ifnet import (
     IFF_BROADCAST,
     IFF_MULTICAST,
@@ -39,8 +41,7 @@ from iopkt.net.ifnet import (
     IFF_SIMPLEX,
     IFF_UP,
 )
-from iopkt.stack.drvload import DeviceError, Driver, DriverError
-from iopkt.stack.stack import MAX_EVENTS, Stack
+from iopkt.stack.stack import Stack
 
 MAC = b"\x02\x00\x00\x00\x00\x01"
 DEADLINE = 2.0          # seconds a test waits for the stack before it fails

@@ -105,6 +105,8 @@ import re
 import socket
 import struct
 
+from iopkt.dev.autoconf import DeviceError, Driver, DriverError, Option, check_ifname
+from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import MJUMBYTES, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.net import vnet
 from iopkt.net.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
@@ -124,8 +126,6 @@ from iopkt.net.ifnet import (
     if_transmit,
 )
 from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len
-from iopkt.stack.drvload import DeviceError, Driver, DriverError, Option, check_ifname
-from iopkt.stack.stack import EPOLLIN, EPOLLOUT
 
 log = logging.getLogger("iopkt")
 MAC_RE = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}")
@@ -1049,7 +1049,7 @@ def open_socket(ifname: str, ns: str):
     socket stays there, we come back."""
     if not ns:
         return socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    from iopkt.lab import netns  # pyroute2: only when a namespace is asked for
+    from iopkt.dev import netns  # pyroute2: only when a namespace is asked for
     if not os.path.exists(netns.ns_path(ns)):
         _fail(f"option netns={ns}: no network namespace '{ns}' (see 'ip netns list')")
     with netns.inside(ns):

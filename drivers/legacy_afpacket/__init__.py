@@ -1,6 +1,6 @@
 """devn-afpacket: a legacy io-net driver for an existing Linux interface
 through an AF_PACKET socket (mounted through devnp-shim)."""
-from iopkt.stack.drvload import Driver, Option
+from iopkt.dev.autoconf import Driver, Option
 
 from . import devn_afpacket
 

@@ -4,7 +4,7 @@
 mounted through the shim automatically; `-d shim "devn-tap OPTIONS"` asks
 for the shim explicitly, as io-pkt's `-d shim` does.
 """
-from iopkt.stack.drvload import Driver, DriverError, Option
+from iopkt.dev.autoconf import Driver, DriverError, Option
 
 from . import shim
 

@@ -90,7 +90,7 @@ MAX_IOV = 8
 def split_options(text: str) -> tuple[dict, str]:
     """Separate the shim's options from the legacy driver's. Returns
     (shim options with defaults, the driver's option string)."""
-    from iopkt.stack.drvload import DriverError
+    from iopkt.dev.autoconf import DriverError
     mine = {k: d for k, (_t, d, _h) in SHIM_OPTIONS.items()}
     rest = []
     for item in (p.strip() for p in (text or "").split(",")):
@@ -654,7 +654,7 @@ def mount(stack, drv, options: str) -> Ifnet:
     """Mount legacy driver `drv` through a new shim: call its init with our
     io-net table, read its config, attach its enN interface. Errors name the
     driver."""
-    from iopkt.stack.drvload import DeviceError, DriverError
+    from iopkt.dev.autoconf import DeviceError, DriverError
     opts, drv_options = split_options(options)
     shim = Shim(stack, drv, opts, drv_options)
     try:
@@ -686,7 +686,7 @@ def mount(stack, drv, options: str) -> Ifnet:
 
 
 def _attach(stack, drv, shim: Shim) -> Ifnet:
-    from iopkt.stack.drvload import DriverError
+    from iopkt.dev.autoconf import DriverError
     ifp = shim.ifp
     rc, cfg = shim.registrant.devctl(shim.reg_hdl, DCMD_IO_NET_GET_CONFIG, None)
     if rc != EOK or cfg is None:

@@ -1,5 +1,5 @@
 """devn-tap: a legacy io-net TAP driver (mounted through devnp-shim)."""
-from iopkt.stack.drvload import Driver, Option
+from iopkt.dev.autoconf import Driver, Option
 
 from . import devn_tap
 

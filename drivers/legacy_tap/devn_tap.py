@@ -348,7 +348,7 @@ def _open(name: str, mtu: int):
     try:
         tap = pytun.TunTapDevice(name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
     except OSError as e:                # name the TAP and what is in the way
-        from iopkt.stack.drvload import tap_open_error
+        from iopkt.dev.tap import tap_open_error
         raise tap_open_error(NAME, name, e) from None
     try:
         tap.mtu = mtu

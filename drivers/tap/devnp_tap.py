@@ -39,6 +39,9 @@ import re
 
 import pytun
 
+from iopkt.dev.autoconf import Driver, DriverError, Option, check_ifname
+from iopkt.dev.tap import tap_open_error
+from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.kern.pacer import Pacer
 from iopkt.net import vnet
@@ -57,8 +60,6 @@ from iopkt.net.ifnet import (
     if_transmit,
 )
 from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len, tso_wire
-from iopkt.stack.drvload import Driver, DriverError, Option, check_ifname, tap_open_error
-from iopkt.stack.stack import EPOLLIN, EPOLLOUT
 
 LINK_LOST_ERRNOS = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
 VNET_HDR_LEN = vnet.VNET_HDR_LEN
@@ -551,7 +552,7 @@ def open_tap(name: str, flags: int, ns: str, mtu: int):
         tap = _tun_open(name, flags)
         _set_mtu(tap, mtu)
         return tap
-    from iopkt.lab import netns  # pyroute2: only when a namespace is asked for
+    from iopkt.dev import netns  # pyroute2: only when a namespace is asked for
     if "/" in ns or ns in (".", "..") or not os.path.exists(netns.ns_path(ns)):
         raise DriverError(f"devnp-tap: option netns={ns}: no network namespace '{ns}' "
                           "(see 'ip netns list')")

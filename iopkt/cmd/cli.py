@@ -218,8 +218,9 @@ def cmd_run(args) -> None:
     _check_run_specs(args)
     _check_pool_memory(args)
     need_root()
+    from iopkt.dev.autoconf import DriverError
     from iopkt.net.route import aton, parse_prefix
-    from iopkt.stack.drvload import DriverError, mount, resolve
+    from iopkt.stack.drvload import mount, resolve
     from iopkt.stack.stack import Stack
     # The log waits until the stack is set up: if that fails, its one line
     # is all stderr gets (not the drivers' attached/detached before it).

@@ -50,6 +50,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from iopkt.ctl import control, rundir
+from iopkt.dev import autoconf
 from iopkt.lab import netns, ownership
 from iopkt.stack import drvload
 
@@ -135,7 +136,7 @@ def check_prefix(prefix: str) -> str:
 def check_options(opts: str, flag: str) -> str:
     """`opts` (a side's driver options) unless one sets what the lab sets
     itself (LAB_OPTIONS): then LabError (usage) naming the option."""
-    for item in drvload.split_options(opts or ""):
+    for item in autoconf.split_options(opts or ""):
         key = item.partition("=")[0].strip()
         if key in LAB_OPTIONS:
             raise _usage(f"{flag} {item}: the lab sets '{key}' itself (its hosts' "
@@ -156,7 +157,7 @@ def default_driver(link: str) -> str:
 
 
 def driver_link(drv) -> str | None:
-    """The link kind a driver (drvload.Driver) attaches to, by what it
+    """The link kind a driver (autoconf.Driver) attaches to, by what it
     takes: `ifname=` an existing link (through AF_PACKET): veth; `name=` a
     TAP it opens: tap; None for neither (devnp-shim)."""
     if "ifname" in drv.options:
@@ -174,7 +175,7 @@ def check_driver(name: str, link: str):
     native, legacy = LINK_DRIVERS[link]
     try:
         drv = drvload.resolve(name)
-    except drvload.DriverError as e:
+    except autoconf.DriverError as e:
         if link == "veth":
             have = ", ".join(sorted(drvload.available()))
             raise _usage(f"--link veth: no driver '{name}' here (drivers: {have}); the lab "
@@ -237,15 +238,15 @@ def side_offload(drv, opts: str, offload: bool | None) -> bool:
     --offload, then its own options, as the stack reads them in that
     order); an io-net driver never."""
     o = drv.options.get("offload")
-    if drv.kind != "native" or not isinstance(o, drvload.Option):
+    if drv.kind != "native" or not isinstance(o, autoconf.Option):
         return False
     on = o.default if offload is None else offload
-    for item in drvload.split_options(opts):
+    for item in autoconf.split_options(opts):
         key, eq, value = item.partition("=")
         if key.strip() == "offload":
             try:
                 on = o.parse(drv.name, "offload", value if eq else None)
-            except drvload.DriverError as e:
+            except autoconf.DriverError as e:
                 raise _usage(str(e)) from None
     return bool(on)
 

@@ -13,7 +13,6 @@ namespace, aliases (`ip netns attach`) included.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import socket
@@ -24,6 +23,8 @@ from typing import NamedTuple
 
 import pytun
 from pyroute2 import IPRoute, NetNS, netns
+
+from iopkt.dev.netns import inside, ns_path  # noqa: F401 (netns.inside, netns.ns_path)
 
 _CLONE_NEWNET = 0x40000000
 _MS_BIND = 0x1000
@@ -242,33 +243,6 @@ def ns_remove(name: str) -> bool:
         netns.remove(name)
         return True
     return False
-
-
-def ns_path(name: str) -> str:
-    """/run/netns/NAME, as /proc/self/mountinfo spells it (/var/run is
-    a symlink to /run)."""
-    return os.path.join(os.path.realpath(netns.NETNS_RUN_DIR), name)
-
-
-@contextlib.contextmanager
-def inside(name: str):
-    """Run the block with the calling thread (only it: setns is per
-    thread) in namespace `name`; back where it was afterwards. Sockets and
-    TAPs opened in the block belong to `name` and stay there.
-    FileNotFoundError if there is no such namespace (never creates one)."""
-    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        fd = os.open(ns_path(name), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            netns.setns(fd)
-        finally:
-            os.close(fd)
-        try:
-            yield
-        finally:
-            netns.setns(back)
-    finally:
-        os.close(back)
 
 
 def tap_create(ns: str, ifname: str) -> None:

@@ -32,10 +32,11 @@ from scapy.layers.l2 import ARP, Ether
 
 from drivers.legacy_shim import shim as shimmod
 from drivers.legacy_tap import DRIVER, devn_tap
+from iopkt.dev.autoconf import DeviceError, DriverError
 from iopkt.ionet import ionet
+from iopkt.kern.loop import MAX_EVENTS
 from iopkt.net.ifnet import IFF_OACTIVE, IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
-from iopkt.stack.drvload import DeviceError, DriverError
-from iopkt.stack.stack import MAX_EVENTS, Stack
+from iopkt.stack.stack import Stack
 
 MAC = "02:00:00:00:00:01"
 PEER_MAC = "02:aa:00:00:00:02"

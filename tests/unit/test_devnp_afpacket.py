@@ -32,6 +32,8 @@ from drivers.afpacket.devnp_afpacket import (
     slot_offsets,
     v3_layout,
 )
+from iopkt.dev.autoconf import DriverError
+from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.net import vnet
 from iopkt.net.ifnet import (
@@ -45,8 +47,6 @@ from iopkt.net.ifnet import (
     IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
 )
-from iopkt.stack.drvload import DriverError
-from iopkt.stack.stack import EPOLLIN, EPOLLOUT
 
 MAC = bytes.fromhex("020000000001")
 PEER = bytes.fromhex("02aa00000002")

@@ -18,6 +18,8 @@ from scapy.layers.l2 import Ether
 
 from drivers.tap import devnp_tap
 from drivers.tap.devnp_tap import TapSoftc
+from iopkt.dev.autoconf import DeviceError, DriverError
+from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.net import vnet
 from iopkt.net.ether import ether_ifattach, mac_aton
@@ -36,8 +38,7 @@ from iopkt.net.ifnet import (
     Ifnet,
 )
 from iopkt.netinet.in_offload import in_undefer_cksum
-from iopkt.stack.drvload import DeviceError, DriverError
-from iopkt.stack.stack import EPOLLIN, EPOLLOUT, Stack
+from iopkt.stack.stack import Stack
 
 
 class FakeTap:
@@ -774,7 +775,7 @@ def test_an_attach_that_fails_before_the_softc_exists_closes_the_tap(stack, kern
 def namespaces(monkeypatch, tmp_path):
     """Network namespaces as files under tmp_path (blue exists, red does
     not); entering one is recorded instead of done."""
-    from iopkt.lab import netns
+    from iopkt.dev import netns
     (tmp_path / "blue").touch()
     (tmp_path / "a" / "b").mkdir(parents=True)      # a path that exists, not a name
     entered = []

@@ -2,8 +2,9 @@
 
 import pytest
 
+from iopkt.dev.autoconf import Driver, DriverError, Option, split_options
 from iopkt.stack import drvload
-from iopkt.stack.drvload import Driver, DriverError, Option, resolve, split_options
+from iopkt.stack.drvload import resolve
 
 
 def test_resolve_short_name():

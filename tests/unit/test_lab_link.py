@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
+from iopkt.dev.autoconf import Driver, Option
 from iopkt.lab import lab
 from iopkt.stack import drvload
-from iopkt.stack.drvload import Driver, Option
 
 
 def _fake(name, kind, **opts):

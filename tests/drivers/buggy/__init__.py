@@ -5,7 +5,7 @@ It is devn-tap with one mistake, chosen by `bug=KIND`, made on the first
 exact number of violations the shim reports and then see traffic flow.
 Found by the stack through IOPKT_DRIVER_PATH (tests/drivers).
 """
-from iopkt.stack.drvload import Driver, Option
+from iopkt.dev.autoconf import Driver, Option
 
 from . import devn_buggy
 
