@@ -4,7 +4,7 @@ them fails; martian sources get no answer."""
 import json
 import os
 
-from iopkt.ctl.control import ControlServer
+from iopkt.ctl.server import ControlServer
 from iopkt.stack.stack import Stack
 
 

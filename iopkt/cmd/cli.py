@@ -27,7 +27,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from iopkt.ctl import control
+from iopkt.ctl import control, server
 from iopkt.ctl.control import ControlError
 from iopkt.kern.mbuf import DEFAULT_NMBJUMBO, MAX_NMBCLUSTERS, MAX_NMBJUMBO
 
@@ -251,7 +251,7 @@ def cmd_run(args) -> None:
         for spec in args.route:
             dst, _, gw = spec.partition("=")
             stack.ip.routes.add(*parse_prefix(dst), aton(gw))
-        ctl = control.ControlServer(stack, args.instance)
+        ctl = server.ControlServer(stack, args.instance)
     except (DriverError, ValueError, ControlError, OSError) as e:
         stack.shutdown(quiet=True)
         held.buffer.clear()

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import running_lab, unique_prefix
 
-from iopkt.ctl import control
+from iopkt.ctl import control, server
 from iopkt.lab import lab, netns
 
 PING_S = 3.0
@@ -100,7 +100,7 @@ def test_slowloris_and_200_idle_connections_do_not_stall_forwarding(lab_):
     # (the slow one among them) ran out of time.
     evicted, idle = cut["evicted"] - before["evicted"], cut["idle"] - before["idle"]
     assert evicted + idle == 201, cut
-    assert evicted >= 201 - control.MAX_CONNS, cut
+    assert evicted >= 201 - server.MAX_CONNS, cut
 
 
 @pytest.mark.alone
@@ -114,7 +114,7 @@ def test_oversized_and_flooding_clients_are_cut_and_counted(lab_):
         big = connect(path)
         big.settimeout(2)
         try:
-            big.sendall(b"x" * (control.MAX_REQUEST + 4096))
+            big.sendall(b"x" * (server.MAX_REQUEST + 4096))
         except OSError:
             pass
         answer = big.recv(4096)
@@ -131,7 +131,7 @@ def test_oversized_and_flooding_clients_are_cut_and_counted(lab_):
     assert received == sent and rtt_max < 50, out
     assert wait < 0.1
     assert json.loads(answer) == {"ok": False, "usage": True,
-                                  "error": f"request larger than {control.MAX_REQUEST} bytes"}
+                                  "error": f"request larger than {server.MAX_REQUEST} bytes"}
     after = lb.netstat()["control"]
     assert after["cut"]["oversized"] == before["cut"]["oversized"] + 1
     assert after["errors"] - before["errors"] >= 301      # 300 nonsense + the big one

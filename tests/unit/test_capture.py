@@ -23,8 +23,9 @@ from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
 from iopkt.cmd import capture
-from iopkt.ctl import control
-from iopkt.ctl.control import ControlServer, UsageError
+from iopkt.ctl import control, ops, server
+from iopkt.ctl.control import UsageError
+from iopkt.ctl.server import ControlServer
 from iopkt.net import bpf
 from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT, BPF_END, parse_records
 from iopkt.stack.stack import Stack
@@ -101,8 +102,8 @@ class Served:
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
-    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
-    monkeypatch.setattr(control, "ANSWER_TIMEOUT", 0.3)
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setattr(server, "ANSWER_TIMEOUT", 0.3)
     # What earlier tests left on this process's heap is not the stack's:
     # keep the garbage collector's full passes over it out of the timings.
     gc.collect()
@@ -220,7 +221,7 @@ def test_detach_tells_the_client(served):
 
 @pytest.mark.alone
 def test_a_reader_that_never_reads_gets_drops_not_a_stalled_stack(served, monkeypatch):
-    monkeypatch.setattr(control, "BPF_BUFSIZE", 256 * 1024)
+    monkeypatch.setattr(ops, "BPF_BUFSIZE", 256 * 1024)
     sock, _, rest = stream(ifname="fk0")           # and then it reads nothing
     n = 0
     for burst in range(40):
@@ -252,7 +253,7 @@ def test_an_ended_capture_that_is_never_read_is_cut(served, monkeypatch):
     wait_for(lambda: served.srv.cut["unread"] == 0 and not served.srv.streams, 3)
     assert served.srv.cut["unread"] == 0            # the socket buffer took it all
     sock.close()
-    monkeypatch.setattr(control, "BPF_BUFSIZE", 1 << 20)
+    monkeypatch.setattr(ops, "BPF_BUFSIZE", 1 << 20)
     sock, _, _ = stream(ifname="fk0", count=300)    # 430 KB: more than the socket takes
     for i in range(6):
         served.pings(50, start=50 * i, size=1400)
@@ -263,7 +264,7 @@ def test_an_ended_capture_that_is_never_read_is_cut(served, monkeypatch):
 
 
 def test_several_captures_on_one_interface_and_a_limit(served, monkeypatch):
-    monkeypatch.setattr(control, "MAX_CAPTURES", 2)
+    monkeypatch.setattr(ops, "MAX_CAPTURES", 2)
     a, _, ra = stream(ifname="fk0", count=2)
     b, _, rb = stream(ifname="fk0", count=2, direction="in")
     with pytest.raises(control.ControlError, match="2 captures are open already") as e:
@@ -278,7 +279,7 @@ def test_several_captures_on_one_interface_and_a_limit(served, monkeypatch):
 
 
 def test_a_capture_is_never_evicted_by_new_connections(served, monkeypatch):
-    monkeypatch.setattr(control, "MAX_CONNS", 3)
+    monkeypatch.setattr(server, "MAX_CONNS", 3)
     sock, _, rest = stream(ifname="fk0", count=1)
     idle = []
     for _ in range(5):

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from iopkt.ctl import control
-from iopkt.ctl.control import ControlServer, UsageError
+from iopkt.ctl import control, server
+from iopkt.ctl.control import UsageError
+from iopkt.ctl.server import ControlServer
 from iopkt.stack.stack import Stack
 
 
@@ -23,8 +24,8 @@ def served(tmp_path, monkeypatch):
     """(stack, server, path) with the stack loop running in a thread; a
     tick every 5 ms records the longest the loop was away."""
     monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
-    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
-    monkeypatch.setattr(control, "ANSWER_TIMEOUT", 0.3)
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setattr(server, "ANSWER_TIMEOUT", 0.3)
     gc.collect()
     gc.freeze()             # earlier tests' heap is not the stack's: no full GC passes over it
     st = Stack("unit", nmbclusters=8)
@@ -120,9 +121,9 @@ def test_an_idle_client_is_cut_at_its_deadline_and_the_loop_never_waits(served):
 
 def test_an_oversized_request_is_refused_and_cut(served):
     st, srv, path = served
-    ans = ask(path, b"x" * (control.MAX_REQUEST + 10))
+    ans = ask(path, b"x" * (server.MAX_REQUEST + 10))
     assert ans == {"ok": False, "usage": True,
-                   "error": f"request larger than {control.MAX_REQUEST} bytes"}
+                   "error": f"request larger than {server.MAX_REQUEST} bytes"}
     assert srv.cut["oversized"] == 1 and srv.errors == 1
     assert srv.requests == 0               # it never ran
 
@@ -145,7 +146,7 @@ def test_a_client_that_does_not_read_its_answer_is_cut(served):
 
 def test_more_clients_than_max_conns_evict_the_oldest(served, monkeypatch):
     st, srv, path = served
-    monkeypatch.setattr(control, "MAX_CONNS", 8)
+    monkeypatch.setattr(server, "MAX_CONNS", 8)
     socks = []
     for _ in range(20):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -226,7 +227,7 @@ def test_a_request_nested_too_deep_is_a_usage_error_counted_and_not_logged(serve
     raw = b'{"op": "ping", "args": {"x": ' + b"[" * depth + b"]" * depth + b"}}\n"
     ans = ask(path, raw)
     assert ans == {"ok": False, "usage": True,
-                   "error": f"a request nested deeper than {control.MAX_DEPTH} levels"}, ans
+                   "error": f"a request nested deeper than {server.MAX_DEPTH} levels"}, ans
     assert srv.stats()["too_deep"] == 1 and (srv.requests, srv.errors) == (1, 1)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
     assert ask(path, req(op="ping"))["ok"]
@@ -243,7 +244,7 @@ def test_a_request_nested_too_deep_is_a_usage_error_counted_and_not_logged(serve
     (b"[]" * 40, False),                                # many, but side by side
 ])
 def test_too_deep_counts_nesting_not_brackets(text, deep):
-    assert control.too_deep(text) is deep
+    assert server.too_deep(text) is deep
 
 
 def test_a_request_with_a_peer_goes_only_to_that_process(served, tmp_path):

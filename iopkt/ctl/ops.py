@@ -1,0 +1,215 @@
+"""The control socket's operations: what each request reads or changes in
+the stack (the server, server.py, runs them in the stack thread and
+checks their arguments against their type hints first)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import typing
+
+from iopkt.ctl.control import MAX_COUNT, ControlError, UsageError
+from iopkt.net.bpf import BPF_BUFSIZE, DIRECTIONS, REC, BpfDesc, bpf_attach
+from iopkt.net.ifnet import caps_str, flags_str, parse_capwords
+from iopkt.net.route import aton, ntoa, parse_prefix
+
+MAX_CAPTURES = 8            # capture streams open at once; one more is refused
+
+
+class Ops:
+    """The operations, as methods op_NAME of the server (a mixin: they use
+    its stack, streams and counters)."""
+
+    def op_ping(self) -> dict:
+        st = self.stack
+        return {"name": st.name, "pid": os.getpid(),
+                "uptime": round(st.clock() - st.started, 1),
+                "threads": threading.active_count(),
+                "interfaces": list(st.ifnets), "python": sys.version.split()[0],
+                "switchinterval": sys.getswitchinterval()}
+
+    def _ifconfig_one(self, ifp) -> dict:
+        return {"name": ifp.name, "driver": ifp.dname,
+                "description": ifp.description,
+                "flags": flags_str(ifp.flags), "flags_raw": ifp.flags,
+                "mtu": ifp.mtu, "mac": ifp.mac_str(),
+                "inet": [f"{ntoa(ia.addr)}/{ia.plen}" for ia in ifp.in_addrs],
+                "link_state": {0: "unknown", 1: "down", 2: "up"}[ifp.link_state],
+                "media_bps": ifp.baudrate,
+                "capabilities": caps_str(ifp.capabilities), "capabilities_raw": ifp.capabilities,
+                "enabled": caps_str(ifp.capenable), "enabled_raw": ifp.capenable}
+
+    def op_ifconfig(self, ifname: str | None = None, inet: str | None = None,
+                    delete: str | None = None, mtu: int | None = None,
+                    up: bool | None = None, caps: list | None = None) -> list[dict]:
+        """Show interfaces, or change one. Every argument is checked first
+        (a bad one is a UsageError and changes nothing); what the state
+        then refuses (an address already there) is a ControlError."""
+        st = self.stack
+        if ifname is None:
+            return [self._ifconfig_one(i) for i in st.ifnets.values()]
+        ifp = self._ifp(ifname)
+        if mtu is not None and not 68 <= mtu <= 9000:
+            raise UsageError(f"mtu {mtu}: must be 68..9000")
+        old = parse_prefix(delete)[0] if delete is not None else None
+        if inet is not None:
+            if "/" not in inet:
+                raise UsageError(f"inet {inet}: give a prefix length, e.g. {inet}/24")
+            addr, plen = parse_prefix(inet)
+            if not 1 <= plen <= 32:
+                raise UsageError(f"inet {inet}: prefix length /{plen} must be 1..32")
+        capenable = parse_capwords(caps, ifp.capenable) if caps else ifp.capenable
+        with _refused():
+            if capenable != ifp.capenable:
+                ifp.set_capenable(capenable)
+            if mtu is not None:
+                ifp.mtu = mtu
+            if old is not None:
+                st.ip.del_address(ifp, old)
+            if inet is not None:
+                st.ip.add_address(ifp, addr, plen)
+                st.if_up(ifp)
+        if up is True:
+            st.if_up(ifp)
+        elif up is False:
+            st.if_down(ifp)
+        return [self._ifconfig_one(ifp)]
+
+    def op_nicinfo(self, ifname: str | None = None) -> list[dict]:
+        ifps = [self._ifp(ifname)] if ifname else list(self.stack.ifnets.values())
+        out = []
+        for ifp in ifps:
+            d = self._ifconfig_one(ifp)
+            d["counters"] = ifp.counters()
+            d["if_snd"] = ifp.if_snd.stats()
+            d["driver_info"] = ifp.if_extra_info(ifp)
+            d["clock"] = self.stack.clock()     # when the counters were read: live rates
+            out.append(d)
+        return out
+
+    def op_route(self, add: str | None = None, delete: str | None = None,
+                 gateway: str | None = None, ifname: str | None = None) -> list[dict]:
+        """Show the table, or change it: a malformed prefix or address is a
+        UsageError; a route the table refuses (exists, no such route,
+        gateway not on a connected network) a ControlError."""
+        rt = self.stack.ip.routes
+        if add is not None:
+            dst, plen = parse_prefix(add)
+            gw = aton(gateway) if gateway else 0
+            ifp = self._ifp(ifname) if ifname else None
+            with _refused():
+                rt.add(dst, plen, gw, ifp)
+        if delete is not None:
+            dst, plen = parse_prefix(delete)
+            with _refused():
+                rt.delete(dst, plen)
+        return rt.to_list()
+
+    def op_netstat(self) -> dict:
+        st = self.stack
+        return {"mbuf": st.pool.stats(), "ip": st.ip.stats(),
+                "icmp": {**st.icmp.stats, "inhist": st.icmp.inhist,
+                         "outhist": st.icmp.outhist},
+                "arp": st.arp.stats,
+                "stack": {"loops": st.loops, "wakeups": st.wakeups,
+                          "handler_errors": st.handler_errors},
+                "control": self.stats(), **self.capture_stats()}
+
+    def capture_stats(self) -> dict:
+        """netstat's view of packet capture: "bpf" (streams open; frames
+        captured and dropped for slow readers, ended captures included;
+        captures refused) and "captures", one entry per open stream."""
+        live = [c.stream for c in self.streams.values()]
+        t = self.capture_totals
+        return {"bpf": {"open": len(live),
+                        "captured": t["captured"] + sum(d.captured for d in live),
+                        "dropped": t["dropped"] + sum(d.dropped for d in live),
+                        "refused": t["refused"]},
+                "captures": [{"ifname": d.ifp.name, **d.stats()} for d in live]}
+
+    def op_capture(self, conn, ifname: str, direction: str = "both", count: int = 0) -> dict:
+        """Capture frames on `ifname` (any interface, enN too): this
+        connection becomes the capture's stream, and what this returns is
+        its header line. `direction` is in, out or both; `count` ends it
+        after that many frames (0: when the client closes or the interface
+        goes). `conn` comes from handle(), never from the client (it has
+        no type hint, so check_args refuses it as an argument)."""
+        if direction not in DIRECTIONS:
+            raise UsageError(f"capture: direction {direction!r}: one of in, out, both")
+        if not 0 <= count <= MAX_COUNT:
+            raise UsageError(f"capture: count {count}: must be 0..{MAX_COUNT} (0: no limit)")
+        ifp = self._ifp(ifname)
+        if conn is None:
+            raise UsageError("capture: a stream needs a connection of its own")
+        if len(self.streams) >= MAX_CAPTURES:
+            self.capture_totals["refused"] += 1
+            raise ControlError(f"capture: {MAX_CAPTURES} captures are open already, "
+                               "the most at once; end one first")
+        d = BpfDesc(DIRECTIONS[direction], count, BPF_BUFSIZE,
+                    ready=lambda: self._stream_ready(conn),
+                    done=lambda why: self._stream_end(conn, why))
+        bpf_attach(ifp, d)
+        conn.stream = d
+        self.streams[conn.fd] = conn
+        return {"capture": ifp.name, "driver": ifp.dname, "linktype": 1,
+                "direction": direction, "count": count, "record": REC.format,
+                "bufsize": BPF_BUFSIZE, "mtu": ifp.mtu,
+                "enabled": caps_str(ifp.capenable)}
+
+    def op_arp(self) -> list[dict]:
+        return self.stack.arp.table()
+
+    def op_detach(self, ifname: str) -> dict:
+        """Unmount an interface while the stack runs. A shim interface in
+        zero-copy mode finishes later, when the mbufs it lent come back."""
+        ifp = self._ifp(ifname)
+        shim = ifp.softc if hasattr(ifp.softc, "up_held") else None
+        self.stack.if_detach(ifp)
+        out = {"detached": ifname, "mbufs_in_use": self.stack.pool.in_use}
+        if shim is not None:
+            out["waiting_for_lent_mbufs"] = len(shim.up_held)
+        return out
+
+    def op_mount(self, driver: str, options: str = "") -> dict:
+        """Mount a driver into the running stack (io-pkt's `mount -T io-pkt`)."""
+        from iopkt.stack.drvload import mount, resolve
+        # A DriverError (bad name or option) is a ValueError: a usage error.
+        ifp = mount(self.stack, resolve(driver), options)
+        return {"mounted": ifp.name, "driver": ifp.dname, "description": ifp.description}
+
+    def op_stop(self) -> dict:
+        self.stack.stop()
+        return {"stopping": True}
+
+
+@contextlib.contextmanager
+def _refused():
+    """Around a change the state may refuse (the arguments were checked
+    already): its ValueError is a run-time failure, not a usage error."""
+    try:
+        yield
+    except ValueError as e:
+        raise ControlError(str(e)) from None
+
+
+def check_args(op, args: dict) -> None:
+    """Refuse a request whose arguments the operation does not take, or
+    of the wrong JSON type, before it runs: a bad request is the client's
+    error (UsageError), never a traceback in the stack's log."""
+    hints = typing.get_type_hints(op)
+    name = op.__name__.removeprefix("op_")
+    for key, value in args.items():
+        if key not in hints or key == "return":
+            known = ", ".join(k for k in hints if k != "return") or "none"
+            raise UsageError(f"{name}: unknown argument '{key}' (arguments: {known})")
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        allowed = tuple(typing.get_origin(t) or t for t in allowed)
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if ok and isinstance(value, list):
+            ok = all(isinstance(v, str) for v in value)
+        if not ok:
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
+            raise UsageError(f"{name}: argument '{key}' is {type(value).__name__}, "
+                             f"expected {want}")
