@@ -16,7 +16,8 @@ from collections import namedtuple
 
 import pytest
 
-from iopkt.cmd import cli
+from iopkt.cmd import cli, util
+from iopkt.ctl import control
 from iopkt.dev.autoconf import DeviceError
 from iopkt.dev.tap import tap_open_error
 
@@ -143,8 +144,8 @@ def _one_line(capsys) -> str:
 def no_root_needed(monkeypatch):
     """Root is never the point here: a check that comes after need_root
     would be skipped for a user without it."""
-    monkeypatch.setattr(cli, "need_root", lambda: None)
-    monkeypatch.setattr(cli.control, "request", _no_stack)
+    monkeypatch.setattr(util, "need_root", lambda: None)
+    monkeypatch.setattr(control, "request", _no_stack)
     # A check that lets a bad option through must fail here, not run a
     # stack (with real TAPs, as root) until something kills it.
     import pytun
@@ -168,7 +169,7 @@ def test_bad_input(argv, code, fragment, no_root_needed, capsys):
 
 def test_the_check_comes_before_root(monkeypatch, capsys):
     """Without root, a bad value is still a usage error, not 'needs root'."""
-    monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     for argv in (["bench", "--cpu", "0"], ["ifconfig", T, "mtu", "1"],
                  ["run", "-d", "tap", "--route", "x=y"]):
         with pytest.raises(SystemExit) as e:
@@ -182,7 +183,7 @@ Mem = namedtuple("Mem", "available")
 def test_a_pool_larger_than_free_memory_is_refused_before_it_is_built(monkeypatch, capsys):
     import psutil
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(3_100_000_000))
-    monkeypatch.setattr(cli, "need_root", lambda: pytest.fail("built the pool"))
+    monkeypatch.setattr(util, "need_root", lambda: pytest.fail("built the pool"))
     with pytest.raises(SystemExit) as e:
         cli.main(["run", "-d", "tap", "--nmbclusters", "1000000", "--mclbytes", "4096"])
     line = _one_line(capsys)
@@ -202,7 +203,7 @@ def test_jumbo_pool_named_when_it_is_what_does_not_fit(monkeypatch, capsys):
 
 def test_route_add_with_ifp_as_the_help_prints_it(monkeypatch):
     seen = {}
-    monkeypatch.setattr(cli, "_req", lambda args, op, **kw: seen.update(kw, op=op) or [])
+    monkeypatch.setattr(util, "req", lambda args, op, **kw: seen.update(kw, op=op) or [])
     cli.main(["route", "add", "10.9.0.0/16", "198.18.0.2", "-ifp", "tap1", "--instance", "lab"])
     assert seen == {"op": "route", "add": "10.9.0.0/16", "gateway": "198.18.0.2",
                     "ifname": "tap1"}
@@ -211,7 +212,7 @@ def test_route_add_with_ifp_as_the_help_prints_it(monkeypatch):
 def test_help_words_are_accepted(monkeypatch):
     """Every word ifconfig's help prints reaches the stack."""
     seen = []
-    monkeypatch.setattr(cli, "_req", lambda args, op, **kw: seen.append(kw) or [])
+    monkeypatch.setattr(util, "req", lambda args, op, **kw: seen.append(kw) or [])
     for words in (["inet", "10.0.0.1/24"], ["delete", "10.0.0.1"], ["mtu", "1400"], ["up"],
                   ["down"], ["-tso4"], ["tcp4csum-rx"], ["-udp4csum-tx"], ["-ip4csum"],
                   ["alias", "10.0.0.2/24"], ["-alias", "10.0.0.2"]):
@@ -228,7 +229,7 @@ def test_a_tap_that_will_not_open_is_a_runtime_error_naming_it(driver, monkeypat
     def refuse(name="", flags=0):
         raise pytun.Error(errno.EINVAL, "Invalid argument")
     monkeypatch.setattr(pytun, "TunTapDevice", refuse)
-    monkeypatch.setattr(cli, "need_root", lambda: None)
+    monkeypatch.setattr(util, "need_root", lambda: None)
     with pytest.raises(SystemExit) as e:
         cli.main(["run", "-d", driver, "name=lo"])
     line = _one_line(capsys)
@@ -254,7 +255,7 @@ def test_tap_open_error_says_what_is_in_the_way(err, name, why):
 def test_an_unexpected_exception_is_one_line(monkeypatch, capsys):
     def boom(args, op, **kw):
         raise RuntimeError("the\nbug")
-    monkeypatch.setattr(cli, "_req", boom)
+    monkeypatch.setattr(util, "req", boom)
     monkeypatch.delenv("IOPKT_DEBUG", raising=False)
     with pytest.raises(SystemExit) as e:
         cli.main(["nicinfo"])

@@ -1,9 +1,11 @@
 """The CLI's own promises that need no root: usage errors, help, and the
 one-line refusal without root."""
 
+import os
+
 import pytest
 
-from iopkt.cmd import cli
+from iopkt.cmd import cli, util
 
 ROOT_LINE = ("iopkt: needs root (CAP_NET_ADMIN for TAPs, namespaces and the control "
              "socket): run it with sudo")
@@ -12,7 +14,7 @@ ROOT_LINE = ("iopkt: needs root (CAP_NET_ADMIN for TAPs, namespaces and the cont
 @pytest.mark.parametrize("argv", [["nicinfo"], ["lab", "up"], ["run", "-d", "tap"],
                                   ["netstat", "-m"], ["route"]])
 def test_without_root_says_so_in_one_line(argv, monkeypatch, capsys):
-    monkeypatch.setattr(cli.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
     assert e.value.code == 1
@@ -56,7 +58,7 @@ def test_ifconfig_capability_words_reach_the_stack_in_order(monkeypatch):
         seen.update(kw, op=op, instance=args.instance)
         return []
 
-    monkeypatch.setattr(cli, "_req", fake_req)
+    monkeypatch.setattr(util, "req", fake_req)
     cli.main(["ifconfig", "tap1", "-tso4", "tcp4csum", "-udp4csum-rx", "--instance", "lab",
               "--json"])
     assert seen == {"op": "ifconfig", "instance": "lab", "ifname": "tap1",
@@ -65,7 +67,7 @@ def test_ifconfig_capability_words_reach_the_stack_in_order(monkeypatch):
 
 def test_ifconfig_dash_alias_deletes(monkeypatch):
     seen = {}
-    monkeypatch.setattr(cli, "_req", lambda args, op, **kw: seen.update(kw) or [])
+    monkeypatch.setattr(util, "req", lambda args, op, **kw: seen.update(kw) or [])
     cli.main(["ifconfig", "tap0", "-alias", "10.0.0.1"])
     assert seen == {"ifname": "tap0", "delete": "10.0.0.1"}
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from iopkt.cmd import cli
+from iopkt.cmd import cli, nicinfo, util
 from iopkt.ctl import control
 from iopkt.net.ifnet import IN_DISCARD_REASONS, OUT_DISCARD_REASONS
 
@@ -108,7 +108,7 @@ def stack(monkeypatch):
             return copy.deepcopy(ans)
     fake = Fake()
     fake.calls = []
-    monkeypatch.setattr(cli, "need_root", lambda: None)
+    monkeypatch.setattr(util, "need_root", lambda: None)
     monkeypatch.setattr(control, "request", fake)
     monkeypatch.delenv("SOCK", raising=False)
     return fake
@@ -184,7 +184,7 @@ def test_a_sock_with_control_characters_is_shown_escaped_on_one_line(stack, caps
 
 
 def test_no_such_stack_lists_the_running_ones_and_how_to_choose(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "need_root", lambda: None)
+    monkeypatch.setattr(util, "need_root", lambda: None)
     monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
     (tmp_path / "lab1.sock").touch()
     code, _, err = run(["nicinfo", "--instance", "other"], capsys)
@@ -200,7 +200,7 @@ def test_lab_up_prints_show_commands_with_instance(monkeypatch, capsys):
           "ns_b": "p-b", "if_a": "tap0", "if_b": "en0",
           "mount_a": "iopkt mount --instance p devnp-tap name=p-a0,netns=p-a",
           "mount_b": "iopkt mount --instance p devn-tap name=p-b0,netns=p-b"}
-    monkeypatch.setattr(cli, "need_root", lambda: None)
+    monkeypatch.setattr(util, "need_root", lambda: None)
     monkeypatch.setattr(lab, "up", lambda spec: st)
     code, out, _ = run(["lab", "up", "--prefix", "p"], capsys)
     assert code == 0
@@ -398,8 +398,8 @@ class Clock:
         self.t = 1000.0
         self.on_sleep = on_sleep
         self.sleeps = 0
-        monkeypatch.setattr(cli.time, "monotonic", lambda: self.t)
-        monkeypatch.setattr(cli.time, "sleep", self.sleep)
+        monkeypatch.setattr(nicinfo.time, "monotonic", lambda: self.t)
+        monkeypatch.setattr(nicinfo.time, "sleep", self.sleep)
 
     def sleep(self, s):
         self.sleeps += 1
@@ -460,12 +460,12 @@ def test_rates_on_the_clients_clock_and_as_json_lines(stack, capsys, monkeypatch
 def test_counters_that_went_back_count_from_zero():
     prev = samples(B)[0]
     cur = samples({"ipackets": 10, "ibytes": 1000})[0]
-    r = cli.rates(prev, cur, 1.0)[0]
+    r = nicinfo.rates(prev, cur, 1.0)[0]
     assert (r["ipackets_per_s"], r["imbit_per_s"], r["opackets_per_s"]) == (10.0, 0.008, 0.0)
 
 
 def test_an_interface_new_since_the_last_sample_waits_an_interval():
-    assert cli.rates([], samples(A)[0], 1.0) == []
+    assert nicinfo.rates([], samples(A)[0], 1.0) == []
 
 
 def test_the_header_repeats_every_20_intervals(stack, capsys, monkeypatch):
@@ -547,7 +547,7 @@ def test_netstat_m_json_is_the_pool_with_a_timestamp(stack, capsys):
 ])
 def test_lab_json_has_a_timestamp(argv, fn, answer, key, monkeypatch, capsys):
     from iopkt.lab import lab
-    monkeypatch.setattr(cli, "need_root", lambda: None)
+    monkeypatch.setattr(util, "need_root", lambda: None)
     monkeypatch.setattr(lab, fn, lambda *a, **kw: answer)
     res = json.loads(run(argv, capsys)[1])
     parse_ts(res["timestamp"])
@@ -556,7 +556,7 @@ def test_lab_json_has_a_timestamp(argv, fn, answer, key, monkeypatch, capsys):
 
 def test_timestamp_format():
     t = datetime(2026, 11, 28, 10, 20, 31, 123456, timezone.utc).timestamp()
-    assert cli.timestamp(t) == "2026-11-28T10:20:31.123Z"
+    assert util.timestamp(t) == "2026-11-28T10:20:31.123Z"
 
 
 def test_sock_reaches_a_real_process():

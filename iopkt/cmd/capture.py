@@ -35,6 +35,7 @@ import socket
 import sys
 import time
 
+from iopkt.cmd import util
 from iopkt.ctl import control
 from iopkt.net.bpf import BPF_END, DIRECTION_NAMES, parse_records
 
@@ -48,16 +49,15 @@ class CaptureError(Exception):
     """A capture failed at run time (the file, the stream): exit 1."""
 
 
-def add_arguments(sp) -> None:
-    """The capture subcommand's arguments, on the parser cli.py's show()
-    made (which gives it the instance option and --json)."""
-    from iopkt.cmd.cli import _int_in
+def register(sub) -> None:
+    sp = util.show_parser(sub, "capture", "capture frames on an interface, as tcpdump does "
+                          "(-w FILE: pcapng; -w -: to stdout)", cmd_capture, old_i=False)
     sp.add_argument("ifname", metavar="IF", nargs="?", help="the interface (tap0, en0, ...)")
     sp.add_argument("-i", dest="iface", metavar="IF", help="the interface, as tcpdump -i")
     sp.add_argument("-w", dest="write", metavar="FILE",
                     help="write a pcapng file; '-' streams it to stdout")
-    sp.add_argument("-c", dest="count", type=_int_in("-c", 1, control.MAX_COUNT), default=0,
-                    help="end after COUNT frames")
+    sp.add_argument("-c", dest="count", type=util.int_in("-c", 1, control.MAX_COUNT),
+                    default=0, help="end after COUNT frames")
     sp.add_argument("--direction", choices=("in", "out", "both"), default="both",
                     help="frames received (in), sent (out) or both (default)")
 
@@ -65,21 +65,20 @@ def add_arguments(sp) -> None:
 def cmd_capture(args) -> None:
     """The subcommand: a one-line error (exit 2 for usage, 1 at run time)
     or the capture's own exit code."""
-    from iopkt.cmd.cli import EXIT_USAGE, fail, need_root
     if (args.ifname is None) == (args.iface is None):
-        fail("capture: name one interface: 'capture IF' or 'capture -i IF'", EXIT_USAGE)
+        util.fail("capture: name one interface: 'capture IF' or 'capture -i IF'", util.EXIT_USAGE)
     args.ifname = args.ifname or args.iface
     if args.json and args.write:
-        fail("capture: --json prints one JSON line per frame; it does not go with -w",
-             EXIT_USAGE)
-    need_root()
+        util.fail("capture: --json prints one JSON line per frame; it does not go with -w",
+                  util.EXIT_USAGE)
+    util.need_root()
     try:
         code = run(args.instance, args.ifname, args.write, args.count, args.direction,
                    args.json)
     except control.ControlError as e:
-        fail(str(e), EXIT_USAGE if e.usage else 1)
+        util.fail(str(e), util.EXIT_USAGE if e.usage else 1)
     except CaptureError as e:
-        fail(str(e))
+        util.fail(str(e))
     sys.exit(code)
 
 
@@ -274,8 +273,7 @@ class _Lines(_Sink):
         except Exception as e:              # scapy cannot parse it: still one line
             summary = f"(not parsed: {type(e).__name__})"
         if self.as_json:
-            from iopkt.cmd.cli import timestamp
-            line = json.dumps({"timestamp": timestamp(ts), "time": ts,
+            line = json.dumps({"timestamp": util.timestamp(ts), "time": ts,
                                "direction": DIRECTION_NAMES[direction].lower(),
                                "length": len(frame), "summary": summary})
         else:
