@@ -68,7 +68,7 @@ bench: root setup
 
 # Native with and without offload, the shim and both relays side by side, with targets.
 compare: root setup
-	$(PY) scripts/compare_relay.py $(ARGS)
+	$(PY) -m iopkt.bench.relays $(ARGS)
 
 lab-up: root setup
 	$(VENV)/bin/iopkt lab up $(ARGS)

@@ -11,26 +11,26 @@ from iopkt.cmd import util
 
 
 def cmd_bench(args) -> None:
-    from iopkt.bench import bench
+    from iopkt.bench import compare, matrix, measure, report, runner, stats
     if args.bench_cmd == "compare":
         try:
-            print(bench.compare(args.old, args.new, as_json=args.json))
-        except bench.BenchError as e:
+            print(compare.compare(args.old, args.new, as_json=args.json))
+        except measure.BenchError as e:
             util.fail(str(e), util.EXIT_USAGE)
         return
     try:
         if args.full:
-            points = bench.full_points()
+            points = matrix.full_points()
         elif any(v is not None for v in (args.protocols, args.frames, args.loads,
                                           args.links, args.cpus)):
-            points = bench.make_points(
+            points = matrix.make_points(
                 _csv(args.protocols, "tcp,udp"), [_int(x, "--frames") for x in
                                                   _csv(args.frames, "64,1518")],
                 _csv(args.loads, "unlimited"), _csv(args.links, "none"),
                 [_float(x, "--cpu") for x in _csv(args.cpus, "1")])
         else:
-            points = bench.default_points()
-        plan = bench.Plan(points=points, drivers=_csv(args.drivers, ",".join(bench.DRIVERS)),
+            points = matrix.default_points()
+        plan = matrix.Plan(points=points, drivers=_csv(args.drivers, ",".join(matrix.DRIVERS)),
                           reps=args.reps, seconds=args.seconds,
                           baselines=not args.no_baselines, prefix=args.prefix,
                           latency=args.latency, link=args.link,
@@ -40,13 +40,13 @@ def cmd_bench(args) -> None:
         util.fail(str(e), util.EXIT_USAGE)
     util.need_root()
     try:
-        from iopkt.bench.benchlib import need_iperf3, need_ping
+        from iopkt.bench.measure import need_iperf3, need_ping
         need_iperf3()
         if plan.latency:
             need_ping()
     except Exception as e:                  # not a usage error: this machine lacks it
         util.fail(str(e))
-    out = args.out or bench.default_outdir()
+    out = args.out or runner.default_outdir()
     print(f"iopkt bench: {len(plan.points)} points x {len(plan.drivers)} drivers x "
           f"{plan.reps} reps{' + baselines' if plan.baseline_points() else ''}"
           f"{' + latency' if plan.latency else ''} = "
@@ -59,18 +59,18 @@ def cmd_bench(args) -> None:
     def on_stop(signum, _frame):
         if os.getpid() != me:               # a forked helper (pyroute2's) inherits
             os._exit(128 + signum)          # this handler: just end, as by default
-        bench.stop_requested = True         # (see there: the exception may get lost)
+        runner.stop_requested = True         # (see there: the exception may get lost)
         raise KeyboardInterrupt             # tear down and keep results
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    res = bench.run(plan, out)
+    res = runner.run(plan, out)
     print()
-    bench.print_summary(bench.summarise(res["records"]),
-                        latency=bench.summarise_latency(res["records"]))
+    report.print_summary(stats.summarise(res["records"]),
+                        latency=stats.summarise_latency(res["records"]))
     failed = [r for r in res["records"] if not r["ok"]]
     print(f"\n{len(res['records']) - len(failed)} runs ok, {len(failed)} failed; "
           f"results: {out}/results.md, results.json, iperf3/, ping/, plot-*.png")
-    left = bench.leftovers(args.prefix)
+    left = runner.leftovers(args.prefix)
     if left:
         print(f"iopkt bench: left behind: {', '.join(left)}", file=sys.stderr)
     if res["meta"]["interrupted"]:
@@ -131,7 +131,7 @@ def register(sub) -> None:
                         help="ping RTT (p50, p99, max) through native, shim and shim0 and "
                         "Linux routing, idle and under a 200 Mbit/s TCP load, 2 s per run, "
                         "no link limit (default: on)")
-        sp.add_argument("--latency-seconds", default=2.0,   # bench.LATENCY_SECONDS(_RANGE)
+        sp.add_argument("--latency-seconds", default=2.0,   # matrix.LATENCY_SECONDS(_RANGE)
                         type=util.float_in("--latency-seconds", 0.5, 60),
                         help="pings per latency run, in seconds of one every 2 ms, "
                         "0.5..60 (default 2)")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from iopkt.bench import bench
+from iopkt.bench import compare
 from iopkt.lab import cgroup, netns
 
 # What `forwarded` counts besides iperf3's datagrams: ip.forward moves for
@@ -63,7 +63,7 @@ def test_bench_smoke(tmp_path):
     assert [x["driver"] for x in runs] == ["native", "shim", "shim", "native"]
     md = (out / "results.md").read_text()
     assert "| UDP, 512 B, offered 10M, 100 Mbit/s link | shim/native |" in md
-    cmp = bench.compare(str(out), str(out))
+    cmp = compare.compare(str(out), str(out))
     assert "+0.0%" in cmp
     assert not [n for n in netns.ns_list() if n.startswith("smk")]
     assert not cgroup.leftovers()

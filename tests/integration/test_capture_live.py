@@ -17,7 +17,7 @@ from conftest import running_lab, unique_prefix
 from scapy.layers.inet import ICMP, TCP
 from scapy.utils import PcapNgReader, rdpcap
 
-from iopkt.bench import benchlib
+from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import lab
 from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT
@@ -82,7 +82,7 @@ def test_capture_files_of_ping_and_iperf3_on_native_and_shim(mixed, tmp_path):
         wait_open(lb, 2)
         r = lb.ping(lb.ns_a, "198.19.0.2", count=4)
         assert "4 received" in r.stdout, r.stdout
-        benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
+        measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
         (ca, ea), (cb, eb) = finish(pa), finish(pb)
     finally:
         for p in (pa, pb):
@@ -161,7 +161,7 @@ def test_a_client_that_never_reads_drops_frames_and_ping_loses_nothing(mixed):
                                            "-W", "1", "198.19.0.2"], timeout=30)
         t = threading.Thread(target=pinger)
         t.start()
-        benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2, ["-b", "200M"])
+        measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2, ["-b", "200M"])
         t.join(30)
         r = res["ping"]
         assert " 0% packet loss" in r.stdout, r.stdout

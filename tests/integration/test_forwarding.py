@@ -13,7 +13,7 @@ import pytest
 from scapy.all import IP, UDP, Ether, raw
 from tcpstream import tcp_stream
 
-from iopkt.bench import benchlib
+from iopkt.bench import measure
 
 
 def fwd(lb):
@@ -50,7 +50,7 @@ def test_iperf3_tcp_complete(shared_lab):
     # Not a rate test (the rate tests run alone): a floor any forwarder
     # here clears many times over, even beside other tests.
     lb = shared_lab
-    res = benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
+    res = measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
     sent = res["end"]["sum_sent"]["bytes"]
     got = res["server"]["end"]["sum_received"]["bytes"]
     assert got > 5_000_000, res["end"]
@@ -73,7 +73,7 @@ def test_tcp_stream_arrives_intact(shared_lab):
 @pytest.mark.alone
 def test_iperf3_udp_no_loss(shared_lab):
     lb = shared_lab
-    res = benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1,
+    res = measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1,
                           ["-u", "-b", "20M", "-l", "1400"])
     s = res["end"]["sum"]
     assert s["packets"] > 1500                  # 20 Mbit/s of 1400 B: 1786 a second

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import needs_afpacket
 
-from iopkt.bench import benchlib
+from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import lab, netns
 
@@ -110,7 +110,7 @@ def test_down_after_crash_removes_everything(make_lab):
 def test_sigterm_stops_cleanly_and_returns_every_mbuf(make_lab):
     lb = make_lab()
     lb.ping(lb.ns_a, "198.19.0.2", count=3)
-    benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)      # super-frames in flight
+    measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)      # super-frames in flight
     log = lb.state["log"]
     os.kill(lb.pid, signal.SIGTERM)
     deadline = time.time() + 5
@@ -176,14 +176,14 @@ def test_link_speed_emulation_both_directions(make_lab):
     """lab up --speed 100: the drivers' speed and a tbf on each host's TAP
     (the tbf alone would hold this rate; the stack's own pacer is proven by
     test_the_stacks_own_pacer_alone_holds_100_mbits)."""
-    from iopkt.bench import benchlib
+    from iopkt.bench import measure
     lb = make_lab("devnp-tap", "devn-tap", speed=100)
     for name in (lb.if_a, lb.if_b):
         assert lb.nic(name)["media_bps"] == 100_000_000
     for ns, tap in ((lb.ns_a, lb.state["tap_a"]), (lb.ns_b, lb.state["tap_b"])):
         assert "tbf" in netns.qdisc_kinds(ns, tap)
-    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
-    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
+    ab = measure.received_bps(measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
+    ba = measure.received_bps(measure.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
     # A 100 Mbit/s Ethernet carries about 94 Mbit/s of TCP payload.
     assert 80e6 < ab < 100e6, ab
     assert 80e6 < ba < 100e6, ba
@@ -220,9 +220,9 @@ def test_the_stacks_own_pacer_alone_holds_100_mbits(make_lab):
                 lb.nic(lb.if_b)["driver_info"]["tx_again"])
 
     h0 = held()
-    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
+    ab = measure.received_bps(measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
     h1 = held()
-    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
+    ba = measure.received_bps(measure.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
     h2 = held()
     lo, hi = PACED_100M_GOODPUT
     assert lo < ab < hi, f"A -> B {ab / 1e6:.1f} Mbit/s through devn-tap speed=100"
@@ -308,12 +308,12 @@ def test_lab_over_veth_via_cli_ping_iperf3_remount_and_nothing_left(fresh_prefix
         mine = [x for x in json.loads(r.stdout)["labs"] if x["prefix"] == p]
         assert mine[0]["link"] == "veth" and mine[0]["namespaces"][f"{p}-s"] is True
 
-        ping = benchlib.ping(f"{p}-a", "198.19.0.2", 20, interval=0.01, warmup=2)
+        ping = measure.ping(f"{p}-a", "198.19.0.2", 20, interval=0.01, warmup=2)
         assert ping["received"] == 20, ping["output"]
-        res = benchlib.iperf3(f"{p}-a", f"{p}-b", "198.19.0.2", 1)
-        assert benchlib.received_bps(res) > 50e6, res["end"]
-        res = benchlib.iperf3(f"{p}-b", f"{p}-a", "198.18.0.2", 1)
-        assert benchlib.received_bps(res) > 50e6, res["end"]
+        res = measure.iperf3(f"{p}-a", f"{p}-b", "198.19.0.2", 1)
+        assert measure.received_bps(res) > 50e6, res["end"]
+        res = measure.iperf3(f"{p}-b", f"{p}-a", "198.18.0.2", 1)
+        assert measure.received_bps(res) > 50e6, res["end"]
 
         # Unmount B's side, mount it again with the command lab up printed.
         if_b = st["if_b"]
@@ -324,7 +324,7 @@ def test_lab_over_veth_via_cli_ping_iperf3_remount_and_nothing_left(fresh_prefix
         r = iopkt(*st["mount_b"].split()[1:])
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith(f"{if_b}: "), r.stdout
-        ping = benchlib.ping(f"{p}-a", "198.19.0.2", 10, interval=0.02, warmup=3)
+        ping = measure.ping(f"{p}-a", "198.19.0.2", 10, interval=0.02, warmup=3)
         assert ping["received"] == 10, ping["output"]
     finally:
         r = iopkt("lab", "down", "--prefix", p)
@@ -361,7 +361,7 @@ def test_link_speed_over_veth_both_directions(make_lab, driver):
         assert "tbf" in netns.qdisc_kinds(ns, host_if)
         assert ("tbf" in netns.qdisc_kinds(lb.state["ns_s"], port)) == (not paces)
     assert lb.state["stack_tbf"] == [not paces] * 2
-    ab = benchlib.received_bps(benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
-    ba = benchlib.received_bps(benchlib.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
+    ab = measure.received_bps(measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1))
+    ba = measure.received_bps(measure.iperf3(lb.ns_b, lb.ns_a, "198.18.0.2", 1))
     assert 80e6 < ab < 100e6, ab
     assert 80e6 < ba < 100e6, ba

@@ -30,7 +30,7 @@ import time
 import psutil
 import pytest
 
-from iopkt.bench import benchlib
+from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import netns
 
@@ -219,14 +219,14 @@ def test_ping_tcp_udp_through_two_afpacket_drivers(topo):
     # The hosts send with checksum offload on: partial checksums cross the veth.
     assert features(t.ns_a, f"{t.prefix}-a0")["tx-checksum-ip-generic"]
     before = tcp_csum_errors(t.ns_b), tcp_csum_errors(t.ns_a)
-    tcp = benchlib.iperf3(t.ns_a, t.ns_b, "198.19.0.2", 1)
-    assert benchlib.received_bps(tcp) > 10e6, tcp["end"]
-    back = benchlib.iperf3(t.ns_b, t.ns_a, "198.18.0.2", 1)
-    assert benchlib.received_bps(back) > 10e6, back["end"]
+    tcp = measure.iperf3(t.ns_a, t.ns_b, "198.19.0.2", 1)
+    assert measure.received_bps(tcp) > 10e6, tcp["end"]
+    back = measure.iperf3(t.ns_b, t.ns_a, "198.18.0.2", 1)
+    assert measure.received_bps(back) > 10e6, back["end"]
     # The kernels checked every checksum the driver completed: none wrong.
     assert (tcp_csum_errors(t.ns_b), tcp_csum_errors(t.ns_a)) == before
     udp_before = udp_csum_errors(t.ns_b)
-    udp = benchlib.iperf3(t.ns_a, t.ns_b, "198.19.0.2", 1, ["-u", "-b", "50M"])
+    udp = measure.iperf3(t.ns_a, t.ns_b, "198.19.0.2", 1, ["-u", "-b", "50M"])
     srv = udp["server"]["end"]["sum"]
     assert srv["packets"] > 1000 and srv["lost_percent"] < 5, srv
     assert udp_csum_errors(t.ns_b) == udp_before
@@ -340,7 +340,7 @@ def test_gso_from_a_peer_with_tso_on_is_dropped_and_counted(topo):
     """A host with TSO on sends super-frames across the veth: an io-net
     driver cannot take them; it drops them, counts them, says so once."""
     t = topo(tso=True)
-    benchlib.iperf3(t.ns_a, t.ns_b, "198.19.0.2", 1, timeout=30)
+    measure.iperf3(t.ns_a, t.ns_b, "198.19.0.2", 1, timeout=30)
     st = t.drv("en0")
     assert st["rx_gso_dropped"] > 0, st
     said = [ln for ln in t.log().splitlines() if "GSO super-frames" in ln]

@@ -81,10 +81,10 @@ def test_threads_one_per_shim_interface(make_lab, link):
 
 @pytest.mark.parametrize("rxcopy", ["1", "0"])
 def test_no_npkt_or_mbuf_leak_after_traffic(make_lab, link, rxcopy):
-    from iopkt.bench import benchlib
+    from iopkt.bench import measure
     lb = make_lab(link_drivers(link)[1], opts_a=f"shimrxcopy={rxcopy}",
                   opts_b=f"shimrxcopy={rxcopy}", link=link)
-    benchlib.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
+    measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
     assert lb.wait_idle_pool()["clusters_in_use"] == 0
     deadline = time.time() + 3
     while True:

@@ -1,12 +1,12 @@
-"""Canned bench records, as bench.run() writes them, for tests that need
+"""Canned bench records, as runner.run() writes them, for tests that need
 no root: the default matrix with made-up but plausible figures, and
 latency runs with given percentiles."""
 
 import json
 import os
 
-from iopkt.bench import bench
-from iopkt.bench.bench import LatencyPoint, Plan
+from iopkt.bench import matrix, runner
+from iopkt.bench.matrix import LatencyPoint, Plan
 
 # Mbit/s per driver at no link limit; on a 100 Mbit/s link every driver
 # carries about the link rate, except where the seed says native wins.
@@ -27,7 +27,7 @@ def throughput_record(p, kind, rep, scale=1.0):
     mbps *= scale * (1 + 0.02 * (rep - 1))  # a little spread across repetitions
     frame = 63000 if kind in ("native-tso", "relay-offload") else p.frame
     pps = mbps * 1e6 / 8 / frame
-    r = {**bench._record(p, kind, rep, 0), "ok": True, "throughput_bps": mbps * 1e6}
+    r = {**runner._record(p, kind, rep, 0), "ok": True, "throughput_bps": mbps * 1e6}
     if kind in CPU_US:
         cpu = CPU_US[kind] * (1 + 0.01 * rep)
         r.update(pps=pps, cpu_us_per_pkt=cpu, ctxsw_per_pkt=0.2 if "shim" in kind else 0.0,
@@ -36,7 +36,7 @@ def throughput_record(p, kind, rep, scale=1.0):
 
 
 def latency_record(load, kind, rep, p50, p99=None, mx=None, loss=0.0, ctxsw=None):
-    r = {**bench._record(LatencyPoint(load), kind, rep, 0), "ok": True,
+    r = {**runner._record(LatencyPoint(load), kind, rep, 0), "ok": True,
          "rtt_p50_us": p50, "rtt_p99_us": p99 if p99 is not None else 4 * p50,
          "rtt_max_us": mx if mx is not None else 10 * p50, "rtt_mean_us": 1.2 * p50,
          "rtt_min_us": p50 / 2, "loss_percent": loss, "sent": 1000,
@@ -63,7 +63,7 @@ def latency_records():
 
 def default_records(scale=1.0):
     """Every run of the default plan, three repetitions, all ok."""
-    plan = Plan(points=bench.default_points(), drivers=list(bench.DRIVERS))
+    plan = Plan(points=matrix.default_points(), drivers=list(matrix.DRIVERS))
     recs = []
     for rep in range(3):
         for p in plan.points:
@@ -76,7 +76,7 @@ def default_records(scale=1.0):
 
 
 def meta(**kw):
-    return {"schema": bench.SCHEMA_VERSION, "started": "2026-11-28T09:10:30",
+    return {"schema": matrix.SCHEMA_VERSION, "started": "2026-11-28T09:10:30",
             "machine": "AMD EPYC, 2 cores, Linux 6.18, Python 3.11.7",
             "iopkt_version": "0.1.0", "git_commit": "0123456789abcdef" * 2 + "01234567",
             "git_dirty": False, "iperf3_version": "iperf 3.12", "switchinterval": 0.005,

@@ -13,7 +13,7 @@ import matplotlib  # a test dependency: no skipping
 import pytest
 from bench_canned import default_records, meta, write_folder
 
-from iopkt.bench import bench, benchlib
+from iopkt.bench import compare, measure, plots, report, stats
 
 CLAIM_PLOTS = {"plot-claim1-slow-link.png", "plot-claim2-small-frames.png",
                "plot-claim3-low-power-cpu.png", "plot-tso.png", "plot-latency.png"}
@@ -37,7 +37,7 @@ def drawn(tmp_path_factory):
     recs = default_records()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Figure, "savefig", spy)
-        made = bench.plot(str(tmp_path), bench.summarise(recs), bench.summarise_latency(recs))
+        made = plots.plot(str(tmp_path), stats.summarise(recs), stats.summarise_latency(recs))
     return tmp_path, made, seen
 
 
@@ -53,7 +53,7 @@ def test_a_plot_for_every_claim_and_each_file_is_a_png(drawn):
     # one figure per row of the verdict table (the seed's three claims,
     # offload, latency)
     recs = default_records()
-    rows = bench.verdict(bench.summarise(recs), bench.summarise_latency(recs))[2:]
+    rows = report.verdict(stats.summarise(recs), stats.summarise_latency(recs))[2:]
     assert len(rows) == len(CLAIM_PLOTS) == 5
 
 
@@ -81,7 +81,7 @@ def test_the_figures_say_shim_zero_copy_use_kpps_ratios_and_log_axes(drawn):
 def test_results_md_names_every_plot(tmp_path):
     recs = default_records()
     err = io.StringIO()
-    bench.write_results(str(tmp_path), meta(), recs, log=err)
+    report.write_results(str(tmp_path), meta(), recs, log=err)
     assert err.getvalue() == ""
     md = (tmp_path / "results.md").read_text()
     pngs = sorted(f for f in os.listdir(tmp_path) if f.endswith(".png"))
@@ -97,9 +97,9 @@ def test_results_md_names_every_plot(tmp_path):
 def test_without_matplotlib_one_line_on_stderr_and_a_note_in_results_md(tmp_path, monkeypatch):
     def no_matplotlib(*a, **kw):
         raise ImportError("No module named 'matplotlib'")
-    monkeypatch.setattr(bench, "plot", no_matplotlib)
+    monkeypatch.setattr(plots, "plot", no_matplotlib)
     err = io.StringIO()
-    bench.write_results(str(tmp_path), meta(), default_records(), log=err)
+    report.write_results(str(tmp_path), meta(), default_records(), log=err)
     lines = err.getvalue().splitlines()
     assert len(lines) == 1 and "matplotlib is not installed" in lines[0], lines
     md = (tmp_path / "results.md").read_text()
@@ -111,7 +111,7 @@ def test_without_matplotlib_one_line_on_stderr_and_a_note_in_results_md(tmp_path
 def test_compare_prints_units_and_spread(tmp_path):
     old = write_folder(tmp_path / "old", default_records())
     new = write_folder(tmp_path / "new", default_records(scale=1.1), git_dirty=True)
-    out = bench.compare(old, new)
+    out = compare.compare(old, new)
     lines = out.splitlines()
     assert lines[0].startswith(f"old: {old} — 2026-11-28T09:10:30, iopkt 0.1.0 git "
                                "0123456789ab, 3 reps of 3 s")
@@ -132,7 +132,7 @@ def test_compare_prints_units_and_spread(tmp_path):
     assert any(x.startswith("ping RTT, under TCP at 200 Mbit/s") and "RTT p99" in x
                for x in lines)
     assert "* old and new ranges [min–max] do not overlap" in out
-    assert "+0.0%" in bench.compare(old, old)
+    assert "+0.0%" in compare.compare(old, old)
 
 
 def test_compare_json_from_the_command_line(tmp_path):
@@ -167,24 +167,24 @@ def test_compare_reads_results_written_before_latency(tmp_path):
             if r["kind"] == "throughput"]
     old = write_folder(tmp_path / "old", recs, iopkt_version=None, git_commit=None)
     new = write_folder(tmp_path / "new", default_records())
-    c = bench.compare_rows(old, new)
+    c = compare.compare_rows(old, new)
     assert c["only_new"] == ["rtt-idle-linknone-cpu1", "rtt-load200M-linknone-cpu1"]
-    assert bench.compare(old, new).splitlines()[0] == (f"old: {old} — 2026-11-28T09:10:30, "
+    assert compare.compare(old, new).splitlines()[0] == (f"old: {old} — 2026-11-28T09:10:30, "
                                                        "3 reps of 3 s")
 
 
 def test_meta_names_the_code_the_tools_and_the_machine():
-    info = benchlib.machine_info()
+    info = measure.machine_info()
     assert re.fullmatch(r"\d+\.\d+\.\d+.*", info["iopkt_version"])
     assert info["kernel"] == os.uname().release and info["cpu_count"] == os.cpu_count()
     assert re.fullmatch(r"3\.\d+\.\d+", info["python"])
     assert info["cpu_model"]
-    if os.path.exists(os.path.join(benchlib.ROOT, ".git")):
+    if os.path.exists(os.path.join(measure.ROOT, ".git")):
         assert re.fullmatch(r"[0-9a-f]{40}", info["git_commit"])
         assert info["git_dirty"] in (True, False)
     else:
         assert info["git_commit"] is None
-    if benchlib.shutil.which("iperf3"):
+    if measure.shutil.which("iperf3"):
         assert info["iperf3_version"].startswith("iperf 3")
-    assert benchlib.machine_line(info).startswith(f"{info['cpu_model']}, ")
+    assert measure.machine_line(info).startswith(f"{info['cpu_model']}, ")
     assert matplotlib.__version__

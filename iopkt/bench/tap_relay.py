@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The plain Python TAP-to-TAP relay: the baseline iopkt is measured against.
 
 No stack, no mbufs, no routing: two TAPs, one epoll loop, os.read() from one
@@ -11,7 +10,7 @@ With --offload both TAPs are opened with IFF_VNET_HDR and TUNSETOFFLOAD
 partial checksums, and the relay writes them out as they came, virtio-net
 header and all. That is the ceiling for a forwarder with offload.
 
-    tap_relay.py --tap-a NAME --tap-b NAME [--offload]   # until SIGINT/SIGTERM
+    python -m iopkt.bench.tap_relay --tap-a NAME --tap-b NAME [--offload]   # until SIGINT/SIGTERM
 """
 
 import argparse
@@ -23,8 +22,7 @@ import sys
 
 import pytun
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from iopkt.net import vnet  # noqa: E402
+from iopkt.net import vnet
 
 
 def main() -> None:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Native (with and without offload), shim and the plain Python TAP relay
 (with and without offload), side by side in one run; with --veth (or
 --kinds naming them) the same stack over veth pairs through AF_PACKET too.
@@ -8,8 +7,8 @@ Each repetition runs iperf3 TCP (MTU 1500) through
   native-tso     the iopkt lab, devnp-tap with TSO and checksum offload
   native         the lab, devnp-tap with offload=0 (wire-sized frames)
   shim           the lab, devn-tap under the shim (io-net: no offload)
-  relay-offload  scripts/tap_relay.py --offload (super-frames relayed as they are)
-  relay          scripts/tap_relay.py (wire-sized frames)
+  relay-offload  the plain relay (tap_relay.py) --offload (super-frames relayed as they are)
+  relay          the plain relay (tap_relay.py) (wire-sized frames)
   native-veth    the lab over veth pairs (lab --link veth), devnp-afpacket offload=0
   shim-veth      the lab over veth pairs, devn-afpacket under the shim
 
@@ -27,7 +26,8 @@ native-tso/native >= 5, native-tso/relay-offload >= 0.6, native/relay
 (throughput) and its ping RTT p50 at most 1.5 times native's (shim-veth
 against shim: no target, for the record).
 
-    sudo .venv/bin/python scripts/compare_relay.py [--reps 5] [--seconds 5] [--veth]
+    sudo make compare [ARGS='--reps 5 --seconds 5 --veth']
+    sudo .venv/bin/python -m iopkt.bench.relays [--reps 5] [--seconds 5] [--veth]
 """
 
 import argparse
@@ -37,10 +37,8 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from iopkt.bench import bench, benchlib
-from iopkt.lab import lab  # noqa: E402
+from iopkt.bench import labs, measure, stats
+from iopkt.lab import lab
 
 KINDS = ("native-tso", "native", "shim", "relay-offload", "relay")      # the default
 VETH_KINDS = ("native-veth", "shim-veth")
@@ -63,23 +61,23 @@ PING_INTERVAL = 0.01
 
 def run_one(kind, prefix, seconds, fwd, load, rtt=False):
     if kind.startswith("relay"):
-        with benchlib.relay_lab(prefix, fwd, offload=kind == "relay-offload") as st:
-            res = benchlib.iperf3(st["ns_a"], st["ns_b"], st["server_ip"], seconds, cores=load)
-        return {"bps": benchlib.received_bps(res)}
+        with labs.relay_lab(prefix, fwd, offload=kind == "relay-offload") as st:
+            res = measure.iperf3(st["ns_a"], st["ns_b"], st["server_ip"], seconds, cores=load)
+        return {"bps": measure.received_bps(res)}
     drv, offload, link = STACKS[kind]
     spec = lab.LabSpec(prefix=prefix, driver_a=drv, driver_b=drv, offload=offload, link=link)
-    with benchlib.stack_lab(spec, fwd) as st:
-        m = benchlib.measure_stack(st, seconds, [], load)
+    with labs.stack_lab(spec, fwd) as st:
+        m = measure.measure_stack(st, seconds, [], load)
         if rtt:
             time.sleep(0.3)                 # the stream's tail out of the way
-            p = benchlib.ping(st["ns_a"], "198.19.0.2", PING_COUNT, load,
+            p = measure.ping(st["ns_a"], "198.19.0.2", PING_COUNT, load,
                               interval=PING_INTERVAL, warmup=0)
     cpu = m["cpu_user_s"] + m["cpu_sys_s"]
-    out = {"bps": benchlib.received_bps(m["iperf3"]), "forwarded": m["forwarded"],
+    out = {"bps": measure.received_bps(m["iperf3"]), "forwarded": m["forwarded"],
            "cpu_s": cpu, "cpu_us_per_pkt": 1e6 * cpu / max(1, m["forwarded"]),
            "ctxsw_per_pkt": (m["ctxsw_voluntary"] + m["ctxsw_involuntary"]) / max(1, m["forwarded"])}
     if rtt:
-        out.update(bench.rtt_stats(p["rtts_us"]))
+        out.update(stats.rtt_stats(p["rtts_us"]))
         out["ping_received"] = p["received"]
     return out
 
@@ -119,10 +117,10 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("compare_relay: needs root (TAPs and namespaces): run with sudo")
     try:
-        benchlib.need_iperf3()
+        measure.need_iperf3()
         if any(k in TAP_OF for k in kinds):
-            benchlib.need_ping()
-    except benchlib.BenchError as e:
+            measure.need_ping()
+    except measure.BenchError as e:
         sys.exit(f"compare_relay: {e}")
     for k in kinds:
         if k in STACKS:
@@ -134,7 +132,7 @@ def main() -> None:
         print(f"compare_relay: {n}", file=sys.stderr)
     # The kinds whose lab also pings: each veth kind and its TAP counterpart.
     rtt_kinds = {k for k in kinds if k in TAP_OF} | {TAP_OF[k] for k in kinds if k in TAP_OF}
-    fwd, load = benchlib.cpus()
+    fwd, load = measure.cpus()
     runs = []
     for rep in range(args.reps):
         k = rep % len(kinds)
@@ -160,7 +158,7 @@ def main() -> None:
     def stats(vals):
         return statistics.median(vals), min(vals), max(vals)
 
-    print(f"\nmachine: {benchlib.machine_line()}")
+    print(f"\nmachine: {measure.machine_line()}")
     print(f"{args.reps} alternated repetitions of {args.seconds:g} s; medians [min-max]")
     for kind in kinds:
         med, lo, hi = stats([r[kind]["bps"] / 1e6 for r in runs])
@@ -187,7 +185,7 @@ def main() -> None:
             print(f"{'ping p50 ' + num + '/' + den:26} {med:6.2f} [{lo:.2f}-{hi:.2f}]{verdict}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": benchlib.machine_line(), "reps": args.reps,
+            json.dump({"machine": measure.machine_line(), "reps": args.reps,
                        "seconds": args.seconds, "kinds": list(kinds),
                        "ping": {"count": PING_COUNT, "interval_s": PING_INTERVAL},
                        "runs": runs}, f, indent=1)
