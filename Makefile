@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: all setup test unit mutate cover bench compare lab-up lab-down clean root
+.PHONY: all setup test unit lint mutate cover bench compare bpf-overhead lab-up lab-down clean root
 
 all: test
 
@@ -65,6 +65,10 @@ cover: $(QSTAMP)
 # The main job: native versus shim with real traffic (FULL=1: the full matrix).
 bench: root setup
 	$(VENV)/bin/iopkt bench $(if $(FULL),--full) $(ARGS)
+
+# What the capture taps cost when nobody captures (no root; about 5 s).
+bpf-overhead: $(STAMP)
+	PYTHONPATH=tests/unit $(PY) scripts/bpf_overhead.py $(ARGS)
 
 # Native with and without offload, the shim and both relays side by side, with targets.
 compare: root setup

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """What the capture taps cost when nobody captures (bpf.py).
 
 A real Stack with two fake interfaces (no root, no TAP): bursts of 64
@@ -22,31 +21,29 @@ median difference check - nocheck and module - check with their range
 over the rounds, and the test alone measured with timeit. About 5 seconds
 of one core: not a benchmark of the machine.
 
-    .venv/bin/python scripts/bpf_overhead.py [--rounds 21] [--bursts 200]
+    make bpf-overhead [ARGS='--rounds 21 --bursts 200']
+
+(the Makefile puts tests/unit, where the unit tests' fake interfaces live,
+on PYTHONPATH).
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import random
 import statistics
 import sys
 import time
 import timeit
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "tests", "unit"))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fakenet import Router  # the unit tests' fake interfaces: make bpf-overhead
+from scapy.compat import raw
+from scapy.layers.inet import IP, UDP
 
-from fakenet import Router  # noqa: E402
-from scapy.compat import raw  # noqa: E402
-from scapy.layers.inet import IP, UDP  # noqa: E402
-
-from iopkt.net import ether  # noqa: E402
-from iopkt.net.bpf import BpfDesc, bpf_attach, bpf_detach  # noqa: E402
-from iopkt.stack.stack import Stack  # noqa: E402
+from iopkt.net import ether
+from iopkt.net.bpf import BpfDesc, bpf_attach, bpf_detach
+from iopkt.stack.stack import Stack
 
 BURST = 64
 TAP_LINES = {

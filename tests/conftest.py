@@ -1,11 +1,6 @@
 import os
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 # The tests keep their control sockets, lab state and stack logs in a run
 # directory of their own (set before anything imports iopkt, and inherited

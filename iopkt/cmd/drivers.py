@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def cmd_drivers(args) -> None:
-    from iopkt.stack.drvload import available
+    """Every driver that loads; one line on stderr for each that does not
+    (exit 1): someone else's broken driver hides none of the others."""
+    from iopkt.stack.drvload import available, load_errors
     drvs = sorted(available().values(), key=lambda d: d.name)
     name_w = max([12] + [len(d.name) for d in drvs])
     # One column for every driver's option help: the longest key=type.
@@ -14,6 +18,10 @@ def cmd_drivers(args) -> None:
         print(f"{d.name:{name_w}} {d.kind:7} {d.description}")
         if args.verbose and d.options:
             print(d.options_help(opt_w))
+    for name, why in sorted(load_errors.items()):
+        print(f"iopkt: driver {name} did not load: {why}", file=sys.stderr)
+    if load_errors:
+        sys.exit(1)
 
 
 def register(sub) -> None:

@@ -85,7 +85,7 @@ def cmd_run(args) -> None:
         for d in args.driver:
             drv = resolve(d[0])
             opts = ",".join(d[1:])
-            if drv.raw_attach is not None and len(d) > 2 and " " not in d[1]:
+            if drv.legacy_attach is not None and len(d) > 2 and " " not in d[1]:
                 opts = f"{d[1]} {','.join(d[2:])}"      # -d shim devn-tap name=x,...
             mount(stack, drv, opts)
         for spec in args.inet:

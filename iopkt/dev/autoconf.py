@@ -68,8 +68,9 @@ class Driver:
     # legacy: module object with init(dll_hdl, ion, options) / shutdown
     attach: Callable | None = None
     module: Any = None
-    # a driver that parses its own option string: raw_attach(stack, text)
-    raw_attach: Callable | None = None
+    # a native driver that runs io-net drivers (devnp-shim):
+    # legacy_attach(stack, legacy: Driver, options: str) -> Ifnet
+    legacy_attach: Callable | None = None
 
     def parse_options(self, text: str | None) -> dict:
         """'a=1,b=2' -> {'a': 1, 'b': 2} with defaults filled in."""

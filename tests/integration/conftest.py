@@ -200,8 +200,8 @@ def afpacket_missing(*names: str) -> str | None:
     except Exception as e:                  # a driver being written may not import yet
         return f"the drivers do not load: {type(e).__name__}: {e}"
     missing = [n for n in names if n not in have]
-    return (f"{' and '.join(missing)} not installed (drivers/afpacket, "
-            "drivers/legacy_afpacket): the veth lab needs them") if missing else None
+    return (f"{' and '.join(missing)} not installed (drivers/devnp_afpacket, "
+            "drivers/devn_afpacket): the veth lab needs them") if missing else None
 
 
 def needs_afpacket(*names: str):

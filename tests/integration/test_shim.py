@@ -9,8 +9,8 @@ import time
 
 import pytest
 from conftest import LINK_PARAMS, link_drivers
+from devnp_shim.shim import CHECKS
 
-from drivers.legacy_shim.shim import CHECKS
 from iopkt.ctl import control
 from iopkt.lab import netns
 

@@ -389,7 +389,7 @@ def test_ctrl_c_ends_the_capture_with_its_counts(served, tmp_path):
     """SIGINT to a real `capture.run` process: exit 0, the counts, and a
     file scapy reads; the stack's capture ends."""
     path = str(tmp_path / "c.pcapng")
-    code = ("import sys; from iopkt import capture; "
+    code = ("import sys; from iopkt.cmd import capture; "
             f"sys.exit(capture.run('unit', 'fk0', {path!r}))")
     env = {**os.environ, "IOPKT_RUN_DIR": control.RUN_DIR, "PYTHONPATH": ROOT}
     p = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE,
@@ -413,7 +413,7 @@ def test_ctrl_c_ends_the_capture_with_its_counts(served, tmp_path):
 def test_summary_lines_in_a_fresh_interpreter(served):
     """The text mode parses IP by itself (no test module imported scapy's
     inet layers for it)."""
-    code = "import sys; from iopkt import capture; sys.exit(capture.run('unit', 'fk0', None, 2))"
+    code = "import sys; from iopkt.cmd import capture; sys.exit(capture.run('unit', 'fk0', None, 2))"
     env = {**os.environ, "IOPKT_RUN_DIR": control.RUN_DIR, "PYTHONPATH": ROOT}
     p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)

@@ -1,4 +1,4 @@
-"""drivers/legacy_tap/devn_tap.py, the real legacy driver, mounted under the
+"""drivers/devn_tap/devn_tap.py, the real legacy driver, mounted under the
 real shim on a real Stack, without a TAP: pytun.TunTapDevice is replaced by
 one end of a SOCK_SEQPACKET socketpair (one read = one frame, like a TAP;
 see test_devnp_tap.py), the test holds the other end as the kernel side.
@@ -25,13 +25,13 @@ import threading
 import time
 
 import pytest
+from devn_tap import DRIVER, devn_tap
+from devnp_shim import shim as shimmod
 from fakenet import FakeClock, aton
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP, Ether
 
-from drivers.legacy_shim import shim as shimmod
-from drivers.legacy_tap import DRIVER, devn_tap
 from iopkt.dev.autoconf import DeviceError, DriverError
 from iopkt.ionet import ionet
 from iopkt.kern.loop import MAX_EVENTS

@@ -1,4 +1,4 @@
-"""drivers/afpacket/devnp_afpacket.py without a packet socket: the rings
+"""drivers/devnp_afpacket/devnp_afpacket.py without a packet socket: the rings
 live in a bytearray with the kernel's own slot layout (if_packet.h), and
 the test plays the kernel: it fills RX slots (v2) or blocks (v3) as
 tpacket_rcv does and takes SEND_REQUEST slots from the TX ring as
@@ -12,12 +12,8 @@ import socket
 import struct
 
 import pytest
-from offload_frames import expected_segments, pseudo_seed
-from scapy.compat import raw
-from scapy.layers.inet import IP, TCP, UDP
-
-from drivers.afpacket import devnp_afpacket as afp
-from drivers.afpacket.devnp_afpacket import (
+from devnp_afpacket import devnp_afpacket as afp
+from devnp_afpacket.devnp_afpacket import (
     DRIVER,
     RING_VERSIONS,
     TP_STATUS_AVAILABLE,
@@ -32,6 +28,10 @@ from drivers.afpacket.devnp_afpacket import (
     slot_offsets,
     v3_layout,
 )
+from offload_frames import expected_segments, pseudo_seed
+from scapy.compat import raw
+from scapy.layers.inet import IP, TCP, UDP
+
 from iopkt.dev.autoconf import DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4

@@ -1,4 +1,4 @@
-"""drivers/tap/devnp_tap.py without a TAP: the softc is driven over one end
+"""drivers/devnp_tap/devnp_tap.py without a TAP: the softc is driven over one end
 of a SOCK_SEQPACKET socketpair (one read = one frame, like a TAP), the test
 holds the other end as the "kernel side"."""
 
@@ -10,14 +10,14 @@ import select
 import socket
 
 import pytest
+from devnp_tap import devnp_tap
+from devnp_tap.devnp_tap import TapSoftc
 from fakenet import FakeClock
 from offload_frames import expected_segments, pseudo_seed
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
-from drivers.tap import devnp_tap
-from drivers.tap.devnp_tap import TapSoftc
 from iopkt.dev.autoconf import DeviceError, DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4

@@ -26,8 +26,9 @@ def _tap_drivers() -> dict:
     driver being written may not import yet)."""
     import importlib
     out = {}
-    for mod in ("drivers.tap", "drivers.legacy_tap", "drivers.legacy_shim"):
-        out.update({d.name: d for d in importlib.import_module(mod).DRIVERS})
+    for mod in ("devnp_tap", "devn_tap", "devnp_shim"):
+        d = importlib.import_module(mod).DRIVER
+        out[d.name] = d
     return out
 
 

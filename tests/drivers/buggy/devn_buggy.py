@@ -1,6 +1,7 @@
 """devn-tap with one deliberate io-net contract bug (see __init__)."""
 
-from drivers.legacy_tap import devn_tap
+from devn_tap import devn_tap
+
 from iopkt.ionet import ionet
 from iopkt.ionet.ionet import EOK, npkt_t
 

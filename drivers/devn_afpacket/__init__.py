@@ -12,4 +12,3 @@ DRIVER = Driver(
              for k, v in devn_afpacket.OPTIONS.items()},
     module=devn_afpacket,
 )
-DRIVERS = [DRIVER]

@@ -9,4 +9,3 @@ DRIVER = Driver(
     options={k: Option(type(v), v, devn_tap.OPTION_HELP[k]) for k, v in devn_tap.OPTIONS.items()},
     module=devn_tap,
 )
-DRIVERS = [DRIVER]
