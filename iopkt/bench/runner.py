@@ -198,7 +198,7 @@ def _labs(plan: Plan, pts: list, link: str, cpu: float, cores):
     capped when cpu < 1."""
     stack = contextlib.ExitStack()
     with stack:
-        labs = {}
+        running = {}
         needed = {d for p in pts for d in plan.drivers_for(p)}
         for i, kind in enumerate(d for d in plan.drivers if d in needed):
             drv, opts = plan.driver_map()[kind]
@@ -207,8 +207,8 @@ def _labs(plan: Plan, pts: list, link: str, cpu: float, cores):
             st = stack.enter_context(labs.stack_lab(spec, cores))
             if cpu < 1:
                 stack.enter_context(cgroup.cpu_limit(st["pid"], cpu, spec.prefix))
-            labs[kind] = st
-        yield labs
+            running[kind] = st
+        yield running
 
 
 def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
@@ -243,7 +243,7 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
         for (link, cpu), pts in plan.groups().items():
             try:
                 labs_cm = _labs(plan, pts, link, cpu, cores)
-                labs = labs_cm.__enter__()
+                running = labs_cm.__enter__()
             except Exception as e:          # this group cannot run; the others can
                 msg = f"setting up the labs failed: {type(e).__name__}: {e}"
                 print(f"      {msg}", file=log)
@@ -268,14 +268,14 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                                 prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
                                 try:
                                     if not isinstance(p, LatencyPoint):
-                                        run_stack(p, kind, labs[kind], plan.seconds, load_cores,
+                                        run_stack(p, kind, running[kind], plan.seconds, load_cores,
                                                   rec, outdir, tag)
                                     else:
-                                        if kind == "kernel" and "kernel" not in labs:
+                                        if kind == "kernel" and "kernel" not in running:
                                             # Linux routing, up for the group's latency runs
-                                            labs["kernel"] = kernel_cm.enter_context(
+                                            running["kernel"] = kernel_cm.enter_context(
                                                 labs.kernel_lab(f"{plan.prefix}k"))
-                                        run_latency(p, kind, labs[kind], load_cores, rec,
+                                        run_latency(p, kind, running[kind], load_cores, rec,
                                                     outdir, tag)
                                 except Exception as e:      # recorded; the bench goes on
                                     rec["error"] = f"{type(e).__name__}: {e}"

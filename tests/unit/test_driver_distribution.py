@@ -81,7 +81,7 @@ def installed(tmp_path_factory):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (site / "iopkt_null-0.1.dist-info" / "entry_points.txt").exists()
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k != "IOPKT_DRIVER_PATH"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), env.get("PYTHONPATH")]))
     return env
 
