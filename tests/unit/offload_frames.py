@@ -4,10 +4,11 @@ the segments Linux's tcp_gso_segment makes of them, built by scapy."""
 
 import struct
 
+from fakenet import Router as R
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.netinet.cksum import fold
 
 
@@ -85,3 +86,25 @@ def tcp_pkt(n, flags="PA", options=None, tcp_options=(), seq=1000, ident=0x4242)
                / TCP(sport=40000, dport=5201, seq=seq, ack=77, flags=flags,
                      options=list(tcp_options))
                / bytes((i * 7 + 3) & 0xFF for i in range(n)))
+
+
+def flow(n, flags="PA", seq=1000, df=True, ttl=64, dst=R.H1):
+    """A TCP packet H0 -> `dst` with `n` bytes of payload."""
+    return raw(IP(src=R.H0, dst=dst, id=0x4242, ttl=ttl, flags="DF" if df else 0)
+               / TCP(sport=40000, dport=5201, seq=seq, ack=77, flags=flags)
+               / bytes((i * 7 + 3) & 0xFF for i in range(n)))
+
+
+def received(net, pkt: bytes, mss: int = 0, udp: bool = False):
+    """`pkt` as devnp-tap hands it up from H0: Ethernet header, checksum
+    partial (the pseudo-header sum in its field), a super-frame when
+    `mss` is given (a cluster plus a jumbo)."""
+    pool = net.stack.pool
+    b = bytearray(pkt)
+    off = 6 if udp else 16
+    b[20 + off:22 + off] = pseudo_seed(pkt, 20).to_bytes(2, "big")
+    m = chain(pool, net.eth0() + bytes(b), [])
+    m.csum_flags = (M_CSUM_UDPv4 if udp else M_CSUM_TCPv4) | (M_CSUM_TSOv4 if mss else 0)
+    m.csum_data = (20 << 16) | off
+    m.segsz = mss
+    return m

@@ -8,10 +8,10 @@ import json
 import pytest
 from fakenet import Router as R
 from fakenet import inject
+from offload_frames import flow, received
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import ARP, Ether
-from test_ip_offload import flow, received
 
 from iopkt.net import bpf
 from iopkt.net.bpf import (

@@ -7,7 +7,7 @@ frame that leaves is checked against scapy."""
 import pytest
 from fakenet import Router as R
 from fakenet import inject, take
-from offload_frames import chain, expected_segments, pseudo_seed
+from offload_frames import expected_segments, flow, pseudo_seed, received
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror, defragment
 from scapy.layers.l2 import Ether
@@ -23,28 +23,6 @@ from iopkt.net.ifnet import (
 
 TCPCSUM = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
 TSO = IFCAP_TSOv4 | TCPCSUM
-
-
-def flow(n, flags="PA", seq=1000, df=True, ttl=64, dst=R.H1):
-    """A TCP packet H0 -> `dst` with `n` bytes of payload."""
-    return raw(IP(src=R.H0, dst=dst, id=0x4242, ttl=ttl, flags="DF" if df else 0)
-               / TCP(sport=40000, dport=5201, seq=seq, ack=77, flags=flags)
-               / bytes((i * 7 + 3) & 0xFF for i in range(n)))
-
-
-def received(net, pkt: bytes, mss: int = 0, udp: bool = False):
-    """`pkt` as devnp-tap hands it up from H0: Ethernet header, checksum
-    partial (the pseudo-header sum in its field), a super-frame when
-    `mss` is given (a cluster plus a jumbo)."""
-    pool = net.stack.pool
-    b = bytearray(pkt)
-    off = 6 if udp else 16
-    b[20 + off:22 + off] = pseudo_seed(pkt, 20).to_bytes(2, "big")
-    m = chain(pool, net.eth0() + bytes(b), [])
-    m.csum_flags = (M_CSUM_UDPv4 if udp else M_CSUM_TCPv4) | (M_CSUM_TSOv4 if mss else 0)
-    m.csum_data = (20 << 16) | off
-    m.segsz = mss
-    return m
 
 
 def minus_ttl(pkt: bytes) -> bytes:

@@ -30,7 +30,7 @@ from iopkt.net import bpf
 from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT, BPF_END, parse_records
 from iopkt.stack.stack import Stack
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 class Served:

@@ -17,7 +17,7 @@ from iopkt.cmd import cli, nicinfo, util
 from iopkt.ctl import control
 from iopkt.net.ifnet import IN_DISCARD_REASONS, OUT_DISCARD_REASONS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 # -- canned answers ------------------------------------------------------------
