@@ -52,6 +52,17 @@ $(QSTAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench,quality]'
 	@touch $@
 
+# The linters, installed on first use: ruff over the whole tree, and the
+# layers contract of pyproject.toml (lint-imports: imports point down only).
+LSTAMP := $(VENV)/.lint
+$(LSTAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench,lint]'
+	@touch $@
+
+lint: $(LSTAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+
 # Mutation testing of the hot-path modules with the unit tests (no root;
 # 27 min on a quiet 2-core VM). Last line: mutation score: K/N killed (P%).
 mutate: $(QSTAMP)
@@ -81,4 +92,4 @@ lab-down: root setup
 	$(VENV)/bin/iopkt lab down $(ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache mutants .coverage htmlcov
+	rm -rf $(VENV) build *.egg-info .pytest_cache mutants .coverage htmlcov .ruff_cache

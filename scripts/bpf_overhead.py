@@ -37,13 +37,14 @@ import sys
 import time
 import timeit
 
-from fakenet import Router  # the unit tests' fake interfaces: make bpf-overhead
 from scapy.compat import raw
 from scapy.layers.inet import IP, UDP
 
 from iopkt.net import ether
 from iopkt.net.bpf import BpfDesc, bpf_attach, bpf_detach
 from iopkt.stack.stack import Stack
+
+from fakenet import Router  # the unit tests' fake interfaces: make bpf-overhead
 
 BURST = 64
 TAP_LINES = {
@@ -131,7 +132,7 @@ def main() -> None:
     round_diffs, round_aa = [], []
     for r in range(args.rounds):
         diffs, aa = [], []
-        for i in range(args.bursts):
+        for _ in range(args.bursts):
             rng.shuffle(names)
             got = {name: one_burst(name) for name in names}
             got["capturing"] = one_burst("capturing")

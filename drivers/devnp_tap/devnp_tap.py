@@ -329,8 +329,9 @@ class TapSoftc:
 
     def _xmit(self, m) -> int:
         """Write one frame (any chain, any offload) and free it. Returns
-        the frame's length, 0 if it was dropped (and counted). Raises OSError with the frame still ours (the
-        caller queues it again or discards it)."""
+        the frame's length, 0 if it was dropped (and counted). Raises
+        OSError with the frame still ours (the caller queues it again or
+        discards it)."""
         fd = self.fd
         if not self.vnet:
             n = os.writev(fd, _iov(m)) if m.next is not None else \
@@ -616,7 +617,8 @@ def attach(stack, opts: dict) -> Ifnet:
     try:
         os.set_blocking(tap.fileno(), False)
         ifp = Ifnet("tap", stack.next_unit("tap"), "devnp-tap")
-        ifp.description = f"TAP {tap.name}" + (f" in netns {opts['netns']}" if opts["netns"] else "")
+        ifp.description = f"TAP {tap.name}" + (f" in netns {opts['netns']}"
+                                               if opts["netns"] else "")
         ifp.if_devkey = ifp.description         # the device, whichever driver drives it
         ifp.mtu = mtu
         ifp.if_snd.maxlen = opts["txqlen"]

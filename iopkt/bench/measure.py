@@ -77,11 +77,12 @@ def iperf3(ns_client: str, ns_server: str, server_ip: str, seconds: float,
         except subprocess.TimeoutExpired:
             cli.kill()
             cli.communicate()
-            raise BenchError(f"iperf3 did not finish within {timeout or seconds + 20}s")
+            raise BenchError(f"iperf3 did not finish within {timeout or seconds + 20}s") from None
         try:
             res = json.loads(out)
         except json.JSONDecodeError:
-            raise BenchError(f"iperf3 printed no JSON: {err.decode(errors='replace')[-300:]}")
+            raise BenchError(f"iperf3 printed no JSON: "
+                             f"{err.decode(errors='replace')[-300:]}") from None
         if "error" in res:
             raise BenchError(f"iperf3: {res['error']}")
         try:
@@ -267,7 +268,7 @@ def ping(ns: str, ip: str, count: int, cores: set[int] | None = None,
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
-        raise BenchError(f"ping did not finish within {limit:.0f}s")
+        raise BenchError(f"ping did not finish within {limit:.0f}s") from None
     except BaseException:                   # Ctrl-C: leave no ping behind
         p.kill()
         p.communicate()

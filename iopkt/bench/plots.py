@@ -176,7 +176,7 @@ def _claim3(plt, summary):
     conds = [(f"{e['point']['cpu']:g} core", e) for e in main]
     _bars(axes[0], conds, _driver_series(CLAIM_KINDS, "throughput_bps", 1e-6),
           f"throughput, {main[0]['label'].rsplit(', CPU', 1)[0]}", "Mbit/s")
-    for i, ((proto, frame, link, load), es) in enumerate(series.items()):
+    for i, ((proto, frame, link, _load), es) in enumerate(series.items()):
         pts = [(e["point"]["cpu"], e["ratios"].get("shim/native", {}).get("throughput_bps"))
                for e in es]
         pts = [(x, st) for x, st in pts if st]

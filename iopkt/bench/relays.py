@@ -75,7 +75,8 @@ def run_one(kind, prefix, seconds, fwd, load, rtt=False):
     cpu = m["cpu_user_s"] + m["cpu_sys_s"]
     out = {"bps": measure.received_bps(m["iperf3"]), "forwarded": m["forwarded"],
            "cpu_s": cpu, "cpu_us_per_pkt": 1e6 * cpu / max(1, m["forwarded"]),
-           "ctxsw_per_pkt": (m["ctxsw_voluntary"] + m["ctxsw_involuntary"]) / max(1, m["forwarded"])}
+           "ctxsw_per_pkt": (m["ctxsw_voluntary"] + m["ctxsw_involuntary"])
+           / max(1, m["forwarded"])}
     if rtt:
         out.update(stats.rtt_stats(p["rtts_us"]))
         out["ping_received"] = p["received"]
@@ -166,7 +167,8 @@ def main() -> None:
                "per forwarded packet" if kind in STACKS else "")
         rtts = [r[kind]["rtt_p50_us"] for r in runs if r[kind].get("rtt_p50_us") is not None]
         if rtts:
-            cpu += f", ping RTT p50 {statistics.median(rtts):.0f} us [{min(rtts):.0f}-{max(rtts):.0f}]"
+            cpu += (f", ping RTT p50 {statistics.median(rtts):.0f} us "
+                    f"[{min(rtts):.0f}-{max(rtts):.0f}]")
         print(f"{kind:13} {med:9.1f} Mbit/s [{lo:.0f}-{hi:.0f}]{cpu}")
     for num, den, target in RATIOS:
         key = f"{num}/{den}"

@@ -118,7 +118,7 @@ def render_md(meta: dict, summary: dict, latency: dict | None = None,
           "| point | driver | Mbit/s | kpps | CPU µs/pkt | CPU s/GB | ctx sw/pkt "
           "| stack thread CPU s | legacy thread CPU s | loss % / retrans | frame seen |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key, e in summary.items():
+    for e in summary.values():
         for k in KINDS:
             d = e["drivers"].get(k)
             if not d:
@@ -134,7 +134,7 @@ def render_md(meta: dict, summary: dict, latency: dict | None = None,
     L += ["", "## Ratios, pair by pair", "",
           "| point | ratio | throughput | CPU per packet | CPU per GB | ctx switches per packet |",
           "|---|---|---|---|---|---|"]
-    for key, e in summary.items():
+    for e in summary.values():
         for name, rs in e["ratios"].items():
             L.append(f"| {e['label']} | {name} | {_m(rs['throughput_bps'], '{:.2f}')} | "
                      f"{_m(rs['cpu_us_per_pkt'], '{:.2f}')} | "

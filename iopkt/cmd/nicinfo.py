@@ -223,7 +223,7 @@ def rates(prev: list, cur: list, dt: float) -> list[dict]:
             continue
         c = d["counters"]
 
-        def delta(k):
+        def delta(k, c=c, b=b):             # a counter that went back: reset
             return c[k] - b[k] if c[k] >= b[k] else c[k]
         out.append({"name": d["name"],
                     "ipackets_per_s": round(delta("ipackets") / dt, 3),

@@ -1,6 +1,6 @@
 """The lab: the stack between two host namespaces.
 
-    P-a: 198.18.0.2/24 --(TAP P-a0)-- stack 198.18.0.1 | 198.19.0.1 --(TAP P-b0)-- P-b: 198.19.0.2/24
+    P-a 198.18.0.2/24 --(TAP P-a0)-- stack 198.18.0.1 | 198.19.0.1 --(TAP P-b0)-- P-b 198.19.0.2/24
 
 `up` creates the namespaces and in each a persistent TAP, its host side
 configured (address, default route through the stack, link speed), then

@@ -1,6 +1,7 @@
 """A lab for devnp-afpacket: two hosts on veth pairs, the stack between.
 
-    P-a: P-a0 198.18.0.2/24 ==veth== P-a1 (in P-n) -- afp0 [stack] afp1 -- P-b1 (in P-n) ==veth== P-b0 198.19.0.2/24 :P-b
+    P-a: P-a0 198.18.0.2/24 ==veth== P-a1 (in P-n) -- afp0 [stack]
+                                    [stack] afp1 -- P-b1 (in P-n) ==veth== P-b0 198.19.0.2/24 :P-b
 
 The stack-side veth ends live in a namespace of their own (P-n, the
 "NICs"), which the drivers reach with netns=; the stack runs as `python -m
@@ -171,7 +172,8 @@ class VethLab:
         except subprocess.TimeoutExpired:
             p.kill()
             out, _ = p.communicate()
-            raise AssertionError(f"{cmd} timed out; output: {out.decode(errors='replace')}")
+            raise AssertionError(f"{cmd} timed out; output: "
+                                 f"{out.decode(errors='replace')}") from None
         res = subprocess.CompletedProcess(cmd, p.returncode, out.decode(errors="replace"))
         if check:
             assert res.returncode == 0, f"{cmd} failed: {res.stdout}"

@@ -90,7 +90,8 @@ class Lab:
         except subprocess.TimeoutExpired:
             p.kill()
             out, _ = p.communicate()
-            raise AssertionError(f"{cmd} timed out; output: {out.decode(errors='replace')}")
+            raise AssertionError(f"{cmd} timed out; output: "
+                                 f"{out.decode(errors='replace')}") from None
         res = subprocess.CompletedProcess(cmd, p.returncode, out.decode(errors="replace"))
         if check:
             assert res.returncode == 0, f"{cmd} failed: {res.stdout}"

@@ -11,11 +11,12 @@ import sys
 import time
 
 import pytest
+
+from iopkt.lab import netns
+
 from afplab import A_GW, A_HOST, B_HOST, ETHTOOL_STXCSUM, VethLab, ethtool_set, mbps, peer_offload
 from conftest import have, unique_prefix
 from tcpstream import tcp_stream
-
-from iopkt.lab import netns
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not have("iperf3") or not have("ping"),

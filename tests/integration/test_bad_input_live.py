@@ -10,9 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import unique_prefix
 
 from iopkt.lab import lab
+
+from conftest import unique_prefix
 
 
 def iopkt(*args):

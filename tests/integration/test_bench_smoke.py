@@ -91,7 +91,7 @@ def test_bench_latency_smoke(tmp_path):
     assert [(x["load"], x["driver"]) for x in lat] == [
         (ld, k) for ld in ("idle", "200M") for k in ("native", "shim", "kernel")]
     by = {(x["load"], x["driver"]): x for x in lat}
-    for (load, kind), x in by.items():
+    for (load, _kind), x in by.items():
         assert 0 < x["rtt_min_us"] <= x["rtt_p50_us"] <= x["rtt_p99_us"] <= x["rtt_max_us"]
         assert x["sent"] == 250 and x["received"] == sum(x["rtt_histogram"]["count"])
         assert (out / x["ping_output"]).exists()

@@ -13,7 +13,6 @@ import threading
 import time
 
 import pytest
-from conftest import running_lab, unique_prefix
 from scapy.layers.inet import ICMP, TCP
 from scapy.utils import PcapNgReader, rdpcap
 
@@ -21,6 +20,8 @@ from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import lab
 from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT
+
+from conftest import running_lab, unique_prefix
 
 pytestmark = pytest.mark.skipif(not shutil.which("tcpdump"), reason="needs tcpdump "
                                 "(sudo make setup installs it)")

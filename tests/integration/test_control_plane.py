@@ -11,10 +11,11 @@ import threading
 import time
 
 import pytest
-from conftest import running_lab, unique_prefix
 
 from iopkt.ctl import control, server
 from iopkt.lab import lab, netns
+
+from conftest import running_lab, unique_prefix
 
 PING_S = 3.0
 

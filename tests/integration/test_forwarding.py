@@ -11,9 +11,10 @@ from datetime import datetime
 
 import pytest
 from scapy.all import IP, UDP, Ether, raw
-from tcpstream import tcp_stream
 
 from iopkt.bench import measure
+
+from tcpstream import tcp_stream
 
 
 def fwd(lb):

@@ -8,11 +8,12 @@ import sys
 import time
 
 import pytest
-from conftest import needs_afpacket
 
 from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import lab, netns
+
+from conftest import needs_afpacket
 
 VETH_NATIVE, VETH_LEGACY = lab.LINK_DRIVERS["veth"]
 

@@ -15,10 +15,11 @@ import time
 import psutil
 import pytest
 import pytun
-from conftest import unique_prefix
 
 from iopkt.ctl import control
 from iopkt.lab import lab, netns, ownership
+
+from conftest import unique_prefix
 
 
 def iopkt(*args, timeout=90):

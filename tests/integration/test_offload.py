@@ -21,9 +21,10 @@ import time
 
 from pyroute2 import NetNS
 from scapy.all import IP, TCP, Ether, raw
-from tcpstream import tcp_stream
 
 from iopkt.lab import netns
+
+from tcpstream import tcp_stream
 
 
 def snmp(lb, ns, proto="Tcp") -> dict:

@@ -8,11 +8,12 @@ import subprocess
 import time
 
 import pytest
-from conftest import LINK_PARAMS, link_drivers
-from devnp_shim.shim import CHECKS
 
+from devnp_shim.shim import CHECKS
 from iopkt.ctl import control
 from iopkt.lab import netns
+
+from conftest import LINK_PARAMS, link_drivers
 
 
 @pytest.fixture(params=LINK_PARAMS)

@@ -7,9 +7,10 @@ the pool must be back to in_use == 0 (checked by the `stack` fixture).
 """
 
 import pytest
-from fakenet import FakeClock, Router
 
 from iopkt.stack.stack import Stack
+
+from fakenet import FakeClock, Router
 
 
 @pytest.fixture

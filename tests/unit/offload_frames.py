@@ -4,12 +4,13 @@ the segments Linux's tcp_gso_segment makes of them, built by scapy."""
 
 import struct
 
-from fakenet import Router as R
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP
 
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.netinet.cksum import fold
+
+from fakenet import Router as R
 
 
 def pseudo_seed(pkt: bytes, iphl: int) -> int:

@@ -1,7 +1,6 @@
 """devn-tap with one deliberate io-net contract bug (see __init__)."""
 
 from devn_tap import devn_tap
-
 from iopkt.ionet import ionet
 from iopkt.ionet.ionet import EOK, npkt_t
 

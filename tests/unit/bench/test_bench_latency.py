@@ -1,9 +1,9 @@
 """The bench's latency figures from canned ping output and records:
 percentiles, the hand-off's cost per crossing, the table, the verdict."""
 
-from bench_canned import LATENCY_P50, latency_record, latency_records
-
 from iopkt.bench import matrix, measure, report, runner, stats
+
+from bench_canned import LATENCY_P50, latency_record, latency_records
 
 PING_OUT = """PING 198.19.0.2 (198.19.0.2) 18(46) bytes of data.
 26 bytes from 198.19.0.2: icmp_seq=1 ttl=63 time=0.987 ms

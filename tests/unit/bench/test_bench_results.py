@@ -11,9 +11,10 @@ import sys
 
 import matplotlib  # a test dependency: no skipping
 import pytest
-from bench_canned import default_records, meta, write_folder
 
 from iopkt.bench import compare, measure, plots, report, stats
+
+from bench_canned import default_records, meta, write_folder
 
 CLAIM_PLOTS = {"plot-claim1-slow-link.png", "plot-claim2-small-frames.png",
                "plot-claim3-low-power-cpu.png", "plot-tso.png", "plot-latency.png"}

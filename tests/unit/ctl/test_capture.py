@@ -16,8 +16,6 @@ import threading
 import time
 
 import pytest
-from fakenet import Router as R
-from fakenet import inject
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
@@ -29,6 +27,9 @@ from iopkt.ctl.server import ControlServer
 from iopkt.net import bpf
 from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT, BPF_END, parse_records
 from iopkt.stack.stack import Stack
+
+from fakenet import Router as R
+from fakenet import inject
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -224,7 +225,7 @@ def test_a_reader_that_never_reads_gets_drops_not_a_stalled_stack(served, monkey
     monkeypatch.setattr(ops, "BPF_BUFSIZE", 256 * 1024)
     sock, _, rest = stream(ifname="fk0")           # and then it reads nothing
     n = 0
-    for burst in range(40):
+    for _ in range(40):
         served.pings(50, start=n, size=1400)
         n += 50
         assert control.request("unit", "ping")["name"] == "unit"    # still answering
@@ -413,7 +414,8 @@ def test_ctrl_c_ends_the_capture_with_its_counts(served, tmp_path):
 def test_summary_lines_in_a_fresh_interpreter(served):
     """The text mode parses IP by itself (no test module imported scapy's
     inet layers for it)."""
-    code = "import sys; from iopkt.cmd import capture; sys.exit(capture.run('unit', 'fk0', None, 2))"
+    code = ("import sys; from iopkt.cmd import capture; "
+            "sys.exit(capture.run('unit', 'fk0', None, 2))")
     env = {**os.environ, "IOPKT_RUN_DIR": control.RUN_DIR, "PYTHONPATH": ROOT}
     p = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)

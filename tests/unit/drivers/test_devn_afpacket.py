@@ -11,13 +11,13 @@ import threading
 import time
 
 import pytest
-from devn_afpacket import devn_afpacket as af
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
+from devn_afpacket import devn_afpacket as af
 from iopkt.ionet import ionet
 from iopkt.ionet.ionet import (
     _NPKT_NOT_TXED,

@@ -25,18 +25,19 @@ import threading
 import time
 
 import pytest
-from devn_tap import DRIVER, devn_tap
-from devnp_shim import shim as shimmod
-from fakenet import FakeClock, aton
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import ARP, Ether
 
+from devn_tap import DRIVER, devn_tap
+from devnp_shim import shim as shimmod
 from iopkt.dev.autoconf import DeviceError, DriverError
 from iopkt.ionet import ionet
 from iopkt.kern.loop import MAX_EVENTS
 from iopkt.net.ifnet import IFF_OACTIVE, IFF_RUNNING, IFF_UP, LINK_STATE_DOWN, LINK_STATE_UP
 from iopkt.stack.stack import Stack
+
+from fakenet import FakeClock, aton
 
 MAC = "02:00:00:00:00:01"
 PEER_MAC = "02:aa:00:00:00:02"

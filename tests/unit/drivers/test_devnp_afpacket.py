@@ -12,6 +12,9 @@ import socket
 import struct
 
 import pytest
+from scapy.compat import raw
+from scapy.layers.inet import IP, TCP, UDP
+
 from devnp_afpacket import devnp_afpacket as afp
 from devnp_afpacket.devnp_afpacket import (
     DRIVER,
@@ -28,10 +31,6 @@ from devnp_afpacket.devnp_afpacket import (
     slot_offsets,
     v3_layout,
 )
-from offload_frames import expected_segments, pseudo_seed
-from scapy.compat import raw
-from scapy.layers.inet import IP, TCP, UDP
-
 from iopkt.dev.autoconf import DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
@@ -47,6 +46,8 @@ from iopkt.net.ifnet import (
     IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
 )
+
+from offload_frames import expected_segments, pseudo_seed
 
 MAC = bytes.fromhex("020000000001")
 PEER = bytes.fromhex("02aa00000002")

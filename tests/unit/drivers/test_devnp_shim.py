@@ -13,8 +13,8 @@ import time
 import types
 
 import pytest
-from devnp_shim import shim as shimmod
 
+from devnp_shim import shim as shimmod
 from iopkt.dev.autoconf import DeviceError, Driver, DriverError
 from iopkt.ionet import ionet
 from iopkt.ionet.ionet import (

@@ -10,14 +10,12 @@ import select
 import socket
 
 import pytest
-from devnp_tap import devnp_tap
-from devnp_tap.devnp_tap import TapSoftc
-from fakenet import FakeClock
-from offload_frames import expected_segments, pseudo_seed
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
+from devnp_tap import devnp_tap
+from devnp_tap.devnp_tap import TapSoftc
 from iopkt.dev.autoconf import DeviceError, DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
@@ -39,6 +37,9 @@ from iopkt.net.ifnet import (
 )
 from iopkt.netinet.in_offload import in_undefer_cksum
 from iopkt.stack.stack import Stack
+
+from fakenet import FakeClock
+from offload_frames import expected_segments, pseudo_seed
 
 
 class FakeTap:

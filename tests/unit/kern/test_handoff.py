@@ -120,7 +120,7 @@ def test_kick_wakes_the_stack_once_until_it_drains():
 def test_each_drain_lets_exactly_one_more_wake_up_through():
     w = Waker()
     q = HandoffQueue(4, w)
-    for i in range(3):
+    for _ in range(3):
         q.kick()
         q.kick()
         q.begin_drain()

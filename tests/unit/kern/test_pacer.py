@@ -1,9 +1,10 @@
 """iopkt.pacer: the token bucket of link-speed emulation, with a fake clock."""
 
 import pytest
-from fakenet import FakeClock
 
 from iopkt.kern.pacer import WIRE_OVERHEAD, Pacer
+
+from fakenet import FakeClock
 
 
 def admitted_rate(p: Pacer, clock: FakeClock, sizes, frames=1) -> float:

@@ -15,11 +15,12 @@ a bucket ahead of it.
 import copy
 import random
 
-from fakenet import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iopkt.kern.pacer import WIRE_OVERHEAD, Pacer
+
+from fakenet import FakeClock
 
 SETTINGS = settings(max_examples=25, deadline=None)
 OVERHEAD = 7 + 1 + 4 + 12       # preamble, SFD, FCS, inter-frame gap: what a frame costs

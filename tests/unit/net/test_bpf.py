@@ -6,9 +6,6 @@ copied when no capture is attached."""
 import json
 
 import pytest
-from fakenet import Router as R
-from fakenet import inject
-from offload_frames import flow, received
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP
 from scapy.layers.l2 import ARP, Ether
@@ -26,6 +23,10 @@ from iopkt.net.bpf import (
     parse_records,
 )
 from iopkt.net.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv4
+
+from fakenet import Router as R
+from fakenet import inject
+from offload_frames import flow, received
 
 SMALL = REC.size + bpf.BPF_MAXFRAME          # the smallest bound a capture accepts
 

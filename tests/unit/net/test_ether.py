@@ -1,7 +1,6 @@
 """iopkt.ether: input classification and discards, output framing."""
 
 import pytest
-from fakenet import Router, aton, fake_if, inject, take
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, UDP
 from scapy.layers.l2 import Ether
@@ -9,6 +8,8 @@ from scapy.layers.l2 import Ether
 from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_PKTHDR
 from iopkt.net.ether import ETHERTYPE_IP, ether_header, ether_output_frame, mac_aton, mac_ntoa
 from iopkt.net.ifnet import IFF_PROMISC, IFF_RUNNING, IN_DISCARD_REASONS
+
+from fakenet import Router, aton, fake_if, inject, take
 
 OTHER_MAC = "02:cc:cc:cc:cc:cc"
 

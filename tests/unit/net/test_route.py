@@ -1,7 +1,6 @@
 """iopkt.route: longest-prefix match, the route cache, route checks."""
 
 import pytest
-from fakenet import aton, fake_if
 
 from iopkt.net.route import (
     RTF_CONNECTED,
@@ -14,6 +13,8 @@ from iopkt.net.route import (
     prefix_problem,
 )
 from iopkt.net.route import aton as route_aton
+
+from fakenet import aton, fake_if
 
 
 class If:

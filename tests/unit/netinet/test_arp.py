@@ -2,7 +2,6 @@
 
 import logging
 
-from fakenet import Router, aton, fake_if, inject, ip_of, take
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, UDP, IPerror
 from scapy.layers.l2 import ARP, Ether
@@ -10,6 +9,8 @@ from scapy.layers.l2 import ARP, Ether
 from iopkt.net.ifnet import IFF_NOARP
 from iopkt.net.route import ntoa
 from iopkt.netinet.arp import LLE_INCOMPLETE, LLE_REACHABLE
+
+from fakenet import Router, aton, fake_if, inject, ip_of, take
 
 R = Router
 

@@ -1,7 +1,6 @@
 """iopkt.icmp: echo replies (and what is not answered), errors and their rate limit."""
 
 import pytest
-from fakenet import FakeClock, Router, aton, fake_if, inject, ip_of, take
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
@@ -9,6 +8,8 @@ from scapy.layers.l2 import ARP, Ether
 from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_PKTHDR, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.netinet.cksum import in_cksum
 from iopkt.stack.stack import Stack
+
+from fakenet import FakeClock, Router, aton, fake_if, inject, ip_of, take
 
 R = Router
 
@@ -159,8 +160,9 @@ def test_echo_to_broadcast_not_answered(net, stack):
 
 
 def test_no_echo_reply_to_a_martian_source(net, stack):
-    from fakenet import take
     from scapy.layers.inet import ICMP, IP
+
+    from fakenet import take
     for src in ("127.0.0.1", "0.1.2.3", "224.0.0.5"):
         net.send0(IP(src=src, dst=net.IP0) / ICMP(id=7, seq=1))
     assert take(net.if0) == []

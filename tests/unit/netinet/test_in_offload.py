@@ -6,7 +6,6 @@ scapy's own."""
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from offload_frames import as_superframe, chain, expected_segments, pseudo_seed, tcp_pkt
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR
 from scapy.utils import checksum as scapy_checksum
@@ -20,6 +19,8 @@ from iopkt.netinet.in_offload import (
     tso_segments,
     tso_wire,
 )
+
+from offload_frames import as_superframe, chain, expected_segments, pseudo_seed, tcp_pkt
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

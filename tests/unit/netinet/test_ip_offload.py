@@ -5,9 +5,6 @@ interface cannot, ICMP errors quoting a super-frame's first segment. Every
 frame that leaves is checked against scapy."""
 
 import pytest
-from fakenet import Router as R
-from fakenet import inject, take
-from offload_frames import expected_segments, flow, pseudo_seed, received
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror, defragment
 from scapy.layers.l2 import Ether
@@ -20,6 +17,10 @@ from iopkt.net.ifnet import (
     IFCAP_TSOv4,
     parse_capwords,
 )
+
+from fakenet import Router as R
+from fakenet import inject, take
+from offload_frames import expected_segments, flow, pseudo_seed, received
 
 TCPCSUM = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
 TSO = IFCAP_TSOv4 | TCPCSUM

@@ -6,8 +6,6 @@ Topology (fixture `net`, neighbours already resolved):
 """
 
 import pytest
-from fakenet import FakeClock, Router, aton, fake_if, inject, ip_of, take
-from offload_frames import chain, pseudo_seed
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR, IPOption_Security, defragment
 from scapy.layers.l2 import Ether
@@ -18,6 +16,9 @@ from iopkt.net.route import ntoa
 from iopkt.netinet.cksum import cksum_sum, fold, in_cksum
 from iopkt.netinet.ipv4 import _copied_options_header
 from iopkt.stack.stack import Stack
+
+from fakenet import FakeClock, Router, aton, fake_if, inject, ip_of, take
+from offload_frames import chain, pseudo_seed
 
 R = Router
 
@@ -916,7 +917,7 @@ def test_no_room_for_8_bytes_in_a_fragment_cannot_fragment(net, stack, opts, mtu
     # first-only: later fragments would have room (their header is 20
     # bytes), the first, with all 60, has not.
     net.if1.mtu = mtu
-    for i in range(2):
+    for _ in range(2):
         send_raw_ip(net, with_options(opts, bytes(range(40))))
     assert net.if1.sent == [] and net.if0.sent == []
     assert stats(stack, "cantfrag", "fragmented", "odropped", "forward") == (2, 0, 0, 0)

@@ -13,12 +13,13 @@ random headers, data, offsets, lengths and initial sums on top.
 import random
 import struct
 
-from fakenet import Router as R
-from fakenet import aton, inject
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from iopkt.netinet.cksum import cksum_bulk, cksum_sum, cksum_update16, fold, in_cksum
+
+from fakenet import Router as R
+from fakenet import aton, inject
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

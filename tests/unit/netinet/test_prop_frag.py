@@ -14,12 +14,13 @@ reassembled; the pool must be empty after each packet.
 
 import struct
 
-from fakenet import Router as R
-from fakenet import aton, inject, ip_of, take
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, defragment
+
+from fakenet import Router as R
+from fakenet import aton, inject, ip_of, take
 
 SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

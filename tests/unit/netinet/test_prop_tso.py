@@ -19,16 +19,17 @@ clear or set, the outgoing MTU from 68 up.
 import struct
 
 import pytest
-from fakenet import Router as R
-from fakenet import aton, inject, take
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from offload_frames import chain
 from scapy.layers.inet import ICMP, IP, TCP, IPerror, defragment, in4_chksum
 from scapy.utils import checksum
 
 from iopkt.kern.mbuf import M_PKTHDR, M_CSUM_TCPv4, M_CSUM_TSOv4, MbufPool
 from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len
+
+from fakenet import Router as R
+from fakenet import aton, inject, take
+from offload_frames import chain
 
 SETTINGS = settings(max_examples=80, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])

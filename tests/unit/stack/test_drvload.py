@@ -36,8 +36,9 @@ def test_parse_options_ints():
     opts = resolve("tap").parse_options("mtu=1400,burst=8")
     assert opts["mtu"] == 1400 and type(opts["mtu"]) is int
     assert opts["burst"] == 8 and type(opts["burst"]) is int
-    assert opts == {"name": "", "netns": "", "mac": "", "mtu": 1400, "burst": 8, "txqlen": 256, "speed": 0,
-                    "offload": True, "tso4": True, "tcp4csum": True, "udp4csum": True}
+    assert opts == {"name": "", "netns": "", "mac": "", "mtu": 1400, "burst": 8, "txqlen": 256,
+                    "speed": 0, "offload": True, "tso4": True, "tcp4csum": True,
+                    "udp4csum": True}
 
 
 def test_parse_options_defaults_and_spacing():

@@ -2,8 +2,9 @@
 (addresses, static routes, the MTU ifconfig set), and tells its neighbours
 its new MAC with a gratuitous ARP; another device gets nothing."""
 
-from fakenet import aton, fake_if, take
 from scapy.layers.l2 import ARP
+
+from fakenet import aton, fake_if, take
 
 
 def _routes(stack):
