@@ -15,10 +15,12 @@ import pytest
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP
 
+from devnp_afpacket import attach as afa
 from devnp_afpacket import devnp_afpacket as afp
-from devnp_afpacket.devnp_afpacket import (
-    DRIVER,
-    RING_VERSIONS,
+from devnp_afpacket import lxif
+from devnp_afpacket import packet_mmap as pm
+from devnp_afpacket.attach import DRIVER, RING_VERSIONS
+from devnp_afpacket.packet_mmap import (
     TP_STATUS_AVAILABLE,
     TP_STATUS_CSUMNOTREADY,
     TP_STATUS_SEND_REQUEST,
@@ -52,11 +54,11 @@ from offload_frames import expected_segments, pseudo_seed
 MAC = bytes.fromhex("020000000001")
 PEER = bytes.fromhex("02aa00000002")
 ETH = MAC + PEER + b"\x08\x00"
-UP = afp.LX_IFF_UP | afp.LX_IFF_RUNNING
+UP = lxif.LX_IFF_UP | lxif.LX_IFF_RUNNING
 ALL = IFCAP_TSOv4 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx \
     | IFCAP_CSUM_UDPv4_Tx
 NEEDS = vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM
-BIG = Geometry(afp.TPACKET_V2).framesize_for(afp.MAX_FRAME)       # 65632
+BIG = Geometry(pm.TPACKET_V2).framesize_for(pm.MAX_FRAME)       # 65632
 
 
 # -- the C layouts, from include/uapi/linux/if_packet.h --------------------------
@@ -98,10 +100,10 @@ class TpacketBlockDesc(ctypes.Structure):
 
 
 def test_slot_layouts_match_the_c_structures():
-    assert ctypes.sizeof(Tpacket2Hdr) == afp.TPACKET2_HDR_LEN == 32
-    assert ctypes.sizeof(Tpacket3Hdr) == afp.TPACKET3_HDR_LEN == 48
-    assert ctypes.sizeof(TpacketBlockDesc) == afp.BLOCK_DESC_LEN == 48
-    g2, g3 = Geometry(afp.TPACKET_V2), Geometry(afp.TPACKET_V3)
+    assert ctypes.sizeof(Tpacket2Hdr) == pm.TPACKET2_HDR_LEN == 32
+    assert ctypes.sizeof(Tpacket3Hdr) == pm.TPACKET3_HDR_LEN == 48
+    assert ctypes.sizeof(TpacketBlockDesc) == pm.BLOCK_DESC_LEN == 48
+    g2, g3 = Geometry(pm.TPACKET_V2), Geometry(pm.TPACKET_V3)
     # What getsockopt(PACKET_HDRLEN) says: TPACKET_ALIGN(hdr) + sizeof(sockaddr_ll).
     assert (g2.hdrlen, g3.hdrlen) == (52, 68)
     # RX: the frame at TPACKET_ALIGN(hdrlen + 16) + vnet - 14 (tpacket_rcv's macoff).
@@ -130,11 +132,11 @@ def test_slot_layouts_match_the_c_structures():
                                        (BIG, 1), (BIG, 64), (BIG, 128), (4096 + 16, 33)])
 def test_ring_layout_whole_frames_in_power_of_two_blocks(fs, frames):
     bs, nb, nf = ring_layout(fs, frames)
-    assert bs % afp.PAGE == 0 and bs & (bs - 1) == 0       # 2^order pages
+    assert bs % pm.PAGE == 0 and bs & (bs - 1) == 0       # 2^order pages
     assert nf == (bs // fs) * nb >= frames                  # what the kernel checks
     # No other block size needs less memory for these frames.
-    b = afp.PAGE
-    while b <= afp.MAX_BLOCK:
+    b = pm.PAGE
+    while b <= pm.MAX_BLOCK:
         if b >= fs:
             assert -(-frames // (b // fs)) * b >= bs * nb
         b *= 2
@@ -190,7 +192,7 @@ class FakeSock:
             assert opt == socket.SO_ERROR
             e, self.so_error = self.so_error, 0
             return e
-        assert (level, opt) == (afp.SOL_PACKET, afp.PACKET_STATISTICS)
+        assert (level, opt) == (pm.SOL_PACKET, pm.PACKET_STATISTICS)
         out = struct.pack("3I", *self.stats)[:size]
         self.stats = [0, 0, 0]                       # the kernel resets them when read
         return out
@@ -220,12 +222,12 @@ class Kernel:
            tp_len: int | None = None) -> bool:
         """tpacket_rcv: the frame into the next slot (v2, cut at the
         slot's end) or into the block being filled (v3)."""
-        if self.g.version == afp.TPACKET_V3:
+        if self.g.version == pm.TPACKET_V3:
             self.block.append((frame, hdr, status, tp_len))
             return True
         r = self.ring
         off = r.rx_offs[self.rx_i]
-        if r.u32[off >> 2] != afp.TP_STATUS_KERNEL:
+        if r.u32[off >> 2] != pm.TP_STATUS_KERNEL:
             self.drops += 1
             return False
         mac = self.g.rx_mac
@@ -241,17 +243,17 @@ class Kernel:
         """v3: the block is full or its timer ran out: hand it over."""
         r = self.ring
         b = r.rx_blocks[self.blk]
-        if r.u32[(b + 8) >> 2] != afp.TP_STATUS_KERNEL:
+        if r.u32[(b + 8) >> 2] != pm.TP_STATUS_KERNEL:
             self.drops += len(self.block)
             self.block = []
             return False
         bs = r.rx_layout[0]
-        pos = afp.BLOCK_DESC_LEN
+        pos = pm.BLOCK_DESC_LEN
         mac = self.g.rx_mac
         for k, (frame, hdr, status, tp_len) in enumerate(self.block):
             snap = min(len(frame), bs - pos - mac)
             last = k == len(self.block) - 1
-            step = 0 if last else afp.tpacket_align(mac + snap)
+            step = 0 if last else pm.tpacket_align(mac + snap)
             h = Tpacket3Hdr(tp_next_offset=step, tp_snaplen=snap, tp_len=tp_len or len(frame),
                             tp_status=TP_STATUS_USER | status, tp_mac=mac, tp_net=mac + 14)
             p = b + pos
@@ -259,7 +261,7 @@ class Kernel:
             r.mv[p + mac - 10:p + mac] = hdr
             r.mv[p + mac:p + mac + snap] = frame[:snap]
             pos += step
-        struct.pack_into("<III", r.mv, b + 12, len(self.block), afp.BLOCK_DESC_LEN, pos)
+        struct.pack_into("<III", r.mv, b + 12, len(self.block), pm.BLOCK_DESC_LEN, pos)
         r.u32[(b + 8) >> 2] = TP_STATUS_USER
         self.block = []
         self.blk = (self.blk + 1) % len(r.rx_blocks)
@@ -267,9 +269,9 @@ class Kernel:
 
     def rx_slots_ours(self) -> int:
         r = self.ring
-        if self.g.version == afp.TPACKET_V3:
-            return sum(1 for b in r.rx_blocks if r.u32[(b + 8) >> 2] == afp.TP_STATUS_KERNEL)
-        return sum(1 for o in r.rx_offs if r.u32[o >> 2] == afp.TP_STATUS_KERNEL)
+        if self.g.version == pm.TPACKET_V3:
+            return sum(1 for b in r.rx_blocks if r.u32[(b + 8) >> 2] == pm.TP_STATUS_KERNEL)
+        return sum(1 for o in r.rx_offs if r.u32[o >> 2] == pm.TP_STATUS_KERNEL)
 
     # TX -------------------------------------------------------------------
     def tx(self, hold: bool = False) -> list:
@@ -321,7 +323,7 @@ class Nic:
         self.sock = FakeSock()
         self.kernel = self.sock.kernel = Kernel(self.ring)
         self.stack = stack
-        self.ifp = afp.build(stack, self.sock, self.ring, 7, "veth1", mtu, flags, MAC, o,
+        self.ifp = afa.build(stack, self.sock, self.ring, 7, "veth1", mtu, flags, MAC, o,
                              "Linux veth1")
         self.sc = self.ifp.softc
         self.link = ["veth1", flags, mtu]
@@ -680,7 +682,7 @@ def test_link_follows_the_linux_interface(stack, clock, caplog):
     caplog.set_level(logging.INFO, "iopkt")
     n = Nic(stack)
     ifp = n.ifp
-    n.link[1] = afp.LX_IFF_UP                   # carrier lost
+    n.link[1] = lxif.LX_IFF_UP                   # carrier lost
     clock.advance(1.1)
     stack._run_callouts()
     assert ifp.link_state == LINK_STATE_DOWN and not ifp.flags & IFF_RUNNING
@@ -782,10 +784,10 @@ def test_small_frames_need_no_jumbo_clusters(stack):
 def test_bad_options_are_usage_errors(text, words):
     from iopkt.kern.mbuf import MbufPool
     with pytest.raises(DriverError) as e:
-        afp.check_options(DRIVER.parse_options(text), MbufPool(4).mclbytes - 64)
+        afa.check_options(DRIVER.parse_options(text), MbufPool(4).mclbytes - 64)
     assert words in str(e.value)
 
 
 def test_a_missing_namespace_is_a_usage_error():
     with pytest.raises(DriverError, match="no network namespace 'nope-afp'"):
-        afp.open_socket("veth1", "nope-afp")
+        afa.open_socket("veth1", "nope-afp")
