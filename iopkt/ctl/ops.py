@@ -8,7 +8,6 @@ import contextlib
 import os
 import sys
 import threading
-import typing
 
 from iopkt.ctl.control import MAX_COUNT, ControlError, UsageError
 from iopkt.net.bpf import BPF_BUFSIZE, DIRECTIONS, REC, BpfDesc, bpf_attach
@@ -135,7 +134,7 @@ class Ops:
         its header line. `direction` is in, out or both; `count` ends it
         after that many frames (0: when the client closes or the interface
         goes). `conn` comes from handle(), never from the client (it has
-        no type hint, so check_args refuses it as an argument)."""
+        no type hint, so request.check_args refuses it as an argument)."""
         if direction not in DIRECTIONS:
             raise UsageError(f"capture: direction {direction!r}: one of in, out, both")
         if not 0 <= count <= MAX_COUNT:
@@ -192,24 +191,3 @@ def _refused():
         yield
     except ValueError as e:
         raise ControlError(str(e)) from None
-
-
-def check_args(op, args: dict) -> None:
-    """Refuse a request whose arguments the operation does not take, or
-    of the wrong JSON type, before it runs: a bad request is the client's
-    error (UsageError), never a traceback in the stack's log."""
-    hints = typing.get_type_hints(op)
-    name = op.__name__.removeprefix("op_")
-    for key, value in args.items():
-        if key not in hints or key == "return":
-            known = ", ".join(k for k in hints if k != "return") or "none"
-            raise UsageError(f"{name}: unknown argument '{key}' (arguments: {known})")
-        allowed = typing.get_args(hints[key]) or (hints[key],)
-        allowed = tuple(typing.get_origin(t) or t for t in allowed)
-        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
-        if ok and isinstance(value, list):
-            ok = all(isinstance(v, str) for v in value)
-        if not ok:
-            want = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
-            raise UsageError(f"{name}: argument '{key}' is {type(value).__name__}, "
-                             f"expected {want}")

@@ -8,19 +8,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import select
 import socket
 import stat
 
-from iopkt.ctl import control
+from iopkt.ctl import control, request
 from iopkt.ctl.control import ControlError, UsageError
-from iopkt.ctl.ops import Ops, check_args
+from iopkt.ctl.ops import Ops
 from iopkt.ctl.rundir import RunDirError, ensure_run_dir
 from iopkt.net.bpf import BpfDesc, bpf_detach
 
 MAX_REQUEST = 65536         # bytes: a longer request is refused and the client cut off
-MAX_DEPTH = 8               # nesting of a request's JSON; deeper is refused, unparsed
 MAX_CONNS = 64              # open client connections; a new one evicts the oldest
 ACCEPT_BURST = 16           # accepts per readiness event: bounded work per loop
 BACKLOG = 128             # connections waiting for accept; beyond, the CLI says "busy"
@@ -31,24 +29,6 @@ STREAM_OPS = ("capture",)   # requests that turn their connection into a stream
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 EPOLLHUP = select.EPOLLHUP | select.EPOLLERR
-
-
-_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def too_deep(data: bytes, limit: int = MAX_DEPTH) -> bool:
-    """Whether the JSON text `data` nests arrays and objects more than
-    `limit` deep (brackets inside strings do not count), found without
-    parsing it: json.loads would recurse once per level."""
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False                        # every real request: no scan
-    depth = 0
-    for c in _STRINGS.sub(b"", data).translate(None, _NOT_BRACKETS):
-        depth += 1 if c in b"[{" else -1
-        if depth > limit:
-            return True
-    return False
 
 
 class Conn:
@@ -351,23 +331,14 @@ class ControlServer(Ops):
         its stream; without one it is refused."""
         self.requests += 1
         try:
-            if too_deep(data):
-                self.too_deep += 1
-                raise UsageError(f"a request nested deeper than {MAX_DEPTH} levels")
-            req = json.loads(data)
-            if not isinstance(req, dict) or not isinstance(req.get("args", {}), dict):
-                raise UsageError("a request is a JSON object {\"op\": ..., \"args\": {...}}")
-            op = self.ops.get(req.get("op"))
-            if op is None:
-                raise UsageError(f"unknown request {req.get('op')!r} "
-                                 f"(requests: {', '.join(self.ops)})")
-            args = req.get("args", {})
-            check_args(op, args)
-            if req["op"] in STREAM_OPS:
+            name, op, args = request.parse(data, self.ops)
+            if name in STREAM_OPS:
                 return {"ok": True, "result": op(conn, **args)}
             return {"ok": True, "result": op(**args)}
         except (UsageError, ValueError, TypeError, UnicodeDecodeError) as e:
             self.errors += 1
+            if isinstance(e, request.TooDeep):
+                self.too_deep += 1
             return {"ok": False, "usage": True, "error": str(e)}
         except (ControlError, KeyError, OSError) as e:
             self.errors += 1

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from iopkt.ctl import control, server
+from iopkt.ctl import control, request, server
 from iopkt.ctl.control import UsageError
 from iopkt.ctl.server import ControlServer
 from iopkt.stack.stack import Stack
@@ -227,7 +227,7 @@ def test_a_request_nested_too_deep_is_a_usage_error_counted_and_not_logged(serve
     raw = b'{"op": "ping", "args": {"x": ' + b"[" * depth + b"]" * depth + b"}}\n"
     ans = ask(path, raw)
     assert ans == {"ok": False, "usage": True,
-                   "error": f"a request nested deeper than {server.MAX_DEPTH} levels"}, ans
+                   "error": f"a request nested deeper than {request.MAX_DEPTH} levels"}, ans
     assert srv.stats()["too_deep"] == 1 and (srv.requests, srv.errors) == (1, 1)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
     assert ask(path, req(op="ping"))["ok"]
@@ -244,7 +244,7 @@ def test_a_request_nested_too_deep_is_a_usage_error_counted_and_not_logged(serve
     (b"[]" * 40, False),                                # many, but side by side
 ])
 def test_too_deep_counts_nesting_not_brackets(text, deep):
-    assert server.too_deep(text) is deep
+    assert request.too_deep(text) is deep
 
 
 def test_a_request_with_a_peer_goes_only_to_that_process(served, tmp_path):
