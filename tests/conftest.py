@@ -1,6 +1,23 @@
 import os
+import sys
 
 import pytest
+
+# make mutate: mutmut names a mutant after its file's path
+# (drivers.devnp_tap.devnp_tap.x_...) and runs it only in a module whose
+# __name__ is that name, while the tests and the entry points import a
+# driver by its own name (devnp_tap). Under mutmut (it runs pytest in its own
+# process), each driver package and its modules are imported by their path
+# and known by their own names too, so that both name one module.
+if "mutmut" in sys.modules:
+    import importlib
+    import pkgutil
+    for _pkg in ("devnp_tap", "devn_tap", "devnp_shim", "devnp_afpacket", "devn_afpacket"):
+        _mod = importlib.import_module(f"drivers.{_pkg}")
+        sys.modules[_pkg] = _mod
+        for _info in pkgutil.iter_modules(_mod.__path__):
+            sys.modules[f"{_pkg}.{_info.name}"] = importlib.import_module(
+                f"drivers.{_pkg}.{_info.name}")
 
 # The tests keep their control sockets, lab state and stack logs in a run
 # directory of their own (set before anything imports iopkt, and inherited
