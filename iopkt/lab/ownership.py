@@ -202,15 +202,15 @@ class Record:
         ours = [e for e in o["netns"] if state[e["name"]][0] == "ours"]
         out.said += end_processes(ours)
         keep_links = []
-        for ln in o["links"]:
-            st = state.get(ln["netns"], ("other",))[0] if ln["netns"] else "root"
+        for ln in o["links"]:           # each in one of the lab's namespaces
+            st = state.get(ln["netns"], ("other",))[0]
             if st == "aliased":
                 keep_links.append(ln)
-            elif st in ("ours", "root") and ln["ifindex"] is not None:
-                if netns.link_delete(ln["name"], ln["netns"], ln["ifindex"]):
-                    out.removed.append(f"link {ln['name']}")
-                elif st == "root" and netns.link_index(ln["name"]) is not None:
-                    out.left.append(f"link {ln['name']} (another link has its name now)")
+            elif st == "ours" and ln["ifindex"] is not None \
+                    and netns.link_delete(ln["name"], ln["netns"], ln["ifindex"]):
+                out.removed.append(f"link {ln['name']}")
+            # else: gone with its namespace, or goes with it (a link of
+            # that name but another ifindex in the lab's namespace too)
         keep_ns = []
         for e in o["netns"]:
             st, why = state[e["name"]]
