@@ -184,7 +184,7 @@ def test_more_clients_than_max_conns_evict_the_oldest(served, monkeypatch):
      "no driver 'nosuch' (looked for devnp-nosuch and devn-nosuch; drivers: "),
     (b'{"op": "route", "args": {"add": "10.0.0.0/33", "gateway": "1.2.3.4"}}\n', True,
      "'10.0.0.0/33' is not an IPv4 address or prefix"),
-])
+], ids=lambda v: None if not isinstance(v, bytes) else f"request{len(v)}")
 def test_malformed_requests_are_usage_errors_and_leave_no_traceback(served, caplog, raw,
                                                                     usage, needle):
     # The answer *starts* with what names the problem: a bug behind the
@@ -242,7 +242,10 @@ def test_a_request_nested_too_deep_is_a_usage_error_counted_and_not_logged(serve
     (b'{"a": "\\"' + b"[" * 50 + b'"}', False),         # ... after an escaped quote
     (b'{"a": "\\\\", "b": ' + b"[" * 9 + b"]" * 9 + b"}", True),   # an escaped backslash
     (b"[]" * 40, False),                                # many, but side by side
-])
+    (b"[" + b"[]" + b"[" * 8 + b"]" * 9, True),         # 9 after a closed pair
+], ids=["a-real-request", "8-deep", "9-deep", "objects-count", "in-a-string",
+        "after-an-escaped-quote", "after-an-escaped-backslash", "side-by-side",
+        "after-a-closed-pair"])
 def test_too_deep_counts_nesting_not_brackets(text, deep):
     assert request.too_deep(text) is deep
 

@@ -127,3 +127,16 @@ def test_negotiation_gives_up_at_once_on_another_error(monkeypatch):
 def test_tun_f_str():
     assert vnet.tun_f_str(0) == "none"
     assert vnet.tun_f_str(TUN_F_CSUM | TUN_F_TSO4) == "CSUM,TSO4"
+
+
+def test_the_tun_ioctls_take_the_fd_the_request_and_the_value_as_the_kernel_wants(monkeypatch):
+    """TUNSETVNETHDRSZ takes a pointer to an int (a packed buffer),
+    TUNSETOFFLOAD the mask by value (drivers/net/tun.c)."""
+    calls = []
+    monkeypatch.setattr(vnet.fcntl, "ioctl", lambda *a: calls.append(a))
+    vnet.set_vnet_hdr_sz(7)
+    vnet.set_vnet_hdr_sz(8, 12)
+    vnet.set_offload(9, TUN_F_CSUM | TUN_F_TSO4)
+    assert calls == [(7, 0x400454D8, (10).to_bytes(4, "little")),
+                     (8, 0x400454D8, (12).to_bytes(4, "little")),
+                     (9, 0x400454D0, 0x03)]
