@@ -160,10 +160,9 @@ class BpfIf:
     place) on attach and detach, so a capture may end in the middle of a
     burst it is tapping."""
 
-    __slots__ = ("ifp", "descs")
+    __slots__ = ("descs",)
 
-    def __init__(self, ifp):
-        self.ifp = ifp
+    def __init__(self):
         self.descs: tuple = ()
 
     def mtap(self, pkts: list, direction: int) -> None:
@@ -183,7 +182,7 @@ def bpf_attach(ifp, d: BpfDesc) -> None:
         raise ValueError("this capture is attached already or has ended")
     bp = ifp.if_bpf
     if bp is None:
-        bp = BpfIf(ifp)
+        bp = BpfIf()
     bp.descs = bp.descs + (d,)
     d.ifp = ifp
     ifp.if_bpf = bp

@@ -243,9 +243,10 @@ def test_a_request_nested_too_deep_is_a_usage_error_counted_and_not_logged(serve
     (b'{"a": "\\\\", "b": ' + b"[" * 9 + b"]" * 9 + b"}", True),   # an escaped backslash
     (b"[]" * 40, False),                                # many, but side by side
     (b"[" + b"[]" + b"[" * 8 + b"]" * 9, True),         # 9 after a closed pair
+    (b"[]" + b"[" * 8 + b"]" * 8, False),               # 8, scanned (9 brackets in all)
 ], ids=["a-real-request", "8-deep", "9-deep", "objects-count", "in-a-string",
         "after-an-escaped-quote", "after-an-escaped-backslash", "side-by-side",
-        "after-a-closed-pair"])
+        "after-a-closed-pair", "8-deep-scanned"])
 def test_too_deep_counts_nesting_not_brackets(text, deep):
     assert request.too_deep(text) is deep
 
