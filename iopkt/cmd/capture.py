@@ -227,6 +227,19 @@ class _Sink:
     saved = 0
     pending = 0                 # frames written since the last flush
 
+    def _take(self, write, *args, **kw) -> int:
+        """write(*args, **kw) one frame: 1 if it was written, 0 if the
+        reader is gone or the file failed."""
+        try:
+            write(*args, **kw)
+        except BrokenPipeError:
+            return self._gone()
+        except OSError as e:
+            self.failed = e
+            return 0
+        self.pending += 1
+        return 1
+
     def _push(self, f) -> bool:
         """Flush `f`; the frames written since count as `saved` once the
         file took them (True)."""
@@ -279,15 +292,7 @@ class _Lines(_Sink):
         else:
             t = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
             line = f"{t} {DIRECTION_NAMES[direction]:3} {summary}, length {len(frame)}"
-        try:
-            self.out.write(line + "\n")
-        except BrokenPipeError:
-            return self._gone()
-        except OSError as e:
-            self.failed = e
-            return 0
-        self.pending += 1
-        return 1
+        return self._take(self.out.write, line + "\n")
 
     def flush(self) -> None:
         self._push(self.out)
@@ -338,17 +343,10 @@ class _PcapNg(_Sink):
         f = _Frame(frame)
         f.direction = direction
         f.sniffed_on = self.ifname
-        try:
-            self.w.write_packet(f, sec=ts)
-        except BrokenPipeError:
-            return self._gone()
-        except OSError as e:
-            self.failed = e
-            return 0
-        self.pending += 1
-        if not self.live:
+        n = self._take(self.w.write_packet, f, sec=ts)
+        if n and not self.live:
             self.ends.append(self.w.f.tell())
-        return 1
+        return n
 
     def flush(self) -> None:
         if self._push(self.w.f):
