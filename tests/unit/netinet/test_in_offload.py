@@ -10,7 +10,7 @@ from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR
 from scapy.utils import checksum as scapy_checksum
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_UDPv4, MbufPool
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
 from iopkt.netinet.in_offload import (
     in_undefer_cksum,
     m_cksum,
@@ -322,3 +322,103 @@ def test_tso_segments_counts_a_short_super_frame_as_one(pool):
     m = as_superframe(pool, tcp_pkt(100), 1448)
     assert tso_segments(m, 40) == 1
     pool.freem(m)
+
+
+# -- edges: which path ran, sums at their bounds, failures half-way -------------
+def test_m_cksum_names_a_chain_shorter_than_asked(pool):
+    m = chain(pool, bytes(100), [40])
+    with pytest.raises(ValueError, match="^m_cksum: chain shorter than requested$"):
+        m_cksum(m, 30, 71)
+    pool.freem(m)
+
+
+def test_in_undefer_cksum_stores_in_place_a_field_ending_the_first_mbuf(pool, monkeypatch):
+    """The two bytes that end the first mbuf are written there directly:
+    the walk over the chain (_store16) is for a field in a later mbuf."""
+    import iopkt.netinet.in_offload as ino
+    walks = []
+    real = ino._store16
+    monkeypatch.setattr(ino, "_store16", lambda *a: walks.append(a) or real(*a))
+    want = raw(IP(src="198.18.0.2", dst="198.19.0.2") / TCP(sport=1, dport=2, flags="A")
+               / bytes(range(200)))
+    for cut, walked in ((38, 0), (37, 1), (39, 0)):
+        pkt = bytearray(want)
+        pkt[36:38] = pseudo_seed(want, 20).to_bytes(2, "big")
+        m = chain(pool, bytes(pkt), [cut])
+        m.csum_flags, m.csum_data = M_CSUM_TCPv4, (20 << 16) | 16
+        del walks[:]
+        in_undefer_cksum(m)
+        assert (m.tobytes(), len(walks)) == (want, walked), cut
+        pool.freem(m)
+
+
+def test_a_segment_whose_pseudo_header_sum_is_zero_leaves_ffff_partial(pool):
+    """A folded one's-complement sum is never 0: a pseudo-header sum of 0
+    (mod 0xFFFF) is left as 0xFFFF, and completing it gives scapy's checksum."""
+    mss = 1448
+    rest = (0xC612 + 0xC613 + 0x0703 + 6 + 20 + mss) % 0xFFFF   # all but src's low word
+    lo = (0xFFFF - rest) % 0xFFFF
+    pkt = raw(IP(src=f"198.18.{lo >> 8}.{lo & 0xFF}", dst="198.19.7.3", flags="DF")
+              / TCP(sport=40000, dport=5201, seq=1000, ack=77, flags="PA")
+              / bytes((i * 7 + 3) & 0xFF for i in range(2 * mss)))
+    got, flags = segment(pool, pkt, mss, partial=True)
+    assert [g[36:38] for g in got] == [b"\xff\xff", b"\xff\xff"]
+    for g, w, (cf, cd) in zip(got, expected_segments(pkt, mss), flags):
+        m = pool.from_bytes(g)
+        m.csum_flags, m.csum_data = cf, cd
+        in_undefer_cksum(m)
+        assert m.tobytes() == w
+        pool.freem(m)
+
+
+def test_a_segment_that_fills_its_cluster_exactly_is_not_copied_aside(pool, monkeypatch):
+    """Built in place: no second copy through from_bytes for a segment of
+    exactly the cluster's room (one more byte and it is built aside)."""
+    room = pool.mclbytes - pool.headroom
+    copies = []
+    real = pool.from_bytes
+    monkeypatch.setattr(pool, "from_bytes", lambda d, *a: copies.append(len(d)) or real(d, *a))
+    for mss, want in ((room - 40, []), (room - 39, [room + 1])):
+        pkt = tcp_pkt(mss)
+        m = as_superframe(pool, pkt, mss)
+        segs = tcp4_segment(pool, m, tso_header_len(m), False)
+        assert [s.tobytes() for s in segs] == expected_segments(pkt, mss)
+        assert copies == want, mss
+        del copies[:]
+        for s in segs:
+            pool.freem(s)
+
+
+def test_pool_running_dry_while_copying_a_jumbo_segment_frees_everything(pool):
+    """The second 9000-byte segment finds a cluster to build in but not the
+    five to copy it into: the first segment and the super-frame are freed."""
+    pkt = tcp_pkt(2 * 8948)
+    m = as_superframe(pool, pkt, 8948)
+    per_seg = -(-(8948 + 40) // (pool.mclbytes - pool.headroom))
+    hold = []
+    while pool.nclusters - pool.in_use > per_seg + 2:
+        hold.append(pool.get())
+    assert tcp4_segment(pool, m, tso_header_len(m), False) is None
+    for h in hold:
+        pool.free(h)
+    assert (pool.in_use, pool.jumbo_in_use) == (0, 0)
+
+
+def test_tso_header_len_reads_nothing_past_the_first_mbuf(pool):
+    """A 30-byte TCP fragment in storage of exactly 30 bytes: refused
+    without reading where the TCP header's data offset would be."""
+    pkt = bytearray(tcp_pkt(100)[:30])
+    m = pool.get_ext(pkt, 0, 30, lambda a: None, None)
+    assert tso_header_len(m) == 0
+    pool.freem(m)
+
+
+def test_wire_size_of_a_super_frame_without_tcp_headers_assumes_40_bytes(pool):
+    """A TSO-flagged frame whose headers cannot be read is counted with
+    the smallest IPv4 + TCP header (40 bytes) copied into every segment."""
+    pkt = bytearray(tcp_pkt(3000 - 40))
+    pkt[9] = 17                                     # not TCP: no header length to read
+    eth = pool.from_bytes(b"\x02" * 12 + b"\x08\x00" + bytes(pkt))
+    eth.csum_flags, eth.segsz = M_CSUM_TSOv4, 1000
+    assert tso_wire(eth) == (3, 14 + 3000 + 2 * (14 + 40))
+    pool.freem(eth)
