@@ -2,11 +2,11 @@
 
     iopkt run -i NAME -d tap name=tapA -d tap name=tapB [--inet IF=A/P] [--route DST=GW]
     iopkt nicinfo [-w SECONDS [-c COUNT]] [IF] | ifconfig [IF ...] | route [add|delete ...]
-    iopkt netstat [-s | -r | -i | -m] | arp [-a] [-n]
+    iopkt netstat [-s | -r [-f inet|inet6] | -i | -m] | arp [-a] [-n] | ndp [-a] [-n]
     iopkt lab up|down|status
     iopkt drivers [-v]
 
-The show commands (nicinfo, ifconfig, route, netstat, arp, mount, umount)
+The show commands (nicinfo, ifconfig, route, netstat, arp, ndp, mount, umount)
 ask the stack named by --instance NAME, else by the environment variable
 SOCK (as QNX utilities choose their stack), else "iopkt". `-i NAME` names
 the instance only for `iopkt run`, as io-pkt's own -i does; `netstat -i`
@@ -27,6 +27,7 @@ from iopkt.cmd import (
     ifconfig,
     lab,
     mount,
+    ndp,
     netstat,
     nicinfo,
     route,
@@ -36,7 +37,8 @@ from iopkt.cmd import (
 
 # One module per command family, as NetBSD has one program per command;
 # `iopkt --help` lists them in this order.
-COMMANDS = (run, nicinfo, ifconfig, route, netstat, arp, mount, capture, drivers, lab, bench)
+COMMANDS = (run, nicinfo, ifconfig, route, netstat, arp, ndp, mount, capture, drivers, lab,
+            bench)
 
 
 # -- version -------------------------------------------------------------

@@ -8,6 +8,7 @@ from iopkt.cmd import nicinfo, util
 def cmd_ifconfig(args) -> None:
     from iopkt.net.ifnet import CAP_KEYWORDS
     from iopkt.net.route import prefix_problem
+    from iopkt.netinet6.in6 import parse_prefix6
     kw = {"ifname": args.ifname}
     words = [w.removeprefix(util.DASH_WORD) for w in args.words]
     while words:
@@ -16,7 +17,7 @@ def cmd_ifconfig(args) -> None:
             kw.setdefault("caps", []).append(w)
         elif w in ("up", "down"):
             kw["up"] = w == "up"
-        elif w in ("mtu", "inet", "alias", "delete", "-alias") and not words:
+        elif w in ("mtu", "inet", "inet6", "alias", "delete", "-alias") and not words:
             need = "mtu 68..9000" if w == "mtu" else w + " A/P"
             util.fail(f"ifconfig: {w} needs a value ({need})", util.EXIT_USAGE)
         elif w == "mtu":
@@ -36,6 +37,20 @@ def cmd_ifconfig(args) -> None:
             if prefix_problem(kw["inet"]):
                 util.fail(f"ifconfig: {w} {kw['inet']}: {prefix_problem(kw['inet'])}",
                           util.EXIT_USAGE)
+        elif w == "inet6":
+            text = words.pop(0)
+            if words and words[0] in ("delete", "-alias"):
+                words.pop(0)
+                kw["delete6"] = text
+            else:
+                if "/" not in text:
+                    util.fail(f"ifconfig: inet6 {text}: give a prefix length, e.g. {text}/64",
+                              util.EXIT_USAGE)
+                kw["inet6"] = text
+            try:
+                parse_prefix6(text)
+            except ValueError as e:
+                util.fail(f"ifconfig: inet6 {text}: {e}", util.EXIT_USAGE)
         elif w in ("delete", "-alias"):
             kw["delete"] = words.pop(0)
             if prefix_problem(kw["delete"]):
@@ -43,6 +58,7 @@ def cmd_ifconfig(args) -> None:
                           util.EXIT_USAGE)
         else:
             util.fail(f"ifconfig: cannot understand '{w}' (use: inet A/P, delete A, "
+                      "inet6 A/P, inet6 A delete, "
                       "mtu N, up, down, or a capability: tso4, tcp4csum, udp4csum, ip4csum, "
                       "each also -rx/-tx and -word to turn off)", util.EXIT_USAGE)
     if not args.ifname and args.words:
@@ -59,10 +75,13 @@ def cmd_ifconfig(args) -> None:
         print(f"\tmedia: Ethernet {nicinfo.media(d)}  status: {d['link_state']}")
         for a in d["inet"]:
             print(f"\tinet {a}")
+        for a in d.get("inet6", ()):
+            print(f"\tinet6 {a}")
 
 
 def register(sub) -> None:
     sp = util.show_parser(sub, "ifconfig", "show or configure interfaces", cmd_ifconfig)
     sp.add_argument("ifname", nargs="?")
-    sp.add_argument("words", nargs="*", help="inet A/P | delete A | mtu N | up | down | "
+    sp.add_argument("words", nargs="*", help="inet A/P | delete A | inet6 A/P | "
+                    "inet6 A delete | mtu N | up | down | "
                     "[-]tso4 | [-]tcp4csum[-rx|-tx] | [-]udp4csum[-rx|-tx] | [-]ip4csum[-rx|-tx]")

@@ -39,7 +39,7 @@ def cmd_lab(args) -> None:
             spec = lab.LabSpec(prefix=lab.check_prefix(args.prefix), driver_a=da, driver_b=db,
                                opts_a=args.options_a or args.options or "",
                                opts_b=args.options_b or args.options or "",
-                               speed=args.speed, link=args.link,
+                               speed=args.speed, link=args.link, family=args.family,
                                offload=None if args.offload is None else args.offload == "on")
             st = lab.up(spec)
             if args.json:
@@ -58,7 +58,10 @@ def cmd_lab(args) -> None:
                 print(f"  {st['ns_a']}: 198.18.0.2/24 --- {st['if_a']} 198.18.0.1 [iopkt] "
                       f"198.19.0.1 {st['if_b']} --- {st['ns_b']}: 198.19.0.2/24")
             print("Try:")
-            print(f"  sudo ip netns exec {st['ns_a']} ping -c 3 198.19.0.2")
+            if st.get("family", "both") != "6":
+                print(f"  sudo ip netns exec {st['ns_a']} ping -c 3 198.19.0.2")
+            if st.get("family", "both") != "4":
+                print(f"  sudo ip netns exec {st['ns_a']} ping -6 -c 3 2001:2:0:b::2")
             print(f"  sudo ip netns exec {st['ns_b']} iperf3 -s -D")
             print(f"  sudo ip netns exec {st['ns_a']} iperf3 -c 198.19.0.2 -t 5")
             print(f"  sudo .venv/bin/iopkt nicinfo --instance {p}")
@@ -126,6 +129,9 @@ def register(sub) -> None:
     lu.add_argument("--options", help="extra driver options for both sides (key=value,...)")
     lu.add_argument("--options-a", help="driver options for side A only")
     lu.add_argument("--options-b", help="driver options for side B only")
+    lu.add_argument("--family", choices=("4", "6", "both"), default="both",
+                    help="the addresses the hosts and the stack get: IPv4 (4), IPv6 (6) "
+                    "or both (the default)")
     lu.add_argument("--speed", type=_speed, default=0, metavar="MBPS",
                     help="emulate a 10, 100, 1000 or 10000 Mbit/s link in both directions")
     lu.add_argument("--offload", choices=("on", "off"),

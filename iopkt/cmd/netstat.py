@@ -20,9 +20,20 @@ def cmd_netstat(args) -> None:
     if len(given) > 1:
         util.fail(f"netstat: {' and '.join(given)} do not go together: choose one of "
                   f"{NETSTAT_MODES}", util.EXIT_USAGE)
+    if args.f and not args.r:
+        util.fail("netstat: -f FAMILY goes with -r", util.EXIT_USAGE)
     if args.r:
-        res = util.req(args, "route")
-        return util.dump(res, "routes") if args.json else route.print_routes(res)
+        fams = [args.f] if args.f else ["inet", "inet6"]
+        res = {f: util.req(args, "route", **({"family": f} if f == "inet6" else {}))
+               for f in fams}
+        if args.json:
+            return util.dump(res.get("inet", res.get("inet6")), "routes") if args.f \
+                else util.dump({"routes": res["inet"], "routes6": res["inet6"]})
+        for i, f in enumerate(fams):
+            if len(fams) > 1:           # as NetBSD's netstat -rn heads each family
+                print(("\n" if i else "") + ("Internet:" if f == "inet" else "Internet6:"))
+            route.print_routes(res[f])
+        return
     if args.i:
         rows = if_table(util.req(args, "nicinfo"))
         return util.dump(rows, "interfaces") if args.json else _print_if_table(rows)
@@ -44,7 +55,9 @@ def cmd_netstat(args) -> None:
         print(f"{mb['jumbo_drops']} requests for jumbo clusters denied")
         print(f"{mb['ext_drops']} requests for external mbufs denied")
         return
-    for proto in ("ip", "icmp", "arp", "bpf"):
+    for proto in ("ip", "icmp", "arp", "ip6", "icmp6", "nd6", "bpf"):
+        if proto not in res:
+            continue
         print(f"{proto}:")
         for k, v in res[proto].items():
             if isinstance(v, dict):
@@ -94,4 +107,6 @@ def register(sub) -> None:
     sp.add_argument("-i", action="store_true", help="the interfaces: packets, errors and "
                     "drops in and out, one line per interface and address (as BSD netstat -i)")
     sp.add_argument("-m", action="store_true", help="mbuf pool statistics")
+    sp.add_argument("-f", choices=("inet", "inet6"), help="with -r: one family's table "
+                    "(both without it)")
     sp.add_argument("stray", nargs="*", help=argparse.SUPPRESS)

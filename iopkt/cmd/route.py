@@ -7,8 +7,20 @@ from iopkt.cmd import util
 
 def cmd_route(args) -> None:
     from iopkt.net.route import aton, prefix_problem
+    from iopkt.netinet6.in6 import parse_prefix6
     kw = {}
     w = [x.removeprefix(util.DASH_WORD) for x in args.words]
+    v6 = "-inet6" in w
+    w = [x for x in w if x not in ("-inet6", "-inet")]
+    if v6:                              # IPv6's prefixes and gateways
+        def prefix_problem(text):       # noqa: F811 -- the same check, IPv6's words
+            try:
+                parse_prefix6(text)
+            except ValueError as e:
+                return str(e)
+
+        def aton(text):                 # noqa: F811
+            return parse_prefix6(text)[0]
     if w:
         verb = w.pop(0)
         if verb in ("add", "delete", "del") and w:
@@ -34,8 +46,11 @@ def cmd_route(args) -> None:
         if verb not in ("add", "delete", "del", "show") or not kw and verb != "show" or w:
             said = " ".join(args.words).replace(util.DASH_WORD, "")
             util.fail(f"route: cannot understand '{said}' "
-                      "(use: route [show], route add DST GW [-ifp IF], route delete DST)",
+                      "(use: route [show], route add DST GW [-ifp IF], route delete DST; "
+                      "-inet6 for IPv6)",
                       util.EXIT_USAGE)
+    if v6:
+        kw["family"] = "inet6"
     res = util.req(args, "route", **kw)
     if args.json:
         return util.dump(res, "routes")
@@ -43,12 +58,15 @@ def cmd_route(args) -> None:
 
 
 def print_routes(res: list) -> None:
-    print(f"{'Destination':20} {'Gateway':18} {'Flags':6} {'Use':>10}  Interface")
+    w = max([20] + [len(r["destination"]) + 1 for r in res])
+    g = max([18] + [len(r["gateway"]) + 1 for r in res])
+    print(f"{'Destination':{w}} {'Gateway':{g}} {'Flags':6} {'Use':>10}  Interface")
     for r in res:
-        dst = "default" if r["destination"] == "0.0.0.0/0" else r["destination"]
-        print(f"{dst:20} {r['gateway']:18} {r['flags']:6} {r['use']:>10}  {r['interface']}")
+        dst = "default" if r["destination"] in ("0.0.0.0/0", "::/0") else r["destination"]
+        print(f"{dst:{w}} {r['gateway']:{g}} {r['flags']:6} {r['use']:>10}  {r['interface']}")
 
 
 def register(sub) -> None:
     sp = util.show_parser(sub, "route", "show or change the routing table", cmd_route)
-    sp.add_argument("words", nargs="*", help="add DST GW [-ifp IF] | delete DST")
+    sp.add_argument("words", nargs="*", help="add DST GW [-ifp IF] | delete DST "
+                    "(-inet6 anywhere: the IPv6 table)")

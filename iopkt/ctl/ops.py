@@ -13,6 +13,7 @@ from iopkt.ctl.control import MAX_COUNT, ControlError, UsageError
 from iopkt.net.bpf import BPF_BUFSIZE, DIRECTIONS, REC, BpfDesc, bpf_attach
 from iopkt.net.ifnet import caps_str, flags_str, parse_capwords
 from iopkt.net.route import aton, ntoa, parse_prefix
+from iopkt.netinet6.in6 import parse_prefix6
 
 MAX_CAPTURES = 8            # capture streams open at once; one more is refused
 
@@ -35,6 +36,7 @@ class Ops:
                 "flags": flags_str(ifp.flags), "flags_raw": ifp.flags,
                 "mtu": ifp.mtu, "mac": ifp.mac_str(),
                 "inet": [f"{ntoa(ia.addr)}/{ia.plen}" for ia in ifp.in_addrs],
+                "inet6": [ia.text() for ia in ifp.in6_addrs],
                 "link_state": {0: "unknown", 1: "down", 2: "up"}[ifp.link_state],
                 "media_bps": ifp.baudrate,
                 "capabilities": caps_str(ifp.capabilities), "capabilities_raw": ifp.capabilities,
@@ -42,7 +44,8 @@ class Ops:
 
     def op_ifconfig(self, ifname: str | None = None, inet: str | None = None,
                     delete: str | None = None, mtu: int | None = None,
-                    up: bool | None = None, caps: list | None = None) -> list[dict]:
+                    up: bool | None = None, caps: list | None = None,
+                    inet6: str | None = None, delete6: str | None = None) -> list[dict]:
         """Show interfaces, or change one. Every argument is checked first
         (a bad one is a UsageError and changes nothing); what the state
         then refuses (an address already there) is a ControlError."""
@@ -59,6 +62,13 @@ class Ops:
             addr, plen = parse_prefix(inet)
             if not 1 <= plen <= 32:
                 raise UsageError(f"inet {inet}: prefix length /{plen} must be 1..32")
+        old6 = _prefix6("delete6", delete6)[0] if delete6 is not None else None
+        if inet6 is not None:
+            if "/" not in inet6:
+                raise UsageError(f"inet6 {inet6}: give a prefix length, e.g. {inet6}/64")
+            addr6, plen6 = _prefix6("inet6", inet6)
+            if not 1 <= plen6 <= 128:
+                raise UsageError(f"inet6 {inet6}: prefix length /{plen6} must be 1..128")
         capenable = parse_capwords(caps, ifp.capenable) if caps else ifp.capenable
         with _refused():
             if capenable != ifp.capenable:
@@ -69,6 +79,11 @@ class Ops:
                 st.ip.del_address(ifp, old)
             if inet is not None:
                 st.ip.add_address(ifp, addr, plen)
+                st.if_up(ifp)
+            if old6 is not None:
+                st.ip6.del_address(ifp, old6)
+            if inet6 is not None:
+                st.ip6.add_address(ifp, addr6, plen6)
                 st.if_up(ifp)
         if up is True:
             st.if_up(ifp)
@@ -89,19 +104,25 @@ class Ops:
         return out
 
     def op_route(self, add: str | None = None, delete: str | None = None,
-                 gateway: str | None = None, ifname: str | None = None) -> list[dict]:
-        """Show the table, or change it: a malformed prefix or address is a
-        UsageError; a route the table refuses (exists, no such route,
-        gateway not on a connected network) a ControlError."""
-        rt = self.stack.ip.routes
+                 gateway: str | None = None, ifname: str | None = None,
+                 family: str = "inet") -> list[dict]:
+        """Show the table of `family` (inet or inet6), or change it: a
+        malformed prefix or address is a UsageError; a route the table
+        refuses (exists, no such route, gateway not on a connected network)
+        a ControlError."""
+        if family not in ("inet", "inet6"):
+            raise UsageError(f"route: family {family!r}: inet or inet6")
+        v6 = family == "inet6"
+        rt = self.stack.ip6.routes if v6 else self.stack.ip.routes
+        prefix = (lambda t: _prefix6("route", t)) if v6 else parse_prefix
         if add is not None:
-            dst, plen = parse_prefix(add)
-            gw = aton(gateway) if gateway else 0
+            dst, plen = prefix(add)
+            gw = (_prefix6("gateway", gateway)[0] if v6 else aton(gateway)) if gateway else 0
             ifp = self._ifp(ifname) if ifname else None
             with _refused():
                 rt.add(dst, plen, gw, ifp)
         if delete is not None:
-            dst, plen = parse_prefix(delete)
+            dst, plen = prefix(delete)
             with _refused():
                 rt.delete(dst, plen)
         return rt.to_list()
@@ -112,6 +133,10 @@ class Ops:
                 "icmp": {**st.icmp.stats, "inhist": st.icmp.inhist,
                          "outhist": st.icmp.outhist},
                 "arp": st.arp.stats,
+                "ip6": st.ip6.stats(),
+                "icmp6": {**st.icmp6.stats, "inhist": st.icmp6.inhist,
+                          "outhist": st.icmp6.outhist},
+                "nd6": st.nd6.stats,
                 "stack": {"loops": st.loops, "wakeups": st.wakeups,
                           "handler_errors": st.handler_errors},
                 "control": self.stats(), **self.capture_stats()}
@@ -160,6 +185,10 @@ class Ops:
     def op_arp(self) -> list[dict]:
         return self.stack.arp.table()
 
+    def op_ndp(self) -> list[dict]:
+        """The IPv6 neighbour cache (NetBSD's ndp -an)."""
+        return self.stack.nd6.table()
+
     def op_detach(self, ifname: str) -> dict:
         """Unmount an interface while the stack runs. A shim interface in
         zero-copy mode finishes later, when the mbufs it lent come back."""
@@ -181,6 +210,14 @@ class Ops:
     def op_stop(self) -> dict:
         self.stack.stop()
         return {"stopping": True}
+
+
+def _prefix6(what: str, text: str) -> tuple[int, int]:
+    """An IPv6 address or prefix from a request, or a UsageError naming it."""
+    try:
+        return parse_prefix6(text)
+    except ValueError as e:
+        raise UsageError(f"{what} {text}: {e}") from None
 
 
 @contextlib.contextmanager

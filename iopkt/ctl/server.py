@@ -105,8 +105,8 @@ class ControlServer(Ops):
         self.ops = {
             "ping": self.op_ping, "ifconfig": self.op_ifconfig,
             "nicinfo": self.op_nicinfo, "route": self.op_route,
-            "netstat": self.op_netstat, "arp": self.op_arp, "stop": self.op_stop,
-            "detach": self.op_detach, "mount": self.op_mount,
+            "netstat": self.op_netstat, "arp": self.op_arp, "ndp": self.op_ndp,
+            "stop": self.op_stop, "detach": self.op_detach, "mount": self.op_mount,
             "capture": self.op_capture,
         }
 

@@ -1,6 +1,15 @@
 """The lab: the stack between two host namespaces.
 
     P-a 198.18.0.2/24 --(TAP P-a0)-- stack 198.18.0.1 | 198.19.0.1 --(TAP P-b0)-- P-b 198.19.0.2/24
+    2001:2:0:a::2/64                 2001:2:0:a::1 | 2001:2:0:b::1                 2001:2:0:b::2/64
+
+Dual-stack by default (family="both"; "4" or "6" for one): IPv6 from the
+benchmarking range of RFC 5180. The hosts' IPv6 addresses skip DAD
+(IFA_F_NODAD: nothing else is on their link), so they work at once; the
+stack's do DAD, and `up` returns once they are usable. The hosts keep
+Linux's defaults otherwise (forwarding 0; they send Router Solicitations
+at link-up, which the stack counts and does not answer: their routes are
+static).
 
 `up` creates the namespaces and in each a persistent TAP, its host side
 configured (address, default route through the stack, link speed), then
@@ -57,6 +66,9 @@ from iopkt.stack import drvload
 DEFAULT_PREFIX = "iopkt"
 A_NET = ("198.18.0.1", "198.18.0.2", 24)      # stack side, host side, plen
 B_NET = ("198.19.0.1", "198.19.0.2", 24)
+A6_NET = ("2001:2:0:a::1", "2001:2:0:a::2", 64)
+B6_NET = ("2001:2:0:b::1", "2001:2:0:b::2", 64)
+FAMILIES = ("4", "6", "both")
 LINKS = ("tap", "veth")
 # What each link kind is driven with: (native, legacy through the shim).
 LINK_DRIVERS = {"tap": ("devnp-tap", "devn-tap"), "veth": ("devnp-afpacket", "devn-afpacket")}
@@ -86,6 +98,7 @@ class LabSpec:
     speed: int = 0          # emulated link speed, Mbit/s, both sides (0: none)
     offload: bool | None = None     # native drivers' offload=1/0 (None: their default)
     link: str = "tap"       # tap: TAPs; veth: veth pairs, the stack's ends in P-s
+    family: str = "both"    # 4, 6 or both: the addresses hosts and stack get
 
     @property
     def ns_a(self) -> str:
@@ -356,18 +369,27 @@ def _build(spec: LabSpec, drvs: list, rec: ownership.Record, wait: float) -> dic
         netns.ns_sysctl(spec.ns_s, "net/ipv4/ip_forward", "0")
     for i, (_, tap, ns, _, (gw, addr, plen), port) in enumerate(sides):
         rec.make_netns(ns)
+        if spec.family != "4":
+            netns.ns_ipv6(ns)
         if veth:
             rec.make_veth(tap, ns, port, spec.ns_s)
             if not host_offload[i]:
                 # As a wire: frames of at most the MTU, checksums complete.
                 netns.set_offloads(ns, tap, tx=False, tso=False)
+            else:
+                # The stack takes TCP super-frames of IPv4 only (no TSO6
+                # yet): the host's kernel cuts IPv6 ones itself.
+                netns.set_feature(ns, tap, "tx-tcp6-segmentation", False)
             netns.set_offloads(spec.ns_s, port, gro=False)
             netns.link_up(spec.ns_s, port)
             if stack_tbf[i]:
                 netns.link_rate(spec.ns_s, port, spec.speed)
         else:
             rec.make_tap(ns, tap)
-        netns.host_setup(ns, tap, addr, plen, gw)
+        six = (A6_NET, B6_NET)[i]
+        netns.host_setup(ns, tap, addr if spec.family != "6" else None, plen,
+                         gw if spec.family != "6" else None,
+                         inet6=(six[1], six[2], six[0]) if spec.family != "4" else None)
         if spec.speed:
             netns.link_rate(ns, tap, spec.speed)
     cmd = [sys.executable, "-m", "iopkt", "run", "-i", spec.prefix,
@@ -398,11 +420,36 @@ def _build(spec: LabSpec, drvs: list, rec: ownership.Record, wait: float) -> dic
     if len(ifs) != 2:
         raise LabError(f"the stack has interfaces {ifs}, expected two")
     state["if_a"], state["if_b"] = ifs
-    for ifname, (gw, _, plen) in zip(ifs, (A_NET, B_NET), strict=True):
-        control.request(spec.prefix, "ifconfig", peer=proc.pid, ifname=ifname,
-                        inet=f"{gw}/{plen}")
+    for ifname, (gw, _, plen), six in zip(ifs, (A_NET, B_NET), (A6_NET, B6_NET), strict=True):
+        if spec.family != "6":
+            control.request(spec.prefix, "ifconfig", peer=proc.pid, ifname=ifname,
+                            inet=f"{gw}/{plen}")
+        if spec.family != "4":
+            control.request(spec.prefix, "ifconfig", peer=proc.pid, ifname=ifname,
+                            inet6=f"{six[0]}/{six[2]}")
+    if spec.family != "4":
+        _wait_dad(spec.prefix, proc.pid, ifs)
+    state["family"] = spec.family
     rec.save()
     return state
+
+
+def _wait_dad(prefix: str, pid: int, ifs: list, timeout: float = 10.0) -> None:
+    """Until the stack's IPv6 addresses have passed DAD (about a second),
+    so the hosts can ping at once; a duplicate is an error."""
+    deadline = time.monotonic() + timeout
+    while True:
+        addrs = [a for d in control.request(prefix, "ifconfig", peer=pid)
+                 if d["name"] in ifs for a in d.get("inet6", [])]
+        dup = [a for a in addrs if "duplicated" in a]
+        if dup:
+            raise LabError(f"the stack found its IPv6 address in use: {', '.join(dup)}")
+        if not any("tentative" in a for a in addrs):
+            return
+        if time.monotonic() > deadline:
+            raise LabError(f"the stack's IPv6 addresses are still tentative after "
+                           f"{timeout:.0f} s: {', '.join(addrs)}")
+        time.sleep(0.1)
 
 
 def down(prefix: str, quiet: bool = False) -> dict:

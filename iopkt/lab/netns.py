@@ -236,6 +236,21 @@ def ns_setup(name: str) -> None:
         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
 
 
+def ns_ipv6(name: str) -> None:
+    """IPv6 back on in namespace `name` (ns_setup turned it off) for the
+    interfaces made from now on, as a host with static routes: no Router
+    Solicitations, Router Advertisements ignored."""
+    netns.pushns(name)
+    try:
+        for scope in ("all", "default"):
+            for key, value in (("disable_ipv6", "0"), ("accept_ra", "0"),
+                               ("router_solicitations", "0")):
+                with open(f"/proc/sys/net/ipv6/conf/{scope}/{key}", "w") as f:
+                    f.write(value)
+    finally:
+        netns.popns()
+
+
 def ns_remove(name: str) -> bool:
     """Remove the name `name` (the namespace goes once nothing else holds
     it; an NsFile just goes). False if there was no such name."""
@@ -321,17 +336,28 @@ def link_move(ifname: str, ns: str) -> None:
         ip.link("set", index=idx[0], net_ns_fd=ns)
 
 
-def host_setup(ns: str, ifname: str, addr: str, plen: int, gateway: str | None,
-               mtu: int | None = None) -> None:
-    """Configure a host in `ns`: address on `ifname`, link up, default route."""
+IFA_F_NODAD = 0x02
+
+
+def host_setup(ns: str, ifname: str, addr: str | None, plen: int, gateway: str | None,
+               mtu: int | None = None, inet6: tuple | None = None) -> None:
+    """Configure a host in `ns`: address on `ifname`, link up, default
+    route; `inet6` = (address, prefix length, gateway) adds IPv6 likewise,
+    the address without DAD (usable at once: no other node on the link)."""
     with NetNS(ns) as n:
         idx = n.link_lookup(ifname=ifname)[0]
         if mtu:
             n.link("set", index=idx, mtu=mtu)
-        n.addr("add", index=idx, address=addr, prefixlen=plen)
+        if addr:
+            n.addr("add", index=idx, address=addr, prefixlen=plen)
+        if inet6:
+            n.addr("add", index=idx, address=inet6[0], prefixlen=inet6[1], family=socket.AF_INET6,
+                   flags=IFA_F_NODAD)
         n.link("set", index=idx, state="up")
         if gateway:
             n.route("add", dst="default", gateway=gateway)
+        if inet6 and inet6[2]:
+            n.route("add", dst="::/0", gateway=inet6[2], family=socket.AF_INET6)
 
 
 def veth_pair(a: str, b: str) -> None:
@@ -422,6 +448,21 @@ def set_offloads(ns: str, ifname: str, **features: bool) -> None:
     with inside(ns):
         for name, on in features.items():
             _ethtool_value(ifname, _ETHTOOL_FLAGS[name][1], int(bool(on)))
+
+
+def set_feature(ns: str, ifname: str, name: str, on: bool) -> None:
+    """`ethtool -K IF NAME on|off` for one named feature of `ifname` in
+    `ns` (e.g. tx-tcp6-segmentation, which the old flag ioctls cannot
+    tell from TSO for IPv4), through pyroute2's ethtool."""
+    from pyroute2.ethtool import Ethtool
+    with inside(ns):
+        e = Ethtool()
+        try:
+            f = e.get_features(ifname)
+            f.features[name].enable = on
+            e.set_features(ifname, f)
+        finally:
+            e.close()
 
 
 def get_offloads(ns: str, ifname: str) -> dict[str, bool]:

@@ -1,9 +1,10 @@
 """Ethernet: frame in, frame out (BSD's net/if_ethersubr.c).
 
-ether_input strips the 14-byte header and hands IPv4 or ARP up; anything
-else is counted and dropped. ether_output puts the header back in the
-leading space the mbuf still has (no copy of the payload), using a header
-prebuilt in the ARP entry, and queues the frame on the interface.
+ether_input strips the 14-byte header and hands IPv4, ARP or IPv6 up;
+anything else is counted and dropped. ether_output (IPv4) and
+ether_output6 put the header back in the leading space the mbuf still has
+(no copy of the payload), using a header prebuilt in the ARP or neighbour
+cache entry, and queue the frame on the interface.
 """
 
 from __future__ import annotations
@@ -42,13 +43,14 @@ def ether_ifattach(ifp, lladdr: bytes) -> None:
     ifp.lladdr = bytes(lladdr)
     ifp.if_input = ether_input
     ifp.if_output = ether_output
+    ifp.if_output6 = ether_output6
 
 
 def ether_input(ifp, pkts: list) -> None:
     """if_input for Ethernet. Consumes every mbuf in `pkts`, a burst of
     received frames with m.rcvif set (FreeBSD's ether_input takes a chain
-    through m_nextpkt the same way). IPv4 goes up as one burst; ARP one by
-    one; anything else is counted and dropped. Captures see the burst
+    through m_nextpkt the same way). IPv4 and IPv6 go up as one burst
+    each; ARP one by one; anything else is counted and dropped. Captures see the burst
     first, as the driver handed it up (bpf.py: one test per burst)."""
     if ifp.if_bpf is not None:
         ifp.if_bpf.mtap(pkts, BPF_D_IN)
@@ -58,6 +60,7 @@ def ether_input(ifp, pkts: list) -> None:
             ifp.input_discard(m, "down")
         return
     ip = []
+    ip6 = None
     lladdr = ifp.lladdr
     nbytes = 0
     for m in pkts:
@@ -82,12 +85,18 @@ def ether_input(ifp, pkts: list) -> None:
             ip.append(m)
         elif etype == ETHERTYPE_ARP:
             ifp.arp_input(m)
+        elif etype == ETHERTYPE_IPV6 and ifp.ip6_input is not None:
+            if ip6 is None:
+                ip6 = []
+            ip6.append(m)
         else:
             ifp.input_discard(m, "unknown_ethertype")
     ifp.ipackets += len(pkts)
     ifp.ibytes += nbytes
     if ip:
         ifp.ip_input(ip)
+    if ip6:
+        ifp.ip6_input(ip6)
 
 
 def _pullup_header(ifp, m):
@@ -115,7 +124,13 @@ def ether_output(ifp, pkts: list, nexthop: int) -> None:
             else:
                 ifp.stack.arp.resolve(ifp, m, nexthop)
         return
-    hdr = la.hdr
+    _output_burst(ifp, pkts, la.hdr)
+
+
+def _output_burst(ifp, pkts: list, hdr: bytes) -> None:
+    """Write the 14-byte header `hdr` in front of each packet (in its
+    leading space when it has some) and transmit the burst. Consumes
+    every mbuf in `pkts`."""
     for i, m in enumerate(pkts):
         off = m.off
         if off < ETHER_HDR_LEN:             # no leading space: slow path
@@ -133,6 +148,23 @@ def ether_output(ifp, pkts: list, nexthop: int) -> None:
     if ifp.if_bpf is not None:
         ifp.if_bpf.mtap(pkts, BPF_D_OUT)
     ifp.if_transmit(ifp, pkts)
+
+
+def ether_output6(ifp, pkts: list, nexthop: int) -> None:
+    """if_output for IPv6 on Ethernet: as ether_output, with the neighbour
+    cache (ifp.nd6info, netinet6/nd6.py) for ARP's. An entry that is not
+    usable as it stands (none, INCOMPLETE, STALE) sends the packets
+    through Neighbour Discovery, which holds, probes or sends them."""
+    ln = ifp.nd6info.get(nexthop)
+    if ln is None or not ln.usable or not ifp.flags & IFF_RUNNING:
+        nd6 = ifp.stack.nd6
+        for m in pkts:
+            if not ifp.flags & IFF_RUNNING:
+                ifp.output_discard(m, "down")
+            else:
+                nd6.resolve(ifp, m, nexthop)
+        return
+    _output_burst(ifp, pkts, ln.hdr)
 
 
 def _prepend(ifp, m, hdr: bytes):

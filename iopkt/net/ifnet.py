@@ -179,7 +179,7 @@ class InIfaddr:
 IN_DISCARD_REASONS = (
     "runt",                 # shorter than an Ethernet header
     "not_ours",             # unicast to another MAC, not promiscuous
-    "unknown_ethertype",    # neither IPv4 nor ARP
+    "unknown_ethertype",    # neither IPv4, ARP nor IPv6
     "ip_tooshort",          # shorter than an IPv4 header
     "ip_badvers",           # IP version != 4
     "ip_badhlen",           # IHL < 5 or beyond the frame
@@ -187,6 +187,10 @@ IN_DISCARD_REASONS = (
     "ip_badlen",            # total length < IHL, or beyond the frame
     "ip_badaddr",           # source is multicast/broadcast/loopback
     "arp_malformed",        # ARP not Ethernet/IPv4 or too short
+    "ip6_tooshort",         # shorter than an IPv6 header, or than its payload length
+    "ip6_badvers",          # IP version != 6 in an IPv6 frame
+    "ip6_badaddr",          # source multicast, unspecified (not DAD) or loopback
+    "nd6_invalid",          # ND message failing RFC 4861's validity checks
     "nobufs",               # mbuf pool empty
     "qfull",                # hand-off queue full
     "too_long",             # frame larger than a cluster
@@ -201,6 +205,8 @@ OUT_DISCARD_REASONS = (
     "link_lost",            # device went away under us
     "arp_unresolved",       # next hop never answered ARP
     "arp_holdq_full",       # too many packets waiting for one neighbour
+    "nd6_unresolved",       # IPv6 next hop never answered Neighbor Solicitations
+    "nd6_holdq_full",       # too many IPv6 packets waiting for one neighbour
     "txerror",              # the write itself failed
     "nobufs",               # no mbufs to segment a super-frame into
 )
@@ -234,6 +240,9 @@ class Ifnet:
         self.if_snd = IfQueue()
         self.in_addrs: list[InIfaddr] = []
         self.llinfo: dict = {}          # ARP entries for this link (arp.py)
+        self.in6_addrs: list = []       # In6Ifaddr (netinet6/in6.py), link-local first
+        self.in6_groups: set = set()    # IPv6 multicast groups joined (ff02::1, ...)
+        self.nd6info: dict = {}         # IPv6 neighbour cache (netinet6/nd6.py)
         # Packet capture (bpf.py): None while nobody captures here, so the
         # taps cost one test per burst; a BpfIf while captures are open.
         self.if_bpf = None
@@ -249,6 +258,8 @@ class Ifnet:
         self.if_input: Callable = _drop_input
         self.if_output: Callable = None
         self.ip_input: Callable = None      # protocol input, set at attach
+        self.ip6_input: Callable = None
+        self.if_output6: Callable = None
         self.arp_input: Callable = None
         self.reset_counters()
 

@@ -1,4 +1,5 @@
-"""The IPv4 routing table: longest-prefix match with a per-destination cache.
+"""The routing table: longest-prefix match with a per-destination cache.
+One table per family: IPv4's of 32-bit ints, IPv6's (width=128) of 128-bit.
 
 Connected routes appear when an address is configured on an interface;
 static routes (including the default, 0.0.0.0/0) are added by hand. The
@@ -27,28 +28,37 @@ class RouteError(ValueError):
 class Rtentry:
     __slots__ = ("dst", "plen", "mask", "gateway", "ifp", "flags", "use")
 
-    def __init__(self, dst: int, plen: int, gateway: int, ifp, flags: int):
+    def __init__(self, dst: int, plen: int, gateway: int, ifp, flags: int, width: int = 32):
         self.plen = plen
-        self.mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+        self.mask = _mask(plen, width)
         self.dst = dst & self.mask
         self.gateway = gateway          # 0 for a connected route
         self.ifp = ifp
-        self.flags = flags | RTF_UP | (RTF_HOST if plen == 32 else 0)
+        self.flags = flags | RTF_UP | (RTF_HOST if plen == width else 0)
         self.use = 0
 
-    def to_dict(self) -> dict:
+    def to_dict(self, fmt=None) -> dict:
+        """`fmt`: the family's address to text (IPv4's by default)."""
+        fmt = fmt or ntoa
         f = ""
         for bit, ch in ((RTF_UP, "U"), (RTF_GATEWAY, "G"), (RTF_HOST, "H"),
                         (RTF_STATIC, "S"), (RTF_CONNECTED, "C")):
             if self.flags & bit:
                 f += ch
-        return {"destination": f"{ntoa(self.dst)}/{self.plen}",
-                "gateway": ntoa(self.gateway) if self.gateway else "link#" + self.ifp.name,
+        return {"destination": f"{fmt(self.dst)}/{self.plen}",
+                "gateway": fmt(self.gateway) if self.gateway else "link#" + self.ifp.name,
                 "flags": f, "interface": self.ifp.name, "use": self.use}
 
 
+def _mask(plen: int, width: int) -> int:
+    full = (1 << width) - 1
+    return (full << (width - plen)) & full if plen else 0
+
+
 class RouteTable:
-    def __init__(self):
+    def __init__(self, width: int = 32, fmt=None):
+        self.width = width              # 32 for IPv4, 128 for IPv6
+        self.ntoa = fmt or ntoa         # address to text, for messages
         self.routes: list[Rtentry] = []
         self.cache: dict[int, Rtentry] = {}
 
@@ -66,18 +76,20 @@ class RouteTable:
 
     def add(self, dst: int, plen: int, gateway: int = 0, ifp=None,
             flags: int = RTF_STATIC) -> Rtentry:
-        if not 0 <= plen <= 32:
-            raise RouteError(f"prefix length {plen}: must be 0..32")
+        ntoa = self.ntoa
+        if not 0 <= plen <= self.width:
+            raise RouteError(f"prefix length {plen}: must be 0..{self.width}")
         if gateway:
             gw_rt = self._connected_for(gateway)
-            if gw_rt is None:
+            # An IPv6 gateway may be link-local: then the interface is named.
+            if gw_rt is None and (ifp is None or self.width == 32):
                 raise RouteError(f"gateway {ntoa(gateway)} is not on a connected network")
             if ifp is None:
                 ifp = gw_rt.ifp
             flags |= RTF_GATEWAY
         elif ifp is None:
             raise RouteError("a route needs a gateway or an interface")
-        rt = Rtentry(dst, plen, gateway, ifp, flags)
+        rt = Rtentry(dst, plen, gateway, ifp, flags, self.width)
         for old in self.routes:
             if old.dst == rt.dst and old.plen == plen:
                 raise RouteError(f"route {ntoa(rt.dst)}/{plen} exists")
@@ -87,13 +99,13 @@ class RouteTable:
         return rt
 
     def delete(self, dst: int, plen: int) -> Rtentry:
-        mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+        mask = _mask(plen, self.width)
         for rt in self.routes:
             if rt.dst == dst & mask and rt.plen == plen:
                 self.routes.remove(rt)
                 self.cache.clear()
                 return rt
-        raise RouteError(f"no route {ntoa(dst & mask)}/{plen}")
+        raise RouteError(f"no route {self.ntoa(dst & mask)}/{plen}")
 
     def purge_ifp(self, ifp) -> None:
         """Drop every route through `ifp` (it went away)."""
@@ -107,7 +119,7 @@ class RouteTable:
         return None
 
     def to_list(self) -> list[dict]:
-        return [rt.to_dict() for rt in self.routes]
+        return [rt.to_dict(self.ntoa) for rt in self.routes]
 
 
 def aton(s: str) -> int:

@@ -1,5 +1,5 @@
 """The stack: io-pkt's stack context assembled: the loop (kern/loop.py),
-the mbuf pool, the interfaces, IPv4, ARP and ICMP.
+the mbuf pool, the interfaces, IPv4, ARP and ICMP, IPv6, ND and ICMPv6.
 
     stack = Stack("iopkt")
     attach drivers (they call interrupt_attach and if_attach)
@@ -20,9 +20,17 @@ from iopkt.net.route import RTF_CONNECTED, ntoa
 from iopkt.netinet.arp import Arp
 from iopkt.netinet.icmp import Icmp
 from iopkt.netinet.ipv4 import Ip
+from iopkt.netinet6.icmp6 import Icmp6
+from iopkt.netinet6.ip6 import Ip6
+from iopkt.netinet6.nd6 import Nd6
 
 
 class Stack(EventLoop):
+    # NetBSD's net.inet6.ip6.auto_linklocal: an interface gets its link-local
+    # address (and starts DAD, which sends a Neighbor Solicitation) when it
+    # is attached. Off, it has no IPv6 until an address is configured.
+    auto_linklocal = True
+
     def __init__(self, name: str = "iopkt", nmbclusters: int = 4096,
                  mclbytes: int = 2048, clock: Callable[[], float] = time.monotonic,
                  log: logging.Logger | None = None, nmbjumbo: int = DEFAULT_NMBJUMBO):
@@ -33,12 +41,16 @@ class Stack(EventLoop):
         self.ip = Ip(self)
         self.arp = Arp(self)
         self.icmp = Icmp(self)
+        self.ip6 = Ip6(self)
+        self.nd6 = Nd6(self)
+        self.icmp6 = Icmp6(self)
         # What unmounted interfaces had configured, by device (if_devkey):
         # (addresses, mtu set since the mount or 0, static routes), given
         # back when the device is mounted again.
         self._unmounted: dict[str, tuple] = {}
         self._mount_mtu: dict[str, int] = {}    # each interface's MTU from its driver
         self._periodic(1.0, self.arp.timer)
+        self._periodic(1.0, self.nd6.timer)
 
     # -- interfaces ------------------------------------------------------
     def next_unit(self, prefix: str) -> int:
@@ -55,7 +67,10 @@ class Stack(EventLoop):
         ifp.stack = self
         ifp.ip_input = self.ip.input
         ifp.arp_input = self.arp.input
+        ifp.ip6_input = self.ip6.input
         self.ifnets[ifp.name] = ifp
+        if self.auto_linklocal:
+            self.ip6.ifattach(ifp)
         self.log.info("%s: attached (%s%s)", ifp.name, ifp.dname,
                       f", {ifp.description}" if ifp.description else "")
         self._mount_mtu[ifp.name] = ifp.mtu
@@ -78,7 +93,9 @@ class Stack(EventLoop):
                 [(rt.dst, rt.plen, rt.gateway) for rt in self.ip.routes.routes
                  if rt.ifp is ifp and not rt.flags & RTF_CONNECTED])
         self.ip.purge_ifp(ifp)
+        self.ip6.purge_ifp(ifp)
         self.arp.flush(ifp)
+        self.nd6.flush(ifp)
         ifp.if_purge("down")
         ifp.if_detach(ifp)
         self.ifnets.pop(ifp.name, None)
@@ -147,6 +164,7 @@ class Stack(EventLoop):
         for ifp in list(self.ifnets.values()):
             self.if_down(ifp)
             self.arp.flush(ifp)
+            self.nd6.flush(ifp)
         for ifp in list(self.ifnets.values()):
             try:
                 self.if_detach(ifp)

@@ -13,6 +13,14 @@ from iopkt.stack.stack import Stack
 from fakenet import FakeClock, Router
 
 
+@pytest.fixture(autouse=True)
+def no_auto_linklocal(monkeypatch):
+    """The unit tests of IPv4, drivers and the control plane count frames
+    exactly: their interfaces get no automatic IPv6 (no DAD probe leaving
+    at the first timer tick). The IPv6 tests turn it on (net6.py)."""
+    monkeypatch.setattr(Stack, "auto_linklocal", False)
+
+
 @pytest.fixture
 def clock():
     return FakeClock()

@@ -226,12 +226,24 @@ def test_netstat_default_and_s_are_protocol_statistics(flag, stack, capsys):
     assert [c[1] for c in stack.calls] == ["netstat"]
 
 
-def test_netstat_r_is_the_routing_table(stack, capsys):
+def test_netstat_r_is_the_routing_table_of_both_families(stack, capsys):
+    stack.seq["route"] = [ROUTES, [{"destination": "::/0", "gateway": "2001:2:0:b::2",
+                                    "flags": "UGS", "interface": "en0", "use": 7}]]
     code, out, _ = run(["netstat", "-r"], capsys)
-    assert code == 0 and [c[1] for c in stack.calls] == ["route"]
+    assert code == 0 and [(c[1], c[2]) for c in stack.calls] == [
+        ("route", {}), ("route", {"family": "inet6"})]
     lines = out.splitlines()
-    assert lines[0].split() == ["Destination", "Gateway", "Flags", "Use", "Interface"]
-    assert lines[2].split() == ["default", "198.18.0.2", "UGS", "0", "tap0"]
+    assert lines[0] == "Internet:"
+    assert lines[1].split() == ["Destination", "Gateway", "Flags", "Use", "Interface"]
+    assert lines[3].split() == ["default", "198.18.0.2", "UGS", "0", "tap0"]
+    six = lines.index("Internet6:")
+    assert lines[six + 2].split() == ["default", "2001:2:0:b::2", "UGS", "7", "en0"]
+
+
+def test_netstat_rf_inet6_is_the_ipv6_table_alone(stack, capsys):
+    code, out, _ = run(["netstat", "-r", "-f", "inet6"], capsys)
+    assert code == 0 and [(c[1], c[2]) for c in stack.calls] == [("route", {"family": "inet6"})]
+    assert out.splitlines()[0].split()[0] == "Destination"
 
 
 def test_netstat_i_is_the_bsd_interface_table(stack, capsys):
@@ -517,7 +529,8 @@ JSON_OUTPUTS = [
     (["nicinfo"], "interfaces"), (["nicinfo", "tap0"], "interfaces"),
     (["ifconfig"], "interfaces"), (["route"], "routes"), (["arp"], "neighbours"),
     (["netstat"], None), (["netstat", "-s"], None), (["netstat", "-m"], None),
-    (["netstat", "-r"], "routes"), (["netstat", "-i"], "interfaces"),
+    (["netstat", "-r"], None), (["netstat", "-r", "-f", "inet6"], "routes"),
+    (["netstat", "-i"], "interfaces"),
     (["mount", "tap", "name=x"], None), (["umount", "tap0"], None),
 ]
 

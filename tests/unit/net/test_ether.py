@@ -74,7 +74,7 @@ def test_header_split_over_a_chain_is_pulled_up(ifp, stack):
     assert discards(ifp) == {}
 
 
-@pytest.mark.parametrize("etype", [0x88B5, 0x86DD])
+@pytest.mark.parametrize("etype", [0x88B5, 0x88CC])
 def test_unknown_ethertype(ifp, etype):
     inject(ifp, Ether(dst=ifp.mac_str(), src=OTHER_MAC, type=etype) / (b"x" * 46))
     assert discards(ifp) == {"unknown_ethertype": 1}

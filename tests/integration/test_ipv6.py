@@ -1,0 +1,75 @@
+"""IPv6 through the stack, for every driver set of the forwarding suite:
+the lab is dual-stack, so real ping -6 and iperf3 -6 cross it, each
+driver carrying Neighbour Discovery and forwarded packets; the receiving
+host's kernel judges our frames (its checksum error counters stay put)."""
+
+import re
+
+import pytest
+
+from iopkt.bench import measure
+
+A6, B6 = "2001:2:0:a::2", "2001:2:0:b::2"
+STACK_A6 = "2001:2:0:a::1"
+
+
+def snmp(lb, ns, key: str) -> int:
+    """A counter of the host's /proc/net/snmp or snmp6 ('Tcp:InCsumErrors',
+    'Udp6InCsumErrors'), read inside its namespace."""
+    if ":" in key:
+        proto, name = key.split(":")
+        lines = [ln.split() for ln in lb.run(ns, ["cat", "/proc/net/snmp"]).stdout.splitlines()
+                 if ln.startswith(proto + ":")]
+        return int(lines[1][lines[0].index(name)])
+    for ln in lb.run(ns, ["cat", "/proc/net/snmp6"]).stdout.splitlines():
+        k, v = ln.split()
+        if k == key:
+            return int(v)
+    raise KeyError(key)
+
+
+@pytest.mark.parametrize("size", [56, 1452], ids=["small", "mtu"])
+def test_ping6_crosses_the_stack(shared_lab, size):
+    """1452 bytes of ICMPv6 payload make a 1500-byte IPv6 packet."""
+    lb = shared_lab
+    res = lb.run(lb.ns_a, ["ping", "-6", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-s", str(size),
+                           B6])
+    assert res.returncode == 0 and " 0% packet loss" in res.stdout, res.stdout
+    assert f"{size + 8} bytes from {B6}" in res.stdout
+
+
+def test_ping6_to_the_stack_and_its_neighbour_cache(shared_lab):
+    lb = shared_lab
+    res = lb.ping(lb.ns_a, STACK_A6, "-6", count=2)
+    assert res.returncode == 0 and f"from {STACK_A6}" in res.stdout, res.stdout
+    cache = {(e["interface"], e["address"]): e for e in lb.req("ndp")}
+    e = cache[(lb.if_a, A6)]
+    assert e["mac"] and e["state"] in ("REACHABLE", "STALE", "DELAY", "PROBE")
+    six = lb.netstat()
+    assert six["ip6"]["delivered"] >= 2 and six["icmp6"]["outhist"]["echoreply/0"] >= 2
+    assert six["nd6"]["badhlim"] == 0 and six["nd6"]["dad_duplicated"] == 0
+
+
+def test_iperf3_tcp6_arrives_with_good_checksums(shared_lab):
+    """The receiver counts no checksum error (Linux's TCP MIB covers both
+    families): partial checksums were completed wherever a hop could not."""
+    lb = shared_lab
+    before = snmp(lb, lb.ns_b, "Tcp:InCsumErrors")
+    res = measure.iperf3(lb.ns_a, lb.ns_b, B6, 1)
+    got = res["server"]["end"]["sum_received"]["bytes"]
+    assert got > 1_000_000, res["end"]
+    assert snmp(lb, lb.ns_b, "Tcp:InCsumErrors") == before
+    mb = lb.wait_idle_pool()
+    assert mb["clusters_in_use"] == 0, mb
+
+
+def test_packet_too_big_teaches_the_sender_the_path_mtu(make_lab):
+    """The stack never fragments: a 1500-byte packet for a 1400-byte link
+    is answered with Packet Too Big, mtu=1400, and ping says so."""
+    lb = make_lab()
+    lb.req("ifconfig", ifname=lb.if_b, mtu=1400)
+    res = lb.run(lb.ns_a, ["ping", "-6", "-n", "-c", "2", "-i", "0.3", "-W", "2", "-s", "1452",
+                           "-M", "do", B6])
+    assert re.search(r"(Packet too big|mtu[= ]1400)", res.stdout, re.I), res.stdout
+    six = lb.netstat()
+    assert six["ip6"]["toobig"] >= 1 and six["icmp6"]["outhist"]["toobig/0"] >= 1
