@@ -42,7 +42,7 @@ import pytun
 from iopkt.dev.autoconf import Driver, DriverError, Option, check_ifname
 from iopkt.dev.tap import tap_open_error
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 from iopkt.kern.pacer import Pacer
 from iopkt.net import vnet
 from iopkt.net.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
@@ -56,15 +56,16 @@ from iopkt.net.ifnet import (
     IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
+    IFCAP_TSOv6,
     Ifnet,
     if_transmit,
 )
-from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len, tso_wire
+from iopkt.netinet.in_offload import in_undefer_cksum, tcp_segment, tso_header_len, tso_wire
 
 LINK_LOST_ERRNOS = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
 VNET_HDR_LEN = vnet.VNET_HDR_LEN
 ZERO_HDR = vnet.ZERO_HDR
-TUN_WANT = vnet.TUN_F_CSUM | vnet.TUN_F_TSO4
+TUN_WANT = vnet.TUN_F_CSUM | vnet.TUN_F_TSO4 | vnet.TUN_F_TSO6
 CSUM_CAPS = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
 
 log = logging.getLogger("iopkt")
@@ -84,6 +85,8 @@ def tun_mask(capenable: int) -> int:
         mask |= vnet.TUN_F_CSUM
     if capenable & IFCAP_TSOv4:
         mask |= vnet.TUN_F_TSO4
+    if capenable & IFCAP_TSOv6:
+        mask |= vnet.TUN_F_TSO6
     return mask
 
 
@@ -253,7 +256,7 @@ class TapSoftc:
             self.ifp.input_discard(m, "bad_offload")
             return False
         cf = m.csum_flags
-        if cf & M_CSUM_TSOv4:
+        if cf & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
             self.rx_super += 1
         elif cf:
             self.rx_partial += 1
@@ -348,10 +351,10 @@ class TapSoftc:
                 vnet.encode(m, self._txhdr, 0)
                 n = os.writev(fd, [self._txhdr, *_iov(m)])
         except OSError as e:
-            if e.errno != errno.EINVAL or not m.csum_flags & M_CSUM_TSOv4:
+            if e.errno != errno.EINVAL or not m.csum_flags & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
                 raise
             return self._gso_refused(m)
-        if m.csum_flags & M_CSUM_TSOv4:
+        if m.csum_flags & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
             self.tx_super += 1
         self.pool.freem(m)
         return n - VNET_HDR_LEN
@@ -359,16 +362,18 @@ class TapSoftc:
     def _gso_refused(self, m) -> int:
         """The kernel said EINVAL to a GSO write (tailscale#13041 met such
         kernels): cut the super-frame here and write the segments, and turn
-        tso4 off so that from now on the IP layer segments before queueing
-        (said once; `ifconfig tso4` tries again). Consumes `m`. Returns the
-        bytes written."""
+        tso4 (tso6 for an IPv6 one) off so that from now on the IP layer
+        segments before queueing (said once; `ifconfig tso4` tries again).
+        Consumes `m`. Returns the bytes written."""
         ifp, pool = self.ifp, self.pool
         self.gso_refused += 1
-        if ifp.capenable & IFCAP_TSOv4:
-            log.warning("%s: the kernel refused a GSO write (EINVAL); tso4 turned off, "
-                        "super-frames are segmented in software", ifp.name)
+        cap, word = ((IFCAP_TSOv6, "tso6") if m.csum_flags & M_CSUM_TSOv6
+                     else (IFCAP_TSOv4, "tso4"))
+        if ifp.capenable & cap:
+            log.warning("%s: the kernel refused a GSO write (EINVAL); %s turned off, "
+                        "super-frames are segmented in software", ifp.name, word)
             try:
-                ifp.set_capenable(ifp.capenable & ~IFCAP_TSOv4)
+                ifp.set_capenable(ifp.capenable & ~cap)
             except (OSError, ValueError):
                 pass
         eh = bytes(m.view[m.off:m.off + ETHER_HDR_LEN])
@@ -377,7 +382,7 @@ class TapSoftc:
         if not hl:
             ifp.output_discard(m, "txerror")
             return 0
-        segs = tcp4_segment(pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4))
+        segs = tcp_segment(pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4))
         if segs is None:
             ifp.output_discard(None, "nobufs")
             return 0
@@ -465,8 +470,10 @@ class TapSoftc:
             caps |= CSUM_CAPS
             if got & vnet.TUN_F_TSO4 and self.pool.njumbo:
                 caps |= IFCAP_TSOv4
-            elif got & vnet.TUN_F_TSO4:
-                log.warning("%s: no jumbo clusters (--nmbjumbo 0): TSO4 is not offered",
+            if got & vnet.TUN_F_TSO6 and self.pool.njumbo:
+                caps |= IFCAP_TSOv6
+            if got & (vnet.TUN_F_TSO4 | vnet.TUN_F_TSO6) and not self.pool.njumbo:
+                log.warning("%s: no jumbo clusters (--nmbjumbo 0): TSO is not offered",
                             ifp.name)
         ifp.capabilities = caps
 
@@ -628,13 +635,13 @@ def attach(stack, opts: dict) -> Ifnet:
         ifp.set_softc(sc)
         sc.probe(ifp)
         want = ifp.capabilities
-        for key, bits in (("tso4", IFCAP_TSOv4),
+        for key, bits in (("tso4", IFCAP_TSOv4), ("tso6", IFCAP_TSOv6),
                           ("tcp4csum", IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx),
                           ("udp4csum", IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx)):
             if not opts[key]:
                 want &= ~bits
         if not want & IFCAP_CSUM_TCPv4_Tx:
-            want &= ~IFCAP_TSOv4                # TSO needs TCP checksum offload
+            want &= ~(IFCAP_TSOv4 | IFCAP_TSOv6)   # TSO needs TCP checksum offload
         ifp.set_capenable(want)
         stack.if_attach(ifp)
         stack.interrupt_attach(sc.fd, sc.intr)
@@ -663,6 +670,8 @@ DRIVER = Driver(
         "offload": Option(bool, True, "1: virtio-net header, TSO and checksum offload "
                           "as the kernel allows; 0: plain frames, no capabilities"),
         "tso4": Option(bool, True, "TCP segmentation offload on at mount (ifconfig tso4)"),
+        "tso6": Option(bool, True, "TCP segmentation offload for IPv6 on at mount "
+                       "(ifconfig tso6)"),
         "tcp4csum": Option(bool, True, "TCP checksum offload on at mount (ifconfig tcp4csum)"),
         "udp4csum": Option(bool, True, "UDP checksum offload on at mount (ifconfig udp4csum)"),
     },

@@ -36,8 +36,9 @@ def _check_pool_memory(args) -> None:
 
 
 def _check_run_specs(args) -> None:
-    """--inet and --route, checked before any driver is mounted."""
+    """--inet, --inet6 and --route, checked before any driver is mounted."""
     from iopkt.net.route import aton, prefix_problem
+    from iopkt.netinet6.in6 import parse_prefix6
     for spec in args.inet:
         ifname, _, pfx = spec.partition("=")
         if not ifname or "/" not in pfx:
@@ -45,10 +46,26 @@ def _check_run_specs(args) -> None:
                       util.EXIT_USAGE)
         if prefix_problem(pfx):
             util.fail(f"--inet {spec}: {prefix_problem(pfx)}", util.EXIT_USAGE)
+    for spec in args.inet6:
+        ifname, _, pfx = spec.partition("=")
+        if not ifname or "/" not in pfx:
+            util.fail(f"--inet6 {spec}: expected IF=ADDR/PLEN, e.g. tap0=2001:2:0:a::1/64",
+                      util.EXIT_USAGE)
+        try:
+            parse_prefix6(pfx)
+        except ValueError as e:
+            util.fail(f"--inet6 {spec}: {e}", util.EXIT_USAGE)
     for spec in args.route:
         dst, eq, gw = spec.partition("=")
         if not eq:
             util.fail(f"--route {spec}: expected DST=GW, e.g. default=198.18.0.2", util.EXIT_USAGE)
+        if ":" in gw:                           # IPv6: ::/0=2001:2:0:a::2
+            try:
+                parse_prefix6(dst)
+                parse_prefix6(gw)
+            except ValueError as e:
+                util.fail(f"--route {spec}: {e}", util.EXIT_USAGE)
+            continue
         if prefix_problem(dst):
             util.fail(f"--route {spec}: {prefix_problem(dst)}", util.EXIT_USAGE)
         try:
@@ -66,6 +83,7 @@ def cmd_run(args) -> None:
     util.need_root()
     from iopkt.dev.autoconf import DriverError
     from iopkt.net.route import aton, parse_prefix
+    from iopkt.netinet6.in6 import parse_prefix6
     from iopkt.stack.drvload import mount, resolve
     from iopkt.stack.stack import Stack
     # The log waits until the stack is set up: if that fails, its one line
@@ -94,9 +112,18 @@ def cmd_run(args) -> None:
                 raise DriverError(f"--inet {spec}: expected IF=ADDR/PLEN with IF one of "
                                   f"{', '.join(stack.ifnets)}")
             stack.ip.add_address(stack.ifnets[ifname], *parse_prefix(pfx))
+        for spec in args.inet6:
+            ifname, _, pfx = spec.partition("=")
+            if ifname not in stack.ifnets:
+                raise DriverError(f"--inet6 {spec}: expected IF=ADDR/PLEN with IF one of "
+                                  f"{', '.join(stack.ifnets)}")
+            stack.ip6.add_address(stack.ifnets[ifname], *parse_prefix6(pfx))
         for spec in args.route:
             dst, _, gw = spec.partition("=")
-            stack.ip.routes.add(*parse_prefix(dst), aton(gw))
+            if ":" in gw:
+                stack.ip6.routes.add(*parse_prefix6(dst), parse_prefix6(gw)[0])
+            else:
+                stack.ip.routes.add(*parse_prefix(dst), aton(gw))
         ctl = server.ControlServer(stack, args.instance)
     except (DriverError, ValueError, ControlError, OSError) as e:
         stack.shutdown(quiet=True)
@@ -132,8 +159,11 @@ def register(sub) -> None:
                    "options key=value,key=value; repeat for more interfaces")
     r.add_argument("--inet", action="append", default=[], metavar="IF=ADDR/PLEN",
                    help="configure an address, e.g. tap0=198.18.0.1/24")
+    r.add_argument("--inet6", action="append", default=[], metavar="IF=ADDR/PLEN",
+                   help="configure an IPv6 address, e.g. tap0=2001:2:0:a::1/64 (each "
+                   "interface also gets its link-local address from its MAC)")
     r.add_argument("--route", action="append", default=[], metavar="DST=GW",
-                   help="add a static route, e.g. default=198.18.0.2")
+                   help="add a static route, e.g. default=198.18.0.2 or ::/0=2001:2:0:a::2")
     r.add_argument("--mclbytes", type=util.int_in("--mclbytes", 256, 65536), default=2048,
                    help="mbuf cluster size, 256..65536 (default 2048)")
     r.add_argument("--nmbclusters", type=util.int_in("--nmbclusters", 1, MAX_NMBCLUSTERS),

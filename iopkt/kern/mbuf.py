@@ -24,9 +24,12 @@ Offload, with NetBSD's names and meaning on output (sys/mbuf.h): csum_flags
 M_CSUM_TCPv4 or M_CSUM_UDPv4 means the L4 checksum is still partial (its
 field holds the pseudo-header sum) and csum_data says where it is
 (L4 offset from the IP header << 16 | checksum offset in the L4 header);
-M_CSUM_TSOv4 means the packet is a TCP super-frame to be cut into segments
-of `segsz` bytes of payload. Whoever cannot do that work in "hardware"
-does it in software before the packet leaves (in_offload.py).
+M_CSUM_TSOv4 (IPv4) or M_CSUM_TSOv6 (IPv6) means the packet is a TCP
+super-frame to be cut into segments of `segsz` bytes of payload. The
+partial-checksum flags serve IPv6 packets too (the sum from the L4 header
+on is the same for both families; a TAP hands both with one TUN_F_CSUM).
+Whoever cannot do that work in "hardware" does it in software before the
+packet leaves (in_offload.py).
 
 Ownership rule, as in BSD: whoever holds an mbuf pointer owns it and must
 either pass it on (enqueue, hand to the next layer) or free it. Each function
@@ -54,6 +57,7 @@ M_CSUM_TCPv4 = 0x0001       # TCP checksum partial: complete it before the wire
 M_CSUM_UDPv4 = 0x0002       # UDP checksum partial
 M_CSUM_IPv4 = 0x0040        # IPv4 header checksum to compute (never set here)
 M_CSUM_TSOv4 = 0x0100       # TCP super-frame: segment into segsz-byte payloads
+M_CSUM_TSOv6 = 0x0200       # the same for TCP over IPv6
 
 MJUMBYTES = 65536           # a jumbo cluster: the rest of a 64 KB super-frame
 DEFAULT_NMBJUMBO = 256

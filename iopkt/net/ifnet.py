@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from iopkt.kern.mbuf import M_CSUM_IPv4, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_IPv4, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 
 # if_flags, BSD values
 IFF_UP = 0x1
@@ -44,7 +44,8 @@ FLAG_NAMES = [
     (IFF_SIMPLEX, "SIMPLEX"), (IFF_MULTICAST, "MULTICAST"),
 ]
 
-# if_capabilities / if_capenable: NetBSD's IFCAP_* values (net/if.h), IPv4 only.
+# if_capabilities / if_capenable: NetBSD's IFCAP_* values (net/if.h). The
+# TCP/UDP checksum bits cover IPv6 as well here (one TUN_F_CSUM does both).
 IFCAP_TSOv4 = 0x00080           # can do TCPv4 segmentation offload
 IFCAP_CSUM_IPv4_Rx = 0x00100    # IPv4 header checksums
 IFCAP_CSUM_IPv4_Tx = 0x00200
@@ -52,18 +53,20 @@ IFCAP_CSUM_TCPv4_Rx = 0x00400   # IPv4/TCP checksums
 IFCAP_CSUM_TCPv4_Tx = 0x00800
 IFCAP_CSUM_UDPv4_Rx = 0x01000   # IPv4/UDP checksums
 IFCAP_CSUM_UDPv4_Tx = 0x02000
+IFCAP_TSOv6 = 0x40000           # can do TCPv6 segmentation offload
 
 # As NetBSD's ifconfig prints them (IFCAPBITS).
 CAP_NAMES = [
     (IFCAP_TSOv4, "TSO4"), (IFCAP_CSUM_IPv4_Rx, "IP4CSUM_Rx"),
     (IFCAP_CSUM_IPv4_Tx, "IP4CSUM_Tx"), (IFCAP_CSUM_TCPv4_Rx, "TCP4CSUM_Rx"),
     (IFCAP_CSUM_TCPv4_Tx, "TCP4CSUM_Tx"), (IFCAP_CSUM_UDPv4_Rx, "UDP4CSUM_Rx"),
-    (IFCAP_CSUM_UDPv4_Tx, "UDP4CSUM_Tx"),
+    (IFCAP_CSUM_UDPv4_Tx, "UDP4CSUM_Tx"), (IFCAP_TSOv6, "TSO6"),
 ]
 
 # NetBSD ifconfig's keywords; "-word" clears what "word" sets.
 CAP_KEYWORDS = {
     "tso4": IFCAP_TSOv4,
+    "tso6": IFCAP_TSOv6,
     "ip4csum": IFCAP_CSUM_IPv4_Rx | IFCAP_CSUM_IPv4_Tx,
     "ip4csum-rx": IFCAP_CSUM_IPv4_Rx, "ip4csum-tx": IFCAP_CSUM_IPv4_Tx,
     "tcp4csum": IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx,
@@ -74,7 +77,8 @@ CAP_KEYWORDS = {
 
 # What each enabled Tx capability lets the stack leave to the driver
 # (NetBSD's if_csum_flags_tx): csum_flags outside it are done in software.
-_CAP_TX_CSUM = ((IFCAP_TSOv4, M_CSUM_TSOv4), (IFCAP_CSUM_IPv4_Tx, M_CSUM_IPv4),
+_CAP_TX_CSUM = ((IFCAP_TSOv4, M_CSUM_TSOv4), (IFCAP_TSOv6, M_CSUM_TSOv6),
+                (IFCAP_CSUM_IPv4_Tx, M_CSUM_IPv4),
                 (IFCAP_CSUM_TCPv4_Tx, M_CSUM_TCPv4), (IFCAP_CSUM_UDPv4_Tx, M_CSUM_UDPv4))
 
 SIOCSIFCAP = "SIOCSIFCAP"       # if_ioctl command: set if_capenable
@@ -318,9 +322,10 @@ class Ifnet:
             raise ValueError(f"{self.name} cannot do {caps_str(bad)}; it can do "
                              f"{caps_str(self.capabilities) if self.capabilities else 'none'}")
         tcp = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
-        if capenable & IFCAP_TSOv4 and capenable & tcp != tcp:
-            raise ValueError(f"{self.name}: tso4 needs tcp4csum (rx and tx); "
-                             "turn on tcp4csum, or turn off tso4 as well")
+        for cap, word in ((IFCAP_TSOv4, "tso4"), (IFCAP_TSOv6, "tso6")):
+            if capenable & cap and capenable & tcp != tcp:
+                raise ValueError(f"{self.name}: {word} needs tcp4csum (rx and tx); "
+                                 f"turn on tcp4csum, or turn off {word} as well")
         self.if_ioctl(self, SIOCSIFCAP, capenable)
         self.capenable = capenable
         self.if_csum_flags_tx = sum(f for cap, f in _CAP_TX_CSUM if capenable & cap)

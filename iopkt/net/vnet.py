@@ -7,7 +7,7 @@ A TAP opened with IFF_VNET_HDR puts a 10-byte `struct virtio_net_hdr`
 
 in the host's byte order (little-endian on x86 and arm64). It is how the
 kernel hands a driver a TCP super-frame (gso_type TCPV4, gso_size = MSS)
-or a frame whose L4 checksum is still partial (flags NEEDS_CSUM: the
+(TCPV6 for IPv6) or a frame whose L4 checksum is still partial (flags NEEDS_CSUM: the
 checksum field holds the pseudo-header sum; whoever sends the frame on
 must sum from csum_start to the end and store the result at
 csum_start + csum_offset).
@@ -32,7 +32,7 @@ import errno
 import fcntl
 import struct
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 
 VNET_HDR_LEN = 10
 HDR = struct.Struct("<BBHHHH")
@@ -63,6 +63,8 @@ TUN_F_NAMES = ((TUN_F_CSUM, "CSUM"), (TUN_F_TSO4, "TSO4"), (TUN_F_TSO6, "TSO6"),
                (TUN_F_TSO_ECN, "TSO_ECN"), (TUN_F_UFO, "UFO"))
 
 ETHER_HDR_LEN = 14
+ETHERTYPE_IP = 0x0800
+ETHERTYPE_IPV6 = 0x86DD
 TCP_CSUM_OFF = 16                   # th_sum in the TCP header
 UDP_CSUM_OFF = 6                    # uh_sum in the UDP header
 TH_CWR = 0x80
@@ -102,10 +104,11 @@ def negotiate_offload(fd: int, want: int) -> tuple[int, int]:
 
 # -- header <-> packet header --------------------------------------------------
 def decode(m, buf, at: int) -> bool:
-    """Read the virtio-net header at buf[at:at+10] (the frame follows it)
+    """Read the virtio-net header at buf[at:at+10] (wherever the driver read it)
     into `m`'s csum_flags, csum_data and segsz. Returns False if the header
     asks for something we never enabled or points outside the frame; the
-    caller drops the frame. `m.pkt_len` must already be the frame length."""
+    caller drops the frame. The frame must already be in `m` (its data at
+    the Ethernet header, `m.pkt_len` its length)."""
     flags, gso, _hdr_len, gso_size, start, off = HDR.unpack_from(buf, at)
     if not flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
         if gso:                             # GSO always comes with a partial checksum
@@ -121,11 +124,19 @@ def decode(m, buf, at: int) -> bool:
     else:
         return False
     gso &= ~VIRTIO_NET_HDR_GSO_ECN
-    if gso == VIRTIO_NET_HDR_GSO_TCPV4 and cf == M_CSUM_TCPv4 and gso_size:
-        cf |= M_CSUM_TSOv4
+    if gso != VIRTIO_NET_HDR_GSO_NONE:
+        # A super-frame of the family its EtherType says, TCP, with an MSS.
+        b, o = m.buf, m.off
+        et = (b[o + 12] << 8) | b[o + 13]
+        if cf != M_CSUM_TCPv4 or not gso_size:
+            return False
+        if gso == VIRTIO_NET_HDR_GSO_TCPV4 and et == ETHERTYPE_IP:
+            cf |= M_CSUM_TSOv4
+        elif gso == VIRTIO_NET_HDR_GSO_TCPV6 and et == ETHERTYPE_IPV6:
+            cf |= M_CSUM_TSOv6
+        else:
+            return False
         m.segsz = gso_size
-    elif gso != VIRTIO_NET_HDR_GSO_NONE:
-        return False
     m.csum_flags = cf
     m.csum_data = ((start - ETHER_HDR_LEN) << 16) | off
     return True
@@ -142,10 +153,10 @@ def encode(m, buf, at: int) -> None:
     cd = m.csum_data
     start = ETHER_HDR_LEN + (cd >> 16)
     off = cd & 0xFFFF
-    if cf & M_CSUM_TSOv4:
+    if cf & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
         d = m.off + start                   # the TCP header, in the first mbuf
         b = m.buf
-        gso = VIRTIO_NET_HDR_GSO_TCPV4
+        gso = VIRTIO_NET_HDR_GSO_TCPV4 if cf & M_CSUM_TSOv4 else VIRTIO_NET_HDR_GSO_TCPV6
         if b[d + 13] & TH_CWR:
             gso |= VIRTIO_NET_HDR_GSO_ECN
         HDR.pack_into(buf, at, VIRTIO_NET_HDR_F_NEEDS_CSUM, gso,

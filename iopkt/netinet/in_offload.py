@@ -1,15 +1,17 @@
 """Offload done in software, after NetBSD's netinet/in_offload.c.
 
 A packet may carry work for the "hardware" (mbuf.py): a partial L4
-checksum (M_CSUM_TCPv4 / M_CSUM_UDPv4) or a TCP super-frame to cut into
-segments (M_CSUM_TSOv4). When it must leave through an interface that
-cannot do that work (the shim's enN, which never has offload, as io-net
-never had; a native interface with -tso4 or -tcp4csum; a write the kernel
-refused), the IP layer does it here first:
+checksum (M_CSUM_TCPv4 / M_CSUM_UDPv4, of IPv4 or IPv6 alike) or a TCP
+super-frame to cut into segments (M_CSUM_TSOv4, M_CSUM_TSOv6). When it
+must leave through an interface that cannot do that work (the shim's enN,
+which never has offload, as io-net never had; a native interface with
+-tso4, -tso6 or -tcp4csum; a write the kernel refused), the IP layer does
+it here first:
 
-  tcp4_segment      cut a super-frame into segments as Linux's
-                    tcp_gso_segment does: per segment the IP total length,
-                    id = id0 + i and header checksum; TCP seq = seq0 + i *
+  tcp_segment       cut a super-frame into segments as Linux's
+                    tcp_gso_segment does: per segment the IPv4 total length,
+                    id = id0 + i and header checksum, or the IPv6 payload
+                    length; TCP seq = seq0 + i *
                     segsz; FIN and PSH only on the last segment, CWR only
                     on the first; each TCP checksum over the segment's own
                     pseudo-header (complete, or left partial for an
@@ -22,7 +24,9 @@ view) and may be chains (a super-frame is a cluster plus a jumbo).
 
 from __future__ import annotations
 
-from iopkt.kern.mbuf import M_PKTHDR, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+import struct
+
+from iopkt.kern.mbuf import M_PKTHDR, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 from iopkt.netinet.cksum import cksum_bulk, in_cksum
 
 IPPROTO_TCP = 6
@@ -31,6 +35,7 @@ TH_PSH = 0x08
 TH_CWR = 0x80
 TCP_CSUM_OFF = 16
 ETHER_HDR_LEN = 14
+_WORDS = {4: struct.Struct("!4H"), 16: struct.Struct("!16H")}     # addresses as halfwords
 
 
 def m_cksum(m, off: int, length: int) -> int:
@@ -91,12 +96,19 @@ def _store16(m, off: int, v: int) -> None:
 
 
 def tso_header_len(m) -> int:
-    """IP + TCP header length of a super-frame (data at its IP header), or
-    0 if it is not a TCP packet whose headers sit in the first mbuf."""
+    """IP + TCP header length of a super-frame (data at its IP header, IPv4
+    or IPv6), or 0 if it is not a TCP packet whose headers sit in the first
+    mbuf (an IPv6 one with extension headers neither: Linux's GSO never
+    makes one)."""
     b, o = m.buf, m.off
-    iphl = (b[o] & 0x0F) << 2
-    if b[o + 9] != IPPROTO_TCP or m.len < iphl + 20:
+    if b[o] >> 4 == 6:
+        iphl = 40
+        if b[o + 6] != IPPROTO_TCP or m.len < 60:
+            return 0
+    elif b[o + 9] != IPPROTO_TCP or m.len < ((b[o] & 0x0F) << 2) + 20:
         return 0
+    else:
+        iphl = (b[o] & 0x0F) << 2
     hl = iphl + ((b[o + iphl + 12] >> 4) << 2)
     return hl if hl - iphl >= 20 and hl <= m.len and hl <= m.pkt_len else 0
 
@@ -111,7 +123,7 @@ def tso_wire(m) -> tuple[int, int]:
     """(frames, bytes) that frame `m` (data at its Ethernet header) puts
     on a real wire: a super-frame becomes its segments, each with its own
     copy of the headers. For link-speed emulation."""
-    if not m.csum_flags & M_CSUM_TSOv4:
+    if not m.csum_flags & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
         return 1, m.pkt_len
     m.off += ETHER_HDR_LEN
     m.len -= ETHER_HDR_LEN
@@ -127,11 +139,14 @@ def tso_wire(m) -> tuple[int, int]:
     return n, wire
 
 
-def tcp4_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
-    """Cut the TCP super-frame `m` (data at its IP header, csum_flags with
-    M_CSUM_TSOv4, segsz the payload per segment, headers `hdrlen` bytes in
-    the first mbuf: see tso_header_len) into ordinary packets, each in a
-    new cluster (a chain if one cluster cannot hold it).
+def tcp_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
+    """Cut the TCP super-frame `m` (data at its IP header, IPv4 or IPv6,
+    csum_flags with M_CSUM_TSOv4 or M_CSUM_TSOv6, segsz the payload per
+    segment, headers `hdrlen` bytes in the first mbuf: see tso_header_len)
+    into ordinary packets, each in a new cluster (a chain if one cluster
+    cannot hold it), as Linux's tcp_gso_segment and ipv6_gso_segment do:
+    IPv4 segments get their own total length, id and header checksum;
+    IPv6 ones their payload length (no header checksum).
 
     `partial`: leave each TCP checksum partial (the pseudo-header sum, with
     M_CSUM_TCPv4 set) for an interface that completes checksums; otherwise
@@ -140,15 +155,17 @@ def tcp4_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
     Consumes `m`. Returns the segments in order (the caller owns them), or
     None when the pool ran dry (everything made so far is freed)."""
     b, o = m.buf, m.off
-    iphl = (b[o] & 0x0F) << 2
+    v6 = b[o] >> 4 == 6
+    iphl = 40 if v6 else (b[o] & 0x0F) << 2
     thl = hdrlen - iphl
     hdr = bytes(b[o:o + hdrlen])                # the template every segment starts from
     id0 = (hdr[4] << 8) | hdr[5]
     seq0 = int.from_bytes(hdr[iphl + 4:iphl + 8], "big")
     flags0 = hdr[iphl + 13]
-    # The pseudo-header without its length: source, destination, protocol.
-    ph = (((hdr[12] << 8) | hdr[13]) + ((hdr[14] << 8) | hdr[15])
-          + ((hdr[16] << 8) | hdr[17]) + ((hdr[18] << 8) | hdr[19]) + IPPROTO_TCP)
+    # The pseudo-header without its length: source, destination, protocol
+    # (addresses at 12..20 in IPv4, 8..40 in IPv6).
+    a0, a1 = (8, 40) if v6 else (12, 20)
+    ph = sum(_WORDS[(a1 - a0) >> 1].unpack_from(hdr, a0)) + IPPROTO_TCP
     mss = m.segsz
     payload = m.pkt_len - hdrlen
     nseg = max(1, -(-payload // mss))
@@ -183,16 +200,19 @@ def tcp4_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
             p += k
             xo += k
             left -= k
-        # IP: total length, id, header checksum.
-        sb[so + 2] = need >> 8
-        sb[so + 3] = need & 0xFF
-        ident = (id0 + i) & 0xFFFF
-        sb[so + 4] = ident >> 8
-        sb[so + 5] = ident & 0xFF
-        sb[so + 10] = sb[so + 11] = 0
-        c = in_cksum(sb, so, iphl)
-        sb[so + 10] = c >> 8
-        sb[so + 11] = c & 0xFF
+        if v6:                                  # IPv6: payload length
+            sb[so + 4] = (need - 40) >> 8
+            sb[so + 5] = (need - 40) & 0xFF
+        else:                                   # IPv4: total length, id, header checksum
+            sb[so + 2] = need >> 8
+            sb[so + 3] = need & 0xFF
+            ident = (id0 + i) & 0xFFFF
+            sb[so + 4] = ident >> 8
+            sb[so + 5] = ident & 0xFF
+            sb[so + 10] = sb[so + 11] = 0
+            c = in_cksum(sb, so, iphl)
+            sb[so + 10] = c >> 8
+            sb[so + 11] = c & 0xFF
         # TCP: sequence number, flags, checksum.
         t = so + iphl
         sb[t + 4:t + 8] = ((seq0 + i * mss) & 0xFFFFFFFF).to_bytes(4, "big")
@@ -230,3 +250,7 @@ def tcp4_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
         segs.append(s)
     pool.freem(m)
     return segs
+
+
+# The name the drivers call it by, from when it cut IPv4 only.
+tcp4_segment = tcp_segment

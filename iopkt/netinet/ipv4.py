@@ -26,7 +26,7 @@ from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM
 from iopkt.net.ifnet import InIfaddr
 from iopkt.net.route import RTF_CONNECTED, RouteTable, ntoa
 from iopkt.netinet.cksum import in_cksum
-from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len
+from iopkt.netinet.in_offload import in_undefer_cksum, tcp_segment, tso_header_len
 
 IPVERSION = 4
 IP_HDR_LEN = 20
@@ -373,10 +373,10 @@ class Ip:
         return [m]
 
     def _segment(self, m, ifp, hl: int, partial: bool | None = None) -> list | None:
-        """tcp4_segment for `ifp`, counted there. Consumes `m`."""
+        """tcp_segment for `ifp`, counted there. Consumes `m`."""
         if partial is None:
             partial = bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4)
-        segs = tcp4_segment(self.pool, m, hl, partial)
+        segs = tcp_segment(self.pool, m, hl, partial)
         if segs is None:
             self.ips_odropped += 1
             ifp.output_discard(None, "nobufs")

@@ -19,9 +19,16 @@ from __future__ import annotations
 
 import struct
 
-from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import (
+    M_BCAST,
+    M_MCAST,
+    M_CSUM_TCPv4,
+    M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
+    M_CSUM_UDPv4,
+)
 from iopkt.net.route import RTF_CONNECTED, RouteTable
-from iopkt.netinet.in_offload import in_undefer_cksum
+from iopkt.netinet.in_offload import in_undefer_cksum, tcp_segment, tso_header_len
 from iopkt.netinet6.in6 import (
     ALLNODES,
     ALLROUTERS,
@@ -52,7 +59,7 @@ IP6STAT_NAMES = (
     "total", "tooshort", "toosmall", "badvers", "badscope", "notmember",
     "delivered", "forward", "cantforward", "noroute", "localout", "odropped",
     "toobig", "timeexceed", "fragments", "badoptions", "noproto", "badaddr",
-    "badoffload",
+    "badoffload", "tso_forward",
 )
 
 
@@ -203,6 +210,9 @@ class Ip6:
         good_src = self.good_src
         self.ip6s_total += len(pkts)
         nfwd = 0
+        run_rt = None           # route and next hop of the run being collected
+        run_nh = -1
+        run: list = []
         for m in pkts:
             if m.len < IP6_HDR_LEN:
                 m = self._pullup_header(m)
@@ -235,13 +245,32 @@ class Ip6:
                     good_src.clear()
                 good_src.add(src)
             ifp = rt.ifp
-            if plen + IP6_HDR_LEN > ifp.mtu or m.csum_flags & ~ifp.if_csum_flags_tx:
-                if not self._check_out(m, ifp, plen):
+            # Plain packets that fit and ask nothing ifp cannot do go as
+            # they are; a super-frame is checked per segment (_check_out).
+            if plen + IP6_HDR_LEN > ifp.mtu or m.csum_flags & (M_CSUM_TSOv6 |
+                                                              ~ifp.if_csum_flags_tx):
+                out = self._check_out(m, ifp, plen)
+                if not out:
                     continue
-            buf[o + 7] -= 1
+            else:
+                buf[o + 7] -= 1
+                out = None
             nfwd += 1
-            rt.use += 1
-            ifp.if_output6(ifp, [m], rt.gateway or dst)
+            nh = rt.gateway or dst
+            if nh != run_nh or rt is not run_rt:
+                if run:
+                    run_rt.use += len(run)
+                    run_rt.ifp.if_output6(run_rt.ifp, run, run_nh)
+                    run = []
+                run_rt = rt
+                run_nh = nh
+            if out is None:
+                run.append(m)
+            else:
+                run.extend(out)
+        if run:
+            run_rt.use += len(run)
+            run_rt.ifp.if_output6(run_rt.ifp, run, run_nh)
         self.ip6s_forward += nfwd
 
     def _pullup_header(self, m):
@@ -309,22 +338,50 @@ class Ip6:
             self.stack.icmp6.error(m, 1, 0)         # no route to destination
         return rt
 
-    def _check_out(self, m, ifp, plen: int) -> bool:
-        """Too big for `ifp`, or offload work `ifp` cannot do. Consumes
-        `m` and returns False when it cannot go."""
-        if m.csum_flags & M_CSUM_TSOv4:         # TCPv4 segmentation asked of IPv6
+    def _check_out(self, m, ifp, plen: int) -> list | None:
+        """Too big for `ifp`, a super-frame, or offload work `ifp` cannot
+        do: what goes to the next hop (hop limit decremented), or None
+        when nothing does (answered with Packet Too Big, dropped, counted;
+        `m` consumed). A super-frame is judged by its segments, as Linux's
+        skb_gso_validate_network_len does, and cut here when `ifp` cannot
+        cut it."""
+        cf = m.csum_flags
+        if cf & M_CSUM_TSOv4:                   # IPv4 segmentation asked of IPv6
             self.ip6s_badoffload += 1
             m.rcvif.input_discard(m, "bad_offload")
-            return False
-        if plen + IP6_HDR_LEN > ifp.mtu:
+            return None
+        if cf & M_CSUM_TSOv6:
+            hl = tso_header_len(m)
+            if not hl or not m.segsz:
+                self.ip6s_badoffload += 1
+                m.rcvif.input_discard(m, "bad_offload")
+                return None
+            size = hl + min(m.segsz, plen + IP6_HDR_LEN - hl)
+        else:
+            hl = 0
+            size = plen + IP6_HDR_LEN
+        if size > ifp.mtu:
             self.ip6s_toobig += 1
             self.ip6s_cantforward += 1
             self.stack.icmp6.error(m, 2, 0, ifp.mtu)   # Packet Too Big
-            return False
-        if m.csum_flags & (M_CSUM_TCPv4 | M_CSUM_UDPv4):
+            return None
+        m.buf[m.off + 7] -= 1
+        if hl:
+            self.ip6s_tso_forward += 1
+            if ifp.if_csum_flags_tx & M_CSUM_TSOv6:
+                return [m]
+            segs = tcp_segment(self.pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4))
+            if segs is None:
+                self.ip6s_odropped += 1
+                ifp.output_discard(None, "nobufs")
+                return None
+            ifp.sw_tso += 1
+            ifp.sw_tso_segs += len(segs)
+            return segs
+        if cf & (M_CSUM_TCPv4 | M_CSUM_UDPv4) & ~ifp.if_csum_flags_tx:
             in_undefer_cksum(m)
             ifp.sw_csum += 1
-        return True
+        return [m]
 
     def deliver(self, m, dst: int, w) -> None:
         """A packet for one of our addresses or a multicast group. Consumes

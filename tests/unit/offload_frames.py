@@ -6,8 +6,9 @@ import struct
 
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 from iopkt.netinet.cksum import fold
 
 from fakenet import Router as R
@@ -15,9 +16,12 @@ from fakenet import Router as R
 
 def pseudo_seed(pkt: bytes, iphl: int) -> int:
     """What the kernel leaves in a partial TCP/UDP checksum field: the
-    folded pseudo-header sum over the L4 length."""
-    src, dst = pkt[12:16], pkt[16:20]
+    folded pseudo-header sum over the L4 length (IPv4 or IPv6; for IPv6
+    the next header is the upper layer's: no extension headers)."""
     l4len = len(pkt) - iphl
+    if pkt[0] >> 4 == 6:
+        return fold(sum(struct.unpack("!16H", pkt[8:40])) + pkt[6] + l4len)
+    src, dst = pkt[12:16], pkt[16:20]
     words = struct.unpack("!4H", src + dst)
     return fold(sum(words) + pkt[9] + l4len)
 
@@ -26,10 +30,11 @@ def as_superframe(pool, pkt: bytes, mss: int):
     """`pkt` (IP/TCP) as the TAP driver receives a super-frame: the first
     part in a cluster, the rest in a jumbo; TCP checksum left partial."""
     b = bytearray(pkt)
-    iphl = (b[0] & 0x0F) << 2
+    v6 = b[0] >> 4 == 6
+    iphl = 40 if v6 else (b[0] & 0x0F) << 2
     b[iphl + 16:iphl + 18] = pseudo_seed(pkt, iphl).to_bytes(2, "big")
     m = chain(pool, bytes(b), [min(len(b), 1984)])
-    m.csum_flags = M_CSUM_TSOv4 | M_CSUM_TCPv4
+    m.csum_flags = (M_CSUM_TSOv6 if v6 else M_CSUM_TSOv4) | M_CSUM_TCPv4
     m.csum_data = (iphl << 16) | 16
     m.segsz = mss
     return m
@@ -58,15 +63,20 @@ def chain(pool, data: bytes, cuts: list[int]):
 
 
 def expected_segments(pkt: bytes, mss: int) -> list[bytes]:
-    """What Linux's tcp_gso_segment makes of `pkt`, built by scapy."""
-    p = IP(pkt)
+    """What Linux's tcp_gso_segment makes of `pkt` (IPv4 or IPv6), built by
+    scapy."""
+    v6 = pkt[0] >> 4 == 6
+    p = IPv6(pkt) if v6 else IP(pkt)
     payload = bytes(p[TCP].payload)
     n = max(1, -(-len(payload) // mss))
     out = []
     for i in range(n):
         q = p.copy()
-        q.id = (p.id + i) & 0xFFFF
-        del q.len, q.chksum, q[TCP].chksum
+        if v6:
+            del q.plen, q[TCP].chksum
+        else:
+            q.id = (p.id + i) & 0xFFFF
+            del q.len, q.chksum, q[TCP].chksum
         q[TCP].seq = (p[TCP].seq + i * mss) & 0xFFFFFFFF
         fl = int(p[TCP].flags)
         if i:
@@ -76,8 +86,16 @@ def expected_segments(pkt: bytes, mss: int) -> list[bytes]:
         q[TCP].flags = fl
         q[TCP].remove_payload()
         q = q / payload[i * mss:(i + 1) * mss]
-        out.append(raw(IP(raw(q))))
+        out.append(raw(IPv6(raw(q)) if v6 else IP(raw(q))))
     return out
+
+
+def tcp6_pkt(n, flags="PA", seq=1000):
+    """An IPv6 TCP packet with `n` bytes of payload (addresses with no zero
+    halfword: a pseudo-header word dropped would show)."""
+    return raw(IPv6(src="2001:2:5:a::12", dst="2001:2:7:b::13", hlim=64)
+               / TCP(sport=40000, dport=5201, seq=seq, ack=77, flags=flags)
+               / bytes((i * 7 + 3) & 0xFF for i in range(n)))
 
 
 def tcp_pkt(n, flags="PA", options=None, tcp_options=(), seq=1000, ident=0x4242):

@@ -74,10 +74,10 @@ def test_ifconfig_dash_alias_deletes(monkeypatch):
 
 def test_ifconfig_unknown_word_names_the_capabilities(capsys):
     with pytest.raises(SystemExit) as e:
-        cli.main(["ifconfig", "tap0", "tso6"])
+        cli.main(["ifconfig", "tap0", "tso7"])
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "cannot understand 'tso6'" in err and "tso4" in err and "tcp4csum" in err
+    assert "cannot understand 'tso7'" in err and "tso4" in err and "tcp4csum" in err
 
 
 def test_lab_up_offload_takes_on_or_off(capsys):

@@ -33,6 +33,7 @@ from iopkt.net.ifnet import (
     IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
+    IFCAP_TSOv6,
     Ifnet,
 )
 from iopkt.netinet.in_offload import in_undefer_cksum
@@ -263,8 +264,8 @@ def test_write_errors(stack, monkeypatch, err, reason):
 
 
 # -- offload: the virtio-net header ----------------------------------------------
-ALL = IFCAP_TSOv4 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx \
-    | IFCAP_CSUM_UDPv4_Tx
+ALL = IFCAP_TSOv4 | IFCAP_TSOv6 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx \
+    | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
 ETH = bytes.fromhex("020000000001" "02aa00000002" "0800")
 
 
@@ -387,8 +388,10 @@ def test_a_gso_write_the_kernel_refuses_is_segmented_and_counted(stack, offload_
         stack.pool.freem(m)
     assert w.sc.gso_refused == 1 and (w.ifp.sw_tso, w.ifp.sw_tso_segs) == (1, 3)
     assert w.ifp.oerrors == 0 and stack.pool.in_use == 0
-    # From now on the IP layer segments: tso4 is off, the kernel told so.
-    assert not w.ifp.capenable & IFCAP_TSOv4 and w.calls[-1] == vnet.TUN_F_CSUM
+    # From now on the IP layer segments IPv4: tso4 is off, the kernel told so
+    # (tso6 stays: the refused frame was IPv4).
+    assert not w.ifp.capenable & IFCAP_TSOv4 and w.ifp.capenable & IFCAP_TSOv6
+    assert w.calls[-1] == vnet.TUN_F_CSUM | vnet.TUN_F_TSO6
 
 
 def test_rx_checksum_offload_off_completes_partial_checksums_on_receive(stack, offload_wire):
@@ -406,10 +409,12 @@ def test_rx_checksum_offload_off_completes_partial_checksums_on_receive(stack, o
 
 
 def test_capenable_sets_the_tap_offload_mask_and_detach_resets_it(offload_wire):
-    w = offload_wire                                # all capabilities on: CSUM|TSO4 set
+    w = offload_wire                                # all capabilities on: CSUM|TSO4|TSO6 set
     w.ifp.set_capenable(ALL & ~IFCAP_TSOv4)
+    w.ifp.set_capenable(ALL & ~(IFCAP_TSOv4 | IFCAP_TSOv6))
     w.ifp.set_capenable(IFCAP_CSUM_UDPv4_Tx)        # nothing to receive partial any more
-    assert w.calls == [vnet.TUN_F_CSUM | vnet.TUN_F_TSO4, vnet.TUN_F_CSUM, 0]
+    assert w.calls == [vnet.TUN_F_CSUM | vnet.TUN_F_TSO4 | vnet.TUN_F_TSO6,
+                       vnet.TUN_F_CSUM | vnet.TUN_F_TSO6, vnet.TUN_F_CSUM, 0]
     w.ifp.set_capenable(ALL)
     w.sc.detach(w.ifp)
     assert w.calls[-1] == 0                         # a persistent TAP forgets our mask
@@ -436,7 +441,7 @@ def test_probe_advertises_what_the_kernel_accepts_and_says_so_once(stack, monkey
 
     def no_tso(fd, mask):
         masks.append(mask)
-        if mask & vnet.TUN_F_TSO4:
+        if mask & (vnet.TUN_F_TSO4 | vnet.TUN_F_TSO6):
             raise OSError(errno.EINVAL, "Invalid argument")
 
     monkeypatch.setattr(vnet, "set_offload", no_tso)
@@ -444,12 +449,12 @@ def test_probe_advertises_what_the_kernel_accepts_and_says_so_once(stack, monkey
     w = Wire(stack, vnet=True)
     with caplog.at_level("WARNING", logger="iopkt"):
         w.sc.probe(w.ifp)
-    assert masks == [vnet.TUN_F_CSUM | vnet.TUN_F_TSO4, vnet.TUN_F_CSUM]
-    assert w.ifp.capabilities == ALL & ~IFCAP_TSOv4
+    assert masks == [vnet.TUN_F_CSUM | vnet.TUN_F_TSO4 | vnet.TUN_F_TSO6, vnet.TUN_F_CSUM]
+    assert w.ifp.capabilities == ALL & ~(IFCAP_TSOv4 | IFCAP_TSOv6)
     info = w.sc.extra_info(w.ifp)
-    assert info["tun_offload"] == "CSUM" and info["tun_offload_refused"] == "TSO4"
+    assert info["tun_offload"] == "CSUM" and info["tun_offload_refused"] == "TSO4,TSO6"
     assert [r.message for r in caplog.records] == [
-        "tap0: the kernel refused TAP offload TSO4; using CSUM (said once)"]
+        "tap0: the kernel refused TAP offload TSO4,TSO6; using CSUM (said once)"]
     w.sc.detach(w.ifp)
 
 
@@ -524,7 +529,7 @@ def test_no_jumbo_clusters_means_no_tso(monkeypatch):
     try:
         w = Wire(st, vnet=True)
         w.sc.probe(w.ifp)
-        assert w.ifp.capabilities == ALL & ~IFCAP_TSOv4
+        assert w.ifp.capabilities == ALL & ~(IFCAP_TSOv4 | IFCAP_TSOv6)
     finally:
         st.shutdown()
         st.close()
@@ -707,7 +712,8 @@ def test_attach_opens_the_tap_and_builds_the_interface_from_the_options(stack, k
     assert ifp.flags & IFF_UP and ifp.flags & IFF_RUNNING
     assert ifp.link_state == LINK_STATE_UP
     assert kernel.ioctls == [("hdr_sz", sc.fd, 10),
-                             ("offload", sc.fd, vnet.TUN_F_CSUM | vnet.TUN_F_TSO4)]
+                             ("offload", sc.fd, vnet.TUN_F_CSUM | vnet.TUN_F_TSO4
+                              | vnet.TUN_F_TSO6)]
 
 
 def test_attach_defaults_a_kernel_named_tap_a_random_mac_and_no_pacing(stack, kernel):
@@ -741,18 +747,20 @@ def test_random_mac_is_locally_administered_unicast():
     assert len(macs) > 1
 
 
-CSUM, TSO4 = vnet.TUN_F_CSUM, vnet.TUN_F_TSO4
+CSUM, TSO4, TSO6 = vnet.TUN_F_CSUM, vnet.TUN_F_TSO4, vnet.TUN_F_TSO6
 
 
 @pytest.mark.parametrize("options, caps, mask", [
-    ("", ALL, CSUM | TSO4),
-    ("tso4=0", ALL & ~IFCAP_TSOv4, CSUM),
-    # TSO needs TCP checksum offload: without it tso4 goes too. One
+    ("", ALL, CSUM | TSO4 | TSO6),
+    ("tso4=0", ALL & ~IFCAP_TSOv4, CSUM | TSO6),
+    ("tso6=0", ALL & ~IFCAP_TSOv6, CSUM | TSO4),
+    # TSO needs TCP checksum offload: without it tso4 and tso6 go too. One
     # TUN_F_CSUM serves TCP and UDP alike.
     ("tcp4csum=0", IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx, CSUM),
-    ("udp4csum=0", IFCAP_TSOv4 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx, CSUM | TSO4),
-    ("tso4=0,tcp4csum=0,udp4csum=0", 0, 0),
-])
+    ("udp4csum=0", IFCAP_TSOv4 | IFCAP_TSOv6 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx,
+     CSUM | TSO4 | TSO6),
+    ("tso4=0,tso6=0,tcp4csum=0,udp4csum=0", 0, 0),
+], ids=["all", "notso4", "notso6", "notcp4csum", "noudp4csum", "none"])
 def test_attach_turns_on_the_offloads_the_options_ask_for(stack, kernel, options, caps, mask):
     ifp = mount(stack, options)
     assert ifp.capabilities == ALL and ifp.capenable == caps
@@ -874,7 +882,8 @@ def test_extra_info_shows_each_counter_under_its_own_name(stack):
 def test_attach_with_tso4_refused_by_the_kernel_offers_checksums_only(stack, kernel):
     kernel.refuse = vnet.TUN_F_TSO4
     ifp = mount(stack, "name=t0")
-    assert ifp.capabilities == ifp.capenable == ALL & ~IFCAP_TSOv4
+    # negotiate_offload falls back to checksums alone: TSO6 goes with TSO4.
+    assert ifp.capabilities == ifp.capenable == ALL & ~(IFCAP_TSOv4 | IFCAP_TSOv6)
     fd = ifp.softc.fd
     assert kernel.ioctls == [("hdr_sz", fd, 10), ("offload", fd, vnet.TUN_F_CSUM)]
 
@@ -1484,17 +1493,18 @@ def test_a_kernel_refusing_all_offload_leaves_no_capability(stack, monkeypatch, 
         w.sc.probe(w.ifp)
     assert w.ifp.capabilities == 0
     info = w.sc.extra_info(w.ifp)
-    assert info["tun_offload"] == "none" and info["tun_offload_refused"] == "CSUM,TSO4"
+    assert info["tun_offload"] == "none" and info["tun_offload_refused"] == "CSUM,TSO4,TSO6"
     assert [r.getMessage() for r in caplog.records] == [
-        "tap0: the kernel refused TAP offload CSUM,TSO4; using none (said once)"]
+        "tap0: the kernel refused TAP offload CSUM,TSO4,TSO6; using none (said once)"]
     w.sc.detach(w.ifp)
 
 
 @pytest.mark.parametrize("refuse, caps, said", [
-    (0, ALL & ~IFCAP_TSOv4, "tap0: no jumbo clusters (--nmbjumbo 0): TSO4 is not offered"),
-    (vnet.TUN_F_TSO4, ALL & ~IFCAP_TSOv4,
-     "tap0: the kernel refused TAP offload TSO4; using CSUM (said once)"),
-])
+    (0, ALL & ~(IFCAP_TSOv4 | IFCAP_TSOv6),
+     "tap0: no jumbo clusters (--nmbjumbo 0): TSO is not offered"),
+    (vnet.TUN_F_TSO4, ALL & ~(IFCAP_TSOv4 | IFCAP_TSOv6),
+     "tap0: the kernel refused TAP offload TSO4,TSO6; using CSUM (said once)"),
+], ids=["nojumbo", "refused"])
 def test_without_jumbo_clusters_tso4_is_not_offered_and_said(monkeypatch, caplog,
                                                              refuse, caps, said):
     def set_offload(fd, mask):
@@ -1574,7 +1584,7 @@ def test_a_tap_on_descriptor_0_works_like_any_other(stack, monkeypatch):
         stack.if_up(ifp)
         assert sc.fd == 0 and ifp.flags & IFF_RUNNING and ifp.link_state == LINK_STATE_UP
         ifp.set_capenable(ALL)
-        assert calls == [(0, vnet.TUN_F_CSUM | vnet.TUN_F_TSO4)]
+        assert calls == [(0, vnet.TUN_F_CSUM | vnet.TUN_F_TSO4 | vnet.TUN_F_TSO6)]
         stack.if_detach(ifp)
         assert calls[-1] == (0, 0) and sc.tap.closed
     finally:

@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4, MbufPool
 from iopkt.net import vnet
 from iopkt.net.vnet import (
     HDR,
@@ -18,6 +18,7 @@ from iopkt.net.vnet import (
 )
 from iopkt.net.vnet import VIRTIO_NET_HDR_F_NEEDS_CSUM as CSUM
 from iopkt.net.vnet import VIRTIO_NET_HDR_GSO_TCPV4 as TCPV4
+from iopkt.net.vnet import VIRTIO_NET_HDR_GSO_TCPV6 as TCPV6
 
 
 @pytest.fixture
@@ -25,6 +26,7 @@ def m():
     pool = MbufPool(4)
     m = pool.get()
     m.pkt_len = m.len = 200
+    m.buf[m.off + 12:m.off + 14] = b"\x08\x00"         # an IPv4 frame
     yield m
     pool.free(m)
 
@@ -47,6 +49,28 @@ def test_decode_partial_tcp_and_udp(m):
     assert (m.csum_flags, m.csum_data) == (M_CSUM_UDPv4, (20 << 16) | 6)
     assert decode(m, VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0, 0)   # whole: nothing to do
     assert m.csum_flags == 0
+
+
+def test_decode_takes_a_tcpv6_super_frame_of_an_ipv6_frame(m):
+    m.buf[m.off + 12:m.off + 14] = b"\x86\xdd"
+    assert decode(m, CSUM, TCPV6, 74, 1428, 54, 16)
+    assert (m.csum_flags, m.csum_data, m.segsz) == (M_CSUM_TSOv6 | M_CSUM_TCPv4,
+                                                    (40 << 16) | 16, 1428)
+
+
+@pytest.mark.parametrize("etype,gso", [(b"\x86\xdd", TCPV4), (b"\x08\x00", TCPV6),
+                                       (b"\x08\x06", TCPV4)], ids=["v4_in_v6", "v6_in_v4", "arp"])
+def test_decode_refuses_a_super_frame_of_the_other_family(m, etype, gso):
+    m.buf[m.off + 12:m.off + 14] = etype
+    assert not decode(m, CSUM, gso, 74, 1428, 54, 16)
+
+
+def test_encode_writes_tcpv6_for_an_ipv6_super_frame(m):
+    m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv6 | M_CSUM_TCPv4, (40 << 16) | 16, 1428
+    m.buf[m.off + 54 + 12] = 0x50                       # a 20-byte TCP header
+    out = bytearray(10)
+    vnet.encode(m, out, 0)
+    assert HDR.unpack(out) == (CSUM, TCPV6, 74, 1428, 54, 16)
 
 
 def test_decode_takes_the_ecn_bit_with_tso(m):

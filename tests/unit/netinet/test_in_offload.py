@@ -14,13 +14,13 @@ from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
 from iopkt.netinet.in_offload import (
     in_undefer_cksum,
     m_cksum,
-    tcp4_segment,
+    tcp_segment,
     tso_header_len,
     tso_segments,
     tso_wire,
 )
 
-from offload_frames import as_superframe, chain, expected_segments, pseudo_seed, tcp_pkt
+from offload_frames import as_superframe, chain, expected_segments, pseudo_seed, tcp6_pkt, tcp_pkt
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -39,7 +39,7 @@ def segment(pool, pkt, mss, partial=False):
     m = as_superframe(pool, pkt, mss)
     hl = tso_header_len(m)
     assert hl
-    segs = tcp4_segment(pool, m, hl, partial)
+    segs = tcp_segment(pool, m, hl, partial)
     try:
         return [s.tobytes() for s in segs], [(s.csum_flags, s.csum_data) for s in segs]
     finally:
@@ -116,7 +116,7 @@ def test_partial_segments_complete_to_the_right_checksum(pool):
 def test_segments_larger_than_a_cluster_become_chains(pool):
     pkt = tcp_pkt(20000)
     m = as_superframe(pool, pkt, 8948)               # a 9000-byte MTU
-    segs = tcp4_segment(pool, m, tso_header_len(m), False)
+    segs = tcp_segment(pool, m, tso_header_len(m), False)
     assert all(s.next is not None and s.pkt_len == s.chain_len() for s in segs)
     assert [s.tobytes() for s in segs] == expected_segments(pkt, 8948)
     for s in segs:
@@ -129,7 +129,7 @@ def test_pool_running_dry_frees_everything(pool):
     hold = []
     while pool.in_use < pool.nclusters - 5:           # leave five clusters
         hold.append(pool.get())
-    assert tcp4_segment(pool, m, tso_header_len(m), False) is None
+    assert tcp_segment(pool, m, tso_header_len(m), False) is None
     for h in hold:
         pool.free(h)
     assert pool.in_use == 0 and pool.jumbo_in_use == 0
@@ -146,7 +146,7 @@ def test_segmentation_property(pool, n, mss, flags, seq, ident, partial):
     checksum where it was left partial)."""
     pkt = tcp_pkt(n, flags=flags, seq=seq, ident=ident)
     m = as_superframe(pool, pkt, mss)
-    segs = tcp4_segment(pool, m, tso_header_len(m), partial)
+    segs = tcp_segment(pool, m, tso_header_len(m), partial)
     out = []
     for s in segs:
         if partial:
@@ -280,7 +280,7 @@ def test_a_segment_whose_sum_is_zero_gets_checksum_zero_as_in_linux(pool):
 def test_every_segment_keeps_the_receiving_interface(pool):
     m = as_superframe(pool, tcp_pkt(5000), 1448)
     m.rcvif = rcvif = object()
-    segs = tcp4_segment(pool, m, tso_header_len(m), True)
+    segs = tcp_segment(pool, m, tso_header_len(m), True)
     assert [s.rcvif for s in segs] == [rcvif] * 4
     for s in segs:
         pool.freem(s)
@@ -291,7 +291,7 @@ def test_a_segment_that_fills_its_cluster_exactly_stays_in_it(pool):
     mss = room - 40                                 # header + payload == the cluster's room
     pkt = tcp_pkt(2 * mss)
     m = as_superframe(pool, pkt, mss)
-    segs = tcp4_segment(pool, m, tso_header_len(m), False)
+    segs = tcp_segment(pool, m, tso_header_len(m), False)
     assert [(s.next, s.len) for s in segs] == [(None, room), (None, room)]
     assert [s.tobytes() for s in segs] == expected_segments(pkt, mss)
     for s in segs:
@@ -381,7 +381,7 @@ def test_a_segment_that_fills_its_cluster_exactly_is_not_copied_aside(pool, monk
     for mss, want in ((room - 40, []), (room - 39, [room + 1])):
         pkt = tcp_pkt(mss)
         m = as_superframe(pool, pkt, mss)
-        segs = tcp4_segment(pool, m, tso_header_len(m), False)
+        segs = tcp_segment(pool, m, tso_header_len(m), False)
         assert [s.tobytes() for s in segs] == expected_segments(pkt, mss)
         assert copies == want, mss
         del copies[:]
@@ -398,7 +398,7 @@ def test_pool_running_dry_while_copying_a_jumbo_segment_frees_everything(pool):
     hold = []
     while pool.nclusters - pool.in_use > per_seg + 2:
         hold.append(pool.get())
-    assert tcp4_segment(pool, m, tso_header_len(m), False) is None
+    assert tcp_segment(pool, m, tso_header_len(m), False) is None
     for h in hold:
         pool.free(h)
     assert (pool.in_use, pool.jumbo_in_use) == (0, 0)
@@ -422,3 +422,41 @@ def test_wire_size_of_a_super_frame_without_tcp_headers_assumes_40_bytes(pool):
     eth.csum_flags, eth.segsz = M_CSUM_TSOv4, 1000
     assert tso_wire(eth) == (3, 14 + 3000 + 2 * (14 + 40))
     pool.freem(eth)
+
+
+# -- IPv6 super-frames (tcp_segment as Linux's ipv6_gso_segment + tcp_gso_segment) ----
+@SETTINGS
+@given(n=st.integers(1, 64000), mss=st.integers(88, 9000),
+       flags=st.sampled_from(["A", "PA", "FA", "FPA", "AC", "FPAC"]),
+       seq=st.integers(0, 2**32 - 1), partial=st.booleans())
+def test_ipv6_segmentation_property(pool, n, mss, flags, seq, partial):
+    """Every IPv6 segment is scapy's byte for byte (its payload length, no
+    header checksum, seq, flags, the TCP checksum over the IPv6
+    pseudo-header), or completes to it when left partial."""
+    pkt = tcp6_pkt(n, flags, seq)
+    m = as_superframe(pool, pkt, mss)
+    hl = tso_header_len(m)
+    assert hl == 60
+    segs = tcp_segment(pool, m, hl, partial)
+    want = expected_segments(pkt, mss)
+    got = []
+    for s in segs:
+        if partial:
+            assert (s.csum_flags, s.csum_data) == (M_CSUM_TCPv4, (40 << 16) | 16)
+            in_undefer_cksum(s)
+        got.append(s.tobytes())
+        pool.freem(s)
+    assert got == want
+
+
+@pytest.mark.parametrize("case,want", [("ok", 60), ("udp", 0), ("ext_header", 0),
+                                       ("short", 0)])
+def test_tso_header_len_of_ipv6(pool, case, want):
+    pkt = bytearray(tcp6_pkt(100))
+    if case == "udp":
+        pkt[6] = 17
+    elif case == "ext_header":
+        pkt[6] = 0                                  # hop-by-hop first: not what GSO makes
+    m = chain(pool, bytes(pkt), [59] if case == "short" else [])
+    assert tso_header_len(m) == want
+    pool.freem(m)

@@ -203,8 +203,9 @@ def test_capability_words_apply_in_order():
     assert parse_capwords(["tso4", "tcp4csum"], 0) == TSO
     assert parse_capwords(["tcp4csum", "-tcp4csum-tx"], 0) == IFCAP_CSUM_TCPv4_Rx
     assert parse_capwords(["-tso4"], TSO) == TCPCSUM
-    with pytest.raises(ValueError, match="unknown capability 'tso6'"):
-        parse_capwords(["tso6"], 0)
+    assert parse_capwords(["tso6", "tcp4csum", "-tso6"], 0) == TCPCSUM
+    with pytest.raises(ValueError, match="unknown capability 'tso7'"):
+        parse_capwords(["tso7"], 0)
 
 
 def test_set_capenable_refuses_what_cannot_work(net):

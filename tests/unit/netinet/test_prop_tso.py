@@ -1,4 +1,4 @@
-"""Properties of software TSO (in_offload.py tcp4_segment), checked field
+"""Properties of software TSO (in_offload.py tcp_segment), checked field
 by field with scapy, beyond test_in_offload.py's byte-for-byte property.
 
 Why: that property compares with segments built by the same rules
@@ -25,7 +25,7 @@ from scapy.layers.inet import ICMP, IP, TCP, IPerror, defragment, in4_chksum
 from scapy.utils import checksum
 
 from iopkt.kern.mbuf import M_PKTHDR, M_CSUM_TCPv4, M_CSUM_TSOv4, MbufPool
-from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len
+from iopkt.netinet.in_offload import in_undefer_cksum, tcp_segment, tso_header_len
 
 from fakenet import Router as R
 from fakenet import aton, inject, take
@@ -165,7 +165,7 @@ def test_every_segment_follows_the_rules(pool, frame, cuts, partial, partial_in)
     hl = tso_header_len(m)
     iphl = (pkt[0] & 0x0F) << 2
     assert hl == iphl + ((pkt[iphl + 12] >> 4) << 2)
-    segs = tcp4_segment(pool, m, hl, partial)
+    segs = tcp_segment(pool, m, hl, partial)
     assert segs is not None
     out = []
     for s in segs:

@@ -266,3 +266,63 @@ def test_errors_are_rate_limited(r6, clock):
     for _ in range(6):
         inject(r6.if0, r6.from_h0(IPv6(src=H0, dst="2001:db8::1") / ICMPv6EchoRequest()))
     assert len(take(r6.if0)) == 5
+
+
+# -- TCP super-frames over IPv6 (TSO6) ---------------------------------------------------
+def superframe6(r6, n, mss=1428):
+    """A TCPv6 super-frame H0 -> H1 as a TAP with TSO6 hands it over."""
+    from scapy.layers.inet import TCP
+
+    from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv6
+
+    from offload_frames import chain, pseudo_seed
+    pkt = bytes(IPv6(src=H0, dst=H1, hlim=64) / TCP(sport=1, dport=2, flags="PA", seq=5)
+                / bytes(i & 0xFF for i in range(n)))
+    b = bytearray(bytes(Ether(dst=r6.MAC0, src=r6.H0_MAC, type=0x86DD)) + pkt)
+    b[14 + 56:14 + 58] = pseudo_seed(pkt, 40).to_bytes(2, "big")
+    r6.stack.pool.enable_jumbo(4)
+    m = chain(r6.stack.pool, bytes(b), [min(len(b), 1984)])
+    m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv6 | M_CSUM_TCPv4, (40 << 16) | 16, mss
+    return m, pkt
+
+
+def resolved_h1(r6):
+    forward_to_h1(r6)
+    take(r6.if1)
+    inject(r6.if1, na(r6, r6.if1, H1, r6.H1_MAC, R1))
+    take(r6.if1)
+
+
+def test_a_super_frame_leaves_whole_through_an_interface_with_tso6(r6):
+    from iopkt.net.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv6
+    resolved_h1(r6)
+    r6.if1.set_capenable(IFCAP_TSOv6 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx)
+    m, pkt = superframe6(r6, 10000)
+    inject(r6.if0, m)
+    (f,) = r6.if1.sent
+    assert len(f) == 14 + len(pkt) and f[14 + 7] == 63         # one frame, hop limit - 1
+    assert r6.if1.sent_meta[-1][2] == 1428 and r6.stack.ip6.stats()["tso_forward"] == 1
+
+
+def test_a_super_frame_is_cut_for_an_interface_without_tso6(r6):
+    from offload_frames import expected_segments
+    resolved_h1(r6)
+    m, pkt = superframe6(r6, 5000)
+    inject(r6.if0, m)
+    got = [IPv6(bytes(f)[14:]) for f in r6.if1.sent]
+    want = expected_segments(bytes(IPv6(pkt)), 1428)
+    assert len(got) == 4 and r6.if1.sw_tso == 1 and r6.if1.sw_tso_segs == 4
+    for g, w in zip(got, want):
+        w = IPv6(w)
+        w.hlim = 63
+        assert bytes(g) == bytes(IPv6(bytes(w)))
+
+
+def test_a_super_frame_whose_segments_exceed_the_mtu_gets_packet_too_big(r6):
+    h0_resolved(r6)
+    resolved_h1(r6)
+    r6.if1.mtu = 1400
+    m, _ = superframe6(r6, 5000, mss=1428)          # 1488-byte segments
+    inject(r6.if0, m)
+    (f,) = take(r6.if0)
+    assert f[ICMPv6PacketTooBig].mtu == 1400 and r6.if1.sent == []
