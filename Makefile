@@ -1,6 +1,6 @@
 # iopkt: `sudo make bench` (the main job) and `sudo make test`.
 # Both set themselves up: a .venv with the Python packages, and Debian's
-# iperf3 and ping when they are missing.
+# iperf3, ping, tcpdump, tracepath and traceroute when they are missing.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -30,6 +30,8 @@ setup: root $(STAMP)
 	command -v iperf3 >/dev/null || missing="$$missing iperf3"; \
 	command -v ping   >/dev/null || missing="$$missing iputils-ping"; \
 	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
+	command -v tracepath >/dev/null || missing="$$missing iputils-tracepath"; \
+	command -v traceroute >/dev/null || missing="$$missing traceroute"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \

@@ -63,9 +63,21 @@ def test_iperf3_tcp6_arrives_with_good_checksums(shared_lab):
     assert mb["clusters_in_use"] == 0, mb
 
 
+@pytest.mark.parametrize("probe", [[], ["-I"]], ids=["udp", "icmp"])
+def test_traceroute6_shows_the_stack_as_the_first_hop(shared_lab, probe):
+    """Hop limit 1 runs out at the stack: Time Exceeded from its address on
+    A's side; then the host answers (port unreachable, or echo reply)."""
+    lb = shared_lab
+    res = lb.run(lb.ns_a, ["traceroute", "-6", "-n", "-q", "1", "-w", "2", *probe, B6],
+                 check=True)
+    hops = [ln.split()[:2] for ln in res.stdout.splitlines()[1:]]
+    assert hops == [["1", STACK_A6], ["2", B6]], res.stdout
+
+
 def test_packet_too_big_teaches_the_sender_the_path_mtu(make_lab):
     """The stack never fragments: a 1500-byte packet for a 1400-byte link
-    is answered with Packet Too Big, mtu=1400, and ping says so."""
+    is answered with Packet Too Big, mtu=1400: ping says so, tracepath
+    learns the path MTU."""
     lb = make_lab()
     lb.req("ifconfig", ifname=lb.if_b, mtu=1400)
     res = lb.run(lb.ns_a, ["ping", "-6", "-n", "-c", "2", "-i", "0.3", "-W", "2", "-s", "1452",
@@ -73,3 +85,5 @@ def test_packet_too_big_teaches_the_sender_the_path_mtu(make_lab):
     assert re.search(r"(Packet too big|mtu[= ]1400)", res.stdout, re.I), res.stdout
     six = lb.netstat()
     assert six["ip6"]["toobig"] >= 1 and six["icmp6"]["outhist"]["toobig/0"] >= 1
+    res = lb.run(lb.ns_a, ["tracepath", "-6", "-n", B6], check=True)
+    assert "Resume: pmtu 1400 hops 2" in res.stdout, res.stdout
