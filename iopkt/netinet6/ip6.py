@@ -59,7 +59,7 @@ IP6STAT_NAMES = (
     "total", "tooshort", "toosmall", "badvers", "badscope", "notmember",
     "delivered", "forward", "cantforward", "noroute", "localout", "odropped",
     "toobig", "timeexceed", "fragments", "badoptions", "noproto", "badaddr",
-    "badoffload", "tso_forward",
+    "badoffload", "tso_forward", "udp_nosum",
 )
 
 
@@ -402,6 +402,10 @@ class Ip6:
             self.stack.icmp6.input(m, at)
         elif nxt == IPPROTO_FRAGMENT:
             self.ip6s_fragments += 1
+            self.pool.freem(m)
+        elif nxt == IPPROTO_UDP and at + 8 <= m.len and not (
+                m.buf[m.off + at + 6] | m.buf[m.off + at + 7]) and not m.csum_flags:
+            self.ip6s_udp_nosum += 1                # RFC 8200 §8.1: zero is invalid
             self.pool.freem(m)
         elif nxt in (IPPROTO_TCP, IPPROTO_UDP):
             self.stack.icmp6.error(m, 1, 4)         # port unreachable

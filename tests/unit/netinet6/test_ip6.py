@@ -326,3 +326,11 @@ def test_a_super_frame_whose_segments_exceed_the_mtu_gets_packet_too_big(r6):
     inject(r6.if0, m)
     (f,) = take(r6.if0)
     assert f[ICMPv6PacketTooBig].mtu == 1400 and r6.if1.sent == []
+
+
+def test_udp_with_a_zero_checksum_is_dropped_and_counted_not_answered(r6):
+    h0_resolved(r6)
+    p = IPv6(bytes(IPv6(src=H0, dst=R0) / UDP(dport=9) / b"x"))
+    p[UDP].chksum = 0
+    inject(r6.if0, r6.from_h0(p))
+    assert take(r6.if0) == [] and r6.stack.ip6.stats()["udp_nosum"] == 1
