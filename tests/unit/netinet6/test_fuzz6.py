@@ -6,6 +6,7 @@ the same frames on every run, so a failure is reproducible."""
 
 import random
 
+from net6 import H0, H1, R0, R1, Router6, inject, na, take
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
@@ -19,8 +20,6 @@ from scapy.layers.inet6 import (
     IPv6ExtHdrRouting,
 )
 from scapy.layers.l2 import Ether
-
-from net6 import H0, H1, R0, R1, Router6, inject, na, take
 
 SEED = 20261207
 
