@@ -295,7 +295,7 @@ def test_broadcast_and_multicast_are_counted_by_the_group_bit(rig):
     """The group bit is bit 0 of the first byte: 02:.. and 00:01:.. are unicast."""
     ring = Ring(8)
     dsts = [b"\xff" * 6, b"\xff" * 6, bytes.fromhex("01005e000001"),
-            bytes.fromhex("333300000001"), US, bytes.fromhex("000100000000")]
+            bytes.fromhex("0180c2000000"), US, bytes.fromhex("000100000000")]
     for i, dst in enumerate(dsts):
         ring.put(eth(dst, i))
     d, ion = rig.make(ring)
@@ -345,17 +345,18 @@ def test_slot_fields_are_unsigned(rig, caplog):
 
 # -- the socket's error --------------------------------------------------------------------
 def test_pollerr_on_the_socket_is_read_and_counted(rig):
+    """Only POLLERR on the socket reads its error (not POLLIN, not the stop fd's)."""
     ring = Ring(4)
     d, ion = rig.make(ring)
 
-    def err(events):
+    def err(e, events):
         def step():
-            d.sock.so_error = errno.ENETDOWN
+            d.sock.so_error = e
             return events
         return step
-    rig.run(d, err([(d.fd, select.POLLERR)]), err([(d.fd, select.POLLIN)]),
-            err([(d.stopfd, select.POLLERR)]))
-    assert d.link_down_seen == 1
+    rig.run(d, err(errno.ENETDOWN, [(d.fd, select.POLLERR)]),
+            err(errno.EIO, [(d.fd, select.POLLIN), (d.stopfd, select.POLLERR)]))
+    assert (d.link_down_seen, d.stats.rx_failed, d.sock.so_error) == (1, 0, errno.EIO)
 
 
 # -- said once -----------------------------------------------------------------------------
@@ -413,7 +414,7 @@ def test_batch_0_sends_each_frame_with_tx_up(rig, rc, kept):
     assert ion.chains == [[eth(US, 1)], [eth(US, 2)]]
     assert [c[0] for c in ion.calls] == ["reg_tx_done", "tx_up"] * 2
     for reg, up in (ion.calls[0:2], ion.calls[2:4]):
-        assert reg == ("reg_tx_done", 5, up[2], d) and up[3:] == (0, 0, 6, 7, 0)
+        assert reg == ("reg_tx_done", 5, up[2], d) and up[1:2] + up[3:] == (5, 0, 0, 6, 7, 0)
     assert d.stats.rx_not_taken == kept and set(map(id, d.free)) == npkts
 
 
