@@ -342,7 +342,7 @@ class AfpSoftc:
             self.rx_too_long += 1
             ifp.ipackets += 1
             ifp.input_discard(m, "too_long")
-            self._say_too_long(tlen, status)
+            self._say_too_long(tlen)
             return
         if status & TP_STATUS_VLAN_VALID:
             # The kernel took an 802.1Q tag off into tp_vlan_tci: a VLAN
@@ -417,7 +417,7 @@ class AfpSoftc:
             s.rcvif = ifp
             pkts.append(s)
 
-    def _say_too_long(self, tlen: int, status: int) -> None:
+    def _say_too_long(self, tlen: int) -> None:
         if "too_long" in self._said:
             return
         self._said.add("too_long")
