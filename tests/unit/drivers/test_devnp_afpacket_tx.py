@@ -504,3 +504,25 @@ def test_a_socket_on_descriptor_0_is_a_socket_like_any_other(stack, clock, monke
     assert ep.calls == [("attach", 0), ("modify", 0, EPOLLIN | EPOLLOUT), ("modify", 0, EPOLLIN),
                         ("modify", 0, EPOLLIN | EPOLLOUT), ("modify", 0, EPOLLIN),
                         ("detach", 0)]
+
+
+# -- order on if_snd -------------------------------------------------------------------
+def test_a_frame_never_overtakes_one_waiting_on_if_snd(stack, clock):
+    """A lost interface brought back by hand (ifconfig up, set_link up)
+    queues what does not fit without waiting for EPOLLOUT (its socket
+    left the epoll set); a frame sent next goes behind it, not into a
+    free slot before it."""
+    n = Nic(stack, txframes=4)
+    n.link = OSError(errno.ENODEV, "No such device")
+    clock.advance(1.1)
+    stack._run_callouts()
+    stack.if_up(n.ifp)
+    n.sc.set_link(True)
+    assert n.ifp.flags & IFF_RUNNING
+    n.sock.mode = "hold"
+    n.send(*[frame(i) for i in range(5)])
+    assert n.ifp.if_snd.len == 1 and not n.ifp.flags & IFF_OACTIVE
+    n.kernel.tx_done()
+    n.sock.mode = "send"
+    n.send(frame(5))
+    assert sent(n) == [frame(i) for i in range(6)] and n.ifp.if_snd.len == 0
