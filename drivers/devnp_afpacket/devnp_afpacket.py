@@ -122,7 +122,7 @@ from iopkt.net.ifnet import (
     Ifnet,
     if_transmit,
 )
-from iopkt.netinet.in_offload import in_undefer_cksum, tcp4_segment, tso_header_len
+from iopkt.netinet.in_offload import in_undefer_cksum, tcp_segment, tso_header_len
 
 from .lxif import LX_IFF_RUNNING, LX_IFF_UP, lx_link
 from .packet_mmap import (
@@ -342,7 +342,7 @@ class AfpSoftc:
             self.rx_too_long += 1
             ifp.ipackets += 1
             ifp.input_discard(m, "too_long")
-            self._say_too_long(tlen, status)
+            self._say_too_long(tlen)
             return
         if status & TP_STATUS_VLAN_VALID:
             # The kernel took an 802.1Q tag off into tp_vlan_tci: a VLAN
@@ -400,7 +400,7 @@ class AfpSoftc:
             ifp.ipackets += 1
             ifp.input_discard(m, "bad_offload")
             return
-        segs = tcp4_segment(pool, m, hl, self.rx_seg_partial)
+        segs = tcp_segment(pool, m, hl, self.rx_seg_partial)
         if segs is None:
             ifp.ipackets += 1
             ifp.input_discard(None, "nobufs")
@@ -417,7 +417,7 @@ class AfpSoftc:
             s.rcvif = ifp
             pkts.append(s)
 
-    def _say_too_long(self, tlen: int, status: int) -> None:
+    def _say_too_long(self, tlen: int) -> None:
         if "too_long" in self._said:
             return
         self._said.add("too_long")

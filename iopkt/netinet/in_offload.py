@@ -250,7 +250,3 @@ def tcp_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
         segs.append(s)
     pool.freem(m)
     return segs
-
-
-# The name the drivers call it by, from when it cut IPv4 only.
-tcp4_segment = tcp_segment

@@ -311,7 +311,7 @@ class Nic:
     """An afpN interface on `stack` over a ring in a bytearray."""
 
     def __init__(self, stack, ring="v2", framesize=2048, rxframes=8, txframes=4, opts="",
-                 flags=UP, mtu=1500, page=4096):
+                 flags=UP, mtu=1500, page=4096, sock=None):
         o = DRIVER.parse_options(f"ifname=veth1,ring={ring}" + (f",{opts}" if opts else ""))
         geom = Geometry(RING_VERSIONS[ring])
         rx = ring_layout(framesize, rxframes, page=page)
@@ -320,7 +320,7 @@ class Nic:
             rx = v3_layout(framesize, rx)
         mem = bytearray(rx[0] * rx[1] + tx[0] * tx[1])
         self.ring = Ring(mem, geom, framesize, rx, tx)
-        self.sock = FakeSock()
+        self.sock = sock or FakeSock()
         self.kernel = self.sock.kernel = Kernel(self.ring)
         self.stack = stack
         self.ifp = afa.build(stack, self.sock, self.ring, 7, "veth1", mtu, flags, MAC, o,
