@@ -127,7 +127,7 @@ class Netdev:
 class PacketSock:
     """An AF_PACKET socket as attach() uses it: setsockopt, bind and
     setblocking are recorded in order with their exact arguments
-    (setblocking takes any object's truth, as the real one); `fail` maps
+    (setblocking takes an int, a bool being one, as the real one); `fail` maps
     (level, option) or "bind" to the errno the kernel answers, or to the
     OSError to raise. fileno is a real fd (one end of a socketpair) for the
     stack's epoll set; PACKET_STATISTICS reads zeros."""
@@ -162,6 +162,8 @@ class PacketSock:
         self._maybe_fail("bind")
 
     def setblocking(self, flag):
+        if not isinstance(flag, int):
+            raise TypeError("'NoneType' object cannot be interpreted as an integer")
         self.calls.append(("setblocking", bool(flag)))
 
     def close(self):
@@ -571,6 +573,10 @@ def test_an_interface_that_cannot_be_brought_up(stack, lx):
     assert str(e) == "devnp-afpacket: veth1: cannot bring it up: Operation not permitted"
     assert e.errno == errno.EPERM
     assert lx.mems[0].closed and lx.sock.closed
+    lx.netdev.ns = "blue"
+    e = attach_error(stack, "offload=0,netns=blue")
+    assert str(e) == "devnp-afpacket: veth1 in netns blue: cannot bring it up: " \
+        "Operation not permitted"
 
 
 # -- the frame size against the MTU and the clusters ---------------------------------
