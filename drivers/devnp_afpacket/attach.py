@@ -21,6 +21,7 @@ from iopkt.net.ifnet import (
     IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
+    IFCAP_TSOv6,
     Ifnet,
 )
 
@@ -170,22 +171,22 @@ def build(stack, sock, ring: Ring, ifindex: int, lxname: str, lxmtu: int, lxflag
     if offload:
         caps = CSUM_CAPS
         if not pool.njumbo:
-            log.warning("%s: no jumbo clusters (--nmbjumbo 0): TSO4 is not offered",
-                        ifp.name)
+            log.warning("%s: no jumbo clusters (--nmbjumbo 0): TSO4 and TSO6 are not "
+                        "offered", ifp.name)
         elif sc.tx_max < MAX_FRAME:
             log.warning("%s: a %d-byte ring frame cannot carry a 64 KB super-frame: "
-                        "TSO4 is not offered", ifp.name, ring.framesize)
+                        "TSO4 and TSO6 are not offered", ifp.name, ring.framesize)
         else:
-            caps |= IFCAP_TSOv4
+            caps |= IFCAP_TSOv4 | IFCAP_TSOv6
     ifp.capabilities = caps
     want = caps
-    for key, bits in (("tso4", IFCAP_TSOv4),
+    for key, bits in (("tso4", IFCAP_TSOv4), ("tso6", IFCAP_TSOv6),
                       ("tcp4csum", IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx),
                       ("udp4csum", IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx)):
         if not opts[key]:
             want &= ~bits
     if not want & IFCAP_CSUM_TCPv4_Tx:
-        want &= ~IFCAP_TSOv4                # TSO needs TCP checksum offload
+        want &= ~(IFCAP_TSOv4 | IFCAP_TSOv6)   # TSO needs TCP checksum offload
     ifp.set_capenable(want)
     ifp.link_state = LINK_STATE_UP if lxflags & LX_IFF_RUNNING else LINK_STATE_DOWN
     stack.if_attach(ifp)
@@ -331,6 +332,8 @@ DRIVER = Driver(
                           "header; 0: no capabilities (partial checksums completed and "
                           "super-frames segmented here)"),
         "tso4": Option(bool, True, "TCP segmentation offload on at mount (ifconfig tso4)"),
+        "tso6": Option(bool, True, "TCP segmentation offload for IPv6 on at mount "
+                       "(ifconfig tso6)"),
         "tcp4csum": Option(bool, True, "TCP checksum offload on at mount (ifconfig tcp4csum)"),
         "udp4csum": Option(bool, True, "UDP checksum offload on at mount (ifconfig udp4csum)"),
     },

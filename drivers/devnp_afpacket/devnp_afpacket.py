@@ -48,8 +48,8 @@ checksum is still partial (CHECKSUM_PARTIAL: the link partner's TX
 checksum offload, or GSO): without the header we could not tell them from
 good frames and would forward wrong checksums. With offload=1 (the
 default, as devnp-tap) the header's facts become the packet header's
-csum_flags/csum_data/segsz (vnet.py) and the interface advertises TSO4 and
-TCP/UDP checksum offload, so 64 KB super-frames cross whole in both
+csum_flags/csum_data/segsz (vnet.py) and the interface advertises TSO4,
+TSO6 and TCP/UDP checksum offload, so 64 KB super-frames cross whole in both
 directions (TX writes the header into the slot too). With offload=0 the
 interface advertises nothing: a partial checksum is completed here on
 receive (nicinfo: "Checksums completed in software"), and a super-frame
@@ -58,7 +58,7 @@ segments here when it fits a ring frame (framesize >= 65632; counted as
 "Super-frames segmented in software"), else it is truncated by the
 kernel and dropped as too_long (said once in the log: turn TSO/GSO off on
 the peer, or use offload=1). The same rules apply to one capability
-turned off with ifconfig (-tso4, -tcp4csum, ...).
+turned off with ifconfig (-tso4, -tso6, -tcp4csum, ...).
 
 The TX ring is set up with PACKET_LOSS: a malformed slot is skipped
 instead of wedging the ring in TP_STATUS_WRONG_FORMAT. We never write one
@@ -104,7 +104,7 @@ import socket
 import struct
 
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
-from iopkt.kern.mbuf import MJUMBYTES, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import MJUMBYTES, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 from iopkt.net import vnet
 from iopkt.net.ether import ETHER_HDR_LEN
 from iopkt.net.ifnet import (
@@ -119,6 +119,7 @@ from iopkt.net.ifnet import (
     IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
+    IFCAP_TSOv6,
     Ifnet,
     if_transmit,
 )
@@ -192,7 +193,7 @@ class AfpSoftc:
         self.promisc = False
         # Offload work to do here on receive (ioctl sets them from capenable).
         self.rx_sw = M_CSUM_TCPv4 | M_CSUM_UDPv4
-        self.rx_seg = True
+        self.rx_seg = M_CSUM_TSOv4 | M_CSUM_TSOv6   # super-frames to cut here
         self.rx_seg_partial = False
         self._said = set()
         self._poll_co = None
@@ -375,9 +376,9 @@ class AfpSoftc:
                 ifp.input_discard(m, "bad_offload")
                 return
             cf = m.csum_flags
-            if cf & M_CSUM_TSOv4:
+            if cf & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
                 self.rx_super += 1
-                if self.rx_seg:
+                if cf & self.rx_seg:            # that family's TSO is off
                     self._rx_segment(m, pkts)
                     return
             elif cf:
@@ -388,7 +389,7 @@ class AfpSoftc:
         pkts.append(m)
 
     def _rx_segment(self, m, pkts: list) -> None:
-        """A super-frame came in while tso4 is off (offload=0 among
+        """A super-frame came in while tso4 (tso6) is off (offload=0 among
         others): cut it into segments here, each with its own complete
         checksum (or left partial while tcp4csum-rx is on), as the kernel
         would have before handing it to a TAP. Consumes `m`."""
@@ -529,7 +530,7 @@ class AfpSoftc:
             x = x.next
         if m.csum_flags:
             vnet.encode(m, mv, at)
-            if m.csum_flags & M_CSUM_TSOv4:
+            if m.csum_flags & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
                 self.tx_super += 1
             geom.tx_lenfmt.pack_into(mv, slot + geom.tx_len, n + VNET_HDR_LEN)
             struct.pack_into("<H", mv, at + 2, n)      # hdr_len: the kernel copies it all
@@ -734,7 +735,8 @@ class AfpSoftc:
             raise OSError(f"{ifp.name}: ioctl {cmd} not supported")
         self.rx_sw = (0 if data & IFCAP_CSUM_TCPv4_Rx else M_CSUM_TCPv4) | \
             (0 if data & IFCAP_CSUM_UDPv4_Rx else M_CSUM_UDPv4)
-        self.rx_seg = not data & IFCAP_TSOv4
+        self.rx_seg = (0 if data & IFCAP_TSOv4 else M_CSUM_TSOv4) | \
+            (0 if data & IFCAP_TSOv6 else M_CSUM_TSOv6)
         self.rx_seg_partial = bool(data & IFCAP_CSUM_TCPv4_Rx)
 
     # -- control -----------------------------------------------------------

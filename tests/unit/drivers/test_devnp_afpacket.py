@@ -35,8 +35,9 @@ from devnp_afpacket.packet_mmap import (
 )
 from iopkt.dev.autoconf import DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 from iopkt.net import vnet
+from iopkt.netinet.in_offload import in_undefer_cksum
 from iopkt.net.ifnet import (
     IFF_OACTIVE,
     IFF_RUNNING,
@@ -47,6 +48,7 @@ from iopkt.net.ifnet import (
     IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
+    IFCAP_TSOv6,
 )
 
 from offload_frames import expected_segments, pseudo_seed
@@ -55,8 +57,8 @@ MAC = bytes.fromhex("020000000001")
 PEER = bytes.fromhex("02aa00000002")
 ETH = MAC + PEER + b"\x08\x00"
 UP = lxif.LX_IFF_UP | lxif.LX_IFF_RUNNING
-ALL = IFCAP_TSOv4 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx \
-    | IFCAP_CSUM_UDPv4_Tx
+ALL = IFCAP_TSOv4 | IFCAP_TSOv6 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx \
+    | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
 NEEDS = vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM
 BIG = Geometry(pm.TPACKET_V2).framesize_for(pm.MAX_FRAME)       # 65632
 
@@ -402,7 +404,7 @@ def test_attach_state(stack, caplog):
     assert stack.pool.njumbo                                    # for super-frames
     # A slot too small for a 64 KB super-frame: checksum offload only, said.
     small = Nic(stack, framesize=2048).ifp
-    assert small.name == "afp1" and small.capabilities == ALL & ~IFCAP_TSOv4
+    assert small.name == "afp1" and small.capabilities == ALL & ~(IFCAP_TSOv4 | IFCAP_TSOv6)
     assert "cannot carry a 64 KB super-frame" in caplog.text
 
 
@@ -529,6 +531,47 @@ def test_a_superframe_is_segmented_here_without_tso4(stack, opts):
         assert all(m[0] == M_CSUM_TCPv4 for m in n.meta)
     assert all(s[:14] == ETH for s in segs)
     assert n.ifp.sw_tso == 1 and n.ifp.sw_tso_segs == 5
+
+
+def superframe6(n=5000, mss=1000):
+    """A TCPv6 super-frame as the peer's GSO hands it: its TCP checksum
+    field holds the pseudo-header sum."""
+    from scapy.layers.inet6 import IPv6
+    ip = raw(IPv6(src="2001:2:0:a::2", dst="2001:2:0:b::2") / TCP(sport=1, dport=2, flags="A")
+             / bytes(i & 0xFF for i in range(n)))
+    b = bytearray(ETH[:12] + b"\x86\xdd" + ip)
+    b[14 + 56:14 + 58] = pseudo_seed(ip, 40).to_bytes(2, "big")
+    return bytes(b), ip, hdr(NEEDS, vnet.VIRTIO_NET_HDR_GSO_TCPV6, 74, mss, 54, 16)
+
+
+def test_an_ipv6_superframe_goes_up_whole_with_tso6(stack):
+    n = Nic(stack, framesize=BIG, rxframes=2, txframes=2)
+    f, _, h = superframe6(60000, 1428)
+    n.kernel.rx(f, h, TP_STATUS_CSUMNOTREADY)
+    n.sc.intr(EPOLLIN)
+    assert n.frames() == [f]
+    assert n.meta == [(M_CSUM_TSOv6 | M_CSUM_TCPv4, (40 << 16) | 16, 1428)]
+    assert n.sc.rx_super == 1
+
+
+@pytest.mark.parametrize("opts,cut", [("tso6=0", True), ("tso4=0", False)],
+                         ids=["notso6", "notso4"])
+def test_an_ipv6_superframe_is_cut_here_only_without_tso6(stack, opts, cut):
+    n = Nic(stack, framesize=BIG, rxframes=2, txframes=2, opts=opts)
+    f, ip, h = superframe6()
+    n.kernel.rx(f, h, TP_STATUS_CSUMNOTREADY)
+    n.sc.intr(EPOLLIN)
+    got = n.frames()
+    if cut:
+        assert len(got) == 5 and n.ifp.sw_tso_segs == 5
+        for g, w in zip(got, expected_segments(ip, 1000)):
+            m = stack.pool.from_bytes(g[14:])       # complete the partial checksum
+            m.csum_flags, m.csum_data = M_CSUM_TCPv4, (40 << 16) | 16
+            in_undefer_cksum(m)
+            assert m.tobytes() == w
+            stack.pool.freem(m)
+    else:
+        assert got == [f] and n.ifp.sw_tso == 0
 
 
 def test_a_superframe_without_offload_is_too_long_and_said_once(stack, caplog):
@@ -746,7 +789,8 @@ def test_ring_statistics_are_summed(stack):
 
 def test_capabilities_turned_off_are_done_here(stack):
     n = Nic(stack, framesize=BIG, rxframes=2, txframes=2)
-    n.ifp.set_capenable(ALL & ~(IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_TSOv4))
+    n.ifp.set_capenable(ALL & ~(IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_TSOv4
+                                | IFCAP_TSOv6))
     f = tcp_frame(100)
     n.kernel.rx(f, hdr(NEEDS, 0, 0, 0, 34, 16), TP_STATUS_CSUMNOTREADY)
     n.sc.intr(EPOLLIN)

@@ -53,6 +53,7 @@ from iopkt.net.ifnet import (
     IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
+    IFCAP_TSOv6,
 )
 from iopkt.stack.stack import Stack
 
@@ -63,7 +64,8 @@ ARPHRD_ETHER, ARPHRD_NONE = 1, 0xFFFE           # ARPHRD_NONE: a tun device
 SO_SNDBUFFORCE = 32
 TCP = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
 UDP = IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
-ALL = IFCAP_TSOv4 | TCP | UDP
+TSO = IFCAP_TSOv4 | IFCAP_TSOv6
+ALL = TSO | TCP | UDP
 ROOM = 2048 - 64                                # a cluster's room for a frame
 TOP = 67600                                     # the largest framesize, for ROOM
 BIG = 65632                                     # a v2 frame for a 64 KB super-frame
@@ -472,12 +474,14 @@ def test_a_tx_slot_exactly_a_superframe_long_offers_tso4(stack):
 
 # -- capabilities ----------------------------------------------------------------------
 @pytest.mark.parametrize("opts,want", [
-    ("tso4=0", TCP | UDP),
+    ("tso4=0", IFCAP_TSOv6 | TCP | UDP),
+    ("tso6=0", IFCAP_TSOv4 | TCP | UDP),
+    ("tso4=0,tso6=0", TCP | UDP),
     ("tcp4csum=0", UDP),                            # and TSO, which needs it
     ("tcp4csum=0,tso4=0", UDP),
-    ("udp4csum=0", IFCAP_TSOv4 | TCP),
+    ("udp4csum=0", TSO | TCP),
     ("tcp4csum=0,udp4csum=0", 0),
-], ids=["tso4", "tcp4csum", "tcp4csum_tso4", "udp4csum", "both_csums"])
+], ids=["tso4", "tso6", "tso4_tso6", "tcp4csum", "tcp4csum_tso4", "udp4csum", "both_csums"])
 def test_capabilities_turned_off_at_mount(stack, lx, opts, want):
     ifp = attach(stack, opts)
     assert ifp.capabilities == ALL and ifp.capenable == want
@@ -487,7 +491,7 @@ def test_without_jumbo_clusters_no_tso4_and_said(stack0, lx, caplog):
     ifp = attach(stack0)
     assert ifp.capabilities == ifp.capenable == TCP | UDP
     assert messages(caplog, logging.WARNING) == [
-        ("WARNING", "afp0: no jumbo clusters (--nmbjumbo 0): TSO4 is not offered")]
+        ("WARNING", "afp0: no jumbo clusters (--nmbjumbo 0): TSO4 and TSO6 are not offered")]
 
 
 def test_a_frame_too_small_for_a_superframe_no_tso4_and_said(stack, lx, caplog):
@@ -495,7 +499,7 @@ def test_a_frame_too_small_for_a_superframe_no_tso4_and_said(stack, lx, caplog):
     assert ifp.capabilities == ifp.capenable == TCP | UDP
     assert messages(caplog, logging.WARNING) == [
         ("WARNING", "afp0: a 2048-byte ring frame cannot carry a 64 KB super-frame: "
-                    "TSO4 is not offered")]
+                    "TSO4 and TSO6 are not offered")]
 
 
 # -- the Linux interface -------------------------------------------------------------
