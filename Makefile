@@ -83,7 +83,8 @@ bench: root setup
 bpf-overhead: $(STAMP)
 	PYTHONPATH=tests/unit $(PY) scripts/bpf_overhead.py $(ARGS)
 
-# Native with and without offload, the shim and both relays side by side, with targets.
+# Native with and without offload, the shim and both relays side by side, with targets
+# (ARGS=--ipv6: native over IPv6 without and with TSO6 too, with their aims).
 compare: root setup
 	$(PY) -m iopkt.bench.relays $(ARGS)
 

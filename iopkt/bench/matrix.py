@@ -16,6 +16,14 @@ the TAP's virtio-net header) runs where offload can show what it buys: the
 TCP points with no link limit or a 1 Gbit/s link. io-net drivers never had
 offload, so the shim has no such variant.
 
+IPv6: a point has a family (4 or 6); the IPv6 ones run over the same
+dual-stack labs to host B's 2001:2:0:b::2, so an IPv6 point and its IPv4
+twin (same protocol, frame, load, link, CPU) alternate repetition by
+repetition, and "IPv6 / IPv4" ratios pair their runs. The default matrix
+has TCP 1518 B over IPv6 with no link limit: native, native with TSO6,
+shim and the baselines (Linux routing IPv6, the relays carrying it at
+layer 2).
+
 Latency: ping from host A to host B every 2 ms (64-byte frames) through
 native, shim and shim zero-copy, and through Linux routing as the
 baseline, idle and while iperf3 pushes TCP at 200 Mbit/s through the same
@@ -65,6 +73,13 @@ DRIVER_LABELS = {"native": "native", "native-tso": "native with offload (TSO)",
                  "relay": "plain relay", "relay-offload": "relay with offload"}
 KINDS = ("native", "native-tso", "shim", "shim0", "kernel", "relay", "relay-offload")
 PROTOCOLS = ("tcp", "udp")
+FAMILIES = (4, 6)
+# Host B, iperf3's server, by family: the lab's addresses (lab.py).
+SERVER_IP = {4: lab.B_NET[1], 6: lab.B6_NET[1]}
+# Bytes of a frame (with FCS) that are not payload: Ethernet 14 + FCS 4,
+# IP (20 | 40), then TCP 20 (what is left is the MSS) or UDP 8.
+TCP_OVERHEAD = {4: 58, 6: 78}
+UDP_OVERHEAD = {4: 46, 6: 66}
 FRAMES = (64, 128, 256, 512, 1024, 1280, 1518)        # RFC 2544, with FCS
 LOADS = {"10M": 10_000_000, "100M": 100_000_000, "1G": 1_000_000_000, "unlimited": 0}
 LINKS = {"none": 0, "10": 10, "100": 100, "1000": 1000}
@@ -81,6 +96,7 @@ LATENCY_SECONDS_RANGE = (0.5, 60.0)
 # starting before the first ping and ending after the last.
 RUN_OVERHEAD_S = 0.5
 LAB_SETUP_S = 0.8
+LAB_SETUP6_S = 1.6          # more for a dual-stack lab: the stack's DAD wait (measured)
 LATENCY_OVERHEAD_S = {"idle": 0.15, "200M": 1.45}
 
 
@@ -91,14 +107,18 @@ class Point:
     load: str           # offered load: 10M | 100M | 1G | unlimited
     link: str           # emulated link speed, Mbit/s: none | 10 | 100 | 1000
     cpu: float          # CPU budget of the stack, cores (1.0 = unlimited)
+    family: int = 4     # IP version: 4 | 6
 
     @property
     def key(self) -> str:
-        return (f"{self.proto}-{self.frame}-load{self.load}-link{self.link}"
+        # IPv4 keys stay as before the family existed: old folders compare.
+        fam = "6" if self.family == 6 else ""
+        return (f"{self.proto}{fam}-{self.frame}-load{self.load}-link{self.link}"
                 f"-cpu{self.cpu:g}")
 
     def label(self) -> str:
-        parts = [self.proto.upper(), f"{self.frame} B"]
+        parts = [self.proto.upper() + (" over IPv6" if self.family == 6 else ""),
+                 f"{self.frame} B"]
         if self.load != "unlimited":
             parts.append(f"offered {self.load}")
         parts.append("no link limit" if self.link == "none" else f"{self.link} Mbit/s link")
@@ -108,15 +128,25 @@ class Point:
 
     @property
     def mss(self) -> int:
-        """TCP MSS for the frame size (frame - 58), raised to the smallest
-        MSS Linux lets a socket ask for (88); the frame really seen is
-        recorded per run as frame_measured."""
-        return max(TCP_MIN_MSS, self.frame - 58)
+        """TCP MSS for the frame size (frame - 58; over IPv6 frame - 78),
+        raised to the smallest MSS Linux lets a socket ask for (88); the
+        frame really seen is recorded per run as frame_measured."""
+        return max(TCP_MIN_MSS, self.frame - TCP_OVERHEAD[self.family])
+
+    @property
+    def server_ip(self) -> str:
+        return SERVER_IP[self.family]
+
+    @property
+    def twin(self) -> tuple:
+        """What a point shares with its other family's twin."""
+        return (self.proto, self.frame, self.load, self.link, self.cpu)
 
     def iperf_args(self) -> list[str]:
-        args = []
+        args = ["-6"] if self.family == 6 else []
         if self.proto == "udp":
-            args += ["-u", "-l", str(self.frame - 46), "-b", str(LOADS[self.load])]
+            args += ["-u", "-l", str(self.frame - UDP_OVERHEAD[self.family]),
+                     "-b", str(LOADS[self.load])]
         else:
             args += ["-M", str(self.mss)]
             if LOADS[self.load]:
@@ -154,7 +184,7 @@ def latency_points() -> list[LatencyPoint]:
 
 def default_points() -> list[Point]:
     """The seed's three conditions and their opposites, plus a small UDP
-    frame-size sweep per link rate for the plots (about 7 minutes; 8.5 with latency):
+    frame-size sweep per link rate for the plots (about 8.5 minutes; 9.7 with latency):
 
       slow link, large packets     TCP 1518 B on a 100 Mbit/s link
       ... and its opposite         TCP 1518 B, no link limit
@@ -163,7 +193,9 @@ def default_points() -> list[Point]:
       low-power CPU                TCP 1518 B on the 100 Mbit/s link, stack capped at 0.1 core
       ... and its opposite         the same on a whole core
 
-    and TCP on an emulated 1 Gbit/s link, where native with offload runs too.
+    and TCP on an emulated 1 Gbit/s link, where native with offload runs too;
+    TCP 1518 B over IPv6 without link limit next to its IPv4 twin (native,
+    native with TSO6, shim, and the baselines).
     Latency (Plan.latency) comes on top: ping idle and under a 200 Mbit/s
     TCP load, each driver and Linux routing.
     """
@@ -172,6 +204,8 @@ def default_points() -> list[Point]:
         for frame in (64, 512, 1518):
             pts.append(Point("udp", frame, "unlimited", link, 1.0))
         pts.append(Point("tcp", 1518, "unlimited", link, 1.0))
+        if link == "none":
+            pts.append(Point("tcp", 1518, "unlimited", link, 1.0, family=6))
     pts.append(Point("tcp", 1518, "unlimited", "100", LOW_POWER_CPU))
     pts.append(Point("tcp", 1518, "unlimited", "1000", 1.0))       # what TSO buys on a GbE link
     return pts
@@ -192,8 +226,11 @@ def full_points() -> list[Point]:
     return pts
 
 
-def make_points(protos, frames, loads, links, cpus) -> list[Point]:
+def make_points(protos, frames, loads, links, cpus, families=(4,)) -> list[Point]:
     """The cross product of the chosen values, each checked."""
+    for fam in families:
+        if fam not in FAMILIES:
+            raise BenchError(f"IP version '{fam}': choose from 4, 6")
     for p in protos:
         if p not in PROTOCOLS:
             raise BenchError(f"protocol '{p}': choose from {', '.join(PROTOCOLS)}")
@@ -210,8 +247,12 @@ def make_points(protos, frames, loads, links, cpus) -> list[Point]:
     for c in cpus:
         if not 0.05 <= c <= 1.0:
             raise BenchError(f"CPU budget {c}: must be between 0.05 and 1 (cores)")
-    return [Point(p, f, ld, lk, c) for lk in links for c in cpus for p in protos
-            for f in frames for ld in loads]
+    if 6 in families and "udp" in protos and min(frames) <= UDP_OVERHEAD[6]:
+        raise BenchError(f"frame size {min(frames)}: too small for UDP over IPv6 "
+                         f"({UDP_OVERHEAD[6]} B of headers); choose 128 or more")
+    # The families innermost: twins are neighbours, and run alternating.
+    return [Point(p, f, ld, lk, c, fam) for lk in links for c in cpus for p in protos
+            for f in frames for ld in loads for fam in families]
 
 
 @dataclass
@@ -266,12 +307,15 @@ class Plan:
 
     def drivers_for(self, point) -> list:
         """The drivers that run at `point`: native-tso only where offload
-        applies (TCP, no link limit or 1 Gbit/s, a whole core); at a
-        latency point native, shim and shim zero-copy."""
+        applies (TCP, no link limit or 1 Gbit/s, a whole core); shim
+        zero-copy not over IPv6 (what it changes, the hand-off's copy, is
+        the same for both families; the default bench keeps its 10
+        minutes); at a latency point native, shim and shim zero-copy."""
         if isinstance(point, LatencyPoint):
             return [d for d in self.drivers if d in LATENCY_DRIVERS]
-        return [d for d in self.drivers if d != "native-tso" or
-                (point.proto == "tcp" and point.link in ("none", "1000") and point.cpu >= 1)]
+        return [d for d in self.drivers if (d != "native-tso" or (
+            point.proto == "tcp" and point.link in ("none", "1000") and point.cpu >= 1))
+            and (d != "shim0" or point.family == 4)]
 
     def kinds_for(self, point) -> list:
         """What runs at a point inside its group's labs, alternating: the
@@ -308,10 +352,36 @@ class Plan:
         t += sum(len(self.kinds_for(p)) * self.reps
                  * (self.latency_seconds + LATENCY_OVERHEAD_S[p.load])
                  for p in self.latency_points())
-        labs = sum(len({d for p in pts for d in self.drivers_for(p)})
-                   for pts in self.groups().values())
-        labs += bool(self.latency_points() and self.baselines)     # Linux routing's, once
-        return t + LAB_SETUP_S * labs
+        t_labs = 0.0
+        for pts in self.groups().values():
+            n = len({d for p in pts for d in self.drivers_for(p)})
+            t_labs += n * (LAB_SETUP_S + (LAB_SETUP6_S if self.has_ipv6(pts) else 0))
+        t_labs += LAB_SETUP_S * bool(self.latency_points() and self.baselines)  # Linux's, once
+        return t + t_labs
+
+    @staticmethod
+    def has_ipv6(pts: list) -> bool:
+        """Whether any of `pts` is an IPv6 point (its labs are dual-stack)."""
+        return any(getattr(p, "family", 4) == 6 for p in pts)
+
+    def schedule(self, pts: list, kinds_of) -> list:
+        """(point, rep, order, kind) in running order. Each point's kinds
+        (`kinds_of(point)`) alternate, starting one further each repetition;
+        an IPv4 point and its IPv6 twin run repetition by repetition too,
+        the one first alternating, so drift hits both families alike and
+        their runs pair up for the IPv6/IPv4 ratios."""
+        blocks: dict = {}
+        for p in pts:
+            blocks.setdefault(p.twin if isinstance(p, Point) else id(p), []).append(p)
+        out = []
+        for block in blocks.values():
+            for rep in range(self.reps):
+                n = len(block)
+                for p in (block[(rep + j) % n] for j in range(n)):
+                    kinds = kinds_of(p)
+                    k = len(kinds)
+                    out += [(p, rep, i, kinds[(rep + i) % k]) for i in range(k)]
+        return out
 
     def groups(self):
         """Points that share a lab set-up (link speed and CPU budget); the

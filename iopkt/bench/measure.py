@@ -147,17 +147,25 @@ def proc_delta(pid: int, a: dict, b: dict) -> dict:
             "rss_peak_kb": b["rss_peak_kb"], "threads": len(b["threads"])}
 
 
-def measure_stack(st: dict, seconds: float, iperf_args: list[str], cores) -> dict:
-    """One iperf3 run A -> B through a running lab `st`, with the stack
-    process's CPU, context switches and forwarded packets around it."""
+def forwarded(prefix: str, family: int = 4) -> int:
+    """The stack's forwarded-packet counter of IPv4 (ip) or IPv6 (ip6)."""
+    from iopkt.ctl import control
+    return control.request(prefix, "netstat")["ip6" if family == 6 else "ip"]["forward"]
+
+
+def measure_stack(st: dict, seconds: float, iperf_args: list[str], cores,
+                  server_ip: str = "198.19.0.2", family: int = 4) -> dict:
+    """One iperf3 run A -> B (host B at `server_ip`) through a running lab
+    `st`, with the stack process's CPU, context switches and forwarded
+    packets of that family around it."""
     from iopkt.ctl import control
     prefix = st["prefix"]
-    fwd0 = control.request(prefix, "netstat")["ip"]["forward"]
+    fwd0 = forwarded(prefix, family)
     s0 = proc_sample(st["pid"])
-    res = iperf3(st["ns_a"], st["ns_b"], "198.19.0.2", seconds, iperf_args, cores=cores)
+    res = iperf3(st["ns_a"], st["ns_b"], server_ip, seconds, iperf_args, cores=cores)
     s1 = proc_sample(st["pid"])
     info = control.request(prefix, "ping")
-    fwd = control.request(prefix, "netstat")["ip"]["forward"] - fwd0
+    fwd = forwarded(prefix, family) - fwd0
     out = {"iperf3": res, "forwarded": fwd, **proc_delta(st["pid"], s0, s1),
            "switchinterval": info["switchinterval"]}
     return out

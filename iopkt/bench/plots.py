@@ -267,6 +267,9 @@ def plot(outdir: str, summary: dict, latency: dict | None = None) -> list[tuple]
     [(file, what it shows)]. ImportError when matplotlib is missing."""
     import matplotlib
     matplotlib.use("Agg")
+    # IPv4 only: the claims are about it, and an IPv6 point would join its
+    # twin's series (same protocol, frame, link) and blur them.
+    summary = {k: e for k, e in summary.items() if e["point"].get("family", 4) == 4}
     import matplotlib.pyplot as plt
     figs = [("plot-claim1-slow-link.png", _claim1(plt, summary)),
             ("plot-claim2-small-frames.png", _claim2(plt, summary)),

@@ -40,6 +40,38 @@ def write_results(outdir: str, meta: dict, records: list[dict], log=sys.stderr) 
         f.write(render_md(meta, summary, latency, drawn))
 
 
+# (ratio at an IPv6 point, what it says)
+IPV6_RATIOS = (("native IPv6/IPv4", "IPv6 without offload vs IPv4 without offload (native)"),
+               ("native-tso/native", "IPv6 with TSO6 vs IPv6 without (native with offload "
+                                     "/ native)"),
+               ("shim IPv6/IPv4", "IPv6 vs IPv4 under the shim (no offload in either)"))
+
+
+def render_ipv6(summary: dict) -> list[str]:
+    """The "## IPv6" section of results.md: at each IPv6 point, the ratios
+    that say what IPv6 costs and what TSO6 buys, median [min–max] of the
+    repetitions (the IPv4 twin's run of the same repetition)."""
+    rows = []
+    for e in summary.values():
+        if e["point"].get("family", 4) != 6:
+            continue
+        for name, what in IPV6_RATIOS:
+            rs = e["ratios"].get(name)
+            if rs and rs.get("throughput_bps"):
+                rows.append(f"| {e['label']} | {what} | {_m(rs['throughput_bps'], '{:.2f}')} "
+                            f"| {_m(rs['cpu_us_per_pkt'], '{:.2f}')} |")
+    if not rows:
+        return []
+    return ["## IPv6", "",
+            "Ratios taken repetition by repetition, median [min–max]; IPv6 against IPv4 "
+            "pairs each IPv6 run with the same driver's run at the IPv4 twin point (same "
+            "protocol, frame, link and CPU; the two alternate repetition by repetition). "
+            "`make compare ARGS=--ipv6` holds them against aims (IPv6/IPv4 without offload "
+            "≥ 0.9, TSO6 ≥ 5× without).", "",
+            "| point | ratio | throughput | CPU per packet |", "|---|---|---|---|",
+            *rows, ""]
+
+
 def _lat(latency: dict, load: str):
     return next((e for e in latency.values() if e["point"]["load"] == load), None)
 
@@ -148,8 +180,9 @@ def render_md(meta: dict, summary: dict, latency: dict | None = None,
         L += ["", f"Spread of CPU µs per packet around its median: {within} of {len(sp)} "
               f"point/driver cells within 10%; the widest is {worst[2] * 100:.0f}% "
               f"({worst[1]}, {worst[0]})."]
-    L += [""] + render_latency(latency, meta.get("plan", {}).get("latency_seconds",
-                                                                 LATENCY_SECONDS))
+    L += [""] + render_ipv6(summary)
+    L += render_latency(latency, meta.get("plan", {}).get("latency_seconds",
+                                                          LATENCY_SECONDS))
     L += ["## Verdicts: the seed's claims, what offload buys, what the hand-off costs", ""]
     L += verdict(summary, latency)
     L += ["", "## Plots", ""]
@@ -325,7 +358,8 @@ def _print_throughput(summary: dict, out) -> None:
                   f"{f['pps'] / 1e3:8.1f} {f['cpu_us_per_pkt']:8.2f} {f['cpu_s_per_gb']:6.2f} "
                   f"{f['ctxsw_per_pkt']:7.3f}", file=out)
         for name in ("shim/native", "shim0/native", "native/kernel", "native/relay",
-                     "native-tso/native", "native-tso/kernel", "native-tso/relay-offload"):
+                     "native-tso/native", "native-tso/kernel", "native-tso/relay-offload",
+                     "native IPv6/IPv4", "shim IPv6/IPv4"):
             rs = e["ratios"].get(name)
             if rs and rs.get("throughput_bps"):
                 print(f"{'':48} {name:14} throughput {rs['throughput_bps']['median']:.2f}"

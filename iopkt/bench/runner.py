@@ -149,7 +149,8 @@ def run_stack(point: Point, kind: str, st: dict, seconds: float, load_cores,
               rec: dict, outdir: str, tag: str) -> None:
     from iopkt.ctl import control
     nic0 = control.request(st["prefix"], "nicinfo", ifname=st["if_b"])[0]["counters"]
-    m = measure.measure_stack(st, seconds, point.iperf_args(), load_cores)
+    m = measure.measure_stack(st, seconds, point.iperf_args(), load_cores,
+                              point.server_ip, point.family)
     nic1 = control.request(st["prefix"], "nicinfo", ifname=st["if_b"])[0]["counters"]
     _fill_iperf(rec, m.pop("iperf3"), point, outdir, tag)
     rec.update(m)
@@ -171,9 +172,11 @@ def run_stack(point: Point, kind: str, st: dict, seconds: float, load_cores,
 
 def run_relay(point: Point, cores, load_cores, seconds, prefix, rec, outdir, tag,
               offload: bool = False) -> None:
-    with labs.relay_lab(prefix, cores, offload=offload) as st:
+    six = point.family == 6
+    with labs.relay_lab(prefix, cores, offload=offload, inet6=six) as st:
         s0 = measure.proc_sample(st["pid"])
-        res = measure.iperf3(st["ns_a"], st["ns_b"], st["server_ip"], seconds,
+        res = measure.iperf3(st["ns_a"], st["ns_b"], st["server_ip6" if six else "server_ip"],
+                              seconds,
                               point.iperf_args(), cores=load_cores)
         s1 = measure.proc_sample(st["pid"])
     _fill_iperf(rec, res, point, outdir, tag)
@@ -184,8 +187,8 @@ def run_relay(point: Point, cores, load_cores, seconds, prefix, rec, outdir, tag
 
 
 def run_kernel(point: Point, load_cores, seconds, prefix, rec, outdir, tag) -> None:
-    with labs.kernel_lab(prefix) as st:
-        res = measure.iperf3(st["ns_a"], st["ns_b"], "198.19.0.2", seconds,
+    with labs.kernel_lab(prefix, inet6=point.family == 6) as st:
+        res = measure.iperf3(st["ns_a"], st["ns_b"], point.server_ip, seconds,
                               point.iperf_args(), cores=load_cores)
     _fill_iperf(rec, res, point, outdir, tag)
     rec["ok"] = True
@@ -195,15 +198,19 @@ def run_kernel(point: Point, load_cores, seconds, prefix, rec, outdir, tag) -> N
 def _labs(plan: Plan, pts: list, link: str, cpu: float, cores):
     """One lab per driver for a (link, cpu) group of points, all up at once
     so the runs can alternate without rebuilding; the stacks pinned, and
-    capped when cpu < 1."""
+    capped when cpu < 1. Dual-stack only where an IPv6 point runs: IPv6
+    on costs each lab the stack's DAD wait and adds the hosts' own IPv6
+    chatter, which the IPv4 points need not have."""
     stack = contextlib.ExitStack()
     with stack:
         running = {}
         needed = {d for p in pts for d in plan.drivers_for(p)}
+        family = "both" if Plan.has_ipv6(pts) else "4"
         for i, kind in enumerate(d for d in plan.drivers if d in needed):
             drv, opts = plan.driver_map()[kind]
             spec = lab.LabSpec(prefix=f"{plan.prefix}{i}", driver_a=drv, driver_b=drv,
-                               opts_a=opts, opts_b=opts, speed=LINKS[link], link=plan.link)
+                               opts_a=opts, opts_b=opts, speed=LINKS[link], link=plan.link,
+                               family=family)
             st = stack.enter_context(labs.stack_lab(spec, cores))
             if cpu < 1:
                 stack.enter_context(cgroup.cpu_limit(st["pid"], cpu, spec.prefix))
@@ -257,49 +264,42 @@ def run(plan: Plan, outdir: str, log=sys.stderr) -> dict:
                 continue
             try:
                 with contextlib.ExitStack() as kernel_cm:
-                    for p in pts:
-                        kinds = plan.kinds_for(p)
-                        for rep in range(plan.reps):
-                            k = len(kinds)
-                            order = [kinds[(rep + i) % k] for i in range(k)]
-                            for i, kind in enumerate(order):
-                                rec = _record(p, kind, rep, i, plan.link, plan.latency_seconds)
-                                tag = f"{p.key}-{kind}-{rep}"
-                                prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
-                                try:
-                                    if not isinstance(p, LatencyPoint):
-                                        run_stack(p, kind, running[kind], plan.seconds, load_cores,
-                                                  rec, outdir, tag)
-                                    else:
-                                        if kind == "kernel" and "kernel" not in running:
-                                            # Linux routing, up for the group's latency runs
-                                            running["kernel"] = kernel_cm.enter_context(
-                                                labs.kernel_lab(f"{plan.prefix}k"))
-                                        run_latency(p, kind, running[kind], load_cores, rec,
-                                                    outdir, tag)
-                                except Exception as e:      # recorded; the bench goes on
-                                    rec["error"] = f"{type(e).__name__}: {e}"
-                                    print(f"      run failed: {rec['error']}", file=log)
-                                records.append(rec)
+                    for p, rep, i, kind in plan.schedule(pts, plan.kinds_for):
+                        rec = _record(p, kind, rep, i, plan.link, plan.latency_seconds)
+                        tag = f"{p.key}-{kind}-{rep}"
+                        prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
+                        try:
+                            if not isinstance(p, LatencyPoint):
+                                run_stack(p, kind, running[kind], plan.seconds, load_cores,
+                                          rec, outdir, tag)
+                            else:
+                                if kind == "kernel" and "kernel" not in running:
+                                    # Linux routing, up for the group's latency runs
+                                    running["kernel"] = kernel_cm.enter_context(
+                                        labs.kernel_lab(f"{plan.prefix}k"))
+                                run_latency(p, kind, running[kind], load_cores, rec,
+                                            outdir, tag)
+                        except Exception as e:      # recorded; the bench goes on
+                            rec["error"] = f"{type(e).__name__}: {e}"
+                            print(f"      run failed: {rec['error']}", file=log)
+                        records.append(rec)
             finally:
                 labs_cm.__exit__(*sys.exc_info())
-        for p in plan.baseline_points():
-            for rep in range(plan.reps):
-                for kind in plan.baselines_for(p):
-                    rec = _record(p, kind, rep, 0, plan.link)
-                    tag = f"{p.key}-{kind}-{rep}"
-                    prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
-                    try:
-                        if kind == "kernel":
-                            run_kernel(p, load_cores, plan.seconds, f"{plan.prefix}k", rec,
-                                       outdir, tag)
-                        else:
-                            run_relay(p, cores, load_cores, plan.seconds, f"{plan.prefix}r",
-                                      rec, outdir, tag, offload=kind == "relay-offload")
-                    except Exception as e:              # recorded; the bench goes on
-                        rec["error"] = f"{type(e).__name__}: {e}"
-                        print(f"      run failed: {rec['error']}", file=log)
-                    records.append(rec)
+        for p, rep, i, kind in plan.schedule(plan.baseline_points(), plan.baselines_for):
+            rec = _record(p, kind, rep, i, plan.link)
+            tag = f"{p.key}-{kind}-{rep}"
+            prog.step(f"{kind:6} {p.label()} rep {rep + 1}/{plan.reps}")
+            try:
+                if kind == "kernel":
+                    run_kernel(p, load_cores, plan.seconds, f"{plan.prefix}k", rec,
+                               outdir, tag)
+                else:
+                    run_relay(p, cores, load_cores, plan.seconds, f"{plan.prefix}r",
+                              rec, outdir, tag, offload=kind == "relay-offload")
+            except Exception as e:              # recorded; the bench goes on
+                rec["error"] = f"{type(e).__name__}: {e}"
+                print(f"      run failed: {rec['error']}", file=log)
+            records.append(rec)
     except KeyboardInterrupt:
         meta["interrupted"] = True
         print("\ninterrupted: everything made is torn down; keeping the results so far",

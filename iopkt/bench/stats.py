@@ -49,18 +49,36 @@ FIGURES = ("throughput_bps", "pps", "cpu_us_per_pkt", "ctxsw_per_pkt", "cpu_s_pe
 RATIOS = (("shim", "native"), ("shim0", "native"), ("native", "kernel"), ("native", "relay"),
           ("shim", "relay"), ("native-tso", "native"), ("native-tso", "kernel"),
           ("native-tso", "relay-offload"), ("shim", "native-tso"))
+# Kinds compared across families: an IPv6 point's run over its IPv4 twin's
+# of the same repetition, named "<kind> IPv6/IPv4" at the IPv6 point.
+FAMILY_RATIOS = ("native", "shim")
+RATIO_FIGURES = ("throughput_bps", "cpu_us_per_pkt", "ctxsw_per_pkt", "cpu_s_per_gb")
+
+
+def _ratio(num_reps, den_reps, num: str, den: str) -> dict:
+    """{figure: stats} of num's figure over den's, repetition by repetition
+    (`*_reps`: {rep: {kind: record}})."""
+    rs = {}
+    for f in RATIO_FIGURES:
+        vals = [n[num][f] / den_reps[rep][den][f] for rep, n in num_reps.items()
+                if num in n and den in den_reps.get(rep, {}) and n[num].get(f) is not None
+                and den_reps[rep][den].get(f)]
+        rs[f] = _stats(vals)
+    return rs
 
 
 def summarise(records: list[dict]) -> dict:
     """{point: {"label", "point", "drivers": {kind: {figure: stats}},
     "ratios": {"shim/native": {figure: stats}, ...}}}; ratios pair by pair
-    (same point, same repetition)."""
+    (same point, same repetition), and at an IPv6 point "native IPv6/IPv4"
+    (and shim's) against its IPv4 twin, repetition by repetition."""
     out: dict = {}
     for r in records:
         if not r.get("ok") or r.get("kind", "throughput") != "throughput":
             continue
         e = out.setdefault(r["point"], {"label": r["label"], "point": {
-            k: r[k] for k in ("proto", "frame", "load", "link", "cpu")},
+            **{k: r[k] for k in ("proto", "frame", "load", "link", "cpu")},
+            "family": r.get("family", 4)},          # older records: IPv4
             "drivers": {}, "_by_rep": {}})
         e["_by_rep"].setdefault(r["rep"], {})[r["driver"]] = r
     for e in out.values():
@@ -70,14 +88,17 @@ def summarise(records: list[dict]) -> dict:
                                           if k in rep]) for f in FIGURES}
         e["ratios"] = {}
         for num, den in RATIOS:
-            rs = {}
-            for f in ("throughput_bps", "cpu_us_per_pkt", "ctxsw_per_pkt", "cpu_s_per_gb"):
-                vals = [rep[num][f] / rep[den][f] for rep in e["_by_rep"].values()
-                        if num in rep and den in rep and rep[num].get(f) is not None
-                        and rep[den].get(f)]
-                rs[f] = _stats(vals)
+            rs = _ratio(e["_by_rep"], e["_by_rep"], num, den)
             if any(rs.values()):
                 e["ratios"][f"{num}/{den}"] = rs
+    for e in out.values():
+        p = e["point"]
+        twin = p["family"] == 6 and find(out, **{**p, "family": 4})
+        for k in FAMILY_RATIOS if twin else ():
+            rs = _ratio(e["_by_rep"], twin["_by_rep"], k, k)
+            if any(rs.values()):
+                e["ratios"][f"{k} IPv6/IPv4"] = rs
+    for e in out.values():
         del e["_by_rep"]
     return out
 
@@ -117,7 +138,10 @@ def summarise_latency(records: list[dict]) -> dict:
 
 
 def find(summary, **kw):
+    """The first entry whose point has the values given; IPv4 unless
+    family=6 is asked for."""
+    kw.setdefault("family", 4)
     for e in summary.values():
-        if all(e["point"][k] == v for k, v in kw.items()):
+        if all(e["point"].get(k, 4 if k == "family" else None) == v for k, v in kw.items()):
             return e
     return None

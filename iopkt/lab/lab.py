@@ -376,10 +376,6 @@ def _build(spec: LabSpec, drvs: list, rec: ownership.Record, wait: float) -> dic
             if not host_offload[i]:
                 # As a wire: frames of at most the MTU, checksums complete.
                 netns.set_offloads(ns, tap, tx=False, tso=False)
-            else:
-                # The stack takes TCP super-frames of IPv4 only (no TSO6
-                # yet): the host's kernel cuts IPv6 ones itself.
-                netns.set_feature(ns, tap, "tx-tcp6-segmentation", False)
             netns.set_offloads(spec.ns_s, port, gro=False)
             netns.link_up(spec.ns_s, port)
             if stack_tbf[i]:

@@ -450,21 +450,6 @@ def set_offloads(ns: str, ifname: str, **features: bool) -> None:
             _ethtool_value(ifname, _ETHTOOL_FLAGS[name][1], int(bool(on)))
 
 
-def set_feature(ns: str, ifname: str, name: str, on: bool) -> None:
-    """`ethtool -K IF NAME on|off` for one named feature of `ifname` in
-    `ns` (e.g. tx-tcp6-segmentation, which the old flag ioctls cannot
-    tell from TSO for IPv4), through pyroute2's ethtool."""
-    from pyroute2.ethtool import Ethtool
-    with inside(ns):
-        e = Ethtool()
-        try:
-            f = e.get_features(ifname)
-            f.features[name].enable = on
-            e.set_features(ifname, f)
-        finally:
-            e.close()
-
-
 def get_offloads(ns: str, ifname: str) -> dict[str, bool]:
     """`ethtool -k IF` for the features set_offloads knows."""
     with inside(ns):

@@ -70,6 +70,36 @@ def test_bench_smoke(tmp_path):
 
 
 @pytest.mark.alone
+def test_bench_ipv6_smoke(tmp_path):
+    """An IPv6 point through native: iperf3 talks IPv6 to host B, and the
+    stack's IPv6 forwarded counter is what iperf3 sent plus its control
+    packets, as over IPv4 (512 B frames at 10 Mbit/s, all carried). An
+    offered load is not "unlimited": no baselines (the manual smoke run
+    of the IPv6 default point covers Linux routing and the relays)."""
+    out = tmp_path / "res"
+    r = subprocess.run([sys.executable, "-m", "iopkt", "bench", "--drivers", "native",
+                        "--family", "6", "--protocols", "udp", "--frames", "512", "--loads",
+                        "10M", "--reps", "1", "--seconds", "1", "--prefix", "smk6",
+                        "--out", str(out), "--no-latency"],
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(x["driver"], x["family"], x["ok"]) for x in runs] == [("native", 6, True)], runs
+    nat = runs[0]
+    res = json.loads((out / nat["iperf3_json"]).read_text())
+    assert res["start"]["connected"][0]["remote_host"] == "2001:2:0:b::2"
+    assert nat["udp_lost_percent"] == 0, nat
+    sent = res["end"]["sum_sent"]["packets"]
+    lo, hi = CONTROL_PACKETS
+    assert sent > 2000 and lo <= nat["forwarded"] - sent <= hi, (nat["forwarded"], sent)
+    assert 505 <= nat["frame_measured"] <= 512.0, nat["frame_measured"]
+    md = (out / "results.md").read_text()
+    assert "| UDP over IPv6, 512 B, offered 10M, no link limit | native |" in md
+    assert not [n for n in netns.ns_list() if n.startswith("smk6")]
+    assert not [i for i in os.listdir("/sys/class/net") if i.startswith("smk6")]
+
+
+@pytest.mark.alone
 def test_bench_latency_smoke(tmp_path):
     """ping through native, shim and Linux routing, idle and under load:
     real RTTs, no loss idle, the table, the verdict row and the plot. The
@@ -122,7 +152,8 @@ def test_bench_rejects_bad_matrix_values():
                          (["--drivers", "fast"], "driver 'fast'"),
                          (["--links", "56k"], "link speed '56k'"),
                          (["--loads", "lots"], "offered load 'lots'"),
-                         (["--cpu", "2"], "CPU budget 2")):
+                         (["--cpu", "2"], "CPU budget 2"),
+                         (["--family", "5"], "IP version '5'")):
         r = subprocess.run([sys.executable, "-m", "iopkt", "bench", *args],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and needle in r.stderr, (args, r.stderr)

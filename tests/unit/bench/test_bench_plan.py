@@ -11,6 +11,7 @@ def test_native_with_offload_runs_only_where_offload_applies():
     plan = Plan(points=matrix.default_points(), drivers=list(matrix.DRIVERS))
     ran = {p.key for p in plan.points if "native-tso" in plan.drivers_for(p)}
     assert ran == {"tcp-1518-loadunlimited-linknone-cpu1",
+                   "tcp6-1518-loadunlimited-linknone-cpu1",
                    "tcp-1518-loadunlimited-link1000-cpu1"}
     # The seed's claim points keep wire-sized frames: native is offload=0.
     assert matrix.DRIVERS["native"] == ("devnp-tap", "offload=0")
@@ -50,13 +51,20 @@ def test_latency_runs_in_the_group_without_link_limit_or_one_of_its_own():
 
 def test_the_default_bench_with_latency_stays_within_ten_minutes():
     plan = Plan(points=matrix.default_points(), drivers=list(matrix.DRIVERS))
-    assert plan.throughput_runs() == 123 and plan.latency_runs() == 24
+    # IPv6 adds 3 drivers and 3 baselines, 3 repetitions each, to the 123.
+    assert plan.throughput_runs() == 123 + 18 and plan.latency_runs() == 24
     est = plan.estimate_s()
     assert est < 600, est
-    # Calibration: without latency the same matrix took 428 s on the
+    assert est == pytest.approx(579.1)
+    # Calibration: without latency the IPv4 matrix took 428 s on the
     # README's machine; the estimate should be near that, a little above.
+    v4 = Plan(points=[p for p in plan.points if p.family == 4], drivers=plan.drivers,
+              latency=False)
+    assert 428 <= v4.estimate_s() <= 428 * 1.15
+    # The IPv6 point: 18 runs of 3 s and the run's overhead, and the 4 labs
+    # of its group dual-stack (the stack's DAD wait).
     plan.latency = False
-    assert 428 <= plan.estimate_s() <= 428 * 1.15
+    assert plan.estimate_s() - v4.estimate_s() == pytest.approx(18 * 3.5 + 4 * 1.6)
     # 12 idle runs of 2 s, 12 loaded ones with the load's lead and tail,
     # and Linux routing's lab once.
     assert est - plan.estimate_s() == pytest.approx(12 * 2.15 + 12 * 3.45 + 0.8)

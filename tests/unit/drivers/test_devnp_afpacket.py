@@ -37,7 +37,6 @@ from iopkt.dev.autoconf import DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
 from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 from iopkt.net import vnet
-from iopkt.netinet.in_offload import in_undefer_cksum
 from iopkt.net.ifnet import (
     IFF_OACTIVE,
     IFF_RUNNING,
@@ -50,6 +49,7 @@ from iopkt.net.ifnet import (
     IFCAP_TSOv4,
     IFCAP_TSOv6,
 )
+from iopkt.netinet.in_offload import in_undefer_cksum
 
 from offload_frames import expected_segments, pseudo_seed
 
