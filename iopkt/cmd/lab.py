@@ -103,7 +103,9 @@ def cmd_lab(args) -> None:
                     continue
                 ns = ", ".join(f"{k}{'' if v else ' (missing)'}"
                                for k, v in s["namespaces"].items())
-                print(f"{s['prefix']}: over {s.get('link', 'tap')}, stack pid {s['pid']} "
+                fam = {"4": "IPv4", "6": "IPv6", "both": "IPv4 and IPv6"}.get(
+                    s.get("family", "4"), s.get("family"))
+                print(f"{s['prefix']}: over {s.get('link', 'tap')}, {fam}, stack pid {s['pid']} "
                       f"{'answering' if s['answering'] else 'NOT answering'}"
                       f"{', up ' + str(s['uptime']) + 's' if s.get('uptime') else ''}; "
                       f"drivers {'/'.join(s['drivers'])}; interfaces "

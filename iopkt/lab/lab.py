@@ -510,7 +510,8 @@ def _status_one(prefix: str) -> dict:
             "stack_alive": proc is not None,
             "drivers": [st.get("driver_a"), st.get("driver_b")],
             "namespaces": {ns: netns.ns_exists(ns) for ns in spaces},
-            "interfaces": [st.get("if_a"), st.get("if_b")]}
+            "interfaces": [st.get("if_a"), st.get("if_b")],
+            "family": st.get("family", "4")}
     try:
         if proc is None:
             raise control.ControlError("no stack")

@@ -21,6 +21,7 @@ from iopkt.netinet.arp import Arp
 from iopkt.netinet.icmp import Icmp
 from iopkt.netinet.ipv4 import Ip
 from iopkt.netinet6.icmp6 import Icmp6
+from iopkt.netinet6.in6 import IN6_IFF_AUTOCONF, ntoa6
 from iopkt.netinet6.ip6 import Ip6
 from iopkt.netinet6.nd6 import Nd6
 
@@ -91,6 +92,11 @@ class Stack(EventLoop):
                 [(ia.addr, ia.plen) for ia in ifp.in_addrs],
                 ifp.mtu if ifp.mtu != mount_mtu else 0,
                 [(rt.dst, rt.plen, rt.gateway) for rt in self.ip.routes.routes
+                 if rt.ifp is ifp and not rt.flags & RTF_CONNECTED],
+                # IPv6: the configured addresses (the link-local one comes
+                # from the new MAC) and static routes.
+                [(ia.addr, ia.plen) for ia in ifp.in6_addrs if not ia.flags & IN6_IFF_AUTOCONF],
+                [(rt.dst, rt.plen, rt.gateway) for rt in self.ip6.routes.routes
                  if rt.ifp is ifp and not rt.flags & RTF_CONNECTED])
         self.ip.purge_ifp(ifp)
         self.ip6.purge_ifp(ifp)
@@ -101,7 +107,8 @@ class Stack(EventLoop):
         self.ifnets.pop(ifp.name, None)
         self.log.info("%s: detached", ifp.name)
 
-    def _restore(self, ifp: Ifnet, addrs: list, mtu: int, routes: list) -> None:
+    def _restore(self, ifp: Ifnet, addrs: list, mtu: int, routes: list,
+                 addrs6: list = (), routes6: list = ()) -> None:
         """The device behind `ifp` was unmounted before: give back its
         addresses, the MTU ifconfig set (never above what the driver set
         now) and static routes, as a NIC keeps its configuration across a
@@ -114,15 +121,24 @@ class Stack(EventLoop):
                 got.append(f"{ntoa(addr)}/{plen}")
             except ValueError as e:
                 self.log.warning("%s: not restoring %s/%d: %s", ifp.name, ntoa(addr), plen, e)
+        for addr, plen in addrs6:
+            try:
+                self.ip6.add_address(ifp, addr, plen)       # through DAD again
+                got.append(f"{ntoa6(addr)}/{plen}")
+            except ValueError as e:
+                self.log.warning("%s: not restoring %s/%d: %s", ifp.name, ntoa6(addr), plen, e)
         if mtu:
             ifp.mtu = min(ifp.mtu, mtu)
         nrt = 0
-        for dst, plen, gw in routes:
-            try:
-                self.ip.routes.add(dst, plen, gw, ifp)
-                nrt += 1
-            except ValueError as e:
-                self.log.warning("%s: not restoring route %s/%d: %s", ifp.name, ntoa(dst), plen, e)
+        for table, fmt, entries in ((self.ip.routes, ntoa, routes),
+                                    (self.ip6.routes, ntoa6, routes6)):
+            for dst, plen, gw in entries:
+                try:
+                    table.add(dst, plen, gw, ifp)
+                    nrt += 1
+                except ValueError as e:
+                    self.log.warning("%s: not restoring route %s/%d: %s", ifp.name, fmt(dst),
+                                     plen, e)
         if got or nrt:
             self.log.info("%s: restored %s%s from before its umount", ifp.name,
                           ", ".join(got) or "no address",

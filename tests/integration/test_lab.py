@@ -302,7 +302,7 @@ def test_lab_over_veth_via_cli_ping_iperf3_remount_and_nothing_left(fresh_prefix
         assert (off["tso"], off["tx"]) == (tso, tso), off
         assert st["host_offload"] == [tso, tso]
         status = iopkt("lab", "status")
-        assert f"{p}: over veth, stack pid" in status.stdout, status.stdout
+        assert f"{p}: over veth, IPv4 and IPv6, stack pid" in status.stdout, status.stdout
         assert f"{p}-s" in status.stdout and "answering" in status.stdout
 
         r = iopkt("lab", "status", "--json")

@@ -61,3 +61,24 @@ def test_nothing_is_remembered_when_the_stack_shuts_down(stack, clock):
     stack.stop()
     stack.if_detach(ifp)
     assert stack._unmounted == {}
+
+
+def test_a_remounted_device_gets_its_ipv6_addresses_and_routes_back(stack, clock):
+    """The configured IPv6 addresses come back (through DAD again, so
+    tentative first) and the static IPv6 routes too; the link-local address
+    is the new MAC's, not the old one."""
+    from iopkt.net.ether import mac_aton
+    from iopkt.netinet6.in6 import aton6, linklocal, ntoa6
+    ifp = fake_if(stack, 0, "02:00:00:00:00:01", devkey="TAP x0")
+    stack.ip6.ifattach(ifp)
+    stack.ip6.add_address(ifp, aton6("2001:2:0:a::1"), 64)
+    stack.ip6.routes.add(aton6("2001:db8::"), 32, aton6("2001:2:0:a::2"), ifp)
+    stack.if_detach(ifp)
+    assert stack.ip6.routes.to_list() == []
+    again = fake_if(stack, 0, "02:00:00:00:00:99", devkey="TAP x0")
+    stack.ip6.ifattach(again)       # (as if_attach does with auto_linklocal, off in unit tests)
+    new_ll = ntoa6(linklocal(mac_aton("02:00:00:00:00:99")))
+    assert sorted(ia.text() for ia in again.in6_addrs) == sorted([
+        "2001:2:0:a::1/64 tentative", f"{new_ll}/64 tentative"])
+    assert [(r["destination"], r["gateway"]) for r in stack.ip6.routes.to_list()] == [
+        ("2001:2:0:a::/64", "link#fk0"), ("2001:db8::/32", "2001:2:0:a::2")]
