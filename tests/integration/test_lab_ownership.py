@@ -343,8 +343,8 @@ def test_status_reports_a_broken_record_for_its_lab_alone(make_lab):
         r = iopkt("lab", "status")
         assert r.returncode == 0, r
         lines = r.stdout.splitlines()
-        assert any(ln.startswith(f"{lb.prefix}: over tap, IPv4 and IPv6, stack pid {lb.pid} answering")
-                   for ln in lines), lines
+        want = f"{lb.prefix}: over tap, IPv4 and IPv6, stack pid {lb.pid} answering"
+        assert any(ln.startswith(want) for ln in lines), lines
         assert f"{q}: lab '{q}': {lab.state_path(q)} is broken: 'owned.netns' is not a list " \
             "of entries; nothing touched" in lines, lines
     finally:
