@@ -16,13 +16,10 @@ from iopkt.net.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
 from iopkt.net.ifnet import (
     LINK_STATE_DOWN,
     LINK_STATE_UP,
-    IFCAP_CSUM_TCPv4_Rx,
-    IFCAP_CSUM_TCPv4_Tx,
-    IFCAP_CSUM_UDPv4_Rx,
-    IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
     IFCAP_TSOv6,
     Ifnet,
+    mount_capenable,
 )
 
 from .devnp_afpacket import CSUM_CAPS, MAC_RE, AfpSoftc, log
@@ -179,15 +176,7 @@ def build(stack, sock, ring: Ring, ifindex: int, lxname: str, lxmtu: int, lxflag
         else:
             caps |= IFCAP_TSOv4 | IFCAP_TSOv6
     ifp.capabilities = caps
-    want = caps
-    for key, bits in (("tso4", IFCAP_TSOv4), ("tso6", IFCAP_TSOv6),
-                      ("tcp4csum", IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx),
-                      ("udp4csum", IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx)):
-        if not opts[key]:
-            want &= ~bits
-    if not want & IFCAP_CSUM_TCPv4_Tx:
-        want &= ~(IFCAP_TSOv4 | IFCAP_TSOv6)   # TSO needs TCP checksum offload
-    ifp.set_capenable(want)
+    ifp.set_capenable(mount_capenable(caps, opts))
     ifp.link_state = LINK_STATE_UP if lxflags & LX_IFF_RUNNING else LINK_STATE_DOWN
     stack.if_attach(ifp)
     stack.interrupt_attach(sc.fd, sc.intr)
@@ -336,6 +325,10 @@ DRIVER = Driver(
                        "(ifconfig tso6)"),
         "tcp4csum": Option(bool, True, "TCP checksum offload on at mount (ifconfig tcp4csum)"),
         "udp4csum": Option(bool, True, "UDP checksum offload on at mount (ifconfig udp4csum)"),
+        "tcp6csum": Option(bool, True, "TCP over IPv6 checksum offload on at mount "
+                           "(ifconfig tcp6csum)"),
+        "udp6csum": Option(bool, True, "UDP over IPv6 checksum offload on at mount "
+                           "(ifconfig udp6csum)"),
     },
     attach=attach,
 )

@@ -104,24 +104,30 @@ import socket
 import struct
 
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
-from iopkt.kern.mbuf import MJUMBYTES, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
+from iopkt.kern.mbuf import (
+    M_CSUM_L4,
+    M_CSUM_TSO,
+    MJUMBYTES,
+    M_CSUM_TCPv4,
+    M_CSUM_TCPv6,
+    M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
+)
 from iopkt.net import vnet
 from iopkt.net.ether import ETHER_HDR_LEN
 from iopkt.net.ifnet import (
+    IFCAP_CSUM_L4,
     IFF_OACTIVE,
     IFF_RUNNING,
     IFF_UP,
     LINK_STATE_DOWN,
     LINK_STATE_UP,
     SIOCSIFCAP,
-    IFCAP_CSUM_TCPv4_Rx,
-    IFCAP_CSUM_TCPv4_Tx,
-    IFCAP_CSUM_UDPv4_Rx,
-    IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
     IFCAP_TSOv6,
     Ifnet,
     if_transmit,
+    rx_csum_sw,
 )
 from iopkt.netinet.in_offload import in_undefer_cksum, tcp_segment, tso_header_len
 
@@ -145,7 +151,7 @@ log = logging.getLogger("iopkt")
 MAC_RE = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}")
 
 LINK_LOST_ERRNOS = (errno.ENXIO, errno.ENODEV, errno.EBADFD)
-CSUM_CAPS = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
+CSUM_CAPS = IFCAP_CSUM_L4           # TCP and UDP checksums, both families, both ways
 EPOLLERR = 0x008
 KICK_RETRY = 0.002                  # s: a kick the kernel could not finish is tried again
 
@@ -192,9 +198,8 @@ class AfpSoftc:
         self.link_changes = 0
         self.promisc = False
         # Offload work to do here on receive (ioctl sets them from capenable).
-        self.rx_sw = M_CSUM_TCPv4 | M_CSUM_UDPv4
-        self.rx_seg = M_CSUM_TSOv4 | M_CSUM_TSOv6   # super-frames to cut here
-        self.rx_seg_partial = False
+        self.rx_sw = M_CSUM_L4          # partial checksums to complete here
+        self.rx_seg = M_CSUM_TSO        # super-frames to cut here
         self._said = set()
         self._poll_co = None
         self._kick_co = None
@@ -376,7 +381,7 @@ class AfpSoftc:
                 ifp.input_discard(m, "bad_offload")
                 return
             cf = m.csum_flags
-            if cf & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
+            if cf & M_CSUM_TSO:
                 self.rx_super += 1
                 if cf & self.rx_seg:            # that family's TSO is off
                     self._rx_segment(m, pkts)
@@ -391,7 +396,7 @@ class AfpSoftc:
     def _rx_segment(self, m, pkts: list) -> None:
         """A super-frame came in while tso4 (tso6) is off (offload=0 among
         others): cut it into segments here, each with its own complete
-        checksum (or left partial while tcp4csum-rx is on), as the kernel
+        checksum (or left partial while tcp4csum-rx, tcp6csum-rx, is on), as the kernel
         would have before handing it to a TAP. Consumes `m`."""
         ifp, pool = self.ifp, self.pool
         eh = bytes(m.view[m.off:m.off + ETHER_HDR_LEN])
@@ -401,7 +406,8 @@ class AfpSoftc:
             ifp.ipackets += 1
             ifp.input_discard(m, "bad_offload")
             return
-        segs = tcp_segment(pool, m, hl, self.rx_seg_partial)
+        tcp = M_CSUM_TCPv6 if m.csum_flags & M_CSUM_TSOv6 else M_CSUM_TCPv4
+        segs = tcp_segment(pool, m, hl, not tcp & self.rx_sw)
         if segs is None:
             ifp.ipackets += 1
             ifp.input_discard(None, "nobufs")
@@ -530,7 +536,7 @@ class AfpSoftc:
             x = x.next
         if m.csum_flags:
             vnet.encode(m, mv, at)
-            if m.csum_flags & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
+            if m.csum_flags & M_CSUM_TSO:
                 self.tx_super += 1
             geom.tx_lenfmt.pack_into(mv, slot + geom.tx_len, n + VNET_HDR_LEN)
             struct.pack_into("<H", mv, at + 2, n)      # hdr_len: the kernel copies it all
@@ -733,11 +739,9 @@ class AfpSoftc:
         partial checksums completed, super-frames segmented."""
         if cmd != SIOCSIFCAP:
             raise OSError(f"{ifp.name}: ioctl {cmd} not supported")
-        self.rx_sw = (0 if data & IFCAP_CSUM_TCPv4_Rx else M_CSUM_TCPv4) | \
-            (0 if data & IFCAP_CSUM_UDPv4_Rx else M_CSUM_UDPv4)
+        self.rx_sw = rx_csum_sw(data)
         self.rx_seg = (0 if data & IFCAP_TSOv4 else M_CSUM_TSOv4) | \
             (0 if data & IFCAP_TSOv6 else M_CSUM_TSOv6)
-        self.rx_seg_partial = bool(data & IFCAP_CSUM_TCPv4_Rx)
 
     # -- control -----------------------------------------------------------
     def init(self, ifp: Ifnet) -> None:

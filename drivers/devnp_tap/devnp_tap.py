@@ -12,8 +12,8 @@ Offload (offload=1, the default, as on a modern NIC): the TAP is opened
 with IFF_VNET_HDR, so a 10-byte virtio-net header (vnet.py) travels with
 every frame, and TUNSETOFFLOAD lets the kernel hand us TCP super-frames of
 up to 64 KB and partial checksums. The driver advertises what the kernel
-accepted as NetBSD capabilities (TSO4, TCP4CSUM and UDP4CSUM, Rx and Tx;
-the header has no IPv4 header checksum offload) and `ifconfig` turns them
+accepted as NetBSD capabilities (TSO4, TSO6, TCP4CSUM, UDP4CSUM, TCP6CSUM
+and UDP6CSUM, Rx and Tx; the header has no IPv4 header checksum offload) and `ifconfig` turns them
 on and off while traffic flows. A frame is read as [header | cluster |
 spill]: the header into a small buffer of ours, up to a cluster's worth
 into the cluster, the rest of a super-frame into a jumbo cluster held ready
@@ -42,23 +42,26 @@ import pytun
 from iopkt.dev.autoconf import Driver, DriverError, Option, check_ifname
 from iopkt.dev.tap import tap_open_error
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_TSO, M_CSUM_TCPv4, M_CSUM_TCPv6, M_CSUM_TSOv6
 from iopkt.kern.pacer import Pacer
 from iopkt.net import vnet
 from iopkt.net.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
 from iopkt.net.ifnet import (
+    IFCAP_CSUM_L4,
     IFF_OACTIVE,
     IFF_RUNNING,
     LINK_STATE_UP,
     SIOCSIFCAP,
     IFCAP_CSUM_TCPv4_Rx,
-    IFCAP_CSUM_TCPv4_Tx,
+    IFCAP_CSUM_TCPv6_Rx,
     IFCAP_CSUM_UDPv4_Rx,
-    IFCAP_CSUM_UDPv4_Tx,
+    IFCAP_CSUM_UDPv6_Rx,
     IFCAP_TSOv4,
     IFCAP_TSOv6,
     Ifnet,
     if_transmit,
+    mount_capenable,
+    rx_csum_sw,
 )
 from iopkt.netinet.in_offload import in_undefer_cksum, tcp_segment, tso_header_len, tso_wire
 
@@ -66,7 +69,9 @@ LINK_LOST_ERRNOS = (errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO)
 VNET_HDR_LEN = vnet.VNET_HDR_LEN
 ZERO_HDR = vnet.ZERO_HDR
 TUN_WANT = vnet.TUN_F_CSUM | vnet.TUN_F_TSO4 | vnet.TUN_F_TSO6
-CSUM_CAPS = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
+CSUM_CAPS = IFCAP_CSUM_L4           # TCP and UDP checksums, both families, both ways
+CSUM_RX_CAPS = (IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_TCPv6_Rx
+                | IFCAP_CSUM_UDPv6_Rx)
 
 log = logging.getLogger("iopkt")
 MAC_RE = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}")
@@ -79,9 +84,10 @@ def random_mac() -> bytes:
 
 def tun_mask(capenable: int) -> int:
     """The TUNSETOFFLOAD mask for enabled capabilities: what the kernel may
-    hand us. One TUN_F_CSUM serves TCP and UDP alike."""
+    hand us. One TUN_F_CSUM serves TCP and UDP of both families alike; a
+    kind whose Rx offload is off is completed on receive (rx_csum_sw)."""
     mask = 0
-    if capenable & (IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_UDPv4_Rx):
+    if capenable & CSUM_RX_CAPS:
         mask |= vnet.TUN_F_CSUM
     if capenable & IFCAP_TSOv4:
         mask |= vnet.TUN_F_TSO4
@@ -256,7 +262,7 @@ class TapSoftc:
             self.ifp.input_discard(m, "bad_offload")
             return False
         cf = m.csum_flags
-        if cf & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
+        if cf & M_CSUM_TSO:
             self.rx_super += 1
         elif cf:
             self.rx_partial += 1
@@ -351,10 +357,10 @@ class TapSoftc:
                 vnet.encode(m, self._txhdr, 0)
                 n = os.writev(fd, [self._txhdr, *_iov(m)])
         except OSError as e:
-            if e.errno != errno.EINVAL or not m.csum_flags & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
+            if e.errno != errno.EINVAL or not m.csum_flags & M_CSUM_TSO:
                 raise
             return self._gso_refused(m)
-        if m.csum_flags & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
+        if m.csum_flags & M_CSUM_TSO:
             self.tx_super += 1
         self.pool.freem(m)
         return n - VNET_HDR_LEN
@@ -382,7 +388,8 @@ class TapSoftc:
         if not hl:
             ifp.output_discard(m, "txerror")
             return 0
-        segs = tcp_segment(pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4))
+        tcp = M_CSUM_TCPv6 if m.csum_flags & M_CSUM_TSOv6 else M_CSUM_TCPv4
+        segs = tcp_segment(pool, m, hl, bool(ifp.if_csum_flags_tx & tcp))
         if segs is None:
             ifp.output_discard(None, "nobufs")
             return 0
@@ -487,10 +494,9 @@ class TapSoftc:
             if mask != self.tun_offload:
                 vnet.set_offload(self.fd, mask)
                 self.tun_offload = mask
-        # Partial checksums for a protocol whose Rx offload is off (TCP and
-        # UDP share TUN_F_CSUM) are completed here on receive.
-        self.rx_sw = (0 if data & IFCAP_CSUM_TCPv4_Rx else M_CSUM_TCPv4) | \
-            (0 if data & IFCAP_CSUM_UDPv4_Rx else M_CSUM_UDPv4)
+        # Partial checksums of a kind whose Rx offload is off (all kinds
+        # share TUN_F_CSUM) are completed here on receive.
+        self.rx_sw = rx_csum_sw(data)
 
     # -- control -----------------------------------------------------------
     def init(self, ifp: Ifnet) -> None:
@@ -634,15 +640,7 @@ def attach(stack, opts: dict) -> Ifnet:
         ifp.baudrate = opts["speed"] * 1_000_000
         ifp.set_softc(sc)
         sc.probe(ifp)
-        want = ifp.capabilities
-        for key, bits in (("tso4", IFCAP_TSOv4), ("tso6", IFCAP_TSOv6),
-                          ("tcp4csum", IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx),
-                          ("udp4csum", IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx)):
-            if not opts[key]:
-                want &= ~bits
-        if not want & IFCAP_CSUM_TCPv4_Tx:
-            want &= ~(IFCAP_TSOv4 | IFCAP_TSOv6)   # TSO needs TCP checksum offload
-        ifp.set_capenable(want)
+        ifp.set_capenable(mount_capenable(ifp.capabilities, opts))
         stack.if_attach(ifp)
         stack.interrupt_attach(sc.fd, sc.intr)
         stack.if_up(ifp)
@@ -674,6 +672,10 @@ DRIVER = Driver(
                        "(ifconfig tso6)"),
         "tcp4csum": Option(bool, True, "TCP checksum offload on at mount (ifconfig tcp4csum)"),
         "udp4csum": Option(bool, True, "UDP checksum offload on at mount (ifconfig udp4csum)"),
+        "tcp6csum": Option(bool, True, "TCP over IPv6 checksum offload on at mount "
+                           "(ifconfig tcp6csum)"),
+        "udp6csum": Option(bool, True, "UDP over IPv6 checksum offload on at mount "
+                           "(ifconfig udp6csum)"),
     },
     attach=attach,
 )

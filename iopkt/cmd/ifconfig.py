@@ -59,8 +59,9 @@ def cmd_ifconfig(args) -> None:
         else:
             util.fail(f"ifconfig: cannot understand '{w}' (use: inet A/P, delete A, "
                       "inet6 A/P, inet6 A delete, "
-                      "mtu N, up, down, or a capability: tso4, tcp4csum, udp4csum, ip4csum, "
-                      "each also -rx/-tx and -word to turn off)", util.EXIT_USAGE)
+                      "mtu N, up, down, or a capability: tso4, tso6, tcp4csum, udp4csum, "
+                      "tcp6csum, udp6csum, ip4csum, each also -rx/-tx and -word to turn off)",
+                      util.EXIT_USAGE)
     if not args.ifname and args.words:
         util.fail("ifconfig: name the interface to change", util.EXIT_USAGE)
     res = util.req(args, "ifconfig", **kw)
@@ -84,4 +85,5 @@ def register(sub) -> None:
     sp.add_argument("ifname", nargs="?")
     sp.add_argument("words", nargs="*", help="inet A/P | delete A | inet6 A/P | "
                     "inet6 A delete | mtu N | up | down | "
-                    "[-]tso4 | [-]tcp4csum[-rx|-tx] | [-]udp4csum[-rx|-tx] | [-]ip4csum[-rx|-tx]")
+                    "[-]tso4 | [-]tso6 | [-]tcp4csum[-rx|-tx] | [-]udp4csum[-rx|-tx] | "
+                    "[-]tcp6csum[-rx|-tx] | [-]udp6csum[-rx|-tx] | [-]ip4csum[-rx|-tx]")

@@ -123,6 +123,15 @@ class _Dotted:
         return "\n".join(out)
 
 
+FAMILY_LABELS = (("inet", "IPv4"), ("inet6", "IPv6"), ("arp", "ARP"))
+
+
+def _families(out: _Dotted, c: dict, key: str, verb: str) -> None:
+    """One row per family under the totals: what Ethernet sorted by type."""
+    for name, label in FAMILY_LABELS:
+        out.row(f"{label} Packets {verb}", c["families"][name][key], 2)
+
+
 def _nicinfo_one(out: _Dotted, d: dict) -> None:
     c = d["counters"]
     info = d["driver_info"]
@@ -142,6 +151,7 @@ def _nicinfo_one(out: _Dotted, d: dict) -> None:
     out.row("Broadcast/Multicast Packets Transmitted", c["omcasts"])
     out.row("Transmit Errors", c["oerrors"])
     out.row("Transmit Queue Drops", c["oqdrops"])
+    _families(out, c, "opackets", "Transmitted")
     out.line()
     out.row("Packets Received OK", c["ipackets"])
     out.row("Bytes Received OK", c["ibytes"])
@@ -149,6 +159,7 @@ def _nicinfo_one(out: _Dotted, d: dict) -> None:
     out.row("Receive Errors", c["ierrors"])
     out.row("Receive Queue Drops", c["iqdrops"])
     out.row("Unknown Protocol", c["noproto"])
+    _families(out, c, "ipackets", "Received")
     for k, v in c["in_discards"].items():
         if v:
             out.row(f"discarded in: {k}", v, 2)

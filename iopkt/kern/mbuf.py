@@ -21,15 +21,15 @@ FreeBSD's MJUMPAGESIZE/MJUM16BYTES zones. Jumbos are made only when a driver
 that can receive super-frames asks for them (`enable_jumbo`).
 
 Offload, with NetBSD's names and meaning on output (sys/mbuf.h): csum_flags
-M_CSUM_TCPv4 or M_CSUM_UDPv4 means the L4 checksum is still partial (its
-field holds the pseudo-header sum) and csum_data says where it is
-(L4 offset from the IP header << 16 | checksum offset in the L4 header);
-M_CSUM_TSOv4 (IPv4) or M_CSUM_TSOv6 (IPv6) means the packet is a TCP
-super-frame to be cut into segments of `segsz` bytes of payload. The
-partial-checksum flags serve IPv6 packets too (the sum from the L4 header
-on is the same for both families; a TAP hands both with one TUN_F_CSUM).
-Whoever cannot do that work in "hardware" does it in software before the
-packet leaves (in_offload.py).
+M_CSUM_TCPv4 or M_CSUM_UDPv4 (M_CSUM_TCPv6 / M_CSUM_UDPv6 for IPv6) means
+the L4 checksum is still partial (its field holds the pseudo-header sum)
+and csum_data says where it is (L4 offset from the IP header << 16 |
+checksum offset in the L4 header); M_CSUM_TSOv4 (IPv4) or M_CSUM_TSOv6
+(IPv6) means the packet is a TCP super-frame to be cut into segments of
+`segsz` bytes of payload. Whoever cannot do that work in "hardware" does
+it in software before the packet leaves (in_offload.py); an interface
+says which it does in if_csum_flags_tx, one bit per family and protocol,
+as NetBSD's ifconfig tcp4csum / tcp6csum words set them.
 
 Ownership rule, as in BSD: whoever holds an mbuf pointer owns it and must
 either pass it on (enqueue, hand to the next layer) or free it. Each function
@@ -55,9 +55,16 @@ M_MCAST = 0x0200        # received as link-level multicast
 # m.csum_flags (NetBSD's values)
 M_CSUM_TCPv4 = 0x0001       # TCP checksum partial: complete it before the wire
 M_CSUM_UDPv4 = 0x0002       # UDP checksum partial
+M_CSUM_TCPv6 = 0x0010       # the same over IPv6
+M_CSUM_UDPv6 = 0x0020
 M_CSUM_IPv4 = 0x0040        # IPv4 header checksum to compute (never set here)
 M_CSUM_TSOv4 = 0x0100       # TCP super-frame: segment into segsz-byte payloads
 M_CSUM_TSOv6 = 0x0200       # the same for TCP over IPv6
+# Not NetBSD's: the masks the code asks most ("is any L4 checksum partial?").
+M_CSUM_TCP = M_CSUM_TCPv4 | M_CSUM_TCPv6
+M_CSUM_UDP = M_CSUM_UDPv4 | M_CSUM_UDPv6
+M_CSUM_L4 = M_CSUM_TCP | M_CSUM_UDP
+M_CSUM_TSO = M_CSUM_TSOv4 | M_CSUM_TSOv6
 
 MJUMBYTES = 65536           # a jumbo cluster: the rest of a 64 KB super-frame
 DEFAULT_NMBJUMBO = 256

@@ -84,6 +84,7 @@ def ether_input(ifp, pkts: list) -> None:
         if etype == ETHERTYPE_IP:
             ip.append(m)
         elif etype == ETHERTYPE_ARP:
+            ifp.ipackets_arp += 1
             ifp.arp_input(m)
         elif etype == ETHERTYPE_IPV6 and ifp.ip6_input is not None:
             if ip6 is None:
@@ -94,8 +95,10 @@ def ether_input(ifp, pkts: list) -> None:
     ifp.ipackets += len(pkts)
     ifp.ibytes += nbytes
     if ip:
+        ifp.ipackets_inet += len(ip)
         ifp.ip_input(ip)
     if ip6:
+        ifp.ipackets_inet6 += len(ip6)
         ifp.ip6_input(ip6)
 
 
@@ -124,6 +127,7 @@ def ether_output(ifp, pkts: list, nexthop: int) -> None:
             else:
                 ifp.stack.arp.resolve(ifp, m, nexthop)
         return
+    ifp.opackets_inet += len(pkts)
     _output_burst(ifp, pkts, la.hdr)
 
 
@@ -164,6 +168,7 @@ def ether_output6(ifp, pkts: list, nexthop: int) -> None:
             else:
                 nd6.resolve(ifp, m, nexthop)
         return
+    ifp.opackets_inet6 += len(pkts)
     _output_burst(ifp, pkts, ln.hdr)
 
 
@@ -177,6 +182,12 @@ def _prepend(ifp, m, hdr: bytes):
 def ether_output_frame(ifp, m, hdr: bytes) -> None:
     """Prepend the 14-byte header `hdr` (any type: ARP uses this too) to
     one packet and transmit it. Consumes `m`."""
+    if hdr[12] == 0x86:                     # counted by family, as ether_output does
+        ifp.opackets_inet6 += 1
+    elif hdr[13] == 0x06:
+        ifp.opackets_arp += 1
+    else:
+        ifp.opackets_inet += 1
     m = _prepend(ifp, m, hdr)
     if m is None:
         ifp.output_discard(None, "txerror")

@@ -20,7 +20,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from iopkt.kern.mbuf import M_CSUM_IPv4, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
+from iopkt.kern.mbuf import (
+    M_CSUM_IPv4,
+    M_CSUM_TCPv4,
+    M_CSUM_TCPv6,
+    M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
+    M_CSUM_UDPv4,
+    M_CSUM_UDPv6,
+)
 
 # if_flags, BSD values
 IFF_UP = 0x1
@@ -44,8 +52,7 @@ FLAG_NAMES = [
     (IFF_SIMPLEX, "SIMPLEX"), (IFF_MULTICAST, "MULTICAST"),
 ]
 
-# if_capabilities / if_capenable: NetBSD's IFCAP_* values (net/if.h). The
-# TCP/UDP checksum bits cover IPv6 as well here (one TUN_F_CSUM does both).
+# if_capabilities / if_capenable: NetBSD's IFCAP_* values (net/if.h).
 IFCAP_TSOv4 = 0x00080           # can do TCPv4 segmentation offload
 IFCAP_CSUM_IPv4_Rx = 0x00100    # IPv4 header checksums
 IFCAP_CSUM_IPv4_Tx = 0x00200
@@ -53,6 +60,10 @@ IFCAP_CSUM_TCPv4_Rx = 0x00400   # IPv4/TCP checksums
 IFCAP_CSUM_TCPv4_Tx = 0x00800
 IFCAP_CSUM_UDPv4_Rx = 0x01000   # IPv4/UDP checksums
 IFCAP_CSUM_UDPv4_Tx = 0x02000
+IFCAP_CSUM_TCPv6_Rx = 0x04000   # IPv6/TCP checksums
+IFCAP_CSUM_TCPv6_Tx = 0x08000
+IFCAP_CSUM_UDPv6_Rx = 0x10000   # IPv6/UDP checksums
+IFCAP_CSUM_UDPv6_Tx = 0x20000
 IFCAP_TSOv6 = 0x40000           # can do TCPv6 segmentation offload
 
 # As NetBSD's ifconfig prints them (IFCAPBITS).
@@ -60,7 +71,9 @@ CAP_NAMES = [
     (IFCAP_TSOv4, "TSO4"), (IFCAP_CSUM_IPv4_Rx, "IP4CSUM_Rx"),
     (IFCAP_CSUM_IPv4_Tx, "IP4CSUM_Tx"), (IFCAP_CSUM_TCPv4_Rx, "TCP4CSUM_Rx"),
     (IFCAP_CSUM_TCPv4_Tx, "TCP4CSUM_Tx"), (IFCAP_CSUM_UDPv4_Rx, "UDP4CSUM_Rx"),
-    (IFCAP_CSUM_UDPv4_Tx, "UDP4CSUM_Tx"), (IFCAP_TSOv6, "TSO6"),
+    (IFCAP_CSUM_UDPv4_Tx, "UDP4CSUM_Tx"), (IFCAP_CSUM_TCPv6_Rx, "TCP6CSUM_Rx"),
+    (IFCAP_CSUM_TCPv6_Tx, "TCP6CSUM_Tx"), (IFCAP_CSUM_UDPv6_Rx, "UDP6CSUM_Rx"),
+    (IFCAP_CSUM_UDPv6_Tx, "UDP6CSUM_Tx"), (IFCAP_TSOv6, "TSO6"),
 ]
 
 # NetBSD ifconfig's keywords; "-word" clears what "word" sets.
@@ -73,13 +86,27 @@ CAP_KEYWORDS = {
     "tcp4csum-rx": IFCAP_CSUM_TCPv4_Rx, "tcp4csum-tx": IFCAP_CSUM_TCPv4_Tx,
     "udp4csum": IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx,
     "udp4csum-rx": IFCAP_CSUM_UDPv4_Rx, "udp4csum-tx": IFCAP_CSUM_UDPv4_Tx,
+    "tcp6csum": IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx,
+    "tcp6csum-rx": IFCAP_CSUM_TCPv6_Rx, "tcp6csum-tx": IFCAP_CSUM_TCPv6_Tx,
+    "udp6csum": IFCAP_CSUM_UDPv6_Rx | IFCAP_CSUM_UDPv6_Tx,
+    "udp6csum-rx": IFCAP_CSUM_UDPv6_Rx, "udp6csum-tx": IFCAP_CSUM_UDPv6_Tx,
 }
+# Every L4 checksum capability, both ways: what one TUN_F_CSUM (or one
+# PACKET_VNET_HDR) offers a driver for both families at once.
+IFCAP_CSUM_L4 = (IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx | IFCAP_CSUM_UDPv4_Rx
+                 | IFCAP_CSUM_UDPv4_Tx | IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx
+                 | IFCAP_CSUM_UDPv6_Rx | IFCAP_CSUM_UDPv6_Tx)
 
 # What each enabled Tx capability lets the stack leave to the driver
 # (NetBSD's if_csum_flags_tx): csum_flags outside it are done in software.
 _CAP_TX_CSUM = ((IFCAP_TSOv4, M_CSUM_TSOv4), (IFCAP_TSOv6, M_CSUM_TSOv6),
                 (IFCAP_CSUM_IPv4_Tx, M_CSUM_IPv4),
-                (IFCAP_CSUM_TCPv4_Tx, M_CSUM_TCPv4), (IFCAP_CSUM_UDPv4_Tx, M_CSUM_UDPv4))
+                (IFCAP_CSUM_TCPv4_Tx, M_CSUM_TCPv4), (IFCAP_CSUM_UDPv4_Tx, M_CSUM_UDPv4),
+                (IFCAP_CSUM_TCPv6_Tx, M_CSUM_TCPv6), (IFCAP_CSUM_UDPv6_Tx, M_CSUM_UDPv6))
+# What each enabled Rx capability lets a driver leave partial on receive
+# (the stack forwards a partial checksum; a driver completes the rest).
+_CAP_RX_CSUM = ((IFCAP_CSUM_TCPv4_Rx, M_CSUM_TCPv4), (IFCAP_CSUM_UDPv4_Rx, M_CSUM_UDPv4),
+                (IFCAP_CSUM_TCPv6_Rx, M_CSUM_TCPv6), (IFCAP_CSUM_UDPv6_Rx, M_CSUM_UDPv6))
 
 SIOCSIFCAP = "SIOCSIFCAP"       # if_ioctl command: set if_capenable
 
@@ -97,6 +124,32 @@ def flags_str(flags: int) -> str:
 def caps_str(caps: int) -> str:
     """NetBSD ifconfig's form: 3c80<TSO4,TCP4CSUM_Rx,...>."""
     return f"{caps:x}<" + ",".join(n for bit, n in CAP_NAMES if caps & bit) + ">"
+
+
+def rx_csum_sw(capenable: int) -> int:
+    """The M_CSUM_* partial checksums a driver must complete itself on
+    receive: those whose Rx capability is off (`-tcp6csum-rx`), as the
+    kernel hands partial checksums of every kind under one flag."""
+    return sum(f for cap, f in _CAP_RX_CSUM if not capenable & cap)
+
+
+# The capability words a driver option turns off at mount (tso4=0, ...).
+MOUNT_CAPWORDS = ("tso4", "tso6", "tcp4csum", "udp4csum", "tcp6csum", "udp6csum")
+
+
+def mount_capenable(caps: int, opts: dict) -> int:
+    """What a driver enables at mount: its capabilities `caps` less each
+    word of MOUNT_CAPWORDS whose option is false; a TSO whose family's TCP
+    checksum offload is not on both ways goes too (set_capenable's rule)."""
+    want = caps
+    for word in MOUNT_CAPWORDS:
+        if not opts.get(word, True):
+            want &= ~CAP_KEYWORDS[word]
+    for tso, csum in (("tso4", "tcp4csum"), ("tso6", "tcp6csum")):
+        tcp = CAP_KEYWORDS[csum]
+        if want & tcp != tcp:
+            want &= ~CAP_KEYWORDS[tso]
+    return want
 
 
 def parse_capwords(words, capenable: int) -> int:
@@ -272,6 +325,10 @@ class Ifnet:
         self.opackets = self.obytes = self.omcasts = 0
         self.ierrors = self.oerrors = self.iqdrops = self.noproto = 0
         self.collisions = 0
+        # Per family, as Ethernet sorted them on input and was handed them
+        # on output (counted per burst: no cost per packet).
+        self.ipackets_inet = self.ipackets_inet6 = self.ipackets_arp = 0
+        self.opackets_inet = self.opackets_inet6 = self.opackets_arp = 0
         # Offload work the stack did in software because this interface
         # could not: TSO super-frames cut into segments, checksums completed.
         self.sw_tso = self.sw_tso_segs = self.sw_csum = 0
@@ -321,11 +378,12 @@ class Ifnet:
         if bad:
             raise ValueError(f"{self.name} cannot do {caps_str(bad)}; it can do "
                              f"{caps_str(self.capabilities) if self.capabilities else 'none'}")
-        tcp = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
-        for cap, word in ((IFCAP_TSOv4, "tso4"), (IFCAP_TSOv6, "tso6")):
+        for cap, word, csum in (
+                (IFCAP_TSOv4, "tso4", "tcp4csum"), (IFCAP_TSOv6, "tso6", "tcp6csum")):
+            tcp = CAP_KEYWORDS[csum]
             if capenable & cap and capenable & tcp != tcp:
-                raise ValueError(f"{self.name}: {word} needs tcp4csum (rx and tx); "
-                                 f"turn on tcp4csum, or turn off {word} as well")
+                raise ValueError(f"{self.name}: {word} needs {csum} (rx and tx); "
+                                 f"turn on {csum}, or turn off {word} as well")
         self.if_ioctl(self, SIOCSIFCAP, capenable)
         self.capenable = capenable
         self.if_csum_flags_tx = sum(f for cap, f in _CAP_TX_CSUM if capenable & cap)
@@ -359,6 +417,11 @@ class Ifnet:
             "out_discards": dict(self.out_discards),
             "sw_tso": self.sw_tso, "sw_tso_segs": self.sw_tso_segs,
             "sw_csum": self.sw_csum,
+            "families": {
+                "inet": {"ipackets": self.ipackets_inet, "opackets": self.opackets_inet},
+                "inet6": {"ipackets": self.ipackets_inet6, "opackets": self.opackets_inet6},
+                "arp": {"ipackets": self.ipackets_arp, "opackets": self.opackets_arp},
+            },
             "bpf_captured": self.bpf_captured, "bpf_dropped": self.bpf_dropped,
         }
 

@@ -13,7 +13,8 @@ must sum from csum_start to the end and store the result at
 csum_start + csum_offset).
 
 Inside the stack the same facts travel in the packet header with NetBSD's
-names (mbuf.py): csum_flags (M_CSUM_TCPv4 / UDPv4 / TSOv4), csum_data
+names (mbuf.py): csum_flags (M_CSUM_TCPv4 / UDPv4 / TSOv4, and their v6
+twins for a frame whose EtherType is IPv6), csum_data
 (L4 offset from the IP header << 16 | checksum offset in the L4 header)
 and segsz. `decode` and `encode` translate between the two; a driver calls
 them only for frames whose header is not all zero.
@@ -32,7 +33,16 @@ import errno
 import fcntl
 import struct
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
+from iopkt.kern.mbuf import (
+    M_CSUM_L4,
+    M_CSUM_TSO,
+    M_CSUM_TCPv4,
+    M_CSUM_TCPv6,
+    M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
+    M_CSUM_UDPv4,
+    M_CSUM_UDPv6,
+)
 
 VNET_HDR_LEN = 10
 HDR = struct.Struct("<BBHHHH")
@@ -117,22 +127,25 @@ def decode(m, buf, at: int) -> bool:
         return True
     if start < ETHER_HDR_LEN + 20 or start + off + 2 > m.pkt_len:
         return False
+    # The family from the EtherType: the stack keeps one flag per family and
+    # protocol, as an interface may complete TCPv4 checksums but not TCPv6.
+    b, o = m.buf, m.off
+    et = (b[o + 12] << 8) | b[o + 13]
+    v6 = et == ETHERTYPE_IPV6
     if off == TCP_CSUM_OFF:
-        cf = M_CSUM_TCPv4
+        cf = M_CSUM_TCPv6 if v6 else M_CSUM_TCPv4
     elif off == UDP_CSUM_OFF:
-        cf = M_CSUM_UDPv4
+        cf = M_CSUM_UDPv6 if v6 else M_CSUM_UDPv4
     else:
         return False
     gso &= ~VIRTIO_NET_HDR_GSO_ECN
     if gso != VIRTIO_NET_HDR_GSO_NONE:
         # A super-frame of the family its EtherType says, TCP, with an MSS.
-        b, o = m.buf, m.off
-        et = (b[o + 12] << 8) | b[o + 13]
-        if cf != M_CSUM_TCPv4 or not gso_size:
+        if not gso_size:
             return False
-        if gso == VIRTIO_NET_HDR_GSO_TCPV4 and et == ETHERTYPE_IP:
+        if gso == VIRTIO_NET_HDR_GSO_TCPV4 and cf == M_CSUM_TCPv4 and et == ETHERTYPE_IP:
             cf |= M_CSUM_TSOv4
-        elif gso == VIRTIO_NET_HDR_GSO_TCPV6 and et == ETHERTYPE_IPV6:
+        elif gso == VIRTIO_NET_HDR_GSO_TCPV6 and cf == M_CSUM_TCPv6:
             cf |= M_CSUM_TSOv6
         else:
             return False
@@ -147,13 +160,13 @@ def encode(m, buf, at: int) -> None:
     into buf[at:at+10]. A frame with nothing partial gets ten zero bytes:
     the kernel then checks every checksum it delivers."""
     cf = m.csum_flags
-    if not cf & (M_CSUM_TCPv4 | M_CSUM_UDPv4):
+    if not cf & M_CSUM_L4:
         buf[at:at + VNET_HDR_LEN] = ZERO_HDR
         return
     cd = m.csum_data
     start = ETHER_HDR_LEN + (cd >> 16)
     off = cd & 0xFFFF
-    if cf & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
+    if cf & M_CSUM_TSO:
         d = m.off + start                   # the TCP header, in the first mbuf
         b = m.buf
         gso = VIRTIO_NET_HDR_GSO_TCPV4 if cf & M_CSUM_TSOv4 else VIRTIO_NET_HDR_GSO_TCPV6

@@ -1,7 +1,7 @@
 """Offload done in software, after NetBSD's netinet/in_offload.c.
 
 A packet may carry work for the "hardware" (mbuf.py): a partial L4
-checksum (M_CSUM_TCPv4 / M_CSUM_UDPv4, of IPv4 or IPv6 alike) or a TCP
+checksum (M_CSUM_TCPv4 / M_CSUM_UDPv4, M_CSUM_TCPv6 / M_CSUM_UDPv6) or a TCP
 super-frame to cut into segments (M_CSUM_TSOv4, M_CSUM_TSOv6). When it
 must leave through an interface that cannot do that work (the shim's enN,
 which never has offload, as io-net never had; a native interface with
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import struct
 
-from iopkt.kern.mbuf import M_PKTHDR, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_L4, M_CSUM_TSO, M_PKTHDR, M_CSUM_TCPv4, M_CSUM_TCPv6
 from iopkt.netinet.cksum import cksum_bulk, in_cksum
 
 IPPROTO_TCP = 6
@@ -82,7 +82,7 @@ def in_undefer_cksum(m, off: int = 0) -> None:
         b[m.off + at + 1] = c & 0xFF
     else:                               # the field lies in a later mbuf
         _store16(m, at, c)
-    m.csum_flags &= ~(M_CSUM_TCPv4 | M_CSUM_UDPv4)
+    m.csum_flags &= ~M_CSUM_L4
 
 
 def _store16(m, off: int, v: int) -> None:
@@ -123,7 +123,7 @@ def tso_wire(m) -> tuple[int, int]:
     """(frames, bytes) that frame `m` (data at its Ethernet header) puts
     on a real wire: a super-frame becomes its segments, each with its own
     copy of the headers. For link-speed emulation."""
-    if not m.csum_flags & (M_CSUM_TSOv4 | M_CSUM_TSOv6):
+    if not m.csum_flags & M_CSUM_TSO:
         return 1, m.pkt_len
     m.off += ETHER_HDR_LEN
     m.len -= ETHER_HDR_LEN
@@ -149,7 +149,7 @@ def tcp_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
     IPv6 ones their payload length (no header checksum).
 
     `partial`: leave each TCP checksum partial (the pseudo-header sum, with
-    M_CSUM_TCPv4 set) for an interface that completes checksums; otherwise
+    M_CSUM_TCPv4 or M_CSUM_TCPv6 set) for an interface that completes checksums; otherwise
     compute it whole.
 
     Consumes `m`. Returns the segments in order (the caller owns them), or
@@ -170,6 +170,7 @@ def tcp_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
     payload = m.pkt_len - hdrlen
     nseg = max(1, -(-payload // mss))
     cdata = (iphl << 16) | TCP_CSUM_OFF
+    cflag = M_CSUM_TCPv6 if v6 else M_CSUM_TCPv4
     rcvif = m.rcvif
     segs = []
     x, xo = m, hdrlen                           # where the payload is read from
@@ -245,7 +246,7 @@ def tcp_segment(pool, m, hdrlen: int, partial: bool) -> list | None:
         s.rcvif = rcvif
         s.flags = M_PKTHDR
         if partial:
-            s.csum_flags = M_CSUM_TCPv4
+            s.csum_flags = cflag
             s.csum_data = cdata
         segs.append(s)
     pool.freem(m)

@@ -11,7 +11,7 @@ code 2 excepted, §2.4 (e.3)), and are rate limited by a token bucket.
 
 from __future__ import annotations
 
-from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_CSUM_TCPv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_BCAST, M_CSUM_L4, M_MCAST
 from iopkt.netinet.in_offload import in_undefer_cksum, m_cksum
 from iopkt.netinet6.in6 import (
     IP6_HDR_LEN,
@@ -186,7 +186,7 @@ class Icmp6:
             if me is None:
                 self.stats["canterror"] += 1
                 return
-            if m.csum_flags & (M_CSUM_TCPv4 | M_CSUM_UDPv4):
+            if m.csum_flags & M_CSUM_L4:
                 in_undefer_cksum(m)         # the quote shows the checksum whole
             qlen = min(m.pkt_len, IPV6_MMTU - IP6_HDR_LEN - ICMP6_HDR_LEN)
             quote = pool.copydata(m, 0, qlen)

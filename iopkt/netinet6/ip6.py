@@ -10,9 +10,10 @@ a link-local source or destination never leave their link (RFC 4291
 §2.5.6). Extension headers are forwarded as they are (§4).
 
 Partial checksums (a TAP with checksum offload hands IPv6 TCP and UDP
-with the pseudo-header sum in the field, flagged like IPv4's) are completed
-here when the outgoing interface cannot; the sum is the same for both
-families from the L4 header on (in_offload.in_undefer_cksum).
+with the pseudo-header sum in the field: M_CSUM_TCPv6, M_CSUM_UDPv6) are
+completed here when the outgoing interface cannot (`-tcp6csum`); the sum
+is the same for both families from the L4 header on
+(in_offload.in_undefer_cksum).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import struct
 
 from iopkt.kern.mbuf import (
     M_BCAST,
+    M_CSUM_L4,
     M_MCAST,
-    M_CSUM_TCPv4,
+    M_CSUM_TCPv6,
     M_CSUM_TSOv4,
     M_CSUM_TSOv6,
-    M_CSUM_UDPv4,
 )
 from iopkt.net.route import RTF_CONNECTED, RouteTable
 from iopkt.netinet.in_offload import in_undefer_cksum, tcp_segment, tso_header_len
@@ -370,7 +371,7 @@ class Ip6:
             self.ip6s_tso_forward += 1
             if ifp.if_csum_flags_tx & M_CSUM_TSOv6:
                 return [m]
-            segs = tcp_segment(self.pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv4))
+            segs = tcp_segment(self.pool, m, hl, bool(ifp.if_csum_flags_tx & M_CSUM_TCPv6))
             if segs is None:
                 self.ip6s_odropped += 1
                 ifp.output_discard(None, "nobufs")
@@ -378,7 +379,7 @@ class Ip6:
             ifp.sw_tso += 1
             ifp.sw_tso_segs += len(segs)
             return segs
-        if cf & (M_CSUM_TCPv4 | M_CSUM_UDPv4) & ~ifp.if_csum_flags_tx:
+        if cf & M_CSUM_L4 & ~ifp.if_csum_flags_tx:
             in_undefer_cksum(m)
             ifp.sw_csum += 1
         return [m]

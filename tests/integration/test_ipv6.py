@@ -4,8 +4,10 @@ driver carrying Neighbour Discovery and forwarded packets; the receiving
 host's kernel judges our frames (its checksum error counters stay put)."""
 
 import re
+import time
 
 import pytest
+from scapy.all import UDP, Ether, IPv6, raw
 
 from iopkt.bench import measure
 
@@ -62,6 +64,63 @@ def test_iperf3_tcp6_arrives_with_good_checksums(shared_lab, reverse):
     got = (res["end"] if reverse else res["server"]["end"])["sum_received"]["bytes"]
     assert got > 1_000_000, res["end"]
     assert snmp(lb, receiver, "Tcp:InCsumErrors") == before
+    mb = lb.wait_idle_pool()
+    assert mb["clusters_in_use"] == 0, mb
+
+
+def test_iperf3_udp6_arrives_with_good_checksums(shared_lab):
+    """UDP over IPv6 (whose checksum is never optional) A to B: what
+    arrives passes B's check (Udp6InCsumErrors unchanged); the negative
+    control below shows that check can fail."""
+    lb = shared_lab
+    before = snmp(lb, lb.ns_b, "Udp6InCsumErrors")
+    res = measure.iperf3(lb.ns_a, lb.ns_b, B6, 1, ["-u", "-b", "50M", "-l", "1400"])
+    s = res["server"]["end"]["sum"]
+    assert s["packets"] - s["lost_packets"] > 1000, s
+    assert snmp(lb, lb.ns_b, "Udp6InCsumErrors") == before
+
+
+def test_udp6_with_a_wrong_checksum_is_forwarded_and_counted_by_the_receiver(shared_lab):
+    """The negative control: three UDPv6 datagrams with a wrong checksum,
+    written at the stack from A's side, forwarded whole (a router does not
+    check a checksum it does not own): B counts exactly three."""
+    lb = shared_lab
+    lb.ping(lb.ns_a, B6, "-6", count=1)             # B in the stack's neighbour cache
+    before = snmp(lb, lb.ns_b, "Udp6InCsumErrors")
+    mac = lb.nic(lb.if_a)["mac"]
+    s = lb.raw_socket(lb.ns_a, lb.state["host_if_a"])
+    try:
+        for i in range(3):
+            s.send(raw(Ether(dst=mac, src="02:00:00:00:00:99")
+                       / IPv6(src=A6, dst=B6, hlim=64)
+                       / UDP(sport=4000 + i, dport=9, chksum=0xDEAD) / b"broken"))
+    finally:
+        s.close()
+    deadline = time.monotonic() + 3
+    while snmp(lb, lb.ns_b, "Udp6InCsumErrors") - before < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert snmp(lb, lb.ns_b, "Udp6InCsumErrors") - before == 3
+
+
+def test_a_neighbour_that_never_answers(shared_lab):
+    """40 pings at 10 ms to an address on B's link that nobody holds: the
+    stack solicits it three times, holds at most 16 packets meanwhile
+    (the other 24 dropped and counted), then answers with Destination
+    Unreachable, address unreachable (code 3); nothing stays in the pool."""
+    lb = shared_lab
+    ghost = "2001:2:0:b::99"
+    nd0, c0 = lb.netstat()["nd6"], lb.nic(lb.if_b)["counters"]["out_discards"]
+    res = lb.run(lb.ns_a, ["ping", "-6", "-n", "-c", "40", "-i", "0.01", "-w", "8", ghost])
+    assert f"From {STACK_A6} icmp_seq=" in res.stdout, res.stdout
+    assert "Address unreachable" in res.stdout, res.stdout
+    six = lb.netstat()
+    nd, c1 = six["nd6"], lb.nic(lb.if_b)["counters"]["out_discards"]
+    assert nd["holdq_drops"] - nd0["holdq_drops"] == 40 - 16
+    assert nd["timeouts"] - nd0["timeouts"] == 1
+    assert c1.get("nd6_holdq_full", 0) - c0.get("nd6_holdq_full", 0) == 40 - 16
+    assert c1.get("nd6_unresolved", 0) - c0.get("nd6_unresolved", 0) == 16
+    assert six["icmp6"]["outhist"]["unreach/3"] >= 1
+    assert (lb.if_b, ghost) not in {(e["interface"], e["address"]) for e in lb.req("ndp")}
     mb = lb.wait_idle_pool()
     assert mb["clusters_in_use"] == 0, mb
 

@@ -194,8 +194,8 @@ def test_a_failed_up_points_at_a_log_that_exists(fresh_prefix):
         assert r.returncode == 2                # the stack refused a usage error
         assert r.stderr.strip() == (
             "iopkt: the lab's stack did not start: devnp-tap: unknown option 'bogus' "
-            "(options: burst, mac, mtu, name, netns, offload, speed, tcp4csum, tso4, txqlen, "
-            f"udp4csum) (log: {lab.log_path(p)})"), r.stderr
+            "(options: burst, mac, mtu, name, netns, offload, speed, tcp4csum, tcp6csum, tso4, "
+            f"tso6, txqlen, udp4csum, udp6csum) (log: {lab.log_path(p)})"), r.stderr
         assert "unknown option 'bogus'" in open(lab.log_path(p)).read()
         nothing_left(p)
     finally:

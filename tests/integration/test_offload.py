@@ -82,8 +82,9 @@ def test_native_lab_carries_superframes_both_ways(make_lab):
     lb = make_lab()                                 # offload on: the driver's default
     for ifname in (lb.if_a, lb.if_b):
         d = lb.nic(ifname)
-        assert d["enabled"].endswith("<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Rx,UDP4CSUM_Tx>")
-        assert d["driver_info"]["tun_offload"] == "CSUM,TSO4"
+        assert d["enabled"].endswith("<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Rx,UDP4CSUM_Tx,"
+                                     "TCP6CSUM_Rx,TCP6CSUM_Tx,UDP6CSUM_Rx,UDP6CSUM_Tx,TSO6>")
+        assert d["driver_info"]["tun_offload"] == "CSUM,TSO4,TSO6"
     # Partial checksums go out as they came, and a host trusts them: here
     # the streams' SHA-256 is the check, not TcpInCsumErrors.
     a0, b0 = info(lb, lb.if_a), info(lb, lb.if_b)
@@ -230,9 +231,10 @@ def _cli(lb_prefix, *cmd, json_out=True):
 
 
 def test_capabilities_from_mount_options_and_the_command_line(make_lab):
-    lb = make_lab(opts_a="tso4=0,udp4csum=0")
+    lb = make_lab(opts_a="tso4=0,udp4csum=0,tso6=0,tcp6csum=0,udp6csum=0")
     a = _cli(lb.prefix, "ifconfig", lb.if_a)["interfaces"][0]
-    assert a["capabilities"] == "3c80<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Rx,UDP4CSUM_Tx>"
+    assert a["capabilities"] == ("7fc80<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Rx,UDP4CSUM_Tx,"
+                                 "TCP6CSUM_Rx,TCP6CSUM_Tx,UDP6CSUM_Rx,UDP6CSUM_Tx,TSO6>")
     assert a["enabled"] == "c00<TCP4CSUM_Rx,TCP4CSUM_Tx>"
     r = _cli(lb.prefix, "ifconfig", lb.if_a, "tso4", "udp4csum-tx", json_out=False)
     assert r.returncode == 0, r.stderr
@@ -247,7 +249,16 @@ def test_capabilities_from_mount_options_and_the_command_line(make_lab):
                                 "turn on tcp4csum, or turn off tso4 as well")
     r = _cli(lb.prefix, "ifconfig", lb.if_a, "ip4csum", json_out=False)
     assert r.returncode == 1 and "cannot do 300<IP4CSUM_Rx,IP4CSUM_Tx>" in r.stderr
+    r = _cli(lb.prefix, "ifconfig", lb.if_a, "tcp4csum", "tso6", json_out=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == (f"iopkt: {lb.if_a}: tso6 needs tcp6csum (rx and tx); "
+                                "turn on tcp6csum, or turn off tso6 as well")
     assert lb.nic(lb.if_a)["enabled"] == "0<>"         # refusals changed nothing
+    # The IPv6 words: TCP over IPv6 alone asks the TAP for CSUM and TSO6.
+    r = _cli(lb.prefix, "ifconfig", lb.if_a, "tcp6csum", "tso6", "udp6csum-tx", json_out=False)
+    assert r.returncode == 0, r.stderr
+    assert "\tenabled=6c000<TCP6CSUM_Rx,TCP6CSUM_Tx,UDP6CSUM_Tx,TSO6>" in r.stdout
+    assert info(lb, lb.if_a)["tun_offload"] == "CSUM,TSO6"
     text = _cli(lb.prefix, "nicinfo", lb.if_b, json_out=False).stdout
     assert "Capabilities" in text and "TSO4" in text
     assert "Super-frames segmented in software" in text

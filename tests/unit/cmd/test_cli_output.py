@@ -26,7 +26,10 @@ def counters(**kw):
          "opackets": 0, "obytes": 0, "omcasts": 0, "oerrors": 0, "oqdrops": 0,
          "collisions": 0, "in_discards": dict.fromkeys(IN_DISCARD_REASONS, 0),
          "out_discards": dict.fromkeys(OUT_DISCARD_REASONS, 0),
-         "sw_tso": 0, "sw_tso_segs": 0, "sw_csum": 0}
+         "sw_tso": 0, "sw_tso_segs": 0, "sw_csum": 0,
+         "families": {"inet": {"ipackets": 5, "opackets": 4},
+                      "inet6": {"ipackets": 2, "opackets": 1},
+                      "arp": {"ipackets": 0, "opackets": 1}}}
     c.update(kw)
     return c
 
@@ -316,6 +319,12 @@ def test_nicinfo_values_start_in_one_column(stack, capsys):
                  "Frames handed up zero-copy", "Packets Waiting".capitalize(),
                  "Bytes transmitted OK", "Send queue (len/max/hiwat/drops)"):
         assert must in labels, (must, labels)
+    # per family, indented under the totals they divide
+    first = out.split("\nen0:")[0]                 # the first interface's block
+    fam = {m[1]: m[2] for m in re.finditer(r"^    (\S+ Packets \w+) \.+ (\d+)$", first, re.M)}
+    assert fam == {"IPv4 Packets Received": "5", "IPv6 Packets Received": "2",
+                   "ARP Packets Received": "0", "IPv4 Packets Transmitted": "4",
+                   "IPv6 Packets Transmitted": "1", "ARP Packets Transmitted": "1"}, out
     # every line with a label and a value is a dotted row
     descriptions = {f"  {d['description']}" for d in stack.answers["nicinfo"]}
     body = [ln for ln in out.splitlines() if ln.startswith("  ") and not ln.endswith(":")

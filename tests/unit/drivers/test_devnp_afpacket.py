@@ -35,17 +35,16 @@ from devnp_afpacket.packet_mmap import (
 )
 from iopkt.dev.autoconf import DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TCPv6, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4
 from iopkt.net import vnet
 from iopkt.net.ifnet import (
+    IFCAP_CSUM_L4,
     IFF_OACTIVE,
     IFF_RUNNING,
     LINK_STATE_DOWN,
     LINK_STATE_UP,
     IFCAP_CSUM_TCPv4_Rx,
     IFCAP_CSUM_TCPv4_Tx,
-    IFCAP_CSUM_UDPv4_Rx,
-    IFCAP_CSUM_UDPv4_Tx,
     IFCAP_TSOv4,
     IFCAP_TSOv6,
 )
@@ -57,8 +56,7 @@ MAC = bytes.fromhex("020000000001")
 PEER = bytes.fromhex("02aa00000002")
 ETH = MAC + PEER + b"\x08\x00"
 UP = lxif.LX_IFF_UP | lxif.LX_IFF_RUNNING
-ALL = IFCAP_TSOv4 | IFCAP_TSOv6 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx \
-    | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
+ALL = IFCAP_TSOv4 | IFCAP_TSOv6 | IFCAP_CSUM_L4
 NEEDS = vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM
 BIG = Geometry(pm.TPACKET_V2).framesize_for(pm.MAX_FRAME)       # 65632
 
@@ -550,7 +548,7 @@ def test_an_ipv6_superframe_goes_up_whole_with_tso6(stack):
     n.kernel.rx(f, h, TP_STATUS_CSUMNOTREADY)
     n.sc.intr(EPOLLIN)
     assert n.frames() == [f]
-    assert n.meta == [(M_CSUM_TSOv6 | M_CSUM_TCPv4, (40 << 16) | 16, 1428)]
+    assert n.meta == [(M_CSUM_TSOv6 | M_CSUM_TCPv6, (40 << 16) | 16, 1428)]
     assert n.sc.rx_super == 1
 
 

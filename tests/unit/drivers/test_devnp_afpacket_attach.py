@@ -50,8 +50,12 @@ from iopkt.net.ifnet import (
     LINK_STATE_UP,
     IFCAP_CSUM_TCPv4_Rx,
     IFCAP_CSUM_TCPv4_Tx,
+    IFCAP_CSUM_TCPv6_Rx,
+    IFCAP_CSUM_TCPv6_Tx,
     IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
+    IFCAP_CSUM_UDPv6_Rx,
+    IFCAP_CSUM_UDPv6_Tx,
     IFCAP_TSOv4,
     IFCAP_TSOv6,
 )
@@ -62,8 +66,11 @@ UP = lxif.LX_IFF_UP | lxif.LX_IFF_RUNNING
 BCAST_MCAST = 0x1002                            # IFF_BROADCAST | IFF_MULTICAST
 ARPHRD_ETHER, ARPHRD_NONE = 1, 0xFFFE           # ARPHRD_NONE: a tun device
 SO_SNDBUFFORCE = 32
-TCP = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
-UDP = IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
+TCP4 = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
+UDP4 = IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
+TCP6 = IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx
+UDP6 = IFCAP_CSUM_UDPv6_Rx | IFCAP_CSUM_UDPv6_Tx
+TCP, UDP = TCP4 | TCP6, UDP4 | UDP6
 TSO = IFCAP_TSOv4 | IFCAP_TSOv6
 ALL = TSO | TCP | UDP
 ROOM = 2048 - 64                                # a cluster's room for a frame
@@ -477,11 +484,15 @@ def test_a_tx_slot_exactly_a_superframe_long_offers_tso4(stack):
     ("tso4=0", IFCAP_TSOv6 | TCP | UDP),
     ("tso6=0", IFCAP_TSOv4 | TCP | UDP),
     ("tso4=0,tso6=0", TCP | UDP),
-    ("tcp4csum=0", UDP),                            # and TSO, which needs it
-    ("tcp4csum=0,tso4=0", UDP),
-    ("udp4csum=0", TSO | TCP),
-    ("tcp4csum=0,udp4csum=0", 0),
-], ids=["tso4", "tso6", "tso4_tso6", "tcp4csum", "tcp4csum_tso4", "udp4csum", "both_csums"])
+    ("tcp4csum=0", IFCAP_TSOv6 | TCP6 | UDP),       # and TSO4, which needs it
+    ("tcp4csum=0,tso4=0", IFCAP_TSOv6 | TCP6 | UDP),
+    ("udp4csum=0", TSO | TCP | UDP6),
+    ("tcp6csum=0", IFCAP_TSOv4 | TCP4 | UDP),       # and TSO6, which needs it
+    ("udp6csum=0", TSO | TCP | UDP4),
+    ("tcp4csum=0,udp4csum=0", IFCAP_TSOv6 | TCP6 | UDP6),
+    ("tcp4csum=0,udp4csum=0,tcp6csum=0,udp6csum=0", 0),
+], ids=["tso4", "tso6", "tso4_tso6", "tcp4csum", "tcp4csum_tso4", "udp4csum", "tcp6csum",
+        "udp6csum", "v4_csums", "all_csums"])
 def test_capabilities_turned_off_at_mount(stack, lx, opts, want):
     ifp = attach(stack, opts)
     assert ifp.capabilities == ALL and ifp.capenable == want

@@ -12,16 +12,18 @@ import socket
 import pytest
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 from devnp_tap import devnp_tap
 from devnp_tap.devnp_tap import TapSoftc
 from iopkt.dev.autoconf import DeviceError, DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_CSUM_UDPv6
 from iopkt.net import vnet
 from iopkt.net.ether import ether_ifattach, mac_aton
 from iopkt.net.ifnet import (
+    IFCAP_CSUM_L4,
     IFF_OACTIVE,
     IFF_RUNNING,
     IFF_UP,
@@ -30,8 +32,12 @@ from iopkt.net.ifnet import (
     SIOCSIFCAP,
     IFCAP_CSUM_TCPv4_Rx,
     IFCAP_CSUM_TCPv4_Tx,
+    IFCAP_CSUM_TCPv6_Rx,
+    IFCAP_CSUM_TCPv6_Tx,
     IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
+    IFCAP_CSUM_UDPv6_Rx,
+    IFCAP_CSUM_UDPv6_Tx,
     IFCAP_TSOv4,
     IFCAP_TSOv6,
     Ifnet,
@@ -264,8 +270,7 @@ def test_write_errors(stack, monkeypatch, err, reason):
 
 
 # -- offload: the virtio-net header ----------------------------------------------
-ALL = IFCAP_TSOv4 | IFCAP_TSOv6 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx \
-    | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
+ALL = IFCAP_TSOv4 | IFCAP_TSOv6 | IFCAP_CSUM_L4
 ETH = bytes.fromhex("020000000001" "02aa00000002" "0800")
 
 
@@ -748,19 +753,24 @@ def test_random_mac_is_locally_administered_unicast():
 
 
 CSUM, TSO4, TSO6 = vnet.TUN_F_CSUM, vnet.TUN_F_TSO4, vnet.TUN_F_TSO6
+TCP4 = IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx
+TCP6 = IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx
 
 
 @pytest.mark.parametrize("options, caps, mask", [
     ("", ALL, CSUM | TSO4 | TSO6),
     ("tso4=0", ALL & ~IFCAP_TSOv4, CSUM | TSO6),
     ("tso6=0", ALL & ~IFCAP_TSOv6, CSUM | TSO4),
-    # TSO needs TCP checksum offload: without it tso4 and tso6 go too. One
-    # TUN_F_CSUM serves TCP and UDP alike.
-    ("tcp4csum=0", IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx, CSUM),
-    ("udp4csum=0", IFCAP_TSOv4 | IFCAP_TSOv6 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx,
-     CSUM | TSO4 | TSO6),
-    ("tso4=0,tso6=0,tcp4csum=0,udp4csum=0", 0, 0),
-], ids=["all", "notso4", "notso6", "notcp4csum", "noudp4csum", "none"])
+    # TSO needs its family's TCP checksum offload: without it that TSO goes
+    # too. One TUN_F_CSUM serves TCP and UDP of both families alike.
+    ("tcp4csum=0", ALL & ~(IFCAP_TSOv4 | TCP4), CSUM | TSO6),
+    ("udp4csum=0", ALL & ~(IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx), CSUM | TSO4 | TSO6),
+    ("tcp6csum=0", ALL & ~(IFCAP_TSOv6 | TCP6), CSUM | TSO4),
+    ("udp6csum=0", ALL & ~(IFCAP_CSUM_UDPv6_Rx | IFCAP_CSUM_UDPv6_Tx), CSUM | TSO4 | TSO6),
+    ("tcp4csum=0,udp4csum=0,tcp6csum=0", IFCAP_CSUM_UDPv6_Rx | IFCAP_CSUM_UDPv6_Tx, CSUM),
+    ("tso4=0,tso6=0,tcp4csum=0,udp4csum=0,tcp6csum=0,udp6csum=0", 0, 0),
+], ids=["all", "notso4", "notso6", "notcp4csum", "noudp4csum", "notcp6csum", "noudp6csum",
+        "udp6csum_only", "none"])
 def test_attach_turns_on_the_offloads_the_options_ask_for(stack, kernel, options, caps, mask):
     ifp = mount(stack, options)
     assert ifp.capabilities == ALL and ifp.capenable == caps
@@ -1148,6 +1158,50 @@ def test_udp_rx_offload_off_completes_udp_checksums_only(stack, offload_wire):
     assert udp_ok(got[0]) and udp_ok(got[2]) and got[1] == tcp_frame(10)
     assert w.offload == [(0, 0, 0), (M_CSUM_TCPv4, (20 << 16) | 16, 0), (0, 0, 0)]
     assert w.ifp.sw_csum == 2 and w.sc.rx_partial == 3
+
+
+def frame6(l4, n, plen_off=0):
+    """An IPv6 frame with a TCP or UDP payload of `n` bytes, its checksum
+    left partial (the pseudo-header sum, as the kernel hands it over)."""
+    pkt = bytearray(raw(IPv6(src="2001:2:0:a::2", dst="2001:2:0:b::2")
+                        / l4 / bytes(i & 0xFF for i in range(n))))
+    at = 40 + (16 if isinstance(l4, TCP) else 6)
+    pkt[at:at + 2] = bytes(2)
+    s = sum(int.from_bytes(pkt[i:i + 2], "big") for i in range(8, 40, 2))
+    s += pkt[6] + len(pkt) - 40
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    pkt[at:at + 2] = s.to_bytes(2, "big")
+    return ETH[:12] + b"\x86\xdd" + bytes(pkt)
+
+
+def l4_ok6(f, layer):
+    again = IPv6(f[14:])
+    del again[layer].chksum
+    return IPv6(raw(again))[layer].chksum == Ether(f)[layer].chksum
+
+
+def test_tcp6_rx_offload_off_completes_tcpv6_checksums_only(stack, offload_wire):
+    # tcp6csum-rx off, tcp4csum and udp6csum on: the kernel still hands every
+    # kind partial under one TUN_F_CSUM; only TCP over IPv6 is completed here.
+    w = offload_wire
+    w.ifp.set_capenable(ALL & ~(IFCAP_TSOv6 | IFCAP_CSUM_TCPv6_Rx))
+    assert w.calls[-1] == vnet.TUN_F_CSUM | vnet.TUN_F_TSO4
+    t6 = frame6(TCP(sport=4000, dport=5201, flags="PA"), 100)
+    u6 = frame6(UDP(sport=4000, dport=5201), 100)
+    w.frames_from_kernel(hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 54, 16) + t6,
+                         hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 54, 6) + u6,
+                         hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 16) + tcp_frame(10))
+    w.sc.intr(EPOLLIN)
+    got = w.bursts[0]
+    assert l4_ok6(got[0], TCP) and got[1] == u6 and got[2] == tcp_frame(10)
+    assert w.offload == [(0, 0, 0), (M_CSUM_UDPv6, (40 << 16) | 6, 0),
+                         (M_CSUM_TCPv4, (20 << 16) | 16, 0)]
+    assert w.ifp.sw_csum == 1 and w.sc.rx_partial == 3
+    w.ifp.set_capenable(ALL & ~(IFCAP_TSOv6 | IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_UDPv6_Rx))
+    w.frames_from_kernel(hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 54, 6) + u6)
+    w.sc.intr(EPOLLIN)
+    assert l4_ok6(w.bursts[1][0], UDP) and w.offload[-1] == (0, 0, 0) and w.ifp.sw_csum == 2
 
 
 def test_both_rx_offloads_off_complete_every_partial_checksum(stack, offload_wire):

@@ -111,6 +111,35 @@ def test_burst_of_mixed_frames(ifp):
     assert ifp.ipackets == 5
 
 
+def test_accepted_frames_are_counted_by_family(ifp):
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP
+    ifp.ip6_input = lambda pkts: [ifp.stack.pool.freem(m) for m in pkts]
+    ifp.arp_input = ifp.stack.pool.freem
+    me = ifp.mac_str()
+    v4 = Ether(dst=me, src=OTHER_MAC) / IP() / UDP()
+    v6 = Ether(dst=me, src=OTHER_MAC) / IPv6() / UDP()
+    arp = Ether(dst=me, src=OTHER_MAC) / ARP()
+    inject(ifp, v4, v6, v6, arp, v4, v4, Ether(dst=OTHER_MAC) / IPv6(),
+           Ether(dst=me, type=0x88B5) / b"zz")
+    assert (ifp.ipackets_inet, ifp.ipackets_inet6, ifp.ipackets_arp) == (3, 2, 1)
+    assert ifp.counters()["families"] == {"inet": {"ipackets": 3, "opackets": 0},
+                                          "inet6": {"ipackets": 2, "opackets": 0},
+                                          "arp": {"ipackets": 1, "opackets": 0}}
+
+
+def test_output_is_counted_by_family(net, stack):
+    from iopkt.net.ether import ETHERTYPE_ARP, ETHERTYPE_IPV6
+    ms = [stack.pool.from_bytes(raw(IP(src="10.0.1.1", dst=Router.H1) / ICMP()))
+          for _ in range(3)]
+    net.if1.if_output(net.if1, ms, aton(Router.H1))
+    for et in (ETHERTYPE_IPV6, ETHERTYPE_IPV6, ETHERTYPE_ARP, ETHERTYPE_IP):
+        ether_output_frame(net.if1, stack.pool.from_bytes(b"x" * 40),
+                           ether_header(b"\x02" * 6, net.if1.lladdr, et))
+    f = net.if1.counters()["families"]
+    assert {k: v["opackets"] for k, v in f.items()} == {"inet": 4, "inet6": 2, "arp": 1}
+
+
 # -- output -------------------------------------------------------------------
 
 def test_mac_helpers():

@@ -6,7 +6,15 @@ import errno
 
 import pytest
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv4, MbufPool
+from iopkt.kern.mbuf import (
+    M_CSUM_TCPv4,
+    M_CSUM_TCPv6,
+    M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
+    M_CSUM_UDPv4,
+    M_CSUM_UDPv6,
+    MbufPool,
+)
 from iopkt.net import vnet
 from iopkt.net.vnet import (
     HDR,
@@ -54,8 +62,24 @@ def test_decode_partial_tcp_and_udp(m):
 def test_decode_takes_a_tcpv6_super_frame_of_an_ipv6_frame(m):
     m.buf[m.off + 12:m.off + 14] = b"\x86\xdd"
     assert decode(m, CSUM, TCPV6, 74, 1428, 54, 16)
-    assert (m.csum_flags, m.csum_data, m.segsz) == (M_CSUM_TSOv6 | M_CSUM_TCPv4,
+    assert (m.csum_flags, m.csum_data, m.segsz) == (M_CSUM_TSOv6 | M_CSUM_TCPv6,
                                                     (40 << 16) | 16, 1428)
+
+
+def test_decode_flags_a_partial_checksum_by_the_frames_family(m):
+    # One TUN_F_CSUM hands both families; the stack keeps them apart, as an
+    # interface may complete TCPv4 checksums and not TCPv6 (-tcp6csum).
+    m.buf[m.off + 12:m.off + 14] = b"\x86\xdd"
+    assert decode(m, CSUM, 0, 0, 0, 54, 16)
+    assert (m.csum_flags, m.csum_data) == (M_CSUM_TCPv6, (40 << 16) | 16)
+    assert decode(m, CSUM, 0, 0, 0, 62, 6)              # after an 8-byte extension header
+    assert (m.csum_flags, m.csum_data) == (M_CSUM_UDPv6, (48 << 16) | 6)
+    m.buf[m.off + 12:m.off + 14] = b"\x86\xde"         # not IPv6: the IPv4 flags
+    assert decode(m, CSUM, 0, 0, 0, 54, 16)
+    assert m.csum_flags == M_CSUM_TCPv4
+    m.buf[m.off + 12:m.off + 14] = b"\x87\xdd"
+    assert decode(m, CSUM, 0, 0, 0, 54, 6)
+    assert m.csum_flags == M_CSUM_UDPv4
 
 
 @pytest.mark.parametrize("etype,gso", [(b"\x86\xdd", TCPV4), (b"\x08\x00", TCPV6),
@@ -66,7 +90,7 @@ def test_decode_refuses_a_super_frame_of_the_other_family(m, etype, gso):
 
 
 def test_encode_writes_tcpv6_for_an_ipv6_super_frame(m):
-    m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv6 | M_CSUM_TCPv4, (40 << 16) | 16, 1428
+    m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv6 | M_CSUM_TCPv6, (40 << 16) | 16, 1428
     m.buf[m.off + 54 + 12] = 0x50                       # a 20-byte TCP header
     out = bytearray(10)
     vnet.encode(m, out, 0)
@@ -110,6 +134,11 @@ def test_encode_writes_what_decode_reads(m):
     m.csum_flags, m.csum_data = M_CSUM_UDPv4, (20 << 16) | 6
     vnet.encode(m, out, 0)
     assert HDR.unpack(out) == (CSUM, 0, 42, 0, 34, 6)
+    for cf in (M_CSUM_TCPv6, M_CSUM_UDPv6):              # the v6 flags are partial too
+        m.csum_flags, m.csum_data = cf, (40 << 16) | 6
+        out[:] = bytes(10)
+        vnet.encode(m, out, 0)
+        assert HDR.unpack(out) == (CSUM, 0, 62, 0, 54, 6)
     m.csum_flags = 0
     out[:] = b"\xff" * 10
     vnet.encode(m, out, 0)

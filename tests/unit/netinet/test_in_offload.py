@@ -10,7 +10,7 @@ from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR
 from scapy.utils import checksum as scapy_checksum
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
+from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TCPv6, M_CSUM_TSOv4, M_CSUM_UDPv4, MbufPool
 from iopkt.netinet.in_offload import (
     in_undefer_cksum,
     m_cksum,
@@ -442,7 +442,7 @@ def test_ipv6_segmentation_property(pool, n, mss, flags, seq, partial):
     got = []
     for s in segs:
         if partial:
-            assert (s.csum_flags, s.csum_data) == (M_CSUM_TCPv4, (40 << 16) | 16)
+            assert (s.csum_flags, s.csum_data) == (M_CSUM_TCPv6, (40 << 16) | 16)
             in_undefer_cksum(s)
         got.append(s.tobytes())
         pool.freem(s)

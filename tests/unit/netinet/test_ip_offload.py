@@ -9,13 +9,31 @@ from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror, defragment
 from scapy.layers.l2 import Ether
 
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.mbuf import (
+    M_CSUM_TCPv4,
+    M_CSUM_TCPv6,
+    M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
+    M_CSUM_UDPv4,
+    M_CSUM_UDPv6,
+)
 from iopkt.net.ifnet import (
+    CAP_KEYWORDS,
+    IFCAP_CSUM_L4,
     IFCAP_CSUM_TCPv4_Rx,
     IFCAP_CSUM_TCPv4_Tx,
+    IFCAP_CSUM_TCPv6_Rx,
+    IFCAP_CSUM_TCPv6_Tx,
+    IFCAP_CSUM_UDPv4_Rx,
     IFCAP_CSUM_UDPv4_Tx,
+    IFCAP_CSUM_UDPv6_Rx,
+    IFCAP_CSUM_UDPv6_Tx,
     IFCAP_TSOv4,
+    IFCAP_TSOv6,
+    caps_str,
+    mount_capenable,
     parse_capwords,
+    rx_csum_sw,
 )
 
 from fakenet import Router as R
@@ -206,6 +224,45 @@ def test_capability_words_apply_in_order():
     assert parse_capwords(["tso6", "tcp4csum", "-tso6"], 0) == TCPCSUM
     with pytest.raises(ValueError, match="unknown capability 'tso7'"):
         parse_capwords(["tso7"], 0)
+    assert parse_capwords(["tcp6csum", "udp6csum-rx"], 0) == \
+        IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx | IFCAP_CSUM_UDPv6_Rx
+    assert parse_capwords(["-tcp6csum-tx", "-udp6csum"], IFCAP_CSUM_L4) == (
+        IFCAP_CSUM_L4 & ~(IFCAP_CSUM_TCPv6_Tx | IFCAP_CSUM_UDPv6_Rx | IFCAP_CSUM_UDPv6_Tx))
+
+
+def test_the_v6_checksum_words_are_netbsds_bits_and_names():
+    # net/if.h: IFCAP_CSUM_TCPv6_Rx 0x04000 ... IFCAP_CSUM_UDPv6_Tx 0x20000.
+    assert (CAP_KEYWORDS["tcp6csum-rx"], CAP_KEYWORDS["tcp6csum-tx"],
+            CAP_KEYWORDS["udp6csum-rx"], CAP_KEYWORDS["udp6csum-tx"]) == (
+        0x04000, 0x08000, 0x10000, 0x20000)
+    assert caps_str(0x3C000) == "3c000<TCP6CSUM_Rx,TCP6CSUM_Tx,UDP6CSUM_Rx,UDP6CSUM_Tx>"
+
+
+def test_rx_csum_sw_names_the_partial_checksums_a_driver_completes():
+    assert rx_csum_sw(IFCAP_CSUM_L4) == 0
+    assert rx_csum_sw(0) == M_CSUM_TCPv4 | M_CSUM_UDPv4 | M_CSUM_TCPv6 | M_CSUM_UDPv6
+    assert rx_csum_sw(IFCAP_CSUM_L4 & ~IFCAP_CSUM_TCPv6_Rx) == M_CSUM_TCPv6
+    assert rx_csum_sw(IFCAP_CSUM_L4 & ~IFCAP_CSUM_UDPv6_Rx) == M_CSUM_UDPv6
+    assert rx_csum_sw(IFCAP_CSUM_L4 & ~IFCAP_CSUM_TCPv4_Rx) == M_CSUM_TCPv4
+    assert rx_csum_sw(IFCAP_CSUM_L4 & ~IFCAP_CSUM_UDPv4_Rx) == M_CSUM_UDPv4
+    assert rx_csum_sw(IFCAP_CSUM_L4 & ~IFCAP_CSUM_TCPv6_Tx) == 0   # Tx says nothing here
+
+
+@pytest.mark.parametrize("off,left", [
+    ({}, IFCAP_CSUM_L4 | IFCAP_TSOv4 | IFCAP_TSOv6),
+    ({"tso6": False}, IFCAP_CSUM_L4 | IFCAP_TSOv4),
+    ({"tcp6csum": False}, (IFCAP_CSUM_L4 | IFCAP_TSOv4)
+     & ~(IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx)),
+    ({"udp6csum": False}, (IFCAP_CSUM_L4 | IFCAP_TSOv4 | IFCAP_TSOv6)
+     & ~(IFCAP_CSUM_UDPv6_Rx | IFCAP_CSUM_UDPv6_Tx)),
+    ({"tcp4csum": False, "udp4csum": False}, IFCAP_TSOv6 | IFCAP_CSUM_TCPv6_Rx
+     | IFCAP_CSUM_TCPv6_Tx | IFCAP_CSUM_UDPv6_Rx | IFCAP_CSUM_UDPv6_Tx),
+], ids=["none", "tso6", "tcp6csum", "udp6csum", "v4csums"])
+def test_mount_options_turn_words_off_and_tso_goes_with_its_checksum(off, left):
+    caps = IFCAP_CSUM_L4 | IFCAP_TSOv4 | IFCAP_TSOv6
+    assert mount_capenable(caps, {"tso4": True, **off}) == left
+    # A TSO the driver does not have stays off whatever the options say.
+    assert mount_capenable(IFCAP_CSUM_L4, {}) == IFCAP_CSUM_L4
 
 
 def test_set_capenable_refuses_what_cannot_work(net):
@@ -218,6 +275,15 @@ def test_set_capenable_refuses_what_cannot_work(net):
     assert ifp.capenable == 0 and ifp.if_csum_flags_tx == 0
     ifp.set_capenable(TSO)
     assert ifp.if_csum_flags_tx == M_CSUM_TSOv4 | M_CSUM_TCPv4
+
+
+def test_tso6_needs_tcp6csum_not_tcp4csum(net):
+    ifp = net.if1
+    with pytest.raises(ValueError, match="tso6 needs tcp6csum"):
+        ifp.set_capenable(IFCAP_TSOv6 | TCPCSUM)
+    tcp6 = IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx
+    ifp.set_capenable(IFCAP_TSOv6 | tcp6 | IFCAP_CSUM_UDPv6_Tx | IFCAP_CSUM_UDPv4_Rx)
+    assert ifp.if_csum_flags_tx == M_CSUM_TSOv6 | M_CSUM_TCPv6 | M_CSUM_UDPv6
 
 
 def test_set_capenable_keeps_the_old_set_when_the_driver_refuses(net):

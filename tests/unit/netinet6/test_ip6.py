@@ -7,7 +7,7 @@ import logging
 
 import pytest
 from net6 import H0, H1, R0, R1, Router6, inject, na, take
-from scapy.layers.inet import UDP
+from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
     ICMPv6EchoReply,
@@ -271,9 +271,8 @@ def test_errors_are_rate_limited(r6, clock):
 # -- TCP super-frames over IPv6 (TSO6) ---------------------------------------------------
 def superframe6(r6, n, mss=1428):
     """A TCPv6 super-frame H0 -> H1 as a TAP with TSO6 hands it over."""
-    from scapy.layers.inet import TCP
 
-    from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv6
+    from iopkt.kern.mbuf import M_CSUM_TCPv6, M_CSUM_TSOv6
 
     from offload_frames import chain, pseudo_seed
     pkt = bytes(IPv6(src=H0, dst=H1, hlim=64) / TCP(sport=1, dport=2, flags="PA", seq=5)
@@ -282,7 +281,7 @@ def superframe6(r6, n, mss=1428):
     b[14 + 56:14 + 58] = pseudo_seed(pkt, 40).to_bytes(2, "big")
     r6.stack.pool.enable_jumbo(4)
     m = chain(r6.stack.pool, bytes(b), [min(len(b), 1984)])
-    m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv6 | M_CSUM_TCPv4, (40 << 16) | 16, mss
+    m.csum_flags, m.csum_data, m.segsz = M_CSUM_TSOv6 | M_CSUM_TCPv6, (40 << 16) | 16, mss
     return m, pkt
 
 
@@ -291,12 +290,13 @@ def resolved_h1(r6):
     take(r6.if1)
     inject(r6.if1, na(r6, r6.if1, H1, r6.H1_MAC, R1))
     take(r6.if1)
+    r6.if1.sent_meta.clear()
 
 
 def test_a_super_frame_leaves_whole_through_an_interface_with_tso6(r6):
-    from iopkt.net.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv6
+    from iopkt.net.ifnet import IFCAP_CSUM_TCPv6_Rx, IFCAP_CSUM_TCPv6_Tx, IFCAP_TSOv6
     resolved_h1(r6)
-    r6.if1.set_capenable(IFCAP_TSOv6 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx)
+    r6.if1.set_capenable(IFCAP_TSOv6 | IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx)
     m, pkt = superframe6(r6, 10000)
     inject(r6.if0, m)
     (f,) = r6.if1.sent
@@ -316,6 +316,55 @@ def test_a_super_frame_is_cut_for_an_interface_without_tso6(r6):
         w = IPv6(w)
         w.hlim = 63
         assert bytes(g) == bytes(IPv6(bytes(w)))
+
+
+def test_segments_for_an_interface_with_tcp6csum_are_left_partial_and_flagged_v6(r6):
+    # tcp6csum-tx on, tso6 off: the segments carry the pseudo-header sum and
+    # M_CSUM_TCPv6 for the driver to finish (and scapy agrees once it has).
+    from iopkt.kern.mbuf import M_CSUM_TCPv6
+    from iopkt.net.ifnet import CAP_KEYWORDS
+    from iopkt.netinet.in_offload import in_undefer_cksum
+    resolved_h1(r6)
+    r6.if1.set_capenable(CAP_KEYWORDS["tcp6csum"])
+    m, pkt = superframe6(r6, 3000)
+    inject(r6.if0, m)
+    assert [meta[:2] for meta in r6.if1.sent_meta] == [(M_CSUM_TCPv6, (40 << 16) | 16)] * 3
+    for f in r6.if1.sent:
+        s = r6.stack.pool.from_bytes(f[14:])
+        s.csum_flags, s.csum_data = M_CSUM_TCPv6, (40 << 16) | 16
+        in_undefer_cksum(s)
+        whole = IPv6(s.tobytes())
+        r6.stack.pool.freem(s)
+        again = IPv6(bytes(whole))
+        del again[TCP].chksum
+        assert IPv6(bytes(again))[TCP].chksum == whole[TCP].chksum
+
+
+@pytest.mark.parametrize("caps,partial", [("tcp6csum", True), ("tcp4csum", False),
+                                          ("-", False)])
+def test_a_partial_tcpv6_checksum_is_completed_unless_tcp6csum_tx_is_on(r6, caps, partial):
+    # The Tx capability of the family decides, not IPv4's: tcp4csum alone
+    # does not let a TCPv6 checksum leave partial.
+    from iopkt.kern.mbuf import M_CSUM_TCPv6
+    from iopkt.net.ifnet import CAP_KEYWORDS
+
+    from offload_frames import pseudo_seed
+    resolved_h1(r6)
+    r6.if1.set_capenable(CAP_KEYWORDS.get(caps, 0))
+    pkt = bytes(IPv6(src=H0, dst=H1, hlim=64) / TCP(sport=1, dport=2, flags="PA")
+                / (b"x" * 300))
+    b = bytearray(bytes(Ether(dst=r6.MAC0, src=r6.H0_MAC, type=0x86DD)) + pkt)
+    b[14 + 56:14 + 58] = pseudo_seed(pkt, 40).to_bytes(2, "big")
+    m = r6.stack.pool.from_bytes(bytes(b))
+    m.csum_flags, m.csum_data = M_CSUM_TCPv6, (40 << 16) | 16
+    inject(r6.if0, m)
+    (f,) = r6.if1.sent
+    if partial:
+        assert r6.if1.sent_meta == [(M_CSUM_TCPv6, (40 << 16) | 16, 0)]
+        assert r6.if1.sw_csum == 0 and f[14 + 56:14 + 58] == b[14 + 56:14 + 58]
+    else:
+        assert r6.if1.sent_meta == [(0, 0, 0)] and r6.if1.sw_csum == 1
+        assert IPv6(f[14:])[TCP].chksum == IPv6(pkt)[TCP].chksum   # scapy's, whole
 
 
 def test_a_super_frame_whose_segments_exceed_the_mtu_gets_packet_too_big(r6):

@@ -38,14 +38,15 @@ def test_parse_options_ints():
     assert opts["burst"] == 8 and type(opts["burst"]) is int
     assert opts == {"name": "", "netns": "", "mac": "", "mtu": 1400, "burst": 8, "txqlen": 256,
                     "speed": 0, "offload": True, "tso4": True, "tso6": True, "tcp4csum": True,
-                    "udp4csum": True}
+                    "udp4csum": True, "tcp6csum": True, "udp6csum": True}
 
 
 def test_parse_options_defaults_and_spacing():
     d = resolve("tap")
     assert d.parse_options(None) == d.parse_options("") == {
         "name": "", "netns": "", "mac": "", "mtu": 1500, "burst": 64, "txqlen": 256, "speed": 0,
-        "offload": True, "tso4": True, "tso6": True, "tcp4csum": True, "udp4csum": True}
+        "offload": True, "tso4": True, "tso6": True, "tcp4csum": True, "udp4csum": True,
+        "tcp6csum": True, "udp6csum": True}
     assert d.parse_options("offload=0,tso4=off")["offload"] is False
     assert d.parse_options(" mtu = 9000 , ,name=lab0")["mtu"] == 9000
     assert d.parse_options("name=lab0")["name"] == "lab0"
@@ -57,8 +58,8 @@ def test_unknown_option_named():
     msg = str(ei.value)
     assert "unknown option 'sped'" in msg
     assert "devnp-tap" in msg
-    assert ("burst, mac, mtu, name, netns, offload, speed, tcp4csum, tso4, tso6, txqlen, udp4csum"
-            in msg)                                 # what it would accept
+    assert ("burst, mac, mtu, name, netns, offload, speed, tcp4csum, tcp6csum, tso4, tso6, "
+            "txqlen, udp4csum, udp6csum" in msg)         # what it would accept
 
 
 def test_non_integer_mtu_named():
