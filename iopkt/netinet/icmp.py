@@ -14,6 +14,7 @@ A partial checksum is completed before it is quoted.
 from __future__ import annotations
 
 from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
+from iopkt.kern.ratecheck import TokenBucket
 from iopkt.netinet.cksum import cksum_update16, in_cksum
 from iopkt.netinet.in_offload import in_undefer_cksum, m_cksum, tso_header_len
 from iopkt.netinet.ipv4 import IP_HDR_LEN, IP_OFFMASK, IPDEFTTL, IPPROTO_ICMP, build_header
@@ -43,10 +44,7 @@ TYPE_NAMES = {0: "echoreply", 3: "unreach", 4: "sourcequench", 5: "redirect",
 class Icmp:
     def __init__(self, stack, rate: float = ICMPLIM, burst: int = ICMPLIM_BURST):
         self.stack = stack
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.last = stack.clock()
+        self.ratelim = TokenBucket(stack.clock, rate, burst)
         self.stats = dict.fromkeys((
             "error", "oldicmp", "ratelimited", "badsum", "tooshort",
             "reflect", "nobufs"), 0)
@@ -107,15 +105,6 @@ class Icmp:
         self.stack.ip.output(m)
 
     # -- errors ----------------------------------------------------------
-    def _allow(self) -> bool:
-        now = self.stack.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
     def error(self, m, t: int, code: int, mtu: int = 0) -> None:
         """icmp_error: send an ICMP error about the IP packet in `m` (data
         at its IP header, as received) back to its source. Consumes `m`.
@@ -141,7 +130,7 @@ class Icmp:
                     or src in stack.ip.bcast_addrs or dst >= 0xE0000000
                     or src in stack.ip.local_addrs):    # never an error to ourselves
                 return
-            if not self._allow():
+            if not self.ratelim.allow():
                 self.stats["ratelimited"] += 1
                 return
             ifp = m.rcvif

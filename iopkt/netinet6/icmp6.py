@@ -12,6 +12,7 @@ code 2 excepted, §2.4 (e.3)), and are rate limited by a token bucket.
 from __future__ import annotations
 
 from iopkt.kern.mbuf import M_BCAST, M_CSUM_L4, M_MCAST
+from iopkt.kern.ratecheck import TokenBucket
 from iopkt.netinet.in_offload import in_undefer_cksum, m_cksum
 from iopkt.netinet6.in6 import (
     IP6_HDR_LEN,
@@ -79,10 +80,7 @@ def _addrs(m) -> tuple[int, int]:
 class Icmp6:
     def __init__(self, stack, rate: float = ICMP6LIM, burst: int = ICMP6LIM_BURST):
         self.stack = stack
-        self.rate = rate
-        self.burst = burst
-        self.tokens = float(burst)
-        self.last = stack.clock()
+        self.ratelim = TokenBucket(stack.clock, rate, burst)
         # NetBSD's icmp6stat names: error sent, errors not sent (canterror),
         # rate limited (toofreq), too short, bad checksum; echo replies.
         self.stats = dict.fromkeys((
@@ -146,15 +144,6 @@ class Icmp6:
         ip6.output(m, ifp)
 
     # -- errors ----------------------------------------------------------
-    def _allow(self) -> bool:
-        now = self.stack.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-        self.last = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
     def error(self, m, t: int, code: int, param: int = 0) -> None:
         """icmp6_error: send an ICMPv6 error about the packet in `m` (data at
         its IPv6 header, as received) back to its source. Consumes `m`.
@@ -178,7 +167,7 @@ class Icmp6:
                                           or m.flags & (M_BCAST | M_MCAST)))):
                 self.stats["canterror"] += 1
                 return
-            if not self._allow():
+            if not self.ratelim.allow():
                 self.stats["toofreq"] += 1
                 return
             ifp = m.rcvif

@@ -531,8 +531,8 @@ def test_error_without_a_cluster_is_counted_as_nobufs(net, stack):
 
 def test_rate_limit_refills_at_rate_up_to_burst(net, stack, clock):
     icmp = stack.icmp
-    icmp.rate, icmp.burst, icmp.tokens = 64.0, 2, 2.0
-    icmp.last = clock()
+    icmp.ratelim.rate, icmp.ratelim.burst, icmp.ratelim.tokens = 64.0, 2, 2.0
+    icmp.ratelim.last = clock()
 
     def burst(n):
         for _ in range(n):
@@ -553,5 +553,6 @@ def test_rate_limit_refills_at_rate_up_to_burst(net, stack, clock):
 
 
 def test_rate_limit_defaults(stack, clock):
-    assert (stack.icmp.rate, stack.icmp.burst, stack.icmp.tokens) == (100, 50, 50.0)
-    assert stack.icmp.last == clock()
+    r = stack.icmp.ratelim
+    assert (r.rate, r.burst, r.tokens) == (100, 50, 50.0)
+    assert r.last == clock()

@@ -638,7 +638,7 @@ def test_no_icmp_error_about_non_initial_fragment(net, stack):
 
 
 def test_icmp_errors_rate_limited(net, stack, clock):
-    stack.icmp.burst = 3
+    stack.icmp.ratelim.burst = 3
     inject(net.if0, *(net.from_h0(udp(ttl=1, ident=i)) for i in range(10)))
     errs = take(net.if0)
     assert len(errs) == 3
