@@ -20,7 +20,10 @@ from scapy.layers.inet6 import (
     ICMPv6TimeExceeded,
     IPerror6,
     IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
     IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
 )
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
@@ -135,6 +138,25 @@ def test_forwarding_solicits_holds_then_sends_with_hop_limit_decremented(r6):
         [(r6.H1_MAC, r6.MAC1, 63, 0), (r6.H1_MAC, r6.MAC1, 63, 1), (r6.H1_MAC, r6.MAC1, 63, 2)]
     assert r6.stack.ip6.stats()["forward"] == 3
     assert [e["state"] for e in r6.stack.nd6.table()] == ["REACHABLE"]
+
+
+@pytest.mark.parametrize("chain", [
+    IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrRouting(segleft=0),
+    IPv6ExtHdrFragment(id=77, m=1, offset=0),
+    IPv6ExtHdrFragment(id=77, m=0, offset=3),                  # a later fragment: no UDP header
+    IPv6ExtHdrHopByHop() / IPv6ExtHdrFragment(id=9) / IPv6ExtHdrDestOpt(),
+], ids=["hbh_dst_rt", "first_fragment", "later_fragment", "hbh_frag_dst"])
+def test_extension_headers_are_forwarded_unchanged(r6, chain):
+    # RFC 8200 §4: a router forwards the chain as it came; only the hop
+    # limit changes (a fragment is forwarded, never reassembled here).
+    resolved_h1(r6)
+    pkt = IPv6(src=H0, dst=H1, hlim=9) / chain / UDP(sport=1, dport=2) / (b"e" * 40)
+    want = bytearray(bytes(pkt))
+    want[7] = 8
+    inject(r6.if0, r6.from_h0(pkt))
+    (f,) = take(r6.if1)
+    assert bytes(f[IPv6]) == bytes(want)
+    assert r6.stack.ip6.stats()["forward"] == 2     # with resolved_h1's echo
 
 
 def test_an_unanswered_neighbour_bounces_its_queue_as_address_unreachable(r6, clock):
