@@ -120,6 +120,32 @@ def test_capture_files_of_ping_and_iperf3_on_native_and_shim(mixed, tmp_path):
     assert lb.netstat()["bpf"]["open"] == 0
 
 
+def test_ipv6_and_icmpv6_frames_show_as_such(mixed):
+    """ping -6 across the shim's interface: one line per frame, as tcpdump
+    prints them, with scapy naming IPv6 and ICMPv6 (requests out towards
+    B, replies in)."""
+    lb = mixed
+    assert "1 received" in lb.ping(lb.ns_a, "2001:2:0:b::2", "-6").stdout   # neighbours known
+    p = subprocess.Popen(capture_cmd(lb, lb.if_b, "-c", "8"), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        wait_open(lb, 1)
+        r = lb.ping(lb.ns_a, "2001:2:0:b::2", "-6", count=4)
+        assert "4 received" in r.stdout, r.stdout
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err
+    lines = [x for x in out.splitlines() if "ICMPv6 Echo" in x]
+    req = [x for x in lines if "Echo Request" in x]
+    rep = [x for x in lines if "Echo Reply" in x]
+    assert len(req) == 4 and len(rep) == 4, out
+    assert all(" Out " in x and "IPv6" in x for x in req), out
+    assert all(" In " in x and "IPv6" in x for x in rep), out
+
+
 def test_stdout_into_tcpdump_shows_the_frames(mixed):
     lb = mixed
     cmd = " ".join(capture_cmd(lb, lb.if_b, "-w", "-", "-c", "8")) + " | tcpdump -nlr -"
