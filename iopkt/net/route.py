@@ -28,7 +28,7 @@ class RouteError(ValueError):
 class Rtentry:
     __slots__ = ("dst", "plen", "mask", "gateway", "ifp", "flags", "use")
 
-    def __init__(self, dst: int, plen: int, gateway: int, ifp, flags: int, width: int = 32):
+    def __init__(self, dst: int, plen: int, gateway: int, ifp, flags: int, width: int):
         self.plen = plen
         self.mask = _mask(plen, width)
         self.dst = dst & self.mask

@@ -167,6 +167,73 @@ def test_ether_output_without_leading_space_prepends_mbuf(net, stack):
     assert f.dst == Router.H1_MAC and raw(f.payload) == pkt
 
 
+@pytest.fixture
+def r6(stack, clock):
+    from net6 import Router6
+    return Router6(stack, clock)
+
+
+def test_ether_output6_sends_through_a_usable_neighbour_in_the_packets_leading_space(r6, stack):
+    from scapy.layers.inet6 import IPv6
+
+    from iopkt.net.ether import ETHERTYPE_IPV6
+    from iopkt.netinet6.in6 import aton6
+    from iopkt.netinet6.nd6 import ND_REACHABLE, NdEntry
+    h1 = aton6("2001:2:0:b::2")
+    ln = r6.if1.nd6info[h1] = NdEntry(h1, r6.if1)
+    ln.mac = mac_aton(Router.H1_MAC)
+    ln.hdr = ether_header(ln.mac, r6.if1.lladdr, ETHERTYPE_IPV6)
+    ln.set_state(ND_REACHABLE, 1e9)
+    pkts = [raw(IPv6(src="2001:2:0:b::1", dst="2001:2:0:b::2", hlim=i) / UDP()) for i in (1, 2)]
+    before = r6.if1.opackets_inet6                  # the DAD probes
+    calls = []
+    transmit = r6.if1.if_transmit
+    r6.if1.if_transmit = lambda ifp, ms: (calls.append(len(ms)), transmit(ifp, ms))
+    r6.if1.if_output6(r6.if1, [stack.pool.from_bytes(p) for p in pkts], h1)
+    assert calls == [2]                             # the burst goes down as one
+    out = take(r6.if1)
+    assert [(f.dst, f.src, f.type, raw(f.payload)) for f in out] == [
+        (Router.H1_MAC, Router.MAC1, ETHERTYPE_IPV6, p) for p in pkts]
+    assert r6.if1.opackets_inet6 - before == 2
+
+
+def test_ether_output6_without_a_usable_neighbour_solicits_and_holds(r6, stack):
+    from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
+
+    from iopkt.netinet6.in6 import aton6
+    h1 = aton6("2001:2:0:b::2")
+    m = stack.pool.from_bytes(raw(IPv6(src="2001:2:0:b::1", dst="2001:2:0:b::2") / UDP()))
+    before = r6.if1.opackets_inet6                  # the DAD probes
+    r6.if1.if_output6(r6.if1, [m], h1)
+    (ns,) = take(r6.if1)
+    assert ns[ICMPv6ND_NS].tgt == "2001:2:0:b::2"
+    assert [len(e.holdq) for e in r6.if1.nd6info.values()] == [1]
+    assert r6.if1.opackets_inet6 - before == 1      # the NS; the held packet is not out yet
+
+
+def test_ether_output6_on_an_interface_not_running_drops_down(r6, stack):
+    from scapy.layers.inet6 import IPv6
+
+    from iopkt.net.ether import ETHERTYPE_IPV6
+    from iopkt.netinet6.in6 import aton6
+    from iopkt.netinet6.nd6 import ND_REACHABLE, NdEntry
+    r6.if1.flags &= ~IFF_RUNNING
+    inuse = stack.pool.in_use
+    ms = [stack.pool.from_bytes(raw(IPv6(dst="2001:2:0:b::2") / UDP())) for _ in range(2)]
+    r6.if1.if_output6(r6.if1, ms, aton6("2001:2:0:b::2"))
+    assert r6.if1.sent == [] and r6.if1.out_discards["down"] == 2 and r6.if1.oerrors == 2
+    assert stack.pool.in_use == inuse and r6.if1.nd6info == {}
+    # A neighbour usable or not: an interface that is not running sends nothing.
+    h1 = aton6("2001:2:0:b::2")
+    ln = r6.if1.nd6info[h1] = NdEntry(h1, r6.if1)
+    ln.mac = mac_aton(Router.H1_MAC)
+    ln.hdr = ether_header(ln.mac, r6.if1.lladdr, ETHERTYPE_IPV6)
+    ln.set_state(ND_REACHABLE, 1e9)
+    r6.if1.if_output6(r6.if1, [stack.pool.from_bytes(raw(IPv6(dst="2001:2:0:b::2")))], h1)
+    assert r6.if1.sent == [] and r6.if1.out_discards["down"] == 3
+    assert stack.pool.in_use == inuse
+
+
 def test_ether_output_not_running_discards(net, stack):
     net.if1.flags &= ~IFF_RUNNING
     m = stack.pool.from_bytes(raw(IP(dst=Router.H1)))

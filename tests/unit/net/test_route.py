@@ -102,6 +102,28 @@ def test_gateway_must_be_on_connected_network(rt):
         rt.add(aton("172.16.0.0"), 12, aton("192.0.2.1"))
 
 
+def test_an_ipv4_gateway_off_every_connected_network_is_refused_even_with_an_interface(rt):
+    # IPv4 has no link-local gateways to name an interface for.
+    with pytest.raises(RouteError, match="not on a connected network"):
+        rt.add(aton("172.16.0.0"), 12, aton("192.0.2.1"), IF0)
+
+
+def test_an_ipv6_gateway_off_link_needs_the_interface_named():
+    # A link-local next hop (fe80::/10) is on no connected prefix: the
+    # interface must be named (-ifp), and then it is taken as it is.
+    from iopkt.netinet6.in6 import aton6, ntoa6
+    t = RouteTable(128, ntoa6)
+    t.add(aton6("2001:db8:a::"), 64, 0, IF0, RTF_CONNECTED)
+    with pytest.raises(RouteError, match="gateway fe80::1 is not on a connected network"):
+        t.add(aton6("2001:db8:c::"), 48, aton6("fe80::1"))
+    r = t.add(aton6("2001:db8:c::"), 48, aton6("fe80::1"), IF1)
+    assert (r.ifp, r.flags & RTF_GATEWAY) == (IF1, RTF_GATEWAY)
+    r = t.add(aton6("2001:db8:d::"), 48, aton6("2001:db8:a::9"))      # on link: its interface
+    assert r.ifp is IF0
+    assert t.lookup(aton6("2001:db8:c::5")).gateway == aton6("fe80::1")
+    assert t.add(aton6("2001:db8:a::7"), 128, 0, IF0).flags & RTF_HOST   # /128 is a host
+
+
 def test_route_needs_gateway_or_interface(rt):
     with pytest.raises(RouteError, match="gateway or an interface"):
         rt.add(aton("172.16.0.0"), 12)
