@@ -159,6 +159,11 @@ class Icmp6:
             src = int.from_bytes(hdr[8:24], "big")
             dst = int.from_bytes(hdr[24:40], "big")
             nxt, at, _ = upper_layer(hdr, 0, len(hdr))
+            if (nxt == -1 or at >= len(hdr)) and len(hdr) < m.pkt_len:
+                # A chain longer than the first 256 bytes: walk all of it
+                # to know whether the packet is an ICMPv6 error (rare).
+                hdr = pool.copydata(m, 0, m.pkt_len)
+                nxt, at, _ = upper_layer(hdr, 0, len(hdr))
             excepted = t == ICMP6_PACKET_TOO_BIG or (t == ICMP6_PARAM_PROB and code == 2)
             if (src >> 120 == 0xFF or src <= 1 or src in stack.ip6.local6
                     or (nxt == IPPROTO_ICMPV6 and at < len(hdr)

@@ -38,6 +38,7 @@ from iopkt.netinet6.in6 import (
     IN6_IFF_TENTATIVE,
     IP6_HDR_LEN,
     IPPROTO_FRAGMENT,
+    IPPROTO_HOPOPTS,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
     IPPROTO_UDP,
@@ -222,7 +223,7 @@ class Ip6:
             buf = m.buf
             o = m.off
             plen = (buf[o + 4] << 8) | buf[o + 5]
-            if buf[o] >> 4 != 6 or plen + IP6_HDR_LEN != m.pkt_len:
+            if buf[o] >> 4 != 6 or plen + IP6_HDR_LEN != m.pkt_len or not plen:
                 m = self._check_slow(m, plen)
                 if m is None:
                     continue
@@ -294,7 +295,10 @@ class Ip6:
             ifp.input_discard(m, "ip6_badvers")
             return None
         tlen = plen + IP6_HDR_LEN
-        if plen == 0 or tlen > m.pkt_len:      # no jumbograms (RFC 2675) here
+        # Payload length 0 is an empty packet (padded by the link) unless a
+        # hop-by-hop header follows: a jumbogram (RFC 2675), never on
+        # Ethernet; as Linux's ipv6_rcv, only that one is refused.
+        if tlen > m.pkt_len or (plen == 0 and m.buf[m.off + 6] == IPPROTO_HOPOPTS):
             self.ip6s_tooshort += 1
             ifp.input_discard(m, "ip6_tooshort")
             return None

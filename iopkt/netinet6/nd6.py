@@ -26,7 +26,6 @@ sent (hosts in the lab have static routes, AdvSendAdvertisements' default,
 
 from __future__ import annotations
 
-from iopkt.net.bpf import BPF_D_OUT
 from iopkt.net.ether import ETHERTYPE_IPV6, ether_header, ether_output_frame, mac_ntoa
 from iopkt.net.ifnet import IFF_RUNNING
 from iopkt.netinet6.icmp6 import (
@@ -138,7 +137,7 @@ class Nd6:
             return
         end = m.pkt_len
         if m.len < end:
-            m = self.stack.pool.pullup(m, end) if end <= m.size - m.off else None
+            m = self.stack.pool.pullup(m, end)      # frees the chain when it cannot
             if m is None:
                 ifp.input_discard(None, "nobufs")
                 return
@@ -156,7 +155,7 @@ class Nd6:
                           else ND_OPT_TARGET_LINKADDR)
         if lladdr is not None and len(lladdr) != 6:
             st["invalid"] += 1
-            ifp.in_discards["nd6_invalid"] += 1
+            ifp.input_discard(None, "nd6_invalid")
             return
         if t == ND_NEIGHBOR_SOLICIT:
             self._ns_input(ifp, src, dst, target, lladdr)
@@ -173,7 +172,7 @@ class Nd6:
         """§7.2.3: answer for our addresses; learn the sender (STALE)."""
         if src == UNSPEC and (lladdr is not None or dst >> 24 != SOLICITED_PREFIX >> 24):
             self.stats["invalid"] += 1          # DAD probes: to solicited-node, no SLLAO
-            ifp.in_discards["nd6_invalid"] += 1
+            ifp.input_discard(None, "nd6_invalid")
             return
         ia = self._own(ifp, target)
         if ia is None:
@@ -205,17 +204,18 @@ class Nd6:
             return
         if flags & ND_NA_FLAG_SOLICITED and dst >> 120 == 0xFF:
             self.stats["invalid"] += 1          # §7.1.2: solicited NAs are unicast
-            ifp.in_discards["nd6_invalid"] += 1
+            ifp.input_discard(None, "nd6_invalid")
             return
         ln = ifp.nd6info.get(target)
         if ln is None:
             return                              # unsolicited news of a stranger
         now = self.stack.clock()
         solicited = flags & ND_NA_FLAG_SOLICITED
-        ln.isrouter = bool(flags & ND_NA_FLAG_ROUTER)
+        isrouter = bool(flags & ND_NA_FLAG_ROUTER)
         if ln.state == ND_INCOMPLETE:
-            if lladdr is None:
+            if lladdr is None:                  # §7.2.5: silently discarded
                 return
+            ln.isrouter = isrouter
             self._set_mac(ln, bytes(lladdr))
             ln.set_state(ND_REACHABLE if solicited else ND_STALE,
                          now + REACHABLE_TIME if solicited else 0.0)
@@ -223,9 +223,10 @@ class Nd6:
             return
         changed = lladdr is not None and bytes(lladdr) != ln.mac
         if changed and not flags & ND_NA_FLAG_OVERRIDE:
-            if ln.state == ND_REACHABLE:
+            if ln.state == ND_REACHABLE:        # otherwise ignored (§7.2.5)
                 ln.set_state(ND_STALE, 0.0)
             return
+        ln.isrouter = isrouter
         if changed:
             self._set_mac(ln, bytes(lladdr))
         if solicited:
@@ -313,8 +314,6 @@ class Nd6:
         if m is None:
             ifp.output_discard(None, "txerror")
             return False
-        if mac[0] & 1:
-            ifp.omcasts += 1
         ether_output_frame(ifp, m, ether_header(mac, ifp.lladdr, ETHERTYPE_IPV6))
         return True
 
@@ -324,15 +323,8 @@ class Nd6:
         if not ifp.flags & IFF_RUNNING:
             ifp.output_discard(m, "down")
             return
-        ifp.omcasts += 1
-        m = self.stack.pool.prepend(m, 14)
-        if m is None:
-            ifp.output_discard(None, "txerror")
-            return
-        m.buf[m.off:m.off + 14] = ether_header(multicast_mac(group), ifp.lladdr, ETHERTYPE_IPV6)
-        if ifp.if_bpf is not None:
-            ifp.if_bpf.mtap([m], BPF_D_OUT)
-        ifp.if_transmit(ifp, [m])
+        ether_output_frame(ifp, m, ether_header(multicast_mac(group), ifp.lladdr,
+                                                ETHERTYPE_IPV6))
 
     # -- Duplicate Address Detection -------------------------------------
     def _duplicated(self, ifp, ia, why: str) -> None:

@@ -405,3 +405,77 @@ def test_udp_with_a_zero_checksum_is_dropped_and_counted_not_answered(r6):
     p[UDP].chksum = 0
     inject(r6.if0, r6.from_h0(p))
     assert take(r6.if0) == [] and r6.stack.ip6.stats()["udp_nosum"] == 1
+
+
+# -- found by mutation testing ------------------------------------------------------------
+@pytest.mark.parametrize("total", [208, 216, 224, 1400])
+def test_no_error_about_an_icmpv6_error_behind_a_long_extension_chain(r6, total):
+    # RFC 4443 §2.4 (e.1) whatever the chain's length: the walk to the
+    # upper-layer header does not stop at the first 256 bytes.
+    from scapy.layers.inet6 import PadN
+    pads, rem = [], total - 2                           # PadN options of at most 257 bytes
+    while rem:
+        k = min(rem - 2, 255) if rem - 2 - min(rem - 2, 255) != 1 else 254
+        pads.append(PadN(optdata=b"\0" * k))
+        rem -= k + 2
+    opt = IPv6ExtHdrDestOpt(nh=58, options=pads)
+    assert len(bytes(opt)) == total
+    pkt = IPv6(src=H0, dst=H1, hlim=1) / opt / ICMPv6DestUnreach() / IPv6(src=H1, dst=H0)
+    h0_resolved(r6)
+    inject(r6.if0, r6.from_h0(pkt))
+    assert take(r6.if0) == []
+    assert r6.stack.icmp6.stats["canterror"] == 1 and r6.stack.icmp6.stats["error"] == 0
+
+
+def test_a_neighbour_message_too_long_to_pull_up_is_freed(r6):
+    # An NS longer than a cluster arrives as a chain: counted and freed,
+    # never left in the pool.
+    from offload_frames import chain
+    big_opt = Raw(b"\xc8\xff" + bytes(255 * 8 - 2))     # an unknown option, 2040 bytes
+    ns = r6.from_h0(IPv6(src=H0, dst=R0, hlim=255) / ICMPv6ND_NS(tgt=R0)
+                    / ICMPv6NDOptSrcLLAddr(lladdr=r6.H0_MAC) / big_opt)
+    f = bytes(ns)
+    assert len(f) > 2048
+    before = r6.stack.pool.in_use
+    m = chain(r6.stack.pool, f, [1500, len(f) - 1500])
+    m.rcvif = r6.if0
+    r6.if0.if_input(r6.if0, [m])
+    assert r6.stack.pool.in_use == before and r6.if0.in_discards["nobufs"] == 1
+    assert take(r6.if0) == []
+
+
+def test_each_multicast_nd_frame_counts_once_in_omcasts(r6):
+    # Two DAD probes per interface (link-local and global), each one frame.
+    assert [len([f for f in r6.dad_probes if f.src == mac]) for mac in (r6.MAC0, r6.MAC1)] \
+        == [2, 2]
+    assert (r6.if0.omcasts, r6.if1.omcasts) == (2, 2)
+    assert (r6.if0.opackets_inet6, r6.if1.opackets_inet6) == (2, 2)
+
+
+def test_invalid_nd_messages_count_as_input_errors(r6):
+    # A solicited NA to a group (§7.1.2) is dropped: counted in ierrors too.
+    e0 = r6.if0.ierrors
+    inject(r6.if0, r6.from_h0(IPv6(src=H0, dst="ff02::1", hlim=255)
+                              / ICMPv6ND_NA(tgt=H0, S=1, R=0, O=1)))
+    assert r6.if0.in_discards["nd6_invalid"] == 1 and r6.if0.ierrors == e0 + 1
+
+
+@pytest.mark.parametrize("pad", [0, 6], ids=["exact", "padded"])
+def test_an_empty_payload_is_forwarded_padding_or_not(r6, pad):
+    # Payload length 0 with No Next Header (59): a valid empty packet; the
+    # link's padding is trimmed.
+    resolved_h1(r6)
+    pkt = bytes(IPv6(src=H0, dst=H1, nh=59, plen=0, hlim=5))
+    inject(r6.if0, Ether(dst=r6.MAC0, src=r6.H0_MAC, type=0x86DD) / Raw(pkt + bytes(pad)))
+    (f,) = take(r6.if1)
+    assert bytes(f[IPv6]) == pkt[:7] + b"\x04" + pkt[8:]
+
+
+@pytest.mark.parametrize("pad", [0, 6], ids=["exact", "padded"])
+def test_a_jumbogram_is_refused_padding_or_not(r6, pad):
+    # Payload length 0 before a hop-by-hop header announces a jumbogram
+    # (RFC 2675), which no Ethernet carries: too short, whatever follows.
+    resolved_h1(r6)
+    pkt = bytes(IPv6(src=H0, dst=H1, nh=0, plen=0, hlim=5))
+    inject(r6.if0, Ether(dst=r6.MAC0, src=r6.H0_MAC, type=0x86DD) / Raw(pkt + bytes(pad)))
+    assert take(r6.if1) == [] and r6.stack.ip6.stats()["tooshort"] == 1
