@@ -172,7 +172,7 @@ def test_a_packet_for_us_from_a_multicast_or_loopback_source_is_badaddr(r, src):
     assert c.moved() == {"ip6.total": 2, "ip6.badaddr": 2, "fk0.in.ip6_badaddr": 2}
 
 
-@pytest.mark.parametrize("src", ["::", "::2", "2001:2:0:a:ff00::2"])
+@pytest.mark.parametrize("src", ["::", "::2", "2001:2:0:a:ff00::2", "2001:2:0:c::1"])
 def test_a_packet_for_us_from_other_sources_is_delivered(r, src):
     # UDP: the error is not sent to :: (RFC 4443 §2.4 e), to the others it is.
     c = Counters(r)

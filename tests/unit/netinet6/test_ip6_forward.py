@@ -22,7 +22,13 @@ from scapy.layers.inet6 import (
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from iopkt.kern.mbuf import M_CSUM_TCPv6, M_CSUM_TSOv4, M_CSUM_TSOv6, M_CSUM_UDPv6
+from iopkt.kern.mbuf import (
+    M_CSUM_IPv4,
+    M_CSUM_TCPv6,
+    M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
+    M_CSUM_UDPv6,
+)
 from iopkt.net.ifnet import CAP_KEYWORDS
 from iopkt.netinet6.in6 import aton6, ntoa6
 from iopkt.netinet6.ip6 import GOOD_SRC_MAX
@@ -184,7 +190,8 @@ def test_a_multicast_unspecified_or_loopback_source_is_dropped_as_badaddr(r, src
     assert r.stack.ip6.good_src == set()
 
 
-@pytest.mark.parametrize("src", ["::2", "fec0::1", "2001:2:0:a:ff00::2", "fe00::1"])
+@pytest.mark.parametrize("src", ["::2", "fec0::1", "2001:2:0:a:ff00::2", "fe00::1",
+                                 "2001:2:0:c::1"])
 def test_any_other_source_is_forwarded_and_remembered(r, src):
     c = Counters(r)
     p = IPv6(src=src, dst=H1) / ICMPv6EchoRequest()
@@ -197,17 +204,17 @@ def test_any_other_source_is_forwarded_and_remembered(r, src):
 @pytest.mark.parametrize("src", ["fe80::aa", "febf::aa"])
 def test_a_link_local_source_gets_beyond_scope_from_our_link_local_address(r, src):
     c = Counters(r)
-    p = IPv6(src=src, dst=H1) / ICMPv6EchoRequest(seq=5)
-    inject(r.if0, eth(r) / p)
+    pkts = [IPv6(src=src, dst=H1) / ICMPv6EchoRequest(seq=i) for i in range(2)]
+    inject(r.if0, *[eth(r) / p for p in pkts])
     assert r.if1.sent == []
-    (ns,) = take(r.if0)                     # the error waits for the neighbour
+    (ns,) = take(r.if0)                     # the errors wait for the neighbour
     inject(r.if0, na(r, r.if0, src, r.H0_MAC, ntoa6(r.ll0)))
-    (e,) = take(r.if0)
-    assert (e.dst, e[IPv6].src, e[IPv6].dst, e[ICMPv6DestUnreach].code) \
-        == (r.H0_MAC, ntoa6(r.ll0), src, 2)
-    assert bytes(e[IPerror6]) == bytes(p)
-    assert c.moved() == {"ip6.total": 2, "ip6.delivered": 1, "ip6.badscope": 1,
-                         "ip6.cantforward": 1, "icmp6.out.unreach/2": 1, "ip6.localout": 1}
+    errs = take(r.if0)
+    assert [(e.dst, e[IPv6].src, e[IPv6].dst, e[ICMPv6DestUnreach].code) for e in errs] \
+        == [(r.H0_MAC, ntoa6(r.ll0), src, 2)] * 2
+    assert [bytes(e[IPerror6]) for e in errs] == [bytes(p) for p in pkts]
+    assert c.moved() == {"ip6.total": 3, "ip6.delivered": 1, "ip6.badscope": 2,
+                         "ip6.cantforward": 2, "icmp6.out.unreach/2": 2, "ip6.localout": 2}
     assert r.stack.ip6.good_src == set()
 
 
@@ -401,19 +408,40 @@ def test_a_small_ipv6_packet_flagged_tsov4_is_dropped_as_bad_offload(r):
 
 def test_segmentation_without_clusters_drops_the_super_frame_as_nobufs(r):
     pool = r.stack.pool
-    m, _ = superframe(r, 5000, 1000)
-    held = []
-    while len(pool._free) > 2:
-        held.append(pool.get())
     c = Counters(r)
-    try:
-        inject(r.if0, m)
-    finally:
-        for h in held:
-            pool.freem(h)
+    for _ in range(2):
+        m, _ = superframe(r, 5000, 1000)
+        held = []
+        while len(pool._free) > 2:
+            held.append(pool.get())
+        try:
+            inject(r.if0, m)
+        finally:
+            for h in held:
+                pool.freem(h)
     assert r.if1.sent == [] and r.if0.sent == []
-    assert c.moved() == {"ip6.total": 1, "ip6.tso_forward": 1, "ip6.odropped": 1,
-                         "fk1.out.nobufs": 1}
+    assert c.moved() == {"ip6.total": 2, "ip6.tso_forward": 2, "ip6.odropped": 2,
+                         "fk1.out.nobufs": 2}
+
+
+@pytest.mark.parametrize("cap,flags,left", [
+    ("-", M_CSUM_IPv4, 0),
+    ("tcp6csum", M_CSUM_IPv4 | M_CSUM_TCPv6, M_CSUM_TCPv6),
+], ids=["alone", "with_tcp6csum"])
+def test_an_ipv4_header_checksum_flag_on_an_ipv6_packet_changes_nothing(r, cap, flags, left):
+    # IPv6 has no header checksum: the flag is nothing to do here. The
+    # packet is not rewritten (but for the hop limit), and a TCP checksum
+    # the interface completes is left to it.
+    r.if1.set_capenable(CAP_KEYWORDS.get(cap, 0))
+    c = Counters(r)
+    m, _ = partial(r, "tcp", 400)
+    m.csum_flags = flags
+    data = m.tobytes()[14:]
+    inject(r.if0, m)
+    assert r.if1.sent == [bytes(Ether(dst=r.H1_MAC, src=r.MAC1, type=0x86DD))
+                          + hop_limit_less(data)]
+    assert [meta[0] & ~M_CSUM_IPv4 for meta in r.if1.sent_meta] == [left]
+    assert c.moved() == {"ip6.total": 1, "ip6.forward": 1}
 
 
 # -- every well-formed packet ------------------------------------------------------------
