@@ -63,14 +63,22 @@ class RouteTable:
         self.cache: dict[int, Rtentry] = {}
 
     def lookup(self, dst: int) -> Rtentry | None:
-        """Longest-prefix match. The forwarding path checks self.cache first
-        and calls this only on a miss."""
+        """Longest-prefix match, remembered in self.cache. The forwarding
+        path checks the cache first and calls this only on a miss, once it
+        has decided `dst` may be forwarded to: a hit needs no more checks."""
+        rt = self.match(dst)
+        if rt is not None:
+            cache = self.cache
+            if len(cache) >= RT_CACHE_MAX:
+                cache.clear()
+            cache[dst] = rt
+        return rt
+
+    def match(self, dst: int) -> Rtentry | None:
+        """Longest-prefix match, not cached: for packets the stack itself
+        sends, whose destinations the forwarding path has not vetted."""
         for rt in self.routes:                  # sorted longest first
             if dst & rt.mask == rt.dst:
-                cache = self.cache
-                if len(cache) >= RT_CACHE_MAX:
-                    cache.clear()
-                cache[dst] = rt
                 return rt
         return None
 

@@ -191,7 +191,7 @@ def _source_addr(stack, ifp, dst: int) -> int | None:
             if dst & ia.mask == ia.net:
                 return ia.addr
         return ifp.in_addrs[0].addr
-    rt = stack.ip.routes.lookup(dst)
+    rt = stack.ip.routes.match(dst)
     if rt is not None and rt.ifp.in_addrs:
         return rt.ifp.in_addrs[0].addr
     return None

@@ -440,7 +440,7 @@ class Ip:
             self.ips_odropped += 1
             self.pool.freem(m)
             return
-        rt = self.routes.cache.get(dst) or self.routes.lookup(dst)
+        rt = self.routes.cache.get(dst) or self.routes.match(dst)
         if rt is None:
             self.ips_noroute += 1
             self.ips_odropped += 1

@@ -23,6 +23,7 @@ import struct
 from iopkt.kern.mbuf import (
     M_BCAST,
     M_CSUM_L4,
+    M_CSUM_TSO,
     M_MCAST,
     M_CSUM_TCPv6,
     M_CSUM_TSOv4,
@@ -40,6 +41,7 @@ from iopkt.netinet6.in6 import (
     IPPROTO_FRAGMENT,
     IPPROTO_HOPOPTS,
     IPPROTO_ICMPV6,
+    IPPROTO_NONE,
     IPPROTO_TCP,
     IPPROTO_UDP,
     In6Ifaddr,
@@ -249,7 +251,7 @@ class Ip6:
             ifp = rt.ifp
             # Plain packets that fit and ask nothing ifp cannot do go as
             # they are; a super-frame is checked per segment (_check_out).
-            if plen + IP6_HDR_LEN > ifp.mtu or m.csum_flags & (M_CSUM_TSOv6 |
+            if plen + IP6_HDR_LEN > ifp.mtu or m.csum_flags & (M_CSUM_TSO |
                                                               ~ifp.if_csum_flags_tx):
                 out = self._check_out(m, ifp, plen)
                 if not out:
@@ -408,12 +410,14 @@ class Ip6:
         elif nxt == IPPROTO_FRAGMENT:
             self.ip6s_fragments += 1
             self.pool.freem(m)
-        elif nxt == IPPROTO_UDP and at + 8 <= m.len and not (
-                m.buf[m.off + at + 6] | m.buf[m.off + at + 7]) and not m.csum_flags:
+        elif nxt == IPPROTO_UDP and at + 8 <= m.pkt_len and not m.csum_flags \
+                and self.pool.copydata(m, at + 6, 2) == b"\0\0":
             self.ip6s_udp_nosum += 1                # RFC 8200 §8.1: zero is invalid
             self.pool.freem(m)
         elif nxt in (IPPROTO_TCP, IPPROTO_UDP):
             self.stack.icmp6.error(m, 1, 4)         # port unreachable
+        elif nxt == IPPROTO_NONE:                  # nothing follows (RFC 8200 §4.7)
+            self.pool.freem(m)
         elif nxt < 0:
             self.ip6s_badoptions += 1
             self.pool.freem(m)
@@ -443,7 +447,7 @@ class Ip6:
                 return
             nexthop = dst
         else:
-            rt = self.routes.cache.get(dst) or self.routes.lookup(dst)
+            rt = self.routes.cache.get(dst) or self.routes.match(dst)
             if rt is None:
                 self.ip6s_noroute += 1
                 self.ip6s_odropped += 1

@@ -33,6 +33,19 @@ def resolved(stack, clock, h2: bool = False) -> Router6:
     return r
 
 
+def cache_both(r) -> None:
+    """Put H0 and H1 in the route cache as the forwarding path does (the
+    stack's own replies do not fill it): one packet across each way,
+    taken, the sources seen forgotten again."""
+    inject(r.if0, Ether(dst=r.MAC0, src=r.H0_MAC) / IPv6(src=H0, dst=H1) / ICMPv6EchoRequest())
+    inject(r.if1, Ether(dst=r.MAC1, src=r.H1_MAC) / IPv6(src=H1, dst=H0) / ICMPv6EchoRequest())
+    take(r.if0)
+    take(r.if1)
+    r.if0.sent_meta.clear()
+    r.if1.sent_meta.clear()
+    r.stack.ip6.good_src.clear()
+
+
 class Counters:
     """What moved since it was made: ip6.stats(), the interfaces' discard
     reasons and software offload counters, icmp6's sent histogram."""

@@ -8,7 +8,7 @@ are no sources)."""
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ip6_net import H2, H2_MAC, Counters, hop_limit_less, resolved
+from ip6_net import H2, H2_MAC, Counters, cache_both, hop_limit_less, resolved
 from net6 import H0, H1, R0, inject, na, take
 from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import (
@@ -113,6 +113,7 @@ def test_hop_limit_one_or_zero_is_time_exceeded_two_is_forwarded_with_one(r, war
                          ids=["link_multicast", "link_broadcast"])
 def test_a_unicast_packet_received_as_link_multicast_or_broadcast_is_not_forwarded(r, mac):
     # The route to H1 is in the cache: the link-layer flag alone stops it.
+    cache_both(r)
     assert aton6(H1) in r.stack.ip6.routes.cache
     c = Counters(r)
     inject(r.if0, *[eth(r, dst_mac=mac) / IPv6(src=H0, dst=H1) / ICMPv6EchoRequest(seq=i)
@@ -124,6 +125,7 @@ def test_a_unicast_packet_received_as_link_multicast_or_broadcast_is_not_forward
 def test_with_forwarding_off_nothing_is_forwarded_even_what_the_cache_knows(r):
     ip6 = r.stack.ip6
     assert ip6.forwarding is True
+    cache_both(r)
     assert aton6(H1) in ip6.routes.cache
     ip6.forwarding = 0
     assert ip6.forwarding is False and ip6.routes.cache == {}
@@ -219,6 +221,7 @@ def test_a_link_local_source_gets_beyond_scope_from_our_link_local_address(r, sr
 
 
 def test_a_bad_source_is_caught_even_when_the_route_is_cached(r):
+    cache_both(r)
     assert aton6(H1) in r.stack.ip6.routes.cache
     c = Counters(r)
     inject(r.if0, eth(r) / IPv6(src="ff05::3", dst=H1) / ICMPv6EchoRequest())
@@ -453,8 +456,12 @@ def test_any_packet_that_may_be_forwarded_leaves_unchanged_but_for_the_hop_limit
         hlim, nh, payload, src_low):
     # Any upper layer, any payload, any source in H0's prefix: the same
     # bytes leave with the hop limit one lower, the first time (cache cold)
-    # and the second (cache warm).
+    # and the second (cache warm). (Payload length 0 before a hop-by-hop
+    # header would announce a jumbogram: refused, tested elsewhere.)
+    from hypothesis import assume
+
     from iopkt.stack.stack import Stack
+    assume(payload or nh != 0)
     clock = FakeClock()
     st_ = Stack("prop", nmbclusters=64, clock=clock)
     try:

@@ -163,7 +163,7 @@ def test_a_burst_mixing_good_and_bad_frames_counts_each(r):
     c = Counters(r)
     inject(r.if0, eth(r) + bytes(good), eth(r) + bytes(good)[:30],
            eth(r) + with_byte0(good, 0x50), eth(r) + bytes(good) + bytes(3),
-           eth(r) + with_plen(good, 0))
+           eth(r) + with_plen(good, 200))
     assert r.if1.sent == [out_frame(r, good)] * 2
     assert c.moved() == {"ip6.total": 5, "ip6.forward": 2, "ip6.tooshort": 2,
                          "ip6.badvers": 1, "fk0.in.ip6_tooshort": 2, "fk0.in.ip6_badvers": 1}
