@@ -95,7 +95,7 @@ def test_ping_both_ways_and_nicinfo(make):
     assert info["linux_if"] == lab.nic_a and info["ring"] == "v2"
     assert info["ring_bytes"] > 9 << 20 and info["frame_size"] == 65632
     assert info["rx_ring"].startswith("135 x 65632 B")
-    assert nic["capabilities"].startswith("3c80<TSO4")
+    assert nic["capabilities"].startswith("7fc80<TSO4")
     # Our MAC is the Linux interface's own (no promiscuous mode needed).
     from pyroute2 import NetNS
     with NetNS(lab.ns_n) as n:

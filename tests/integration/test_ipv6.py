@@ -110,7 +110,7 @@ def test_a_neighbour_that_never_answers(shared_lab):
     lb = shared_lab
     ghost = "2001:2:0:b::99"
     nd0, c0 = lb.netstat()["nd6"], lb.nic(lb.if_b)["counters"]["out_discards"]
-    res = lb.run(lb.ns_a, ["ping", "-6", "-n", "-c", "40", "-i", "0.01", "-w", "8", ghost])
+    res = lb.run(lb.ns_a, ["ping", "-6", "-n", "-c", "40", "-i", "0.01", "-W", "8", ghost])
     assert f"From {STACK_A6} icmp_seq=" in res.stdout, res.stdout
     assert "Address unreachable" in res.stdout, res.stdout
     six = lb.netstat()

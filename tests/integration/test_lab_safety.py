@@ -238,7 +238,8 @@ def test_umount_then_one_mount_brings_traffic_back(make_lab, driver):
         assert res["end"]["sum_received"]["bytes"] > 0
         assert "2 received" in lb.ping(lb.ns_a, "198.19.0.2", count=2).stdout
         log = open(lb.state["log"]).read()
-        assert f"{ifa}: restored 198.18.0.1/24 and 1 route from before its umount" in log, log
+        assert (f"{ifa}: restored 198.18.0.1/24, 2001:2:0:a::1/64 and 1 route from before "
+                "its umount") in log, log
     finally:
         if srv.poll() is None:
             srv.kill()
