@@ -4,7 +4,7 @@ Linux's tcp_gso_segment rules, and every completed checksum against
 scapy's own."""
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scapy.compat import raw
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR
@@ -429,6 +429,8 @@ def test_wire_size_of_a_super_frame_without_tcp_headers_assumes_40_bytes(pool):
 @given(n=st.integers(1, 64000), mss=st.integers(88, 9000),
        flags=st.sampled_from(["A", "PA", "FA", "FPA", "AC", "FPAC"]),
        seq=st.integers(0, 2**32 - 1), partial=st.booleans())
+@example(n=236, mss=1000, flags="PA", seq=1, partial=False)      # payload length 256:
+@example(n=2000, mss=236, flags="A", seq=7, partial=True)        # its high byte moves
 def test_ipv6_segmentation_property(pool, n, mss, flags, seq, partial):
     """Every IPv6 segment is scapy's byte for byte (its payload length, no
     header checksum, seq, flags, the TCP checksum over the IPv6
