@@ -48,14 +48,11 @@ from iopkt.net import vnet
 from iopkt.net.ether import ETHER_HDR_LEN, ether_ifattach, mac_aton
 from iopkt.net.ifnet import (
     IFCAP_CSUM_L4,
+    IFCAP_CSUM_L4_RX,
     IFF_OACTIVE,
     IFF_RUNNING,
     LINK_STATE_UP,
     SIOCSIFCAP,
-    IFCAP_CSUM_TCPv4_Rx,
-    IFCAP_CSUM_TCPv6_Rx,
-    IFCAP_CSUM_UDPv4_Rx,
-    IFCAP_CSUM_UDPv6_Rx,
     IFCAP_TSOv4,
     IFCAP_TSOv6,
     Ifnet,
@@ -70,8 +67,6 @@ VNET_HDR_LEN = vnet.VNET_HDR_LEN
 ZERO_HDR = vnet.ZERO_HDR
 TUN_WANT = vnet.TUN_F_CSUM | vnet.TUN_F_TSO4 | vnet.TUN_F_TSO6
 CSUM_CAPS = IFCAP_CSUM_L4           # TCP and UDP checksums, both families, both ways
-CSUM_RX_CAPS = (IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_TCPv6_Rx
-                | IFCAP_CSUM_UDPv6_Rx)
 
 log = logging.getLogger("iopkt")
 MAC_RE = re.compile(r"[0-9A-Fa-f]{1,2}(:[0-9A-Fa-f]{1,2}){5}")
@@ -87,7 +82,7 @@ def tun_mask(capenable: int) -> int:
     hand us. One TUN_F_CSUM serves TCP and UDP of both families alike; a
     kind whose Rx offload is off is completed on receive (rx_csum_sw)."""
     mask = 0
-    if capenable & CSUM_RX_CAPS:
+    if capenable & IFCAP_CSUM_L4_RX:
         mask |= vnet.TUN_F_CSUM
     if capenable & IFCAP_TSOv4:
         mask |= vnet.TUN_F_TSO4

@@ -107,6 +107,7 @@ _CAP_TX_CSUM = ((IFCAP_TSOv4, M_CSUM_TSOv4), (IFCAP_TSOv6, M_CSUM_TSOv6),
 # (the stack forwards a partial checksum; a driver completes the rest).
 _CAP_RX_CSUM = ((IFCAP_CSUM_TCPv4_Rx, M_CSUM_TCPv4), (IFCAP_CSUM_UDPv4_Rx, M_CSUM_UDPv4),
                 (IFCAP_CSUM_TCPv6_Rx, M_CSUM_TCPv6), (IFCAP_CSUM_UDPv6_Rx, M_CSUM_UDPv6))
+IFCAP_CSUM_L4_RX = sum(cap for cap, _ in _CAP_RX_CSUM)    # every L4 Rx checksum bit
 
 SIOCSIFCAP = "SIOCSIFCAP"       # if_ioctl command: set if_capenable
 
