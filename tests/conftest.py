@@ -2,6 +2,17 @@ import os
 import sys
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis: the same examples on every run (make test, CI, make mutate),
+# so a verdict never depends on the seed, and no deadline or speed check a
+# busy machine could trip. HYPOTHESIS_PROFILE=explore searches with fresh
+# random examples (CONTRIBUTING.md).
+settings.register_profile("iopkt", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("explore", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "iopkt"))
 
 # make mutate: mutmut names a mutant after its file's path
 # (drivers.devnp_tap.devnp_tap.x_...) and runs it only in a module whose
@@ -89,3 +100,40 @@ def _alone_under_xdist(request):
             yield
         finally:
             fcntl.flock(lk, fcntl.LOCK_UN)
+
+
+# -- skips ---------------------------------------------------------------------
+# A skip may only say that this machine lacks what `sudo make test` brings:
+# root, or a tool `make setup` installs (the reason starts with "needs ").
+# Any other skip fails the run, and with IOPKT_NO_SKIPS=1 (.ci/run, where
+# setup ran) every skip does: a broken driver or a missing feature must
+# never pass for a missing tool. Under xdist the controller sees every
+# worker's reports.
+_skipped: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        lr = report.longrepr
+        reason = lr[2] if isinstance(lr, tuple) else str(lr)
+        _skipped.append((report.nodeid, reason.removeprefix("Skipped: ")))
+
+
+def _bad_skips() -> tuple[list[tuple[str, str]], bool]:
+    strict = os.environ.get("IOPKT_NO_SKIPS") == "1"
+    return [(n, r) for n, r in _skipped if strict or not r.startswith("needs ")], strict
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not os.environ.get("PYTEST_XDIST_WORKER") and _bad_skips()[0]:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    bad, strict = _bad_skips()
+    if bad:
+        why = ("skipped where nothing may be (IOPKT_NO_SKIPS=1)" if strict
+               else "skipped for a reason other than a missing tool or root")
+        terminalreporter.write_sep("=", f"{len(bad)} test(s) {why}", red=True)
+        for nodeid, reason in bad:
+            terminalreporter.write_line(f"{nodeid}: {reason}")

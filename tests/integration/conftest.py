@@ -25,14 +25,29 @@ pytestmark = pytest.mark.integration
 
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() != 0:
-        skip = pytest.mark.skip(reason="integration tests need root (sudo make test)")
+        skip = pytest.mark.skip(reason="needs root: integration tests (sudo make test)")
         for item in items:
             if "integration" in str(item.fspath):
                 item.add_marker(skip)
 
 
+def _base36(n: int, width: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    for _ in range(width):
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    assert n == 0, "does not fit"
+    return out
+
+
 def unique_prefix(tag: str = "t") -> str:
-    p = f"{tag}{os.getpid() % 10000}{next(_seq)}"[:12]
+    """A name prefix no other test, worker or lab uses: the tag (at most 3
+    characters), this process's pid and a counter, each of a fixed width
+    (pid_max is below 36**5), so two workers can never build one name. 11
+    characters at most: P-sa0 still fits a 15-character interface name."""
+    assert len(tag) <= 3, tag
+    p = f"{tag}{_base36(os.getpid(), 5)}{_base36(next(_seq), 3)}"
     _made.append(p)
     return p
 
@@ -193,25 +208,6 @@ def make_lab():
         lab.down(prefix, quiet=True)
 
 
-def afpacket_missing(*names: str) -> str | None:
-    """Why the AF_PACKET drivers `names` cannot be used here, or None."""
-    from iopkt.stack import drvload
-    try:
-        have = drvload.available()
-    except Exception as e:                  # a driver being written may not import yet
-        return f"the drivers do not load: {type(e).__name__}: {e}"
-    missing = [n for n in names if n not in have]
-    return (f"{' and '.join(missing)} not installed (drivers/devnp_afpacket, "
-            "drivers/devn_afpacket): the veth lab needs them") if missing else None
-
-
-def needs_afpacket(*names: str):
-    """A mark skipping a veth variant while its AF_PACKET driver is absent."""
-    names = names or lab.LINK_DRIVERS["veth"]
-    why = afpacket_missing(*names)
-    return pytest.mark.skipif(why is not None, reason=why or "")
-
-
 def link_drivers(link: str) -> tuple[str, str]:
     """(native, legacy) driver for a lab over `link`."""
     return lab.LINK_DRIVERS[link]
@@ -227,18 +223,16 @@ DRIVER_SETS = [
     pytest.param(("devn-tap", "devn-tap", "", None, "tap"), id="shim"),
     pytest.param(("devn-tap", "devn-tap", "shimrxcopy=0", None, "tap"), id="shim-zerocopy"),
     pytest.param(("devnp-tap", "devn-tap", "", None, "tap"), id="mixed"),
-    pytest.param((_NP, _NP, "", None, "veth"), id="native-veth", marks=needs_afpacket(_NP)),
-    pytest.param((_NP, _NP, "", False, "veth"), id="native-veth-nooffload",
-                 marks=needs_afpacket(_NP)),
-    pytest.param((_NL, _NL, "", None, "veth"), id="shim-veth", marks=needs_afpacket(_NL)),
-    pytest.param((_NL, _NL, "shimrxcopy=0", None, "veth"), id="shim-veth-zerocopy",
-                 marks=needs_afpacket(_NL)),
-    pytest.param((_NP, _NL, "", None, "veth"), id="mixed-veth", marks=needs_afpacket(_NP, _NL)),
+    pytest.param((_NP, _NP, "", None, "veth"), id="native-veth"),
+    pytest.param((_NP, _NP, "", False, "veth"), id="native-veth-nooffload"),
+    pytest.param((_NL, _NL, "", None, "veth"), id="shim-veth"),
+    pytest.param((_NL, _NL, "shimrxcopy=0", None, "veth"), id="shim-veth-zerocopy"),
+    pytest.param((_NP, _NL, "", None, "veth"), id="mixed-veth"),
 ]
 
 # Suites that run over both links ask for this fixture (test_shim.py).
 LINK_PARAMS = [pytest.param("tap", id="tap"),
-               pytest.param("veth", id="veth", marks=needs_afpacket())]
+               pytest.param("veth", id="veth")]
 
 
 # The deliberately broken legacy drivers live in tests/drivers.

@@ -13,8 +13,6 @@ from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import lab, netns
 
-from conftest import needs_afpacket
-
 VETH_NATIVE, VETH_LEGACY = lab.LINK_DRIVERS["veth"]
 
 
@@ -265,9 +263,7 @@ def test_second_lab_with_the_same_prefix_is_refused(make_lab):
 
 
 # -- the lab over veth pairs -------------------------------------------------
-@pytest.mark.parametrize("driver", [
-    pytest.param(VETH_NATIVE, marks=needs_afpacket(VETH_NATIVE)),
-    pytest.param(VETH_LEGACY, marks=needs_afpacket(VETH_LEGACY))])
+@pytest.mark.parametrize("driver", [VETH_NATIVE, VETH_LEGACY])
 def test_lab_over_veth_via_cli_ping_iperf3_remount_and_nothing_left(fresh_prefix, driver):
     """lab up --link veth: the hosts' veth ends in P-a and P-b, the stack's
     in P-s; ping and iperf3 cross; status and the printed hints say veth;
@@ -347,9 +343,7 @@ def test_lab_over_veth_refuses_a_tap_driver_in_one_line():
     assert leftovers("nolab") == {"netns": [], "links": [], "files": []}
 
 
-@pytest.mark.parametrize("driver", [
-    pytest.param(VETH_NATIVE, marks=needs_afpacket(VETH_NATIVE)),
-    pytest.param(VETH_LEGACY, marks=needs_afpacket(VETH_LEGACY))])
+@pytest.mark.parametrize("driver", [VETH_NATIVE, VETH_LEGACY])
 @pytest.mark.alone
 def test_link_speed_over_veth_both_directions(make_lab, driver):
     """--speed over veth: a tbf on each host's end; towards the hosts the

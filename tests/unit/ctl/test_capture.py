@@ -103,8 +103,10 @@ class Served:
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     monkeypatch.setattr(control, "RUN_DIR", str(tmp_path))
-    monkeypatch.setattr(server, "REQUEST_TIMEOUT", 0.3)
-    monkeypatch.setattr(server, "ANSWER_TIMEOUT", 0.3)
+    # Deadlines long enough for a client thread descheduled on a busy
+    # machine; the tests of the deadlines themselves shorten them.
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT", 5.0)
+    monkeypatch.setattr(server, "ANSWER_TIMEOUT", 5.0)
     # What earlier tests left on this process's heap is not the stack's:
     # keep the garbage collector's full passes over it out of the timings.
     gc.collect()
@@ -116,7 +118,7 @@ def served(tmp_path, monkeypatch):
     assert s.st.pool.in_use == 0
 
 
-def wait_for(cond, timeout=3.0):
+def wait_for(cond, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, "timed out"
@@ -195,11 +197,13 @@ def test_shutting_down_the_sending_side_gets_the_rest_and_the_counts(served):
     assert recs[-1][2]["reason"] == "client" and recs[-1][2]["captured"] == 4
 
 
-def test_the_deadlines_do_not_cut_a_quiet_capture(served):
+def test_the_deadlines_do_not_cut_a_quiet_capture(served, monkeypatch):
+    monkeypatch.setattr(server, "REQUEST_TIMEOUT", 0.3)
+    monkeypatch.setattr(server, "ANSWER_TIMEOUT", 0.3)
     sock, _, rest = stream(ifname="fk0")
     time.sleep(1.0)                                 # > REQUEST_TIMEOUT + ANSWER_TIMEOUT
     served.pings(1)
-    sock.settimeout(2)
+    sock.settimeout(10)
     data = rest
     while not parse_records(data)[0]:
         data += sock.recv(65536)
@@ -236,7 +240,7 @@ def test_a_reader_that_never_reads_gets_drops_not_a_stalled_stack(served, monkey
     assert st["bpf"]["dropped"] == cap["dropped"]
     assert served.net.if0.counters()["bpf_dropped"] == cap["dropped"]
     assert len(served.net.if1.sent) == n            # forwarding lost nothing
-    assert served.gaps["max"] < 0.25
+    assert served.gaps["max"] < 2.0                 # never blocked on the reader
     assert served.srv.cut["unread"] == 0            # held, not cut, while capturing
     # It reads at last: every frame it was counted as getting, in order, then the counts.
     sock.shutdown(socket.SHUT_WR)
@@ -251,10 +255,11 @@ def test_a_reader_that_never_reads_gets_drops_not_a_stalled_stack(served, monkey
 def test_an_ended_capture_that_is_never_read_is_cut(served, monkeypatch):
     sock, _, _ = stream(ifname="fk0", count=5)
     served.pings(5, size=1400)
-    wait_for(lambda: served.srv.cut["unread"] == 0 and not served.srv.streams, 3)
+    wait_for(lambda: served.srv.cut["unread"] == 0 and not served.srv.streams, 10)
     assert served.srv.cut["unread"] == 0            # the socket buffer took it all
     sock.close()
     monkeypatch.setattr(ops, "BPF_BUFSIZE", 1 << 20)
+    monkeypatch.setattr(server, "ANSWER_TIMEOUT", 0.3)
     sock, _, _ = stream(ifname="fk0", count=300)    # 430 KB: more than the socket takes
     for i in range(6):
         served.pings(50, start=50 * i, size=1400)

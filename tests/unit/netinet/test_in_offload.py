@@ -23,7 +23,8 @@ from iopkt.netinet.in_offload import (
 from offload_frames import as_superframe, chain, expected_segments, pseudo_seed, tcp6_pkt, tcp_pkt
 
 SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from fakenet import Router as R
 from fakenet import aton, inject
 
 SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
 H10 = struct.Struct("!10H")
 
 
@@ -290,7 +291,8 @@ ipv4_options = st.integers(0, 10).flatmap(
 
 
 @settings(max_examples=200, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
 @given(hc=st.integers(0, 0xFFFF), ttl=st.integers(2, 255), tos=st.integers(0, 255),
        proto=st.integers(0, 255), frag=st.integers(0, 0xFFFF) | st.just(0x4000),
        src=st.integers(0x01000000, 0xDFFFFFFF), opts=ipv4_options,

@@ -23,7 +23,8 @@ from fakenet import Router as R
 from fakenet import aton, inject, ip_of, take
 
 SETTINGS = settings(max_examples=80, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
 PROTO = 253                 # RFC 3692 experimental: scapy leaves the payload alone
 MAX_FRAGS = 150             # the stack's pool has 256 clusters
 

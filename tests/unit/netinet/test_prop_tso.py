@@ -32,7 +32,8 @@ from fakenet import aton, inject, take
 from offload_frames import chain
 
 SETTINGS = settings(max_examples=80, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
 FIN, PSH, CWR = 0x01, 0x08, 0x80
 MAX_SEGS = 120
 
@@ -191,7 +192,8 @@ def test_every_segment_follows_the_rules(pool, frame, cuts, partial, partial_in)
 
 
 @settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
 @given(data=st.data(), mtu=st.integers(68, 1500) | st.sampled_from([68, 576, 1500]),
        df=st.booleans(), edge=st.sampled_from([None, -1, 0, 1]))
 def test_forwarded_superframe_is_segmented_then_fragmented(net, stack, data, mtu, df, edge):

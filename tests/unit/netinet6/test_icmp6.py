@@ -45,7 +45,8 @@ LL = "fe80::aa"                      # a link-local host on fk0 (H0's MAC)
 NOWHERE = "2001:db8::1"              # no route
 QMAX = 1280 - 40 - 8                 # the most an error quotes
 SETTINGS = settings(max_examples=60, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
 
 
 # -- helpers ---------------------------------------------------------------------

@@ -449,7 +449,8 @@ def test_an_ipv4_header_checksum_flag_on_an_ipv6_packet_changes_nothing(r, cap, 
 
 # -- every well-formed packet ------------------------------------------------------------
 @settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                 HealthCheck.too_slow])
 @given(hlim=st.integers(2, 255), nh=st.integers(0, 255), payload=st.binary(max_size=1400),
        src_low=st.integers(1, (1 << 64) - 1))
 def test_any_packet_that_may_be_forwarded_leaves_unchanged_but_for_the_hop_limit(
