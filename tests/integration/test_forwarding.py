@@ -9,7 +9,7 @@ import json
 import re
 from datetime import datetime
 
-import pytest
+import accounting
 from scapy.all import IP, UDP, Ether, raw
 
 from iopkt.bench import measure
@@ -48,17 +48,20 @@ def test_ping_the_stack(shared_lab):
 
 
 def test_iperf3_tcp_complete(shared_lab):
-    # Not a rate test (the rate tests run alone): a floor any forwarder
-    # here clears many times over, even beside other tests.
+    # Not a rate test: a fixed amount, whatever time a loaded machine takes.
     lb = shared_lab
-    res = measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1)
+    n = 40 * 1024 * 1024
+    res = measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 0, ["-n", str(n)], timeout=120)
     sent = res["end"]["sum_sent"]["bytes"]
     got = res["server"]["end"]["sum_received"]["bytes"]
-    assert got > 5_000_000, res["end"]
-    # iperf3's server stops counting at the end message, so what was still
-    # in socket buffers is not counted; test_tcp_stream_arrives_intact
-    # checks completeness byte for byte.
-    assert got <= sent and got > 0.9 * sent
+    assert sent == n, res["end"]["sum_sent"]
+    # iperf3's server stops counting at the client's end message: what was
+    # still in A's send buffer or B's receive buffer then is not counted.
+    # Both are bounded by the namespaces' tcp_wmem and tcp_rmem maximums;
+    # test_tcp_stream_arrives_intact checks every byte arrives.
+    in_buffers = (accounting.tcp_buf_max(lb.ns_a, "tcp_wmem")
+                  + accounting.tcp_buf_max(lb.ns_b, "tcp_rmem"))
+    assert n - in_buffers <= got <= n, (got, n, in_buffers)
     mb = lb.wait_idle_pool()
     assert mb["clusters_in_use"] == 0, mb
     assert mb["jumbo_in_use"] == mb["jumbo_held_ready"], mb
@@ -71,14 +74,21 @@ def test_tcp_stream_arrives_intact(shared_lab):
     assert got[0] == str(30 * 1024 * 1024)
 
 
-@pytest.mark.alone
-def test_iperf3_udp_no_loss(shared_lab):
+def test_iperf3_udp_every_datagram_arrives_or_is_counted(shared_lab):
+    # Not a loss test (the bench measures loss): on a busy machine a host's
+    # socket buffer, a queue or the stack may drop, but every datagram
+    # iperf3 sent either arrived or moved a drop counter on the path.
     lb = shared_lab
-    res = measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1,
-                          ["-u", "-b", "20M", "-l", "1400"])
-    s = res["end"]["sum"]
-    assert s["packets"] > 1500                  # 20 Mbit/s of 1400 B: 1786 a second
-    assert s["lost_packets"] == 0, s
+    before = accounting.path_drops(lb)
+    res = measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 1, ["-u", "-b", "20M", "-l", "1400"])
+    dropped = accounting.moved(before, accounting.path_drops(lb))
+    sent = res["end"]["sum_sent"]["packets"]
+    # The server's view: `packets` is the highest sequence number it saw,
+    # `lost_packets` the gaps below it. Datagrams after the last one seen
+    # may still have been on their way when the test ended: not counted.
+    srv = res["server"]["end"]["sum_received"]
+    assert 0 < srv["packets"] - srv["lost_packets"] <= srv["packets"] <= sent, (sent, srv)
+    assert srv["lost_packets"] <= sum(dropped.values()), (srv, dropped)
     assert lb.wait_idle_pool()["clusters_in_use"] == 0
 
 
@@ -195,7 +205,9 @@ def test_json_outputs_parse(shared_lab):
     assert {r["destination"] for r in cli("route")["routes"]} >= {"198.18.0.0/24",
                                                                  "198.19.0.0/24"}
     assert cli("netstat", "-m")["clusters_total"] == 4096
-    assert cli("netstat")["ip"]["total"] >= 0
+    total = cli("netstat")["ip"]["total"]
+    assert "1 received" in lb.ping(lb.ns_a, "198.18.0.1", count=1).stdout   # to the stack
+    assert cli("netstat")["ip"]["total"] - total == 1
     assert {r["name"] for r in cli("netstat", "-i")["interfaces"]} == {lb.if_a, lb.if_b}
     lb.ping(lb.ns_a, "198.19.0.2")
     assert {e["address"] for e in cli("arp")["neighbours"]} >= {"198.18.0.2", "198.19.0.2"}

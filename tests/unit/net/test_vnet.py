@@ -45,23 +45,23 @@ def decode(m, *fields, at=0):
 
 
 def test_decode_reads_the_header_where_it_is(m):
-    assert decode(m, CSUM, TCPV4, 66, 1448, 34, 16, at=7)
+    assert decode(m, CSUM, TCPV4, 66, 1448, 34, 16, at=7) is True
     assert (m.csum_flags, m.csum_data, m.segsz) == (M_CSUM_TSOv4 | M_CSUM_TCPv4,
                                                     (20 << 16) | 16, 1448)
 
 
 def test_decode_partial_tcp_and_udp(m):
-    assert decode(m, CSUM, 0, 0, 0, 38, 16)             # 24 bytes of IP options
+    assert decode(m, CSUM, 0, 0, 0, 38, 16) is True             # 24 bytes of IP options
     assert (m.csum_flags, m.csum_data) == (M_CSUM_TCPv4, (24 << 16) | 16)
-    assert decode(m, CSUM, 0, 0, 0, 34, 6)
+    assert decode(m, CSUM, 0, 0, 0, 34, 6) is True
     assert (m.csum_flags, m.csum_data) == (M_CSUM_UDPv4, (20 << 16) | 6)
-    assert decode(m, VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0, 0)   # whole: nothing to do
+    assert decode(m, VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0, 0) is True   # whole: nothing to do
     assert m.csum_flags == 0
 
 
 def test_decode_takes_a_tcpv6_super_frame_of_an_ipv6_frame(m):
     m.buf[m.off + 12:m.off + 14] = b"\x86\xdd"
-    assert decode(m, CSUM, TCPV6, 74, 1428, 54, 16)
+    assert decode(m, CSUM, TCPV6, 74, 1428, 54, 16) is True
     assert (m.csum_flags, m.csum_data, m.segsz) == (M_CSUM_TSOv6 | M_CSUM_TCPv6,
                                                     (40 << 16) | 16, 1428)
 
@@ -70,15 +70,15 @@ def test_decode_flags_a_partial_checksum_by_the_frames_family(m):
     # One TUN_F_CSUM hands both families; the stack keeps them apart, as an
     # interface may complete TCPv4 checksums and not TCPv6 (-tcp6csum).
     m.buf[m.off + 12:m.off + 14] = b"\x86\xdd"
-    assert decode(m, CSUM, 0, 0, 0, 54, 16)
+    assert decode(m, CSUM, 0, 0, 0, 54, 16) is True
     assert (m.csum_flags, m.csum_data) == (M_CSUM_TCPv6, (40 << 16) | 16)
-    assert decode(m, CSUM, 0, 0, 0, 62, 6)              # after an 8-byte extension header
+    assert decode(m, CSUM, 0, 0, 0, 62, 6) is True  # after an 8-byte extension header
     assert (m.csum_flags, m.csum_data) == (M_CSUM_UDPv6, (48 << 16) | 6)
     m.buf[m.off + 12:m.off + 14] = b"\x86\xde"         # not IPv6: the IPv4 flags
-    assert decode(m, CSUM, 0, 0, 0, 54, 16)
+    assert decode(m, CSUM, 0, 0, 0, 54, 16) is True
     assert m.csum_flags == M_CSUM_TCPv4
     m.buf[m.off + 12:m.off + 14] = b"\x87\xdd"
-    assert decode(m, CSUM, 0, 0, 0, 54, 6)
+    assert decode(m, CSUM, 0, 0, 0, 54, 6) is True
     assert m.csum_flags == M_CSUM_UDPv4
 
 
@@ -86,7 +86,7 @@ def test_decode_flags_a_partial_checksum_by_the_frames_family(m):
                                        (b"\x08\x06", TCPV4)], ids=["v4_in_v6", "v6_in_v4", "arp"])
 def test_decode_refuses_a_super_frame_of_the_other_family(m, etype, gso):
     m.buf[m.off + 12:m.off + 14] = etype
-    assert not decode(m, CSUM, gso, 74, 1428, 54, 16)
+    assert decode(m, CSUM, gso, 74, 1428, 54, 16) is False
 
 
 def test_encode_writes_tcpv6_for_an_ipv6_super_frame(m):
@@ -98,7 +98,7 @@ def test_encode_writes_tcpv6_for_an_ipv6_super_frame(m):
 
 
 def test_decode_takes_the_ecn_bit_with_tso(m):
-    assert decode(m, CSUM, TCPV4 | VIRTIO_NET_HDR_GSO_ECN, 66, 1448, 34, 16)
+    assert decode(m, CSUM, TCPV4 | VIRTIO_NET_HDR_GSO_ECN, 66, 1448, 34, 16) is True
     assert m.csum_flags == M_CSUM_TSOv4 | M_CSUM_TCPv4
 
 
@@ -113,11 +113,11 @@ def test_decode_takes_the_ecn_bit_with_tso(m):
     (CSUM, 0, 0, 0, 34, 10),            # neither TCP's nor UDP's checksum field
 ])
 def test_decode_refuses_a_header_that_lies(m, fields):
-    assert not decode(m, *fields)
+    assert decode(m, *fields) is False
 
 
 def test_decode_accepts_a_field_that_ends_the_frame(m):
-    assert decode(m, CSUM, 0, 0, 0, 182, 16)            # bytes 198 and 199 of 200
+    assert decode(m, CSUM, 0, 0, 0, 182, 16) is True            # bytes 198 and 199 of 200
 
 
 def test_encode_writes_what_decode_reads(m):
