@@ -16,6 +16,7 @@ import time
 from iopkt.lab import netns
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVER_START_S = 10.0       # how long an iperf3 server may take to listen
 
 
 class BenchError(Exception):
@@ -61,32 +62,18 @@ def iperf3(ns_client: str, ns_server: str, server_ip: str, seconds: float,
     """One iperf3 run, client in `ns_client`, server in `ns_server`.
     Returns the client's JSON as iperf3 wrote it, with the server's own
     JSON (which counts every byte that arrived) under "server"."""
-    need_iperf3()
     port = str(5201 + (os.getpid() % 500))
-    srv = netns.ns_popen(ns_server, ["iperf3", "-s", "-1", "-p", port, "-J"],
-                         cpus=cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    srv = iperf3_server(ns_server, ["-p", port, "-J"], cores=cores,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        time.sleep(0.3)
         extra = list(extra or [])
         limit = [] if {"-n", "-k"} & set(extra) else ["-t", str(seconds)]
         cmd = ["iperf3", "-c", server_ip, "-p", port, *limit, "-J", *extra]
-        cli = netns.ns_popen(ns_client, cmd, cpus=cores, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-        try:
-            out, err = cli.communicate(timeout=timeout or seconds + 20)
-        except subprocess.TimeoutExpired:
-            cli.kill()
-            cli.communicate()
-            raise BenchError(f"iperf3 did not finish within {timeout or seconds + 20}s") from None
-        try:
-            res = json.loads(out)
-        except json.JSONDecodeError:
-            raise BenchError(f"iperf3 printed no JSON: "
-                             f"{err.decode(errors='replace')[-300:]}") from None
+        res = _iperf3_client(ns_client, cmd, cores, timeout or seconds + 20)
         if "error" in res:
             raise BenchError(f"iperf3: {res['error']}")
         try:
-            sout, _ = srv.communicate(timeout=5)
+            sout, _ = srv.communicate(timeout=15)
             res["server"] = json.loads(sout)
         except (subprocess.TimeoutExpired, json.JSONDecodeError):
             res["server"] = None
@@ -95,6 +82,58 @@ def iperf3(ns_client: str, ns_server: str, server_ip: str, seconds: float,
         if srv.poll() is None:
             srv.kill()
             srv.communicate()
+
+
+def iperf3_server(ns: str, args: list[str], cores: set[int] | None = None,
+                  **popen_kw) -> subprocess.Popen:
+    """`iperf3 -s -1 ARGS` in namespace `ns`, returned once it listens. A
+    client started before that is refused, and on a loaded machine the
+    server may take a second or more to get there."""
+    need_iperf3()
+    port = int(args[args.index("-p") + 1]) if "-p" in args else 5201
+    srv = netns.ns_popen(ns, ["iperf3", "-s", "-1", *args], cpus=cores, **popen_kw)
+    deadline = time.monotonic() + SERVER_START_S
+    while not _listening(srv.pid, port):
+        if srv.poll() is not None or time.monotonic() > deadline:
+            srv.kill()
+            srv.communicate()
+            raise BenchError(f"iperf3 -s {' '.join(args)} in {ns} did not listen on port "
+                             f"{port} within {SERVER_START_S:.0f} s")
+        time.sleep(0.02)
+    return srv
+
+
+def _listening(pid: int, port: int) -> bool:
+    """Whether process `pid` has a TCP socket listening on `port`:
+    /proc/PID/net shows that process's own namespace."""
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f)
+                for line in f:
+                    local, state = line.split()[1], line.split()[3]
+                    if state == "0A" and int(local.rpartition(":")[2], 16) == port:
+                        return True
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return False
+
+
+def _iperf3_client(ns: str, cmd: list[str], cores, timeout: float) -> dict:
+    """Run the iperf3 client `cmd` in `ns`; its JSON (an "error" key when
+    iperf3 reports one)."""
+    cli = netns.ns_popen(ns, cmd, cpus=cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = cli.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        cli.kill()
+        cli.communicate()
+        raise BenchError(f"iperf3 did not finish within {timeout}s") from None
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError:
+        raise BenchError(f"iperf3 printed no JSON: "
+                         f"{err.decode(errors='replace')[-300:]}") from None
 
 
 def received_bps(res: dict) -> float:

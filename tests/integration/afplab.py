@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import netns
 
@@ -185,10 +186,9 @@ class VethLab:
 
     def iperf(self, seconds: float = 3, reverse: bool = False, extra=(), cpus=None) -> dict:
         """iperf3 TCP from A to B (B to A with reverse); its JSON."""
-        srv = netns.ns_popen(self.ns_b, ["iperf3", "-s", "-1", "-B", B_HOST],
-                             cpus=cpus, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        srv = measure.iperf3_server(self.ns_b, ["-B", B_HOST], cores=cpus,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            time.sleep(0.3)
             res = self.run(self.ns_a, ["iperf3", "-c", B_HOST, "-t", str(seconds), "-J",
                                        *(["-R"] if reverse else []), *extra],
                            timeout=seconds + 30, cpus=cpus)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from iopkt.bench import measure
 from iopkt.lab import netns
 
 from afplab import A_GW, A_HOST, B_HOST, ETHTOOL_STXCSUM, VethLab, ethtool_set, mbps, peer_offload
@@ -220,9 +221,8 @@ def test_detach_under_traffic_leaves_pool_and_ring_clean(make):
     lab = make()
     pid = lab.proc.pid
     assert packet_sockets(lab) == 2 and socket_maps(pid) == 2
-    srv = netns.ns_popen(lab.ns_b, ["iperf3", "-s", "-1", "-B", B_HOST],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
+    srv = measure.iperf3_server(lab.ns_b, ["-B", B_HOST],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cli = netns.ns_popen(lab.ns_a, ["iperf3", "-c", B_HOST, "-t", "6", "-P", "2"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -16,6 +16,7 @@ import time
 import psutil
 import pytest
 
+from iopkt.bench import measure
 from iopkt.ctl import control, rundir
 from iopkt.lab import lab, netns, ownership
 
@@ -212,8 +213,8 @@ def test_umount_then_one_mount_brings_traffic_back(make_lab, driver):
     assert lb.state["mount_a"] == f"iopkt mount --instance {p} {driver} {one_command}"
     lb.req("route", add="198.18.77.0/24", gateway="198.18.0.2")
     lb.req("ifconfig", ifname=ifa, mtu=1400)
-    srv = netns.ns_popen(lb.ns_b, ["iperf3", "-s", "-1", "-p", "5398", "-J"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    srv = measure.iperf3_server(lb.ns_b, ["-p", "5398", "-J"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert "1 received" in lb.ping(lb.ns_a, "198.19.0.2").stdout
         r = iopkt("umount", "--instance", p, ifa)

@@ -17,7 +17,6 @@ finalizer, also when the test fails.
 """
 
 import contextlib
-import itertools
 import os
 import re
 import shutil
@@ -34,16 +33,11 @@ from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import netns
 
+from conftest import unique_prefix
+
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (sudo make test)"),
               pytest.mark.skipif(not shutil.which("iperf3"), reason="needs iperf3")]
-_seq = itertools.count()
-
-
-def unique_prefix(tag: str) -> str:
-    """A name prefix no other test or lab uses (12 characters at most, so
-    P-sa fits a 15-character interface name)."""
-    return f"{tag}{os.getpid() % 10000}{next(_seq)}"[:12]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -262,11 +256,10 @@ def test_umount_under_traffic_gives_every_npkt_back(topo):
     assert "1 received" in t.ping(t.ns_a, "198.19.0.2").stdout
     # Our MAC is on each interface's unicast filter while mounted.
     assert promiscuity(t.ns_s, t.if_sa) == promiscuity(t.ns_s, t.if_sb) == 1
-    srv = netns.ns_popen(t.ns_b, ["iperf3", "-s", "-1", "-p", "5321"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv = measure.iperf3_server(t.ns_b, ["-p", "5321"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cli = None
     try:
-        time.sleep(0.3)
         cli = netns.ns_popen(t.ns_a, ["iperf3", "-c", "198.19.0.2", "-p", "5321", "-t", "4"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.5)

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from devnp_shim.shim import CHECKS
+from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import netns
 
@@ -116,9 +117,8 @@ def test_unmount_under_traffic(make_lab, link, rxcopy):
         assert "1 received" in lb.ping(lb.ns_a, "198.20.0.2").stdout
         assert lb.req("ping")["threads"] == 2
 
-        srv = netns.ns_popen(lb.ns_b, ["iperf3", "-s", "-1", "-p", "5311"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.3)
+        srv = measure.iperf3_server(lb.ns_b, ["-p", "5311"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cli = netns.ns_popen(lb.ns_a, ["iperf3", "-c", "198.19.0.2", "-p", "5311", "-t", "4"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         time.sleep(1.5)
