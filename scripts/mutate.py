@@ -29,6 +29,7 @@ tests are unchanged; `make mutate ARGS=--fresh` starts from nothing.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ from collections import Counter, defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EQUIVALENT = os.path.join("tests", "equivalent_mutants.txt")
+PERF_ONLY = os.path.join("tests", "performance_only_mutants.txt")
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 
 
@@ -97,6 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--goal", type=float, default=90.0, help="lowest passing score, percent")
     ap.add_argument("--report-only", action="store_true",
                     help="do not run mutmut; report the results already in mutants/")
+    ap.add_argument("patterns", nargs="*", metavar="PATTERN",
+                    help="only mutants whose names match (fnmatch, e.g. 'iopkt.net.ifnet.*'): "
+                         "a part of the run, and its rows only")
     args = ap.parse_args(argv)
     if args.jobs < 1:
         ap.error(f"--jobs {args.jobs}: must be at least 1")
@@ -114,7 +119,7 @@ def main(argv=None) -> int:
         print(f"mutate: running mutmut with {args.jobs} jobs (progress in {log})", flush=True)
         t0 = time.monotonic()
         with open(log, "w") as f:
-            r = subprocess.run([mutmut, "run", "--max-children", str(args.jobs)],
+            r = subprocess.run([mutmut, "run", "--max-children", str(args.jobs), *args.patterns],
                                stdout=f, stderr=subprocess.STDOUT)
         took = time.monotonic() - t0
         if r.returncode != 0:
@@ -126,19 +131,27 @@ def main(argv=None) -> int:
         print(f"mutate: mutmut took {took / 60:.1f} min")
 
     res = mutant_results(mutmut)
+    if args.patterns:
+        res = {k: v for k, v in res.items() if any(fnmatch.fnmatch(k, p) for p in args.patterns)}
     if not res:
         print("mutate: no results in mutants/ (run without --report-only)")
         return 2
     equiv = load_equivalents(EQUIVALENT)
+    perf = load_equivalents(PERF_ONLY)
+    both = set(equiv) & set(perf)
+    if both:
+        sys.exit(f"mutate: listed both as equivalent and as performance-only: {sorted(both)}")
     stale = []
-    for name, (line, _reason) in equiv.items():
+    for name, (line, _reason) in {**equiv, **perf}.items():
+        if args.patterns and not any(fnmatch.fnmatch(name, p) for p in args.patterns):
+            continue
         status = res.get(name)
         if status is None:
             stale.append(f"{name}: no such mutant any more")
         elif status == "not checked":
             continue                    # not run yet (an interrupted run)
         elif status not in ("survived", "no tests"):
-            stale.append(f"{name}: listed as equivalent but {status}")
+            stale.append(f"{name}: listed but {status}")
         elif mutated_line(mutmut, name) != line:
             stale.append(f"{name}: now mutates `{mutated_line(mutmut, name)}`")
 
@@ -147,35 +160,41 @@ def main(argv=None) -> int:
     for name, status in res.items():
         c = rows[module_of(name)]
         c["total"] += 1
-        if name in equiv and not any(s.startswith(name + ":") for s in stale):
+        listed = not any(s.startswith(name + ":") for s in stale)
+        if name in equiv and listed:
             c["equivalent"] += 1
+        elif name in perf and listed:
+            c["perf"] += 1
         elif status in KILLED:
             c["killed"] += 1
         else:
             c["survived"] += 1
             survivors.append((name, status))
 
-    print(f"\n{'module':42} {'mutants':>8} {'killed':>7} {'survived':>9} {'equiv':>6} {'score':>7}")
+    print(f"\n{'module':42} {'mutants':>8} {'killed':>7} {'survived':>9} {'equiv':>6} "
+          f"{'perf':>5} {'score':>7}")
     tot = Counter()
     low = []
     for mod in sorted(rows):
         c = rows[mod]
         tot.update(c)
-        n = c["total"] - c["equivalent"]
+        n = c["total"] - c["equivalent"] - c["perf"]
         score = 100 * c["killed"] / n if n else 100.0
         if score < args.goal:
             low.append(f"{mod} {score:.1f}%")
         print(f"{mod:42} {c['total']:8} {c['killed']:7} {c['survived']:9} {c['equivalent']:6} "
-              f"{score:6.1f}%")
+              f"{c['perf']:5} {score:6.1f}%")
     if survivors:
         print(f"\n{len(survivors)} surviving (see one with `.venv/bin/mutmut show NAME`):")
         for name, status in sorted(survivors):
             print(f"  {name}: {status}")
     for s in stale:
-        print(f"stale entry in {EQUIVALENT}: {s}")
-    n = tot["total"] - tot["equivalent"]
+        print(f"stale entry in {PERF_ONLY if s.split(':')[0] in perf else EQUIVALENT}: {s}")
+    n = tot["total"] - tot["equivalent"] - tot["perf"]
     pct = 100 * tot["killed"] / n if n else 100.0
-    print(f"\n{tot['equivalent']} equivalent mutants listed with reasons in {EQUIVALENT}")
+    print(f"\n{tot['equivalent']} equivalent mutants listed with proofs in {EQUIVALENT}")
+    print(f"{tot['perf']} performance-only mutants (only slower; the bench figure that guards "
+          f"each is in {PERF_ONLY})")
     if low:
         print(f"below {args.goal:g}%: {', '.join(low)}")
     print(f"mutation score: {tot['killed']}/{n} killed ({pct:.1f}%)")
