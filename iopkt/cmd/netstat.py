@@ -109,4 +109,6 @@ def register(sub) -> None:
     sp.add_argument("-m", action="store_true", help="mbuf pool statistics")
     sp.add_argument("-f", choices=("inet", "inet6"), help="with -r: one family's table "
                     "(both without it)")
+    sp.add_argument("-n", action="store_true",
+                    help="addresses as numbers (always so; accepted as BSD's netstat -rn)")
     sp.add_argument("stray", nargs="*", help=argparse.SUPPRESS)

@@ -243,6 +243,19 @@ def test_netstat_r_is_the_routing_table_of_both_families(stack, capsys):
     assert lines[six + 2].split() == ["default", "2001:2:0:b::2", "UGS", "7", "en0"]
 
 
+@pytest.mark.parametrize("argv", [["-rn"], ["-r", "-n"], ["-nr"]], ids=["rn", "r_n", "nr"])
+def test_netstat_rn_as_bsd_typed_it_is_the_routing_table(argv, stack, capsys):
+    code, out, _ = run(["netstat", *argv], capsys)
+    assert code == 0 and [c[1] for c in stack.calls] == ["route", "route"]
+    assert out.splitlines()[0] == "Internet:"
+
+
+def test_netstat_in_is_the_interface_table(stack, capsys):
+    code, out, _ = run(["netstat", "-in"], capsys)
+    assert code == 0 and [c[1] for c in stack.calls] == ["nicinfo"]
+    assert out.split()[:2] == ["Name", "Mtu"]
+
+
 def test_netstat_rf_inet6_is_the_ipv6_table_alone(stack, capsys):
     code, out, _ = run(["netstat", "-r", "-f", "inet6"], capsys)
     assert code == 0 and [(c[1], c[2]) for c in stack.calls] == [("route", {"family": "inet6"})]
