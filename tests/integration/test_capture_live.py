@@ -5,6 +5,7 @@ a capture client that never reads costs the traffic nothing."""
 
 import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from iopkt.ctl import control
 from iopkt.lab import lab
 from iopkt.net.bpf import BPF_D_IN, BPF_D_OUT
 
+import accounting
 from conftest import running_lab, unique_prefix
 
 pytestmark = pytest.mark.skipif(not shutil.which("tcpdump"), reason="needs tcpdump "
@@ -173,25 +175,30 @@ def test_stdout_into_tcpdump_shows_the_frames(mixed):
 def test_a_client_that_never_reads_drops_frames_and_ping_loses_nothing(mixed):
     """A capture on A's interface with a client that never reads while
     iperf3 crosses the stack: its bound fills, frames are dropped and
-    counted, and ping every 10 ms through the same interface loses none.
-    iperf3 is held at 200 Mbit/s, below what the shim side carries: at full
-    rate TCP fills en0's if_snd until it drops, and ping loses a few
-    packets there with or without a capture."""
+    counted, and ping every 10 ms through the same interface loses nothing
+    to it: any echo lost is a drop counted on the path (on a quiet machine
+    there is none). iperf3 is held at 200 Mbit/s, below what the shim side
+    carries: at full rate TCP fills en0's if_snd until it drops."""
     lb = mixed
     sock, header, _ = control.open_stream(lb.prefix, "capture", ifname=lb.if_a)
     try:
         before = lb.nic(lb.if_a)["counters"]["bpf_dropped"]
+        drops = accounting.path_drops(lb)
         res = {}
 
         def pinger():
             res["ping"] = lb.run(lb.ns_a, ["ping", "-n", "-q", "-i", "0.01", "-c", "150",
-                                           "-W", "1", "198.19.0.2"], timeout=30)
+                                           "-W", "5", "198.19.0.2"], timeout=60)
         t = threading.Thread(target=pinger)
         t.start()
         measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 2, ["-b", "200M"])
-        t.join(30)
+        t.join(60)
         r = res["ping"]
-        assert " 0% packet loss" in r.stdout, r.stdout
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", r.stdout)
+        assert m, r.stdout
+        dropped = accounting.moved(drops, accounting.path_drops(lb))
+        lost = int(m.group(1)) - int(m.group(2))
+        assert lost <= sum(dropped.values()), (r.stdout, dropped)
         ns = lb.netstat()
         cap, = ns["captures"]
         assert cap["dropped"] > 0 and cap["captured"] > 0, cap

@@ -91,10 +91,13 @@ def test_slowloris_and_200_idle_connections_do_not_stall_forwarding(lab_):
     out, r = ping_during(lb, hostile)
     sent, received, rtt_max = rtt_stats(out)
     assert received == sent, out
-    assert rtt_max < 50, out                # the longest forwarding gap
-    assert max(r["waits"]) < 0.1, r        # valid requests answered at once
-    # Cut off after its 1 s deadline: its third or fourth byte finds the door closed.
-    assert 3 <= r["sent"] <= 4, r
+    # A server that waited for the slow client would stall for its whole
+    # 1 s deadline; half of that bounds a descheduled but unblocked stack.
+    assert rtt_max < 500, out               # the longest forwarding gap
+    assert max(r["waits"]) < 0.5, r        # valid requests answered at once
+    # Cut off at its 1 s deadline: at most its fourth byte went in (fewer
+    # when a busy machine spaced them wider).
+    assert 1 <= r["sent"] <= 4, r
     cut = lb.netstat()["control"]["cut"]
     # Every hostile connection was cut (they outlive their deadline), none
     # of the valid ones: the oldest were evicted by newer ones, the rest
@@ -129,13 +132,13 @@ def test_oversized_and_flooding_clients_are_cut_and_counted(lab_):
 
     out, (answer, wait) = ping_during(lb, hostile)
     sent, received, rtt_max = rtt_stats(out)
-    assert received == sent and rtt_max < 50, out
-    assert wait < 0.1
+    assert received == sent and rtt_max < 500, out     # never stalled (see above)
+    assert wait < 0.5
     assert json.loads(answer) == {"ok": False, "usage": True,
                                   "error": f"request larger than {server.MAX_REQUEST} bytes"}
     after = lb.netstat()["control"]
     assert after["cut"]["oversized"] == before["cut"]["oversized"] + 1
-    assert after["errors"] - before["errors"] >= 301      # 300 nonsense + the big one
+    assert after["errors"] - before["errors"] == 301      # 300 nonsense + the big one
 
 
 def test_a_full_backlog_is_one_line_and_lab_down_still_works(make_lab):

@@ -9,11 +9,11 @@ import json
 import re
 from datetime import datetime
 
-import accounting
 from scapy.all import IP, UDP, Ether, raw
 
 from iopkt.bench import measure
 
+import accounting
 from tcpstream import tcp_stream
 
 
