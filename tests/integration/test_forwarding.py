@@ -54,14 +54,14 @@ def test_iperf3_tcp_complete(shared_lab):
     res = measure.iperf3(lb.ns_a, lb.ns_b, "198.19.0.2", 0, ["-n", str(n)], timeout=120)
     sent = res["end"]["sum_sent"]["bytes"]
     got = res["server"]["end"]["sum_received"]["bytes"]
-    assert sent == n, res["end"]["sum_sent"]
+    assert n <= sent <= n + 128 * 1024, res["end"]["sum_sent"]     # whole 128 KiB writes
     # iperf3's server stops counting at the client's end message: what was
     # still in A's send buffer or B's receive buffer then is not counted.
     # Both are bounded by the namespaces' tcp_wmem and tcp_rmem maximums;
     # test_tcp_stream_arrives_intact checks every byte arrives.
     in_buffers = (accounting.tcp_buf_max(lb.ns_a, "tcp_wmem")
                   + accounting.tcp_buf_max(lb.ns_b, "tcp_rmem"))
-    assert n - in_buffers <= got <= n, (got, n, in_buffers)
+    assert sent - in_buffers <= got <= sent, (got, sent, in_buffers)
     mb = lb.wait_idle_pool()
     assert mb["clusters_in_use"] == 0, mb
     assert mb["jumbo_in_use"] == mb["jumbo_held_ready"], mb

