@@ -132,11 +132,10 @@ def test_bench_latency_smoke(tmp_path):
         assert 0 < x["rtt_min_us"] <= x["rtt_p50_us"] <= x["rtt_p99_us"] <= x["rtt_max_us"]
         assert x["sent"] == 250 and x["received"] == sum(x["rtt_histogram"]["count"])
         assert (out / x["ping_output"]).exists()
-        if load == "idle":
-            assert x["loss_percent"] == 0.0, x
-        else:
-            assert x["loss_percent"] < 1.0, x
-            assert x["load_bps"] > 150e6        # the load was carried
+        # Loss is the bench's to measure; the record must say what ping saw.
+        assert x["loss_percent"] == pytest.approx(100 * (x["sent"] - x["received"]) / 250), x
+        if load != "idle":
+            assert 0 < x["load_bps"] <= 1.05 * 200e6, x     # iperf3 -b 200M: a ceiling
             assert (out / x["iperf3_json"]).exists()
     for load in ("idle", "200M"):
         # Linux routing is the faster forwarder
