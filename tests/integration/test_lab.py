@@ -80,7 +80,11 @@ def test_live_rates_sock_and_a_stack_that_goes_away(make_lab):
     w = subprocess.Popen([sys.executable, "-m", "iopkt", "nicinfo", "-w", "0.2",
                           "--instance", lb.prefix], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    first = w.stdout.readline()             # it is showing rates: now the stack goes
+    first = ""                              # until it shows a rate line: then the stack goes
+    while lb.if_a not in first:
+        line = w.stdout.readline()
+        assert line, w.stderr.read()
+        first += line
     os.kill(lb.pid, signal.SIGTERM)
     out, err = w.communicate(timeout=30)
     out = first + out

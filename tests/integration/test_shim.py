@@ -119,11 +119,14 @@ def test_unmount_under_traffic(make_lab, link, rxcopy):
 
         srv = measure.iperf3_server(lb.ns_b, ["-p", "5311"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cli = netns.ns_popen(lb.ns_a, ["iperf3", "-c", "198.19.0.2", "-p", "5311", "-t", "4"],
+        cli = netns.ns_popen(lb.ns_a, ["iperf3", "-c", "198.19.0.2", "-p", "5311", "-t", "30"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        time.sleep(1.5)
-        before = lb.nic(lb.if_b)["counters"]["ipackets"]
-        assert before > 1000                        # traffic is flowing through it
+        # Unmounted once traffic flows through it (1000 packets: the ACKs
+        # B sends back), however long a busy machine takes to get there.
+        deadline = time.time() + 25
+        while lb.nic(lb.if_b)["counters"]["ipackets"] < 1000 and time.time() < deadline:
+            time.sleep(0.1)
+        assert lb.nic(lb.if_b)["counters"]["ipackets"] >= 1000
         out = lb.req("detach", ifname=lb.if_b)
         assert out["detached"] == lb.if_b
         cli.kill()
