@@ -98,7 +98,7 @@ def test_an_idle_client_is_cut_at_its_deadline_and_the_loop_never_waits(served, 
     idle.send(b'{"op"')                   # half a request, then nothing
     # Answered while the idle client still holds its connection: the loop
     # did not wait for it (the stack's own count, not a wall-clock bound).
-    assert ask(path, req(op="ping"))["ok"]
+    assert ask(path, req(op="ping"))["ok"] is True
     assert srv.cut["idle"] == 0 and srv.requests == 1
     idle.settimeout(30)
     assert idle.recv(100) == b""           # closed by the server
@@ -129,7 +129,7 @@ def test_a_client_that_does_not_read_its_answer_is_cut(served, monkeypatch):
     s.send(req(op="big"))
     wait_for(lambda: srv.cut["unread"] == 1)
     assert not srv.conns
-    assert ask(path, req(op="ping"))["ok"]
+    assert ask(path, req(op="ping"))["ok"] is True
     s.close()
 
 
@@ -142,9 +142,9 @@ def test_more_clients_than_max_conns_evict_the_oldest(served, monkeypatch):
         s.connect(path)
         socks.append(s)
     wait_for(lambda: srv.accepted == 20)
-    assert ask(path, req(op="ping"))["ok"]
+    assert ask(path, req(op="ping"))["ok"] is True
     wait_for(lambda: srv.cut["evicted"] == 13)      # 20 + 1 - 8
-    for s in socks[:12]:                           # the oldest were closed
+    for s in socks[:13]:                           # the 13 oldest were closed: all evicted
         s.settimeout(10)
         assert s.recv(10) == b""
     for s in socks:
@@ -189,7 +189,7 @@ def test_malformed_requests_are_usage_errors_and_leave_no_traceback(served, capl
     assert not [r for r in caplog.records if r.exc_info], "a traceback reached the log"
     assert not [r for r in caplog.records if "control request failed" in r.getMessage()]
     assert (srv.requests, srv.errors) == (1, 1)
-    assert ask(path, req(op="ping"))["ok"]
+    assert ask(path, req(op="ping"))["ok"] is True
     assert (srv.requests, srv.errors) == (2, 1)
 
 
@@ -219,7 +219,7 @@ def test_a_request_nested_too_deep_is_a_usage_error_counted_and_not_logged(serve
                    "error": f"a request nested deeper than {request.MAX_DEPTH} levels"}, ans
     assert srv.stats()["too_deep"] == 1 and (srv.requests, srv.errors) == (1, 1)
     assert not caplog.records, [r.getMessage() for r in caplog.records]
-    assert ask(path, req(op="ping"))["ok"]
+    assert ask(path, req(op="ping"))["ok"] is True
 
 
 @pytest.mark.parametrize("text, deep", [
