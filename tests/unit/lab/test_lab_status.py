@@ -25,7 +25,10 @@ def test_status_reports_each_broken_record_and_goes_on(tmp_path, monkeypatch):
         "ino, dev, cookie, at; nothing touched")}
     assert res["bad2"]["error"] == f"lab 'bad2': {lab.state_path('bad2')} is not JSON; " \
         "nothing touched"
-    assert "written by an older iopkt" in res["old"]["error"]
+    assert res["old"]["error"] == (
+        f"lab 'old': {lab.state_path('old')} was written by an older iopkt and proves no "
+        "ownership of namespaces or links (take that lab down with the iopkt that made it, or "
+        "by hand); nothing touched")
     assert res["good"]["stack_alive"] is False and res["good"]["answering"] is False
     assert res["good"]["drivers"] == ["devnp-tap", "devn-tap"]
 
