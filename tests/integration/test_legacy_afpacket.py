@@ -33,6 +33,7 @@ from iopkt.bench import measure
 from iopkt.ctl import control
 from iopkt.lab import netns
 
+import accounting
 from conftest import unique_prefix
 
 pytestmark = [pytest.mark.integration,
@@ -117,6 +118,14 @@ class Topo:
 
     def req(self, op, **kw):
         return control.request(self.prefix, op, **kw)
+
+    def netstat(self):
+        return self.req("netstat")
+
+    @property
+    def state(self) -> dict:
+        """What accounting.path_drops asks of a lab: its wire namespace."""
+        return {"ns_s": self.ns_s}
 
     def nic(self, ifname):
         return self.req("nicinfo", ifname=ifname)[0]
@@ -211,7 +220,7 @@ def test_ping_tcp_udp_through_two_afpacket_drivers(topo):
     r = t.ping(t.ns_a, "198.19.0.2", 3)
     assert "3 received" in r.stdout, r.stdout + t.log()
     # The hosts send with checksum offload on: partial checksums cross the veth.
-    assert features(t.ns_a, f"{t.prefix}-a0")["tx-checksum-ip-generic"]
+    assert features(t.ns_a, f"{t.prefix}-a0")["tx-checksum-ip-generic"] is True
     before = tcp_csum_errors(t.ns_b), tcp_csum_errors(t.ns_a)
     tcp = measure.iperf3(t.ns_a, t.ns_b, "198.19.0.2", 1)
     assert measure.received_bps(tcp) > 10e6, tcp["end"]
@@ -220,15 +229,30 @@ def test_ping_tcp_udp_through_two_afpacket_drivers(topo):
     # The kernels checked every checksum the driver completed: none wrong.
     assert (tcp_csum_errors(t.ns_b), tcp_csum_errors(t.ns_a)) == before
     udp_before = udp_csum_errors(t.ns_b)
+    drops = accounting.path_drops(t)
     udp = measure.iperf3(t.ns_a, t.ns_b, "198.19.0.2", 1, ["-u", "-b", "50M"])
+    dropped = accounting.moved(drops, accounting.path_drops(t))
     srv = udp["server"]["end"]["sum"]
-    assert srv["packets"] > 1000 and srv["lost_percent"] < 5, srv
+    # Every datagram B missed (below the last it saw) was dropped on the
+    # path and counted there; a busy machine may drop, never uncounted.
+    assert 0 < srv["packets"] - srv["lost_packets"] <= srv["packets"] <= \
+        udp["end"]["sum_sent"]["packets"], (srv, udp["end"]["sum_sent"])
+    assert srv["lost_packets"] <= sum(dropped.values()), (srv, dropped)
     assert udp_csum_errors(t.ns_b) == udp_before
+    # What crossed each way, as the receivers counted it: every byte went
+    # in at one interface and out at the other, in frames that carry more
+    # than their payload; every datagram B got, in a frame of its own.
+    a_to_b = tcp["end"]["sum_received"]["bytes"] + srv["bytes"]
+    b_to_a = back["end"]["sum_received"]["bytes"]
+    got = srv["packets"] - srv["lost_packets"]
+    floors = {"en0": {"octets_rxed_ok": a_to_b, "octets_txed_ok": b_to_a, "rxed_ok": got},
+              "en1": {"octets_txed_ok": a_to_b, "octets_rxed_ok": b_to_a, "txed_ok": got}}
     for name in ("en0", "en1"):
         st = t.drv(name)
         assert st["rx_csum_completed"] > 0, (name, st)
         assert st["rx_gso_dropped"] == 0 and st["rx_bad_vnet_hdr"] == 0, st
-        assert st["rx_thread_alive"] and st["rxed_ok"] > 1000 and st["txed_ok"] > 1000, st
+        assert st["rx_thread_alive"] is True, st
+        assert all(st[k] >= v for k, v in floors[name].items()), (name, floors[name], st)
         assert t.nic(name)["driver_info"]["tx_offload_leaked"] == 0
     err = t.stop()
     assert t.proc.returncode == 0, err
@@ -274,7 +298,7 @@ def test_umount_under_traffic_gives_every_npkt_back(topo):
     while "devn-afpacket unmounted" not in t.log() and time.time() < deadline:
         time.sleep(0.1)
     said = [ln for ln in t.log().splitlines() if "devn-afpacket unmounted" in ln]
-    assert said, t.log()
+    assert len(said) == 1, t.log()                  # en1's alone
     m = re.search(r"(\d+)/(\d+) npkts back with the driver, (\d+) transmit npkts back "
                   r"with the shim \(of (\d+)\)", said[0])
     assert m and m.group(1) == m.group(2) == "256" and m.group(3) == m.group(4), said[0]
@@ -302,7 +326,7 @@ def test_interface_down_is_reported_as_link_down(topo):
     # The kernel told the socket (ENETDOWN, once); the receive thread lives
     # on and does not spin.
     st = t.drv("en1")
-    assert st["rx_link_down"] >= 1 and st["rx_thread_alive"], st
+    assert st["rx_link_down"] == 1 and st["rx_thread_alive"] is True, st
     p = psutil.Process(t.proc.pid)
     c0 = sum(p.cpu_times()[:2])
     time.sleep(1.0)
@@ -325,7 +349,9 @@ def test_mtu_is_the_interfaces_and_big_frames_cross(topo):
     r = t.ping(t.ns_a, "198.19.0.2", 2, "-s", "1932", "-M", "do")
     assert "2 received" in r.stdout, r.stdout
     r = t.ping(t.ns_a, "198.19.0.2", 1, "-s", "1933", "-M", "do")
-    assert "message too long" in r.stdout or "1 received" not in r.stdout, r.stdout
+    # One byte more: host A itself refuses to send it (DF, its MTU 1960).
+    assert r.returncode == 1 and "ping: local error: message too long, mtu=1960" in r.stdout
+    assert "1 packets transmitted, 0 received, +1 errors" in r.stdout, r.stdout
     assert t.drv("en0")["rx_too_long"] == 0
 
 
