@@ -113,6 +113,7 @@ def test_down_without_a_record_leaves_a_namespace_of_its_name(fresh_prefix, vict
     p = fresh_prefix
     ident, sleeper = victims.netns(f"{p}-a")
     netns.tap_create(f"{p}-a", f"{p}-a0")
+    tap = netns.link_index(f"{p}-a0", f"{p}-a")
     r = iopkt("lab", "down", "--prefix", p)
     assert r.returncode == 1, r
     assert one_line(r) == f"iopkt: left alone, not made by lab '{p}': netns {p}-a"
@@ -120,7 +121,7 @@ def test_down_without_a_record_leaves_a_namespace_of_its_name(fresh_prefix, vict
     time.sleep(0.2)
     assert alive(sleeper)
     assert netns.ns_lookup(f"{p}-a") == ident
-    assert netns.link_index(f"{p}-a0", f"{p}-a") is not None
+    assert tap is not None and netns.link_index(f"{p}-a0", f"{p}-a") == tap    # the same TAP
 
 
 def test_up_refuses_over_a_namespace_of_its_name(fresh_prefix, victims):
@@ -179,7 +180,9 @@ def test_a_lab_namespace_with_an_alias_is_left_whole(make_lab, victims):
     assert f"ended sleep (pid {sleeper.pid}) in {lb.ns_a}" in r.stdout, r.stdout
     assert f"netns {lb.ns_a}" in r.stdout
     assert not netns.ns_exists(lb.ns_a) and lab.read_state(lb.prefix) is None
-    assert sleeper.wait(5) is not None
+    # Ended by SIGTERM, or by SIGKILL when down says it had to.
+    killed = f"ended sleep (pid {sleeper.pid}) in {lb.ns_a} (killed:" in r.stdout
+    assert sleeper.wait(5) == -(signal.SIGKILL if killed else signal.SIGTERM)
     drop_log(lb.prefix)
 
 
@@ -295,6 +298,13 @@ def _crash_in_naming(*_a, **_kw):
     raise Crash("ns_attach")
 
 
+# The namespaces lab up has made (or begun) when it crashes at the first
+# call of each step: side A's over TAPs (the stack's P-s first over veth);
+# both once the stack is started.
+MADE_BY = {"ns_attach-half": "a", "ns_attach": "a", "tap_create": "a", "veth_create": "sa",
+           "host_setup": "a", "Popen": "ab", "wait_ready": "ab", "note_socket": "ab"}
+
+
 @pytest.mark.parametrize("step", ["ns_attach-half", "ns_attach", "tap_create", "veth_create",
                                   "host_setup", "Popen", "wait_ready", "note_socket"])
 def test_a_crash_at_each_step_of_up_leaves_a_record_down_clears(fresh_prefix, monkeypatch,
@@ -319,7 +329,9 @@ def test_a_crash_at_each_step_of_up_leaves_a_record_down_clears(fresh_prefix, mo
         with pytest.raises(Crash):
             lab._build(spec, drvs, rec, 15.0)
     made = lab.read_state(p)["owned"]
-    assert made["netns"], made
+    # Each namespace is written down before it is made: those of the
+    # steps done, and the one the crash came in or after.
+    assert [e["name"] for e in made["netns"]] == [f"{p}-{x}" for x in MADE_BY[step]], made
     time.sleep(0.2 if step == "Popen" else 0)
     r = iopkt("lab", "down", "--prefix", p)
     assert r.returncode == 0, r
