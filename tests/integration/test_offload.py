@@ -14,6 +14,7 @@ control: the receiver's check can fail).
 """
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -260,8 +261,14 @@ def test_capabilities_from_mount_options_and_the_command_line(make_lab):
     assert "\tenabled=6c000<TCP6CSUM_Rx,TCP6CSUM_Tx,UDP6CSUM_Tx,TSO6>" in r.stdout
     assert info(lb, lb.if_a)["tun_offload"] == "CSUM,TSO6"
     text = _cli(lb.prefix, "nicinfo", lb.if_b, json_out=False).stdout
-    assert "Capabilities" in text and "TSO4" in text
-    assert "Super-frames segmented in software" in text
+    # B's side kept the driver's defaults: every capability, all enabled;
+    # no TCP crossed, so nothing was segmented.
+    every = ("7fc80<TSO4,TCP4CSUM_Rx,TCP4CSUM_Tx,UDP4CSUM_Rx,UDP4CSUM_Tx,TCP6CSUM_Rx,"
+             "TCP6CSUM_Tx,UDP6CSUM_Rx,UDP6CSUM_Tx,TSO6>")
+    for label in ("Capabilities", "Enabled"):
+        assert re.search(rf"^  {label} \.+ {re.escape(every)}$", text, re.M), text
+    assert re.search(r"^  Super-frames segmented in software \.+ 0 \(0 segments\)$", text,
+                     re.M), text
     text = _cli(lb.prefix, "netstat", "-m", json_out=False).stdout
     assert "2/254/256 64k jumbo clusters in use" in text
 
