@@ -37,6 +37,13 @@ def leftovers(prefix):
     }
 
 
+def status_line(out: str, p: str, head: str, tail: str) -> bool:
+    """Has `lab status` output `out` lab `p`'s line, answering, as given
+    around its uptime (when it says one)?"""
+    return any(re.fullmatch(rf"{re.escape(f'{p}: {head} answering')}(, up [\d.]+s)?; "
+                            rf"drivers {re.escape(tail)}", ln) for ln in out.splitlines())
+
+
 def test_lab_up_down_via_cli_leaves_nothing(fresh_prefix):
     p = fresh_prefix
     try:
@@ -44,11 +51,15 @@ def test_lab_up_down_via_cli_leaves_nothing(fresh_prefix):
         assert r.returncode == 0, r.stderr
         assert f"ip netns exec {p}-a ping" in r.stdout
         assert f"iopkt nicinfo --instance {p}\n" in r.stdout
+        pid = lab.read_state(p)["pid"]
         st = iopkt("lab", "status")
-        assert p in st.stdout and "answering" in st.stdout
+        # Its own line (other labs may be up; "NOT answering" says
+        # "answering" too), in full.
+        assert status_line(st.stdout, p, f"over tap, IPv4 and IPv6, stack pid {pid}",
+                           "devnp-tap/devnp-tap; interfaces tap0/tap1; "
+                           f"namespaces {p}-a, {p}-b"), st.stdout
         nic = iopkt("nicinfo", "--instance", p)
         assert "Packets Received OK" in nic.stdout and "tap0" in nic.stdout
-        pid = lab.read_state(p)["pid"]
     finally:
         r = iopkt("lab", "down", "--prefix", p)
     assert r.returncode == 0 and "is down" in r.stdout
@@ -314,8 +325,9 @@ def test_lab_over_veth_via_cli_ping_iperf3_remount_and_nothing_left(fresh_prefix
         assert (off["tso"], off["tx"]) == (tso, tso), off
         assert st["host_offload"] == [tso, tso]
         status = iopkt("lab", "status")
-        assert f"{p}: over veth, IPv4 and IPv6, stack pid" in status.stdout, status.stdout
-        assert f"{p}-s" in status.stdout and "answering" in status.stdout
+        assert status_line(status.stdout, p, f"over veth, IPv4 and IPv6, stack pid {st['pid']}",
+                           f"{driver}/{driver}; interfaces {st['if_a']}/{st['if_b']}; "
+                           f"namespaces {p}-s, {p}-a, {p}-b"), status.stdout
 
         r = iopkt("lab", "status", "--json")
         mine = [x for x in json.loads(r.stdout)["labs"] if x["prefix"] == p]
