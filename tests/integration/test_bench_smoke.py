@@ -52,11 +52,18 @@ def test_bench_smoke(tmp_path):
         sent = ends[0]["sum_sent"]["packets"]
         got = [e["sum_received"] for e in ends]        # the server's count, twice
         assert sent > 2000, x                          # 10 Mbit/s of 466 B datagrams for 1 s
-        for g in got:
-            assert g["packets"] == sent and g["lost_packets"] == 0, (x["driver"], sent, g)
-        assert x["udp_packets_sent"] == sent and x["udp_lost_percent"] == 0
+        # `packets` is the highest sequence number the receiver saw, and
+        # `lost_packets` the gaps below it.
+        assert all(g["packets"] <= sent for g in got), (x["driver"], sent, got)
+        r = got[0]
+        assert x["udp_packets_sent"] == r["packets"], x
+        assert x["udp_lost_percent"] == pytest.approx(r["lost_percent"]), x
+        received = r["packets"] - r["lost_packets"]
+        # Every datagram B received crossed the stack, and the stack forwarded
+        # none A did not send (on a quiet machine: all of them, none lost).
         lo, hi = CONTROL_PACKETS
-        assert lo <= x["forwarded"] - sent <= hi, (x["driver"], x["forwarded"], sent)
+        assert received + lo <= x["forwarded"] <= sent + hi, (x["driver"], x["forwarded"],
+                                                              received, sent)
         # Frames towards B: the datagrams' 512 B (with FCS) and a few
         # smaller control packets.
         assert 505 <= x["frame_measured"] <= 512.0, x["frame_measured"]

@@ -132,20 +132,27 @@ def test_ipv6_and_icmpv6_frames_show_as_such(mixed):
     assert "1 received" in lb.ping(lb.ns_a, "2001:2:0:b::2", "-6").stdout   # neighbours known
     p = subprocess.Popen(capture_cmd(lb, lb.if_b, "-c", "8"), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
+    ping = None
     try:
         wait_open(lb, 1)
-        r = lb.ping(lb.ns_a, "2001:2:0:b::2", "-6", count=4)
-        assert "4 received" in r.stdout, r.stdout
+        # Pings until the capture has its 8 frames: the hosts' own ARP,
+        # Neighbour Discovery and MLD may take some of them.
+        ping = netns.ns_popen(lb.ns_a, ["ping", "-6", "-n", "-i", "0.2", "-c", "30",
+                                        "2001:2:0:b::2"], stdout=subprocess.DEVNULL)
         out, err = p.communicate(timeout=30)
     finally:
+        if ping is not None:
+            ping.kill()
+            ping.wait()
         if p.poll() is None:
             p.kill()
             p.communicate()
     assert p.returncode == 0, err
+    assert len(out.splitlines()) == 8, out
     lines = [x for x in out.splitlines() if "ICMPv6 Echo" in x]
     req = [x for x in lines if "Echo Request" in x]
     rep = [x for x in lines if "Echo Reply" in x]
-    assert len(req) == 4 and len(rep) == 4, out
+    assert len(req) >= 1 and len(req) - len(rep) in (0, 1), out   # the last reply may be cut
     assert all(" Out " in x and "IPv6" in x for x in req), out
     assert all(" In " in x and "IPv6" in x for x in rep), out
 

@@ -167,7 +167,7 @@ def test_down_ends_processes_left_in_the_namespaces_and_keeps_the_log(make_lab):
     sleeper_a = netns.ns_popen(lb.ns_a, ["sleep", "300"])
     outsider = subprocess.Popen(["sleep", "300"])           # in our namespace
     try:
-        deadline = time.time() + 5
+        deadline = time.time() + 30      # generous: a busy machine
         while not netns.ns_pids(lb.ns_b) and time.time() < deadline:
             time.sleep(0.05)
         (iperf_pid,) = netns.ns_pids(lb.ns_b)
