@@ -188,6 +188,7 @@ class Arp:
             ifp.output_discard(None, "txerror")
             return False
         ifp.omcasts += 1
+        ifp.opackets_arp += 1               # nicinfo's per-family count, as ether_output's
         if ifp.if_bpf is not None:
             ifp.if_bpf.mtap([m], BPF_D_OUT)
         ifp.if_transmit(ifp, [m])
