@@ -115,6 +115,16 @@ class Lab:
     def ping(self, ns, dst, *extra, count=1):
         return self.run(ns, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", *extra, dst])
 
+    def wait_reachable(self, ns, dst, *extra, timeout=30.0):
+        """ping until `dst` answers once (a new host's interface, its ARP
+        or its neighbour entry may take a while on a busy machine); the
+        last ping's result."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self.ping(ns, dst, *extra)
+            if "1 received" in r.stdout or time.monotonic() > deadline:
+                return r
+
     def raw_socket(self, ns, ifname):
         """An AF_PACKET socket on a host's interface (its TAP, or its veth
         end: the same for both), to write frames straight at the stack."""

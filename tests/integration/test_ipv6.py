@@ -11,6 +11,8 @@ from scapy.all import UDP, Ether, IPv6, raw
 
 from iopkt.bench import measure
 
+import accounting
+
 A6, B6 = "2001:2:0:a::2", "2001:2:0:b::2"
 STACK_A6 = "2001:2:0:a::1"
 
@@ -86,9 +88,14 @@ def test_iperf3_udp6_arrives_with_good_checksums(shared_lab):
     control below shows that check can fail."""
     lb = shared_lab
     before = snmp(lb, lb.ns_b, "Udp6InCsumErrors")
+    drops = accounting.path_drops(lb)
     res = measure.iperf3(lb.ns_a, lb.ns_b, B6, 1, ["-u", "-b", "50M", "-l", "1400"])
     s = res["server"]["end"]["sum"]
-    assert s["packets"] - s["lost_packets"] > 1000, s
+    # Datagrams arrived (how many is the bench's), and every one lost below
+    # the last seen was dropped and counted on the path.
+    dropped = accounting.moved(drops, accounting.path_drops(lb))
+    assert s["packets"] - s["lost_packets"] > 0, s
+    assert s["lost_packets"] <= sum(dropped.values()), (s, dropped)
     assert snmp(lb, lb.ns_b, "Udp6InCsumErrors") == before
 
 
@@ -108,7 +115,7 @@ def test_udp6_with_a_wrong_checksum_is_forwarded_and_counted_by_the_receiver(sha
                        / UDP(sport=4000 + i, dport=9, chksum=0xDEAD) / b"broken"))
     finally:
         s.close()
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     while snmp(lb, lb.ns_b, "Udp6InCsumErrors") - before < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert snmp(lb, lb.ns_b, "Udp6InCsumErrors") - before == 3

@@ -121,7 +121,7 @@ def test_unmount_under_traffic(make_lab, link, rxcopy):
     lb = make_lab(native, legacy, opts_b=f"shimrxcopy={rxcopy}", link=link)
     try:
         lb.add_host("c", "198.20.0.2", "198.20.0.1")
-        assert "1 received" in lb.ping(lb.ns_a, "198.20.0.2").stdout
+        assert "1 received" in lb.wait_reachable(lb.ns_a, "198.20.0.2").stdout
         assert lb.req("ping")["threads"] == 2
 
         srv = measure.iperf3_server(lb.ns_b, ["-p", "5311"],
