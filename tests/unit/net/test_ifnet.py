@@ -464,7 +464,8 @@ def test_parse_capwords_examples():
     assert parse_capwords(["-tso6", "tso6"], 0) == 0x40000
 
 
-@pytest.mark.parametrize("word", ["tso", "-tcp4", "TSO4", ""])
+@pytest.mark.parametrize("word", ["tso", "-tcp4", "TSO4", "Xtso4", "X-tso4", ""],
+                         ids=["tso", "-tcp4", "TSO4", "Xtso4", "X-tso4", "empty"])
 def test_parse_capwords_names_the_word_it_does_not_know(word):
     with pytest.raises(ValueError) as ei:
         parse_capwords(["tso4", word], 0)

@@ -16,8 +16,8 @@ prefixes), so forgetting them too on a change cannot be seen from outside.
 Topology (`r`: ip6_net.resolved with a third interface, every neighbour
 REACHABLE):
 
-    H0 2001:2:0:a::2 --- fk0 ::1 [stack] fk1 2001:2:0:b::1/64 --- H1 2001:2:0:b::2
-                                         fk2 2001:2:0:c::1/64 --- H3 2001:2:0:c::2
+    H0 2001:2:0:a::2 --- fk0 2001:2:0:a::1/64 [stack] fk1 2001:2:0:b::1/64 --- H1 2001:2:0:b::2
+                                                  fk2 2001:2:0:c::1/64 --- H3 2001:2:0:c::2
 """
 
 import pytest
