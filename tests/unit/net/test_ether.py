@@ -487,3 +487,76 @@ def test_output_frame_without_room_or_mbuf_is_a_txerror(net, stack):
     assert net.if1.sent == []
     assert net.if1.out_discards["txerror"] == 1 and net.if1.oerrors == 1
     assert net.if1.omcasts == 0 and pool.in_use == 0
+
+
+# -- the family counters add up over bursts ------------------------------------------
+
+def test_input_family_counters_add_up_over_bursts(ifp):
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP
+    ifp.ip6_input = lambda pkts: [ifp.stack.pool.freem(m) for m in pkts]
+    ifp.arp_input = ifp.stack.pool.freem
+    me = ifp.mac_str()
+    v4 = Ether(dst=me, src=OTHER_MAC) / IP() / UDP()
+    v6 = Ether(dst=me, src=OTHER_MAC) / IPv6() / UDP()
+    arp = Ether(dst=me, src=OTHER_MAC) / ARP()
+    inject(ifp, v4, v4, v6, arp)
+    inject(ifp, v6, arp, v4, v6)
+    assert (ifp.ipackets_inet, ifp.ipackets_inet6, ifp.ipackets_arp) == (3, 3, 2)
+    assert ifp.ipackets == 8
+
+
+def test_output_family_counters_add_up_over_bursts_and_frames(net, stack):
+    from iopkt.net.ether import ETHERTYPE_ARP, ETHERTYPE_IPV6
+    ifp = net.if1
+    for n in (2, 1):
+        ifp.if_output(ifp, [stack.pool.from_bytes(raw(IP(src="10.0.1.1", dst=Router.H1)
+                                                      / ICMP())) for _ in range(n)],
+                      aton(Router.H1))
+    for et in (ETHERTYPE_ARP, ETHERTYPE_IP, ETHERTYPE_ARP, ETHERTYPE_IPV6):
+        ether_output_frame(ifp, stack.pool.from_bytes(b"x" * 40),
+                           ether_header(b"\x02" * 6, ifp.lladdr, et))
+    assert (ifp.opackets_inet, ifp.opackets_inet6, ifp.opackets_arp) == (4, 1, 2)
+    assert [int.from_bytes(b[12:14], "big") for b in ifp.sent] == [
+        ETHERTYPE_IP] * 3 + [ETHERTYPE_ARP, ETHERTYPE_IP, ETHERTYPE_ARP, ETHERTYPE_IPV6]
+
+
+# -- the work done: no pullup or prepend call where the first mbuf suffices ----------
+
+def counting(monkeypatch, pool, name) -> list:
+    """Count the calls of pool.`name` (still doing their work)."""
+    calls = []
+    real = getattr(pool, name)
+
+    def spy(m, n):
+        calls.append(n)
+        return real(m, n)
+
+    monkeypatch.setattr(pool, name, spy)
+    return calls
+
+
+def test_a_header_exactly_filling_the_first_mbuf_needs_no_pullup(ifp, stack, monkeypatch):
+    pkt = raw(IP(src="10.0.0.2", dst="10.0.0.1") / UDP())
+    frame = raw(Ether(dst=ifp.mac_str(), src=OTHER_MAC, type=ETHERTYPE_IP) / pkt)
+    m = stack.pool.from_bytes(frame[:14])
+    stack.pool.cat(m, stack.pool.from_bytes(frame[14:]))
+    m.rcvif = ifp
+    calls = counting(monkeypatch, stack.pool, "pullup")
+    ifp.if_input(ifp, [m])
+    assert [b for b, _ in ifp.seen] == [pkt]
+    assert calls == []
+
+
+def test_exactly_a_header_of_leading_space_is_written_in_place(net, stack, monkeypatch):
+    pkt = raw(IP(src="10.0.1.1", dst=Router.H1) / ICMP())
+    m = stack.pool.from_bytes(pkt, headroom=14)
+    calls = counting(monkeypatch, stack.pool, "prepend")
+    net.if1.if_output(net.if1, [m], aton(Router.H1))
+    (f,) = take(net.if1)
+    assert (f.dst, raw(f.payload)) == (Router.H1_MAC, pkt)
+    assert calls == []
+    m = stack.pool.from_bytes(pkt, headroom=13)         # one byte short: the slow path
+    net.if1.if_output(net.if1, [m], aton(Router.H1))
+    assert raw(take(net.if1)[0].payload) == pkt
+    assert calls == [14]

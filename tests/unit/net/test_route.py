@@ -265,3 +265,18 @@ def test_route_needs_gateway_or_interface_message(rt):
     with pytest.raises(RouteError) as ei:
         rt.add(aton("172.16.0.0"), 12)
     assert str(ei.value) == "a route needs a gateway or an interface"
+
+
+# -- the cache's bound -----------------------------------------------------------
+
+def test_the_cache_starts_over_when_it_holds_rt_cache_max_destinations(rt, monkeypatch):
+    import iopkt.net.route as route
+    monkeypatch.setattr(route, "RT_CACHE_MAX", 4)
+    dsts = [aton(f"10.0.1.{i}") for i in range(1, 6)]
+    for d in dsts[:4]:
+        rt.lookup(d)
+    assert list(rt.cache) == dsts[:4]                       # full, not past it
+    r5 = rt.lookup(dsts[4])
+    assert rt.cache == {dsts[4]: r5} and r5.ifp is IF1
+    rt.lookup(dsts[0])                      # met before the clear: looked up and cached again
+    assert list(rt.cache) == [dsts[4], dsts[0]]
