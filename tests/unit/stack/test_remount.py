@@ -4,6 +4,7 @@ its new MAC with a gratuitous ARP; another device gets nothing."""
 
 import logging
 
+import pytest
 from scapy.layers.l2 import ARP
 
 from iopkt.net.ifnet import IFF_RUNNING
@@ -204,3 +205,26 @@ def test_no_announce_for_an_interface_detached_before_it_ran(stack, clock):
     clock.advance(0.001)
     stack._run_callouts()
     assert take(again) == [] and stack.arp.stats["txannounce"] == 0
+
+
+def test_a_detach_retried_after_its_driver_failed_keeps_the_first_configuration(stack, clock):
+    """The driver's detach raised: the interface stays, its configuration is
+    saved already. A second umount must not save over it what is left (no
+    address, no route, the MTU the driver gave)."""
+    ifp = fake_if(stack, 0, "02:00:00:00:00:01", "10.0.0.1", devkey="TAP x0")
+    stack.ip.routes.add(aton("10.9.0.0"), 16, aton("10.0.0.2"), ifp)
+    fails = [RuntimeError("busy")]
+
+    def detach(i):
+        if fails:
+            raise fails.pop()
+    ifp.if_detach = detach
+    with pytest.raises(RuntimeError):
+        stack.if_detach(ifp)
+    assert stack.ifnets == {"fk0": ifp}
+    stack.if_detach(ifp)
+    assert stack.ifnets == {}
+    again = fake_if(stack, 0, "02:00:00:00:00:99", devkey="TAP x0", mtu=9000)
+    assert [ia.addr for ia in again.in_addrs] == [aton("10.0.0.1")]
+    assert _routes(stack)["10.9.0.0/16"] == ("10.0.0.2", "fk0", "UGS")
+    assert again.mtu == 9000
