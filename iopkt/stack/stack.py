@@ -86,8 +86,10 @@ class Stack(EventLoop):
         if ifp.if_bpf is not None:
             bpf_ifdetach(ifp)
         self.if_down(ifp)
-        mount_mtu = self._mount_mtu.pop(ifp.name, ifp.mtu)
-        if ifp.if_devkey and not self._stopping:
+        mount_mtu = self._mount_mtu.pop(ifp.name, None)
+        # Saved once per mount: a retry (the driver's detach raised) finds
+        # the addresses gone already and must not save that over them.
+        if ifp.if_devkey and not self._stopping and mount_mtu is not None:
             self._unmounted[ifp.if_devkey] = (
                 [(ia.addr, ia.plen) for ia in ifp.in_addrs],
                 ifp.mtu if ifp.mtu != mount_mtu else 0,

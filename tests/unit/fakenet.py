@@ -30,14 +30,16 @@ class FakeClock:
 
 
 def fake_if(stack, unit: int, mac: str, addr: str | None = None, plen: int = 24,
-            devkey: str = ""):
+            devkey: str = "", mtu: int = 1500):
     """An attached, up and running Ethernet interface fk<unit> whose
     transmitted frames land in `ifp.sent` (bytes), with their offload
     fields (csum_flags, csum_data, segsz) in `ifp.sent_meta`. It can do
     every IPv4 offload (`ifp.set_capenable` turns them on); none is on.
-    `devkey` names the device behind it (a remount gets its config back)."""
+    `devkey` names the device behind it (a remount gets its config back);
+    `mtu` is the MTU its driver gives it."""
     ifp = Ifnet("fk", unit, "fake")
     ifp.if_devkey = devkey
+    ifp.mtu = mtu
     ether_ifattach(ifp, mac_aton(mac))
     stack.if_attach(ifp)
     stack.if_up(ifp)
