@@ -611,15 +611,15 @@ class Shim(ionet.IoNetSelf):
     def driver_stats(self) -> dict:
         if self.registrant is None:
             return {}
-        try:
+        try:                        # its answer too: a bad one must not stop an unmount
             rc, st = self.registrant.devctl(self.reg_hdl, DCMD_IO_NET_GET_STATS, None)
+            if rc != EOK or st is None:
+                return {}
+            d = {k: v for k, v in vars(st).items() if k != "extra"}
+            d.update(st.extra)
         except Exception as e:
             self.driver_failed("devctl", e)
             return {"error": f"devctl GET_STATS failed: {e}"}
-        if rc != EOK or st is None:
-            return {}
-        d = {k: v for k, v in vars(st).items() if k != "extra"}
-        d.update(st.extra)
         return d
 
     def extra_info(self, ifp: Ifnet) -> dict:

@@ -2267,3 +2267,19 @@ def test_a_mount_that_fails_after_its_interface_joined_the_stack_leaves_nothing(
                         "RuntimeError: no room for another interface")
     assert [c[0] for c in calls] == ["dl_advert", "shutdown1", "shutdown2", "shutdown"]
     assert bare_stack._softints == []
+
+
+def test_stats_a_driver_cannot_describe_are_an_error_in_nicinfo_and_the_unmount_goes_on(rig):
+    """A driver whose GET_STATS answer is not nic stats: nicinfo says so
+    (counted as a devctl failure), and the unmount, which asks for them
+    too, still stops and releases the driver."""
+    stack, shim, fake, got = rig()
+    fake.stats = object()
+    info = shim.extra_info(shim.ifp)
+    assert info["legacy_driver_stats"] == {
+        "error": "devctl GET_STATS failed: vars() argument must have __dict__ attribute"}
+    stack.if_detach(shim.ifp)
+    assert shim.driver_errors == {"devctl": 2}
+    assert fake.calls == [("dl_advert", 1), ("shutdown1", 1), ("shutdown2", 1),
+                          ("shutdown", shim.dll_hdl)]
+    assert "en0" not in stack.ifnets and shim.registrant is None
