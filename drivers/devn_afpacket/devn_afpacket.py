@@ -218,7 +218,7 @@ class DevnAfpacket:
                 raise ValueError(f"option {key}={opts[key]}: must be {lo}..{hi}")
         self.ifname = name
         self.where = f" in netns {opts['netns']}" if opts["netns"] else ""
-        self.sock = open_socket(name, opts["netns"])
+        self.sock = open_socket(opts["netns"])
         self.ring = None
         try:
             self.mtu = self._setup()
@@ -252,10 +252,10 @@ class DevnAfpacket:
         self.thread: threading.Thread | None = None
 
     # -- the socket ------------------------------------------------------------
-    def _ioctl(self, req: int, data: bytes = b"") -> bytearray:
+    def _ioctl(self, req: int) -> bytearray:
         """An interface ioctl on our socket: it answers for the socket's
         namespace, wherever the calling thread is."""
-        r = _ifreq(self.ifname, data)
+        r = _ifreq(self.ifname)
         fcntl.ioctl(self.sock.fileno(), req, r)
         return r
 
@@ -432,7 +432,7 @@ class DevnAfpacket:
         flags, gso, _hlen, _gsz, start, off = VNET_HDR.unpack_from(hbuf, h)
         if gso:
             self.gso_dropped += 1
-            self._say("gso", "%s: %s%s delivers GSO super-frames (gso_type %d): io-net "
+            self._say("%s: %s%s delivers GSO super-frames (gso_type %d): io-net "
                       "drivers know no offload; dropped and counted. Turn TSO off on the "
                       "link partner (its tx-tcp-segmentation)", NAME, self.ifname,
                       self.where, gso)
@@ -442,7 +442,7 @@ class DevnAfpacket:
             return None
         if status & TP_STATUS_VLAN_VALID:
             self.vlan_dropped += 1
-            self._say("vlan", "%s: %s%s: a frame whose VLAN tag the kernel took off; "
+            self._say("%s: %s%s: a frame whose VLAN tag the kernel took off; "
                       "io-net drivers know no VLANs: dropped and counted (turn rx-vlan "
                       "offload off to see tagged frames as they are)", NAME, self.ifname,
                       self.where)
@@ -457,7 +457,7 @@ class DevnAfpacket:
         start, off = fix
         if not complete_csum(buf, 0, n, start, off):
             self.bad_vnet += 1
-            self._say("vnet", "%s: %s%s: a partial checksum outside its frame "
+            self._say("%s: %s%s: a partial checksum outside its frame "
                       "(csum_start %d, csum_offset %d); dropped and counted",
                       NAME, self.ifname, self.where, start, off)
             return False
@@ -475,12 +475,13 @@ class DevnAfpacket:
 
     def _too_long(self, n: int) -> None:
         self.too_long += 1
-        self._say("long", "%s: %s%s: a frame of %d bytes, more than MTU %d allows; "
+        self._say("%s: %s%s: a frame of %d bytes, more than MTU %d allows; "
                   "dropped and counted", NAME, self.ifname, self.where, n, self.mtu)
 
-    def _say(self, kind: str, fmt: str, *args) -> None:
-        if kind not in self._said:
-            self._said.add(kind)
+    def _say(self, fmt: str, *args) -> None:
+        """Log one kind of drop (its format is the kind) the first time only."""
+        if fmt not in self._said:
+            self._said.add(fmt)
             log.warning(fmt + " (said once)", *args)
 
     def fill_up(self, npkt: npkt_t, n: int) -> None:
@@ -616,7 +617,7 @@ class DevnAfpacket:
             pass
 
 
-def open_socket(ifname: str, ns: str) -> socket.socket:
+def open_socket(ns: str) -> socket.socket:
     """A packet socket with protocol 0 (it receives nothing until bound),
     created in network namespace `ns` if given: a socket belongs to the
     namespace it was made in. setns moves only the calling thread, and it

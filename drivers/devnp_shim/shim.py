@@ -116,7 +116,7 @@ def split_options(text: str) -> tuple[dict, str]:
 class Shim(ionet.IoNetSelf):
     """One mounted legacy driver: its io-net and its enN interface."""
 
-    def __init__(self, stack, drv, opts: dict, drv_options: str):
+    def __init__(self, stack, drv, opts: dict):
         self.stack = stack
         self.pool = stack.pool
         self.drv = drv                      # the legacy Driver descriptor
@@ -124,7 +124,6 @@ class Shim(ionet.IoNetSelf):
         self.rxcopy = bool(opts["shimrxcopy"])
         self.lenient = bool(opts["lenient"])
         self.burst = opts["shimburst"]
-        self.drv_options = drv_options
         self.q = HandoffQueue(opts["shimqlen"], stack.wakeup)
         self.registrant: ionet.IoNetRegistrant | None = None
         self.reg_hdl = 0
@@ -410,7 +409,11 @@ class Shim(ionet.IoNetSelf):
         an npkt with one net_iov per mbuf (no copy)."""
         ifq = ifp.if_snd
         free = self._down_free
-        rx_down = self.registrant.rx_down
+        reg = self.registrant
+        if reg is None:                     # the driver deregistered itself: no one to send to
+            ifp.if_purge("link_lost")
+            return
+        rx_down = reg.rx_down
         while ifq.len:
             if not free:                    # all npkts out: wait for tx_done
                 self._wait(ifp)
@@ -538,7 +541,7 @@ class Shim(ionet.IoNetSelf):
             except Exception as e:
                 self.driver_failed("shutdown1", e)
         self.stack.softint_disestablish(self.softint)
-        for m in self.q.take(len(self.q) + 1):
+        for m in self.q.take(self.q.maxlen):    # all of it: it never holds more
             self.pool.freem(m)
         if self.up_held:
             log.info("%s: waiting for %d mbufs lent to the stack to come back "
@@ -608,15 +611,15 @@ class Shim(ionet.IoNetSelf):
     def driver_stats(self) -> dict:
         if self.registrant is None:
             return {}
-        try:
+        try:                        # its answer too: a bad one must not stop an unmount
             rc, st = self.registrant.devctl(self.reg_hdl, DCMD_IO_NET_GET_STATS, None)
+            if rc != EOK or st is None:
+                return {}
+            d = {k: v for k, v in vars(st).items() if k != "extra"}
+            d.update(st.extra)
         except Exception as e:
             self.driver_failed("devctl", e)
             return {"error": f"devctl GET_STATS failed: {e}"}
-        if rc != EOK or st is None:
-            return {}
-        d = {k: v for k, v in vars(st).items() if k != "extra"}
-        d.update(st.extra)
         return d
 
     def extra_info(self, ifp: Ifnet) -> dict:
@@ -656,7 +659,7 @@ def mount(stack, drv, options: str) -> Ifnet:
     driver."""
     from iopkt.dev.autoconf import DeviceError, DriverError
     opts, drv_options = split_options(options)
-    shim = Shim(stack, drv, opts, drv_options)
+    shim = Shim(stack, drv, opts)
     try:
         rc = drv.module.init(shim.dll_hdl, shim, drv_options)
     except ValueError as e:             # its options: the message names the option
@@ -713,6 +716,10 @@ def _attach(stack, drv, shim: Shim) -> Ifnet:
 
 def _abandon(shim: Shim) -> None:
     """Undo a mount that failed half way: stop and release the driver."""
+    ifp = shim.ifp
+    if ifp is not None and shim.stack.ifnets.get(ifp.name) is ifp:
+        shim.stack.if_detach(ifp)           # it had joined the stack: unmount it as usual
+        return
     reg = shim.registrant
     if reg is not None:
         for fn in (reg.shutdown1, reg.shutdown2):
@@ -724,5 +731,5 @@ def _abandon(shim: Shim) -> None:
         shim.drv.module.shutdown(shim.dll_hdl)
     except Exception:
         pass
-    for m in shim.q.take(len(shim.q) + 1):
+    for m in shim.q.take(shim.q.maxlen):        # all of it: it never holds more
         shim.pool.freem(m)

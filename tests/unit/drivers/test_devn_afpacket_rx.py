@@ -513,3 +513,12 @@ def test_a_field_that_crosses_the_frames_end_writes_nothing():
     assert not af.complete_csum(buf, 0, 60, 34, 25)             # field at 59..60
     assert buf == b"\xee" * 100
     assert af.complete_csum(buf, 0, 60, 34, 24)                 # 58..59 fits
+
+
+def test_shutdown1_waits_at_most_five_seconds_for_the_receive_thread(rig):
+    """A receive thread that hangs (in io-net, say) cannot hang the unmount."""
+    d, ion = rig.make(Ring(1))
+    joined = []
+    d.thread = types.SimpleNamespace(join=lambda timeout=None: joined.append(timeout))
+    assert d.shutdown1(5) == EOK
+    assert joined == [5.0] and d.stopping is True

@@ -621,7 +621,7 @@ def test_a_namespace_that_is_not_one_is_a_usage_error(kernel, netns, ns):
     (path / "a").mkdir()
     (path / "a" / "b").write_text("")
     with pytest.raises(ValueError) as e:
-        af.open_socket("veth0", ns)
+        af.open_socket(ns)
     assert str(e.value) == f"option netns={ns}: no network namespace '{ns}' (see 'ip netns list')"
     assert setns.moves == [] and kernel.sockets == []
 
@@ -634,5 +634,5 @@ def test_a_failing_setns_leaves_nothing_open(kernel, netns, monkeypatch):
         raise OSError(errno.EPERM, "Operation not permitted")
     monkeypatch.setattr(pr_netns, "setns", refuse)
     with pytest.raises(PermissionError):
-        af.open_socket("veth0", "red")
+        af.open_socket("red")
     assert set(os.listdir("/proc/self/fd")) == fds and kernel.sockets == []

@@ -533,6 +533,8 @@ class RecordingIonet(ionet.IoNetSelf):
         self.up = []                # per npkt: bytes, framelen, tot_iov, flags, ...
         self.done = []              # (reg_hdl, npkt, flags) of tx_done
         self.on_up = None           # called (in the driver's thread) per up call
+        self.hold = False           # keep what goes up (in `held`) instead of giving it back
+        self.held = []
 
     def alloc(self, size):
         return bytearray(size)
@@ -559,7 +561,10 @@ class RecordingIonet(ionet.IoNetSelf):
                            done_hdl, len(chain)))
         for n in chain:
             self._take(n)
-            self.registrant.tx_done(n, done_hdl)
+            if self.hold:
+                self.held.append(n)
+            else:
+                self.registrant.tx_done(n, done_hdl)
         if self.on_up:
             self.on_up()
         return None
@@ -586,7 +591,7 @@ class Direct:
     """devn-tap's init called by a RecordingIonet; `peer` is the kernel's
     side of its "TAP"."""
 
-    def __init__(self, monkeypatch, options, preload=()):
+    def __init__(self, monkeypatch, options, preload=(), hold=False):
         ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.peer.setblocking(False)
         self.tun = FakeTun(ours, f"ftap{next(_names)}")
@@ -596,6 +601,7 @@ class Direct:
         for f in preload:
             self.peer.send(f)
         self.ion = RecordingIonet()
+        self.ion.hold = hold
         self.dll = object()
         assert devn_tap.init(self.dll, self.ion, options) == ionet.EOK
         self.drv = devn_tap._instances[id(self.dll)]
@@ -665,6 +671,57 @@ def test_batch_0_sends_each_packet_up_with_its_done_handle(direct):
     assert (st.rxed_ok, st.octets_rxed_ok, st.rx_not_taken) == (3, 60 + 1514 + 99, 0)
 
 
+def ready_polls(monkeypatch) -> list:
+    """devn-tap's poll(2), recorded: the fds each call found ready."""
+    seen = []
+
+    class Select:
+        POLLIN = select.POLLIN
+
+        @staticmethod
+        def poll():
+            real = select.poll()
+
+            class Poll:
+                def register(self, fd, *mask):
+                    real.register(fd, *mask)
+
+                def poll(self, *a):
+                    events = real.poll(*a)
+                    seen.append(sorted(fd for fd, _ in events))
+                    return events
+            return Poll()
+    monkeypatch.setattr(devn_tap, "select", Select)
+    return seen
+
+
+def test_a_burst_that_runs_out_of_npkts_goes_up_and_reads_on_in_the_same_wakeup(direct,
+                                                                             monkeypatch):
+    """Two npkts, five frames waiting: the burst goes up when the free list
+    is empty, the npkts come straight back, and the thread reads on without
+    another poll: one wake-up for all five."""
+    polls = ready_polls(monkeypatch)
+    sent = [frame(i) for i in range(5)]
+    d = direct("npkts=2,burst=8", preload=sent)
+    wait_for(lambda: len(d.ion.up) == 5, "five frames went up")
+    assert [u["data"] for u in d.ion.up] == sent
+    assert [c[-1] for c in d.ion.calls] == [2, 2, 1]         # three chains...
+    assert polls == [[d.tun.fileno()]]                       # ...from one wake-up
+
+
+def test_frames_dropped_for_want_of_npkts_are_all_read_in_the_same_wakeup(direct, monkeypatch):
+    """io-net keeps both npkts: the three frames after them are read and
+    dropped (rx_nobufs) in the wake-up that found them, not one per poll."""
+    polls = ready_polls(monkeypatch)
+    sent = [frame(i) for i in range(5)]
+    d = direct("npkts=2,burst=8", preload=sent, hold=True)
+    wait_for(lambda: d.drv.stats.rx_nobufs == 3, "three frames dropped")
+    assert [u["data"] for u in d.ion.up] == sent[:2]
+    assert polls == [[d.tun.fileno()]] and unread(d.tun.sock) == 0
+    for n in d.ion.held:
+        d.drv.tx_done(n, None)
+
+
 def down_npkt(*fragments, flags=0) -> ionet.npkt_t:
     """A down packet as io-net builds it: one net_iov per (buffer, length)."""
     n = ionet.npkt_t()
@@ -699,6 +756,27 @@ def test_rx_down_gathers_only_the_data_of_each_fragment(direct):
     n = down_npkt((memoryview(one), 70))
     assert d.drv.rx_down(n) == ionet.TX_DOWN_OK
     assert d.peer.recv(4096) == bytes(one[:70]) and d.drv.stats.octets_txed_ok == 130
+
+
+def test_a_whole_fragment_is_written_as_it_is_and_only_a_longer_one_is_cut(direct,
+                                                                           monkeypatch):
+    """The common frame, one fragment whose buffer is exactly the data,
+    goes to write(2) as the very object, with no slice made of it."""
+    d = direct("npkts=2")
+    fd, real, written = d.tun.fileno(), os.write, []
+
+    def write(f, data):
+        if f == fd:
+            written.append(data)
+        return real(f, data)
+    monkeypatch.setattr(devn_tap.os, "write", write)
+    whole = memoryview(bytearray(frame(1, 60)))
+    assert d.drv.rx_down(down_npkt((whole, 60))) == ionet.TX_DOWN_OK
+    longer = bytearray(frame(2, 60)) + bytearray(4)
+    assert d.drv.rx_down(down_npkt((longer, 60))) == ionet.TX_DOWN_OK
+    assert written[0] is whole and written[1] is not longer
+    assert [bytes(w) for w in written] == [frame(1, 60), frame(2, 60)]
+    assert [d.peer.recv(4096) for _ in written] == [frame(1, 60), frame(2, 60)]
 
 
 def test_a_failed_write_marks_the_packet_and_keeps_io_nets_flags(direct, monkeypatch):
@@ -736,12 +814,12 @@ def test_shutdown1_waits_for_the_receive_thread(direct):
     real_join = thread.join
 
     def join(timeout=None):
-        seen.append(threading.current_thread())
+        seen.append((threading.current_thread(), timeout))
         real_join(timeout)
         seen.append(thread.is_alive())
     thread.join = join
     assert drv.shutdown1(7) == ionet.EOK
-    assert seen == [me, False]
+    assert seen == [(me, 5.0), False]       # at most 5 s: a hung thread cannot hang the unmount
 
 
 def test_shutdown1_from_the_receive_thread_itself_does_not_wait_for_itself(direct):

@@ -8,11 +8,15 @@ interrupt. A wake-up that is never sent, or a retry that is never
 scheduled, leaves a packet behind and the test fails by its deadline."""
 
 import array
+import contextlib
 import threading
 import time
 import types
+import unittest.mock
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from devnp_shim import shim as shimmod
 from iopkt.dev.autoconf import DeviceError, Driver, DriverError
@@ -33,6 +37,7 @@ from iopkt.ionet.ionet import (
 )
 from iopkt.kern.handoff import HandoffQueue
 from iopkt.kern.loop import MAX_EVENTS
+from iopkt.kern.mbuf import M_PKTHDR
 from iopkt.net.ifnet import (
     IFF_BROADCAST,
     IFF_MULTICAST,
@@ -2020,3 +2025,261 @@ def test_a_driver_without_a_config_is_refused_and_its_early_frames_freed(bare_st
     assert str(err) == "legacy driver devn-fake does not answer GET_CONFIG"
     assert [c[0] for c in calls] == ["shutdown1", "shutdown2", "shutdown"]
 
+
+
+# -- a driver that deregisters itself while packets still move ------------------
+
+@pytest.mark.parametrize("options", ["", "shimrxcopy=0"])
+def test_a_driver_that_deregisters_itself_mid_traffic_is_then_detached_cleanly(rig, options,
+                                                                                caplog):
+    """io-net drivers may call ion.dereg themselves while packets still move
+    both ways. From then on what the driver sends up is refused (it keeps
+    it), the stack's transmits are dropped as link_lost without calling it,
+    a late tx_done of a packet it still held frees that packet, neither the
+    link watch nor nicinfo asks it anything, and the unmount calls none of
+    its registrant functions (only the module's shutdown) and succeeds."""
+    clock = FakeClock()
+    stack, shim, fake, got = rig(options, clock=clock)
+    caplog.set_level("INFO", logger="iopkt")
+    ifp = shim.ifp
+    first = [up_npkt(b"a" * 60), up_npkt(b"b" * 61)]
+    assert send_up(shim, *first, hdl="h") == [1, 1]
+    pump(stack, lambda: len(got) == 2, "delivered the first two")
+    ifp.if_transmit(ifp, [stack.pool.from_bytes(b"c" * 62)])     # sent and given back
+    fake.auto_done = False
+    ifp.if_transmit(ifp, [stack.pool.from_bytes(b"d" * 63)])     # the driver still holds it
+    held = fake.sent[1][0]
+    asked = list(fake.queries)
+    assert fake.ion.dereg(fake.reg_hdl) == EOK
+    assert shim.registrant is None
+    late = up_npkt(b"e" * 64)
+    assert send_up(shim, late, hdl="h") == [0]                   # refused: the driver keeps it
+    ifp.if_transmit(ifp, [stack.pool.from_bytes(b"f" * 65)])     # no one to send it to
+    assert fake.attempts == 2 and [s for _, s, _, _ in fake.sent] == [b"c" * 62, b"d" * 63]
+    assert shim.tx_done(1, held) == EOK                          # its last send completes
+    clock.advance(1.0)
+    loop_once(stack)                                             # the link watch comes due
+    clock.advance(1.0)
+    loop_once(stack)
+    assert shim.extra_info(ifp)["legacy_driver_stats"] == {}
+    assert fake.queries == asked                                 # nothing asked of it since
+    assert got.data() == [b"a" * 60, b"b" * 61]
+    got.freeall(stack.pool)                                      # lent buffers: not given back
+    assert fake.back == ([] if options else [(n, "h") for n in first])
+    stack.if_detach(ifp)
+    assert fake.calls == [("dl_advert", 1), ("shutdown", shim.dll_hdl)]
+    assert "en0" not in stack.ifnets and shim.softint not in stack._softints
+    assert (ifp.opackets, ifp.obytes, ifp.oerrors) == (2, 62 + 63, 1)
+    assert {k: v for k, v in ifp.out_discards.items() if v} == {"link_lost": 1}
+    assert (ifp.ierrors, ifp.iqdrops) == (1, 0)
+    assert {k: v for k, v in ifp.in_discards.items() if v} == {"shim_contract": 1}
+    assert {k: v for k, v in shim.violations.items() if v} == {"bad_reg_hdl": 1}
+    assert (shim.rx_copied, shim.rx_wrapped, shim.rx_refused) == \
+        ((2, 0, 1) if options == "" else (0, 2, 1))
+    assert shim.driver_errors == {} and stack.handler_errors == {}
+    assert stack.pool.in_use == stack.pool.ext_in_use == 0
+    assert len(shim._down_free) == shimmod.DOWN_NPKTS
+    assert warnings_of(caplog) == [
+        "en0: legacy driver devn-fake sent up a packet with a reg_hdl io-net never gave it "
+        "(before registering, or after deregistering); packet dropped"]
+
+
+# -- transmit: one npkt reused as chains grow and shrink ----------------------------
+
+def make_chain(pool, parts):
+    """A packet of one mbuf per (data, offset) part, in that order: data at
+    that offset of its cluster (an empty part is an mbuf with len 0)."""
+    head = prev = None
+    for data, off in parts:
+        m = pool.get()
+        if head is not None:
+            m.flags &= ~M_PKTHDR
+        m.off, m.len = off, len(data)
+        m.view[off:off + len(data)] = data
+        if prev is None:
+            head = m
+        else:
+            prev.next = m
+        prev = m
+    head.pkt_len = sum(len(d) for d, _ in parts)
+    return head
+
+
+@contextlib.contextmanager
+def mounted_fake(mclbytes=256, nmbclusters=64, npkts=4):
+    """The fake driver mounted through the shim on a fresh Stack, for a
+    property test (a fixture would be shared by all its examples), with
+    only `npkts` transmit npkts (512 take 40 ms to make); nothing may be
+    left out at the end."""
+    stack = Stack("unit", nmbclusters=nmbclusters, mclbytes=mclbytes)
+    try:
+        fake = FakeDriver()
+        drv = Driver(name="devn-fake", kind="legacy", description="",
+                     module=types.SimpleNamespace(init=fake.init, shutdown=fake.shutdown))
+        with unittest.mock.patch.object(shimmod, "DOWN_NPKTS", npkts):
+            shim = shimmod.mount(stack, drv, "").softc
+        yield stack, shim, fake
+        stack.shutdown(quiet=True)
+        assert stack.pool.in_use == 0 and stack.handler_errors == {}
+        assert len(shim._down_free) == npkts
+    finally:
+        stack.close()
+
+
+# One packet: its mbufs as (length, offset in the cluster), and whether the
+# driver keeps it (gives it back only after the next packet went down).
+PART = st.tuples(st.integers(0, 64), st.integers(0, 256 - 64))
+PACKET = st.tuples(st.lists(PART, min_size=1, max_size=shimmod.MAX_IOV + 4)
+                   .filter(lambda p: any(n for n, _ in p)), st.booleans())
+
+
+@settings(max_examples=40)
+@given(packets=st.lists(PACKET, min_size=2, max_size=6))
+@example(packets=[([(20, 0)] * 2, False), ([(20, 0)] * 3, False)])     # a longer chain after
+def test_every_frame_goes_down_byte_exact_as_chains_grow_and_shrink_through_one_npkt(packets):
+    """The transmit npkts are reused (the free list is last in, first out)
+    and each one's fragment list grows and shrinks in place with the chain
+    it carries. Against a plain model, for any sequence of chain shapes
+    (empty mbufs, any offsets, more mbufs than MAX_IOV, the driver holding
+    one packet while the next is built): every frame the driver is handed
+    is the chain's bytes, one distinct fragment per non-empty mbuf, and a
+    packet the driver holds is still intact when it gives it back."""
+    with mounted_fake() as (stack, shim, fake):
+        ifp = shim.ifp
+        kept = []                                   # (npkt, the frame it must still be)
+        for k, (parts, keep) in enumerate(packets):
+            datas = [(bytes((k * 31 + i * 7 + j) & 0xFF for j in range(n)), off)
+                     for i, (n, off) in enumerate(parts)]
+            want = b"".join(d for d, _ in datas)
+            fake.auto_done = not keep
+            ifp.if_transmit(ifp, [make_chain(stack.pool, datas)])
+            npkt, sent, framelen, tot_iov = fake.sent[-1]
+            iovs = npkt.buffers[0].net_iov
+            assert sent == want and framelen == len(want)
+            assert tot_iov == len(iovs) == sum(1 for d, _ in datas if d)
+            assert [v.len for v in iovs] == [len(d) for d, _ in datas if d]
+            assert len(set(map(id, iovs))) == len(iovs)
+            for n, frame in kept:                   # given back after the next one
+                assert b"".join(bytes(v.base[:v.len]) for v in n.iovs()) == frame
+                assert shim.tx_done(1, n) == EOK
+            kept = [(npkt, want)] if keep else []
+        for n, frame in kept:
+            assert b"".join(bytes(v.base[:v.len]) for v in n.iovs()) == frame
+            assert shim.tx_done(1, n) == EOK
+        assert ifp.opackets == len(packets) and ifp.oerrors == 0
+        assert ifp.obytes == sum(n for parts, _ in packets for n, _ in parts)
+
+
+def test_chains_of_up_to_max_iov_mbufs_allocate_no_fragment(rig, monkeypatch):
+    """Each transmit npkt brings MAX_IOV spare fragments of its own: a
+    chain of up to MAX_IOV mbufs allocates none, a longer one one per mbuf
+    past them, kept until a shorter chain shrinks the list again."""
+    stack, shim, fake, got = rig(mclbytes=256)
+    made = []
+    real = shimmod.net_iov_t
+
+    def counted():
+        made.append(1)
+        return real()
+    monkeypatch.setattr(shimmod, "net_iov_t", counted)
+    ifp = shim.ifp
+    for k, n in enumerate([shimmod.MAX_IOV, 3, shimmod.MAX_IOV, shimmod.MAX_IOV + 2,
+                           shimmod.MAX_IOV + 2, 1, shimmod.MAX_IOV + 2]):
+        ifp.if_transmit(ifp, [make_chain(stack.pool, [(bytes([k]) * 20, 0)] * n)])
+        npkt = fake.sent[-1][0]
+        assert fake.sent[-1][1] == bytes([k]) * 20 * n
+        iovs = npkt.buffers[0].net_iov
+        assert all(v is s for v, s in zip(iovs[1:], npkt.inter_module[1:]))
+    assert len(made) == 2 + 2
+    assert {id(n) for n, *_ in fake.sent} == {id(fake.sent[0][0])}     # one npkt throughout
+
+
+# -- receive: what the gather reads ------------------------------------------------
+
+class WatchedIov(net_iov_t):
+    """A fragment that counts the reads of its buffer."""
+    __slots__ = ("_base", "reads")
+
+    def __init__(self, data: bytes):
+        self.reads = 0
+        super().__init__(memoryview(bytearray(data)), 0, len(data))
+
+    @property
+    def base(self):
+        self.reads += 1
+        return self._base
+
+    @base.setter
+    def base(self, value):
+        self._base = value
+
+
+def test_the_gather_reads_no_fragment_past_the_frame(rig):
+    """framelen_sub trims the trailer (an FCS) off the end: once the frame
+    is copied, the fragments after it are not read at all."""
+    stack, shim, fake, got = rig()
+    frags = [WatchedIov(b"A" * 40), WatchedIov(b"B" * 20), WatchedIov(b"FCS!"),
+             WatchedIov(b"pad")]
+    n = up_npkt(b"")
+    n.buffers = [net_buf_t(frags)]
+    n.framelen, n.tot_iov = 67, 4
+    shim.reg_tx_done(1, n, None)
+    assert shim.tx_up(1, n, 0, 7, 0, 0, 0) == 1
+    pump(stack, lambda: got, "delivered the packet")
+    assert got.data() == [b"A" * 40 + b"B" * 20]
+    assert [f.reads for f in frags] == [1, 1, 0, 0]
+    got.freeall(stack.pool)
+
+
+def test_an_empty_fragment_without_a_buffer_is_passed_over(rig):
+    """A fragment of length 0 need have no buffer (io-net's iov_base NULL):
+    the gather skips it, wherever it is and whatever `off` skips."""
+    stack, shim, fake, got = rig()
+    for off in (0, 30):
+        n = up_npkt(b"A" * 30, b"B" * 34)
+        n.buffers[0].net_iov[1:1] = [net_iov_t()]
+        n.buffers.insert(0, net_buf_t([net_iov_t()]))
+        n.tot_iov = 4
+        shim.reg_tx_done(1, n, None)
+        assert shim.tx_up(1, n, off, 0, 0, 0, 0) == 1
+    pump(stack, lambda: len(got) == 2, "delivered both")
+    assert got.data() == [b"A" * 30 + b"B" * 34, b"B" * 34]
+    got.freeall(stack.pool)
+
+
+def test_a_mount_that_fails_after_its_interface_joined_the_stack_leaves_nothing(bare_stack,
+                                                                                  monkeypatch):
+    """A failure once enN is attached (here: bringing it up) unmounts it as
+    a detach would: the interface leaves the stack, the driver is stopped
+    and released once each, the frames it sent up meanwhile are freed."""
+    def fail(ifp):
+        raise RuntimeError("no room for another interface")
+    monkeypatch.setattr(bare_stack, "if_up", fail)
+
+    def init(fake, dll, ion, opts):
+        fake.init(dll, ion, opts)
+        n = up_npkt(b"q" * 60)                      # a frame already on its way up
+        ion.reg_tx_done(1, n, None)
+        ion.tx_up(1, n, 0, 0, 0, 0, 0)
+        return EOK
+    err, calls = mount_failing(bare_stack, init)
+    assert str(err) == ("legacy driver devn-fake failed while being mounted: "
+                        "RuntimeError: no room for another interface")
+    assert [c[0] for c in calls] == ["dl_advert", "shutdown1", "shutdown2", "shutdown"]
+    assert bare_stack._softints == []
+
+
+def test_stats_a_driver_cannot_describe_are_an_error_in_nicinfo_and_the_unmount_goes_on(rig):
+    """A driver whose GET_STATS answer is not nic stats: nicinfo says so
+    (counted as a devctl failure), and the unmount, which asks for them
+    too, still stops and releases the driver."""
+    stack, shim, fake, got = rig()
+    fake.stats = object()
+    info = shim.extra_info(shim.ifp)
+    assert info["legacy_driver_stats"] == {
+        "error": "devctl GET_STATS failed: vars() argument must have __dict__ attribute"}
+    stack.if_detach(shim.ifp)
+    assert shim.driver_errors == {"devctl": 2}
+    assert fake.calls == [("dl_advert", 1), ("shutdown1", 1), ("shutdown2", 1),
+                          ("shutdown", shim.dll_hdl)]
+    assert "en0" not in stack.ifnets and shim.registrant is None
