@@ -23,6 +23,7 @@ from iopkt.kern.mbuf import (
     M_CSUM_TCPv4,
     M_CSUM_TCPv6,
     M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
     M_CSUM_UDPv4,
     M_CSUM_UDPv6,
 )
@@ -1415,6 +1416,39 @@ def test_segments_get_full_checksums_once_tcp_tx_offload_is_off(stack, offload_w
     assert all(f[:10] == bytes(10) for f in out)            # nothing left partial
     assert caplog.records == []                             # tso4 was off already
     assert w.ifp.capenable == IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
+
+
+@pytest.mark.parametrize("family", ["v4", "v6"])
+def test_a_refused_gso_write_turns_off_its_own_familys_tso(stack, offload_wire, monkeypatch,
+                                                           caplog, family):
+    # The other family's TSO and TCP checksum offload are off: the word
+    # said, the capability dropped and the segments' partial checksums
+    # follow the super-frame's own family.
+    w = offload_wire
+    v6 = family == "v6"
+    other = ((IFCAP_TSOv4 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx) if v6
+             else (IFCAP_TSOv6 | IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx))
+    w.ifp.set_capenable(ALL & ~other)
+    refuse_gso(monkeypatch)
+    if v6:
+        f = frame6(TCP(sport=4000, dport=5201, flags="PA"), 3000)
+        start, flags, tso, word = 54, M_CSUM_TCPv6 | M_CSUM_TSOv6, IFCAP_TSOv6, "tso6"
+    else:
+        f = tcp_frame(3000)
+        start, flags, tso, word = 34, M_CSUM_TCPv4 | M_CSUM_TSOv4, IFCAP_TSOv4, "tso4"
+    m = stack.pool.from_bytes(f)
+    m.csum_flags, m.csum_data, m.segsz = flags, ((start - ETHER_LEN) << 16) | 16, 1000
+    with caplog.at_level("WARNING", logger="iopkt"):
+        w.ifp.if_transmit(w.ifp, [m])
+    out = w.frames_to_kernel()
+    want = expected_segments(f[ETHER_LEN:], 1000)
+    assert len(out) == len(want) == 3
+    for got, seg in zip(out, want):
+        assert got[:VHL] == hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, start + 18, 0, start, 16)
+        assert kernel_completes(got[VHL:], start, 16) == f[:ETHER_LEN] + seg
+    assert [r.getMessage() for r in caplog.records] == [GSO_WARNING.replace("tso4", word)]
+    assert w.ifp.capenable == ALL & ~other & ~tso
+    assert w.sc.gso_refused == 1 and (w.ifp.sw_tso, w.ifp.sw_tso_segs) == (1, 3)
 
 
 def test_a_segment_the_kernel_refuses_is_dropped_and_the_rest_written(stack, offload_wire,
