@@ -773,6 +773,14 @@ def test_the_high_water_marks_are_written_only_when_they_move():
     p.free(m), p.free(j), p.free(e)
 
 
+def test_enabling_no_jumbos_writes_nothing():
+    p = StoreCountingPool(4, mclbytes=256, nmbjumbo=0)
+    p.stores.clear()
+    p.enable_jumbo()
+    p.enable_jumbo(0)
+    assert p.stores == [] and p.njumbo == 0
+
+
 def test_a_new_jumbo_shows_an_empty_header_less_mbuf():
     p = MbufPool(4, mclbytes=256, nmbjumbo=1)
     p.enable_jumbo()
