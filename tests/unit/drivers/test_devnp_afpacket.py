@@ -572,6 +572,39 @@ def test_an_ipv6_superframe_is_cut_here_only_without_tso6(stack, opts, cut):
         assert got == [f] and n.ifp.sw_tso == 0
 
 
+@pytest.mark.parametrize("family,opts,whole", [
+    ("v4", "tso4=0,tcp4csum=0", True), ("v4", "tso4=0,tso6=0,tcp6csum=0", False),
+    ("v6", "tso6=0,tcp6csum=0", True), ("v6", "tso4=0,tso6=0,tcp4csum=0", False),
+], ids=["v4-tcp4off", "v4-tcp6off", "v6-tcp6off", "v6-tcp4off"])
+def test_segments_cut_here_are_completed_by_their_own_familys_rx_offload(stack, family, opts,
+                                                                         whole):
+    """Cut here, a super-frame's segments get complete checksums when its
+    own family's TCP Rx checksum offload is off, and stay partial when only
+    the other family's is."""
+    n = Nic(stack, framesize=BIG, rxframes=2, txframes=2, opts=opts)
+    if family == "v4":
+        f, h = superframe(5000, 1000)
+        ip, flag, cdata = f[14:], M_CSUM_TCPv4, (20 << 16) | 16
+    else:
+        f, ip, h = superframe6()
+        flag, cdata = M_CSUM_TCPv6, (40 << 16) | 16
+    n.kernel.rx(f, h, TP_STATUS_CSUMNOTREADY)
+    n.sc.intr(EPOLLIN)
+    want = expected_segments(ip, 1000)
+    got = n.frames()
+    assert len(got) == len(want) == 5 and n.ifp.sw_tso_segs == 5
+    if whole:
+        assert [g[14:] for g in got] == want and n.meta == [(0, 0, 0)] * 5
+    else:
+        assert n.meta == [(flag, cdata, 0)] * 5
+        for g, w in zip(got, want):
+            m = stack.pool.from_bytes(g[14:])
+            m.csum_flags, m.csum_data = flag, cdata
+            in_undefer_cksum(m)
+            assert m.tobytes() == w
+            stack.pool.freem(m)
+
+
 def test_a_superframe_without_offload_is_too_long_and_said_once(stack, caplog):
     n = Nic(stack, opts="offload=0")
     f, h = superframe(7000)

@@ -19,7 +19,14 @@ from devnp_tap import devnp_tap
 from devnp_tap.devnp_tap import TapSoftc
 from iopkt.dev.autoconf import DeviceError, DriverError
 from iopkt.kern.loop import EPOLLIN, EPOLLOUT
-from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4, M_CSUM_UDPv6
+from iopkt.kern.mbuf import (
+    M_CSUM_TCPv4,
+    M_CSUM_TCPv6,
+    M_CSUM_TSOv4,
+    M_CSUM_TSOv6,
+    M_CSUM_UDPv4,
+    M_CSUM_UDPv6,
+)
 from iopkt.net import vnet
 from iopkt.net.ether import ether_ifattach, mac_aton
 from iopkt.net.ifnet import (
@@ -42,11 +49,12 @@ from iopkt.net.ifnet import (
     IFCAP_TSOv6,
     Ifnet,
 )
+from iopkt.netinet.cksum import fold
 from iopkt.netinet.in_offload import in_undefer_cksum
 from iopkt.stack.stack import Stack
 
 from fakenet import FakeClock
-from offload_frames import expected_segments, pseudo_seed
+from offload_frames import chain, expected_segments, pseudo_seed
 
 
 class FakeTap:
@@ -1410,6 +1418,39 @@ def test_segments_get_full_checksums_once_tcp_tx_offload_is_off(stack, offload_w
     assert w.ifp.capenable == IFCAP_CSUM_UDPv4_Rx | IFCAP_CSUM_UDPv4_Tx
 
 
+@pytest.mark.parametrize("family", ["v4", "v6"])
+def test_a_refused_gso_write_turns_off_its_own_familys_tso(stack, offload_wire, monkeypatch,
+                                                           caplog, family):
+    # The other family's TSO and TCP checksum offload are off: the word
+    # said, the capability dropped and the segments' partial checksums
+    # follow the super-frame's own family.
+    w = offload_wire
+    v6 = family == "v6"
+    other = ((IFCAP_TSOv4 | IFCAP_CSUM_TCPv4_Rx | IFCAP_CSUM_TCPv4_Tx) if v6
+             else (IFCAP_TSOv6 | IFCAP_CSUM_TCPv6_Rx | IFCAP_CSUM_TCPv6_Tx))
+    w.ifp.set_capenable(ALL & ~other)
+    refuse_gso(monkeypatch)
+    if v6:
+        f = frame6(TCP(sport=4000, dport=5201, flags="PA"), 3000)
+        start, flags, tso, word = 54, M_CSUM_TCPv6 | M_CSUM_TSOv6, IFCAP_TSOv6, "tso6"
+    else:
+        f = tcp_frame(3000)
+        start, flags, tso, word = 34, M_CSUM_TCPv4 | M_CSUM_TSOv4, IFCAP_TSOv4, "tso4"
+    m = stack.pool.from_bytes(f)
+    m.csum_flags, m.csum_data, m.segsz = flags, ((start - ETHER_LEN) << 16) | 16, 1000
+    with caplog.at_level("WARNING", logger="iopkt"):
+        w.ifp.if_transmit(w.ifp, [m])
+    out = w.frames_to_kernel()
+    want = expected_segments(f[ETHER_LEN:], 1000)
+    assert len(out) == len(want) == 3
+    for got, seg in zip(out, want):
+        assert got[:VHL] == hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, start + 18, 0, start, 16)
+        assert kernel_completes(got[VHL:], start, 16) == f[:ETHER_LEN] + seg
+    assert [r.getMessage() for r in caplog.records] == [GSO_WARNING.replace("tso4", word)]
+    assert w.ifp.capenable == ALL & ~other & ~tso
+    assert w.sc.gso_refused == 1 and (w.ifp.sw_tso, w.ifp.sw_tso_segs) == (1, 3)
+
+
 def test_a_segment_the_kernel_refuses_is_dropped_and_the_rest_written(stack, offload_wire,
                                                                       monkeypatch):
     w = offload_wire
@@ -1661,3 +1702,149 @@ def test_a_softc_let_go_leaves_the_descriptor_to_the_tap(stack):
     finally:
         ours.close()
         peer.close()
+
+
+# -- a partial checksum on a frame of exactly the MTU, both ways ------------------------
+# (kind: the csum_flags bit, the Rx capability that completes it here when off)
+KINDS = {"tcp4": (M_CSUM_TCPv4, IFCAP_CSUM_TCPv4_Rx), "udp4": (M_CSUM_UDPv4, IFCAP_CSUM_UDPv4_Rx),
+         "tcp6": (M_CSUM_TCPv6, IFCAP_CSUM_TCPv6_Rx), "udp6": (M_CSUM_UDPv6, IFCAP_CSUM_UDPv6_Rx)}
+
+
+def at_mtu(kind):
+    """A frame whose IP packet is exactly 1500 bytes: as scapy checksums it
+    (whole), as the kernel hands it over (partial: the pseudo-header sum in
+    the field), and the virtio-net csum_start and csum_offset."""
+    v6, tcp = kind.endswith("6"), kind.startswith("tcp")
+    l3 = (IPv6(src="2001:2:0:a::2", dst="2001:2:0:b::2") if v6
+          else IP(src="198.18.0.2", dst="198.19.0.2", id=7, flags="DF"))
+    l4 = TCP(sport=4000, dport=5201, seq=1000, flags="PA") if tcp else UDP(sport=4000, dport=5201)
+    iphl, l4hl, off = (40 if v6 else 20), (20 if tcp else 8), (16 if tcp else 6)
+    pkt = raw(l3 / l4 / bytes((i * 7) & 0xFF for i in range(1500 - iphl - l4hl)))
+    part = bytearray(pkt)
+    part[iphl + off:iphl + off + 2] = pseudo_seed(pkt, iphl).to_bytes(2, "big")
+    eth = ETH[:12] + (b"\x86\xdd" if v6 else b"\x08\x00")
+    return eth + pkt, eth + bytes(part), ETHER_LEN + iphl, off
+
+
+ETHER_LEN = 14
+
+
+def kernel_completes(f, start, off):
+    """What the kernel does with a NEEDS_CSUM frame (skb_checksum_help):
+    sum from csum_start to the end, the partial sum in the field included,
+    and store the complement at csum_start + csum_offset."""
+    b = bytearray(f)
+    s = sum(int.from_bytes(b[i:i + 2].ljust(2, b"\0"), "big") for i in range(start, len(b), 2))
+    b[start + off:start + off + 2] = (0xFFFF - fold(s)).to_bytes(2, "big")
+    return bytes(b)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_partial_checksum_on_a_frame_of_exactly_the_mtu_is_received(stack, offload_wire, kind):
+    w = offload_wire
+    whole, partial, start, off = at_mtu(kind)
+    flag, rx_cap = KINDS[kind]
+    assert len(whole) == w.ifp.mtu + ETHER_LEN and whole != partial
+    needs = hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, start, off)
+    w.frames_from_kernel(needs + partial)       # Rx offload on: goes up partial
+    w.sc.intr(EPOLLIN)
+    w.ifp.set_capenable(ALL & ~(IFCAP_TSOv4 | IFCAP_TSOv6 | rx_cap))
+    w.frames_from_kernel(needs + partial)       # off: completed here
+    w.sc.intr(EPOLLIN)
+    assert w.bursts == [[partial], [whole]]
+    assert kernel_completes(partial, start, off) == whole
+    assert w.offload == [(flag, ((start - ETHER_LEN) << 16) | off, 0), (0, 0, 0)]
+    assert (w.sc.rx_partial, w.ifp.sw_csum, w.ifp.ierrors) == (2, 1, 0)
+    assert stack.pool.in_use == 0
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_partial_checksum_on_a_frame_of_exactly_the_mtu_is_sent_for_the_kernel(
+        stack, offload_wire, monkeypatch, kind):
+    w = offload_wire
+    pool = stack.pool
+    whole, partial, start, off = at_mtu(kind)
+    calls = []
+    for name in ("write", "writev"):
+        real = getattr(os, name)
+        monkeypatch.setattr(devnp_tap.os, name,
+                            lambda fd, data, name=name, real=real: calls.append(name)
+                            or real(fd, data))
+    # The header goes in front of the frame when it has the room (64 bytes
+    # or exactly its 10), else in a buffer of its own: a chain likewise.
+    pkts = [pool.from_bytes(partial), pool.from_bytes(partial, headroom=VHL),
+            pool.from_bytes(partial, headroom=VHL - 1), chain(pool, partial, [start + off])]
+    for m in pkts:
+        m.csum_flags, m.csum_data = KINDS[kind][0], ((start - ETHER_LEN) << 16) | off
+    w.ifp.if_transmit(w.ifp, pkts)
+    out = w.frames_to_kernel()
+    needs = hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, start + off + 2, 0, start, off)
+    assert out == [needs + partial] * 4
+    assert kernel_completes(out[0][VHL:], start, off) == whole
+    assert calls == ["write", "write", "writev", "writev"]
+    assert (w.ifp.opackets, w.ifp.obytes, w.ifp.oerrors) == (4, 4 * len(whole), 0)
+    assert pool.in_use == 0
+
+
+VHL = vnet.VNET_HDR_LEN
+
+
+def test_a_whole_frame_with_just_the_headers_room_in_front_is_one_write(stack, offload_wire,
+                                                                         monkeypatch):
+    w = offload_wire
+    xmits = []
+    real = w.sc._xmit
+    monkeypatch.setattr(w.sc, "_xmit", lambda m: xmits.append(m) or real(m))
+    w.ifp.if_transmit(w.ifp, [stack.pool.from_bytes(frame(4, 1514), headroom=VHL)])
+    assert w.frames_to_kernel() == [hdr() + frame(4, 1514)]
+    assert xmits == [] and (w.ifp.opackets, w.ifp.obytes) == (1, 1514)
+
+
+# -- transmit: what is queued goes first, whatever else the flags say ------------------
+def test_frames_on_if_snd_go_before_new_ones_even_with_the_tap_not_busy(stack):
+    w = Wire(stack)
+    for i in range(2):
+        w.ifp.if_snd.enqueue(stack.pool.from_bytes(frame(i)))
+    assert not w.ifp.flags & IFF_OACTIVE
+    w.ifp.if_transmit(w.ifp, [stack.pool.from_bytes(frame(9))])
+    assert w.frames_to_kernel() == [frame(0), frame(1), frame(9)]
+    assert w.ifp.if_snd.len == 0 and (w.ifp.opackets, w.ifp.obytes) == (3, 180)
+
+
+def test_a_lost_link_stops_start_on_an_interface_already_down(stack, monkeypatch):
+    # Down, the interface has no stop() left to purge if_snd (ARP's timer
+    # still sends on it): start() must stop writing by itself.
+    w = Wire(stack)
+    stack.if_down(w.ifp)
+    for i in range(3):
+        w.ifp.if_snd.enqueue(stack.pool.from_bytes(frame(i)))
+    writes = []
+
+    def gone(fd, data):
+        writes.append(bytes(data))
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(devnp_tap.os, "write", gone)
+    w.sc.start(w.ifp)
+    assert writes == [frame(0)]
+    assert w.ifp.out_discards["link_lost"] == 1 and w.ifp.if_snd.len == 2
+
+
+# -- a softc as made: no pacing, no checksum completed until SIOCSIFCAP says so --------
+def test_a_softc_made_without_a_speed_does_not_pace(stack):
+    ours, peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        ifp = Ifnet("tap", 0, "devnp-tap")
+        sc = TapSoftc(stack, ifp, FakeTap(ours), 64)
+        assert sc.pacer is None and sc.extra_info(ifp)["paced_waits"] == 0
+    finally:
+        ours.close()
+        peer.close()
+
+
+def test_before_any_siocsifcap_partial_checksums_go_up_partial(stack):
+    w = Wire(stack, vnet=True)
+    w.frames_from_kernel(hdr(vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 34, 16) + tcp_frame(10))
+    w.sc.intr(EPOLLIN)
+    assert w.bursts == [[tcp_frame(10)]] and w.offload == [(M_CSUM_TCPv4, (20 << 16) | 16, 0)]
+    assert w.ifp.sw_csum == 0

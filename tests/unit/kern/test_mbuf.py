@@ -11,6 +11,7 @@ from iopkt.kern.mbuf import (
     MBUF_OVERHEAD,
     MJUMBYTES,
     MT_DATA,
+    Mbuf,
     MbufPool,
     pool_bytes,
 )
@@ -686,3 +687,103 @@ def test_cat_appends_after_the_last_mbuf_of_a_chain(pool):
     assert lens(a) == [4, 4, 6, 4] and a.pkt_len == 18
     assert a.tobytes() == b"one-two-three-four"
     pool.freem(a)
+
+
+# -- work not done: what an operation leaves alone ----------------------------------------
+# Doing more than needed is invisible in the bytes but costs every packet:
+# these count it. watch(m) logs each field of `m` read or written.
+
+def watch(m) -> list:
+    touched = []
+
+    class Watched(Mbuf):
+        __slots__ = ()
+
+        def __getattribute__(self, name):
+            touched.append(name)
+            return object.__getattribute__(self, name)
+
+        def __setattr__(self, name, value):
+            touched.append(name + "=")
+            object.__setattr__(self, name, value)
+
+    m.__class__ = Watched
+    return touched
+
+
+def unwatch(*ms) -> None:
+    for m in ms:
+        object.__setattr__(m, "__class__", Mbuf)
+
+
+def test_adj_of_0_bytes_walks_no_mbuf(pool):
+    # The IPv6 input trims Ethernet padding with adj(m, tlen - pkt_len):
+    # 0 for nearly every packet.
+    m = chain(pool, b"abcd", b"efgh")
+    tail = m.next
+    head_seen, tail_seen = watch(m), watch(tail)
+    pool.adj(m, 0)
+    unwatch(m, tail)
+    assert tail_seen == [] and set(head_seen) == {"pkt_len", "pkt_len="}
+    assert lens(m) == [4, 4] and m.pkt_len == 8
+    pool.freem(m)
+
+
+def test_adj_stops_at_the_mbuf_where_the_trim_ends(pool):
+    m = chain(pool, b"abcd", b"efgh")
+    tail = m.next
+    tail_seen = watch(tail)
+    pool.adj(m, 4)                          # all of the first mbuf, none of the next
+    unwatch(tail)
+    assert tail_seen == []
+    assert lens(m) == [0, 4] and m.pkt_len == 4 and m.tobytes() == b"efgh"
+    pool.freem(m)
+
+
+def test_copydata_from_an_mbuf_boundary_reads_nothing_of_the_mbuf_before(pool):
+    m = chain(pool, b"abcd", b"efgh")
+    head_seen = watch(m)
+    assert pool.copydata(m, 4, 4) == bytearray(b"efgh")
+    unwatch(m)
+    assert "view" not in head_seen and "off" not in head_seen
+    pool.freem(m)
+
+
+class StoreCountingPool(MbufPool):
+    """Records the name of every attribute the pool writes on itself."""
+
+    def __setattr__(self, name, value):
+        self.__dict__.setdefault("stores", []).append(name)
+        object.__setattr__(self, name, value)
+
+
+def test_the_high_water_marks_are_written_only_when_they_move():
+    p = StoreCountingPool(4, mclbytes=256, nmbjumbo=2)
+    p.enable_jumbo()
+    p.stores.clear()
+    m, j = p.get(), p.get_jumbo()
+    e = p.get_ext(bytearray(8), 0, 8, lambda a: None, None)
+    assert p.stores == ["_lowat", "_jlowat", "ext_hiwat"]   # each a new low (high) mark
+    p.free(m), p.free(j), p.free(e)
+    p.stores.clear()
+    m, j = p.get(), p.get_jumbo()           # as many out as before: no mark moves
+    e = p.get_ext(bytearray(8), 0, 8, lambda a: None, None)
+    assert p.stores == []
+    assert (p.hiwat, p.stats()["jumbo_hiwat"], p.ext_hiwat) == (1, 1, 1)
+    p.free(m), p.free(j), p.free(e)
+
+
+def test_enabling_no_jumbos_writes_nothing():
+    p = StoreCountingPool(4, mclbytes=256, nmbjumbo=0)
+    p.stores.clear()
+    p.enable_jumbo()
+    p.enable_jumbo(0)
+    assert p.stores == [] and p.njumbo == 0
+
+
+def test_a_new_jumbo_shows_an_empty_header_less_mbuf():
+    p = MbufPool(4, mclbytes=256, nmbjumbo=1)
+    p.enable_jumbo()
+    j = p.get_jumbo()
+    assert repr(j) == "<Mbuf off=0 len=0 pkt_len=0 flags=0x0>"
+    p.free(j)
