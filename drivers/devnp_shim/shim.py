@@ -694,7 +694,11 @@ def _attach(stack, drv, shim: Shim) -> Ifnet:
     rc, cfg = shim.registrant.devctl(shim.reg_hdl, DCMD_IO_NET_GET_CONFIG, None)
     if rc != EOK or cfg is None:
         raise DriverError(f"legacy driver {drv.name} does not answer GET_CONFIG")
-    ether_ifattach(ifp, cfg.current_address)
+    mac = bytes(cfg.current_address)
+    if len(mac) != 6:                   # every Ethernet header and the IPv6 link-local need 6
+        raise DriverError(f"legacy driver {drv.name}: GET_CONFIG gives a MAC address of "
+                          f"{len(mac)} bytes, not 6")
+    ether_ifattach(ifp, mac)
     ifp.mtu = cfg.mtu
     ifp.baudrate = cfg.media_rate * 1000
     ifp.description = f"{drv.name} {cfg.device_name}".strip()

@@ -98,8 +98,8 @@ def _store16(m, off: int, v: int) -> None:
 def tso_header_len(m) -> int:
     """IP + TCP header length of a super-frame (data at its IP header, IPv4
     or IPv6), or 0 if it is not a TCP packet whose headers sit in the first
-    mbuf (an IPv6 one with extension headers neither: Linux's GSO never
-    makes one)."""
+    mbuf (an IPv4 one whose IHL is below 5, or an IPv6 one with extension
+    headers, neither: Linux's GSO never makes one)."""
     b, o = m.buf, m.off
     if b[o] >> 4 == 6:
         iphl = 40
@@ -109,6 +109,8 @@ def tso_header_len(m) -> int:
         return 0
     else:
         iphl = (b[o] & 0x0F) << 2
+        if iphl < 20:               # IHL < 5, as Linux's inet_gso_segment refuses
+            return 0
     hl = iphl + ((b[o + iphl + 12] >> 4) << 2)
     return hl if hl - iphl >= 20 and hl <= m.len and hl <= m.pkt_len else 0
 

@@ -37,3 +37,36 @@ def test_a_bad_request_is_a_usage_error_that_names_the_problem(text, message):
         request.parse(text, OPS)
     assert str(e.value) == message
     assert isinstance(e.value, request.TooDeep) == message.startswith("a request nested")
+
+
+def test_an_argument_hint_may_name_the_items_of_its_list():
+    # An operation may say list[str] as well as list: its argument is still
+    # checked as a list (of strings).
+    def op_tag(self, names: list[str] | None = None) -> dict:
+        return {}
+
+    request.check_args(op_tag, {"names": ["a", "b"]})
+    request.check_args(op_tag, {"names": None})
+    with pytest.raises(UsageError) as e:
+        request.check_args(op_tag, {"names": "a"})
+    assert str(e.value) == "tag: argument 'names' is str, expected list or null"
+
+
+def test_a_request_of_at_most_max_depth_brackets_is_not_scanned(monkeypatch):
+    # Counting the brackets is enough when there are no more than MAX_DEPTH
+    # of them: the scan (strings removed first) is for the rest only.
+    scans = []
+    real = request._STRINGS
+
+    class Strings:
+        def sub(self, *a):
+            scans.append(a)
+            return real.sub(*a)
+
+    monkeypatch.setattr(request, "_STRINGS", Strings())
+    assert request.too_deep(b"[" * 8 + b"]" * 8) is False
+    assert request.too_deep(b'{"op": "ifconfig", "args": {"caps": ["tso4"]}}') is False
+    assert scans == []
+    text = b'[["a"], ' + b"[" * 7 + b"]" * 7 + b"]"         # 9 brackets, 8 deep:
+    assert request.too_deep(text) is False                      # scanned, strings removed
+    assert scans == [(b"", text)]

@@ -1951,6 +1951,19 @@ def mount_failing(stack, init, **kw):
     return e.value, fake.calls
 
 
+@pytest.mark.parametrize("n", [0, 5, 7, 8])
+def test_a_driver_whose_mac_address_is_not_6_bytes_is_refused(bare_stack, n):
+    # An interface with such an address could build no Ethernet header.
+    def init(fake, dll, ion, opts):
+        fake.config = {"current_address": bytes(range(2, n + 2))}
+        return fake.init(dll, ion, opts)
+    err, calls = mount_failing(bare_stack, init)
+    assert type(err) is DriverError
+    assert str(err) == f"legacy driver devn-fake: GET_CONFIG gives a MAC address of {n} " \
+                       "bytes, not 6"
+    assert [c[0] for c in calls] == ["shutdown1", "shutdown2", "shutdown"]
+
+
 def test_an_init_refusing_its_options_is_a_usage_error_naming_the_driver(bare_stack):
 
     def init(fake, dll, ion, opts):

@@ -189,7 +189,9 @@ def test_the_tun_ioctls_take_the_fd_the_request_and_the_value_as_the_kernel_want
     monkeypatch.setattr(vnet.fcntl, "ioctl", lambda *a: calls.append(a))
     vnet.set_vnet_hdr_sz(7)
     vnet.set_vnet_hdr_sz(8, 12)
+    vnet.set_vnet_hdr_sz(6, -1)         # a signed int: the kernel refuses it, not struct
     vnet.set_offload(9, TUN_F_CSUM | TUN_F_TSO4)
     assert calls == [(7, 0x400454D8, (10).to_bytes(4, "little")),
                      (8, 0x400454D8, (12).to_bytes(4, "little")),
+                     (6, 0x400454D8, b"\xff\xff\xff\xff"),
                      (9, 0x400454D0, 0x03)]

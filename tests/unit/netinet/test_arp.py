@@ -11,6 +11,7 @@ from iopkt.net.route import ntoa
 from iopkt.netinet.arp import LLE_INCOMPLETE, LLE_REACHABLE
 
 from fakenet import Router, aton, fake_if, inject, ip_of, take
+from spy import calls
 
 R = Router
 
@@ -285,13 +286,16 @@ def test_malformed_arp_counted_once_per_packet(router, stack):
     assert router.if0.in_discards["arp_malformed"] == 2 and router.if0.ierrors == 2
 
 
-def test_arp_of_exactly_28_bytes_is_enough(router, stack):
-    # No padding at all: the 28 bytes of ARP and nothing else.
+def test_arp_of_exactly_28_bytes_is_enough(router, stack, monkeypatch):
+    # No padding at all: the 28 bytes of ARP and nothing else, whole in
+    # one mbuf, so nothing is pulled up (a Linux host sends ARP unpadded).
     frame = raw(arp_request(router.if0, R.H0, R.H0_MAC, R.IP0))
     assert len(frame) == 14 + 28
+    pullups = calls(monkeypatch, stack.pool, "pullup")
     inject(router.if0, frame)
     (f,) = take(router.if0)
     assert f[ARP].op == 2 and stack.arp.stats["badlen"] == 0
+    assert pullups == []
 
 
 def test_each_wrong_header_field_is_a_bad_type(router, stack):

@@ -145,3 +145,10 @@ def test_checksum_right_for_a_length_seen_for_the_first_time(monkeypatch):
     assert fold(cksum_sum(data, 0, 8)) == 0xDDF2
     assert fold(cksum_sum(data, 0, 8)) == 0xDDF2           # and on the second
     assert in_cksum(data[:7]) == 0xFFFF & ~fold(0x0001 + 0xF203 + 0xF4F5 + 0xF600)
+
+
+def test_the_unpacking_helper_for_a_length_is_made_once(monkeypatch):
+    import iopkt.netinet.cksum as ck
+    monkeypatch.setattr(ck, "_structs", {})
+    first = ck._words(4)
+    assert ck._words(4) is first and ck._structs == {4: first}

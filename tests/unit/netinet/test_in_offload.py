@@ -301,12 +301,17 @@ def test_a_segment_that_fills_its_cluster_exactly_stays_in_it(pool):
 
 @pytest.mark.parametrize("case,want", [
     ("ok", 40), ("udp", 0), ("short_first_mbuf", 0), ("doff_4", 0),
-    ("doff_beyond_first_mbuf", 0), ("doff_beyond_packet", 0), ("exact", 40)])
+    ("doff_beyond_first_mbuf", 0), ("doff_beyond_packet", 0), ("exact", 40),
+    ("ihl_0", 0), ("ihl_1", 0), ("ihl_4", 0)])
 def test_tso_header_len_checks_the_headers_are_whole_in_the_first_mbuf(pool, case, want):
     pkt = bytearray(tcp_pkt(100))
     cuts = {"short_first_mbuf": [39], "doff_beyond_first_mbuf": [43], "exact": [40]}
     if case == "udp":
         pkt[9] = 17
+    elif case.startswith("ihl_"):
+        # No IPv4 header shorter than 20 bytes: IHL 0 or 1 would read a
+        # "data offset" of 12 in the addresses (0xc6 = 198) and pass.
+        pkt[0] = 0x40 | int(case[4:])
     elif case == "doff_4":
         pkt[32] = 0x40                              # 16 bytes: shorter than a TCP header
     elif case == "doff_beyond_first_mbuf":
@@ -453,13 +458,14 @@ def test_ipv6_segmentation_property(pool, n, mss, flags, seq, partial):
 
 
 @pytest.mark.parametrize("case,want", [("ok", 60), ("udp", 0), ("ext_header", 0),
-                                       ("short", 0)])
+                                       ("short", 0), ("exact", 60)])
 def test_tso_header_len_of_ipv6(pool, case, want):
     pkt = bytearray(tcp6_pkt(100))
     if case == "udp":
         pkt[6] = 17
     elif case == "ext_header":
         pkt[6] = 0                                  # hop-by-hop first: not what GSO makes
-    m = chain(pool, bytes(pkt), [59] if case == "short" else [])
+    cuts = {"short": [59], "exact": [60]}           # the headers, less or exactly
+    m = chain(pool, bytes(pkt), cuts.get(case, []))
     assert tso_header_len(m) == want
     pool.freem(m)

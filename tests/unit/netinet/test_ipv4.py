@@ -14,11 +14,12 @@ from iopkt.kern.mbuf import M_CSUM_TCPv4, M_CSUM_TSOv4, M_CSUM_UDPv4
 from iopkt.net.ifnet import IFCAP_CSUM_TCPv4_Rx, IFCAP_CSUM_TCPv4_Tx, IFCAP_TSOv4
 from iopkt.net.route import ntoa
 from iopkt.netinet.cksum import cksum_sum, fold, in_cksum
-from iopkt.netinet.ipv4 import _copied_options_header
+from iopkt.netinet.ipv4 import GOOD_SRC_MAX, _copied_options_header
 from iopkt.stack.stack import Stack
 
 from fakenet import FakeClock, Router, aton, fake_if, inject, ip_of, take
 from offload_frames import chain, pseudo_seed
+from spy import CountingDict, calls
 
 R = Router
 
@@ -1149,6 +1150,25 @@ def test_partial_checksum_packet_of_exactly_the_mtu_goes_whole(net, stack, df):
     assert stats(stack, "fragmented", "cantfrag", "forward") == (0, 0, 1)
 
 
+def test_partial_checksum_packet_of_exactly_the_mtu_is_left_to_an_interface_that_can(
+        net, stack):
+    # At exactly the MTU the packet takes the fast path as any other that
+    # fits: its checksum stays partial for the interface to complete.
+    net.if1.set_capenable(IFCAP_CSUM_TCPv4_Tx)
+    net.if1.mtu = 600
+    pkt = tcp_pkt(560)
+    assert len(pkt) == 600
+    inject(net.if0, offloaded(net, pkt))
+    (f,) = take(net.if1)
+    out = raw(ip_of(f))
+    assert out[:8] == pkt[:8] and out[8] == 63 and header_ok(out)
+    assert out[36:38] == pseudo_seed(pkt, 20).to_bytes(2, "big")     # still partial
+    assert out[12:36] == pkt[12:36] and out[38:] == pkt[38:]
+    assert net.if1.sent_meta == [(M_CSUM_TCPv4, (20 << 16) | 16, 0)]
+    assert net.if1.sw_csum == 0
+    assert stats(stack, "fragmented", "forward") == (0, 1)
+
+
 def test_superframe_segmented_without_clusters_is_dropped_and_counted(net, stack):
     pool = stack.pool
     for i in (1, 2):
@@ -1394,3 +1414,68 @@ def test_other_ip_versions_are_dropped_whatever_their_total_length(net, stack):
     send_raw_ip(net, first_20_sum_ok(b))
     assert net.if1.sent == [] and discards(net.if0) == {"ip_badvers": 1}
     assert stats(stack, "badvers", "forward", "fragmented") == (1, 0, 0)
+
+
+# -- the work the fast path spares ----------------------------------------------------
+# A plain packet to a cached route from a vouched source is forwarded with no
+# full header check, no route lookup, no look at our addresses and no pullup:
+# that is what makes it the fast path, so the tests count those calls.
+
+@pytest.mark.parametrize("ipkt", [
+    raw(udp(ident=0x3101)),                                   # IHL 5
+    with_options(RA * 2, b"opts"),                            # IHL 7
+], ids=["plain", "options"])
+def test_a_header_whole_in_the_first_mbuf_is_not_pulled_up(net, stack, monkeypatch, ipkt):
+    hlen = (ipkt[0] & 0x0F) * 4
+    m = split_frame(stack.pool, net.eth0() + ipkt, 14 + hlen)     # exactly the header
+    pullups = calls(monkeypatch, stack.pool, "pullup")
+    inject(net.if0, m)
+    (f,) = take(net.if1)
+    out = raw(f)[14:]
+    assert len(out) == len(ipkt) and out[8] == 63 and header_ok(out)
+    assert pullups == [] and stats(stack, "forward") == (1,)
+
+
+def test_only_a_header_out_of_the_plain_kind_gets_the_full_check(net, stack, monkeypatch):
+    slow = calls(monkeypatch, stack.ip, "_check_slow")
+    inject(net.if0, net.from_h0(udp(ident=1)), net.from_h0(udp(ident=2)))
+    assert slow == []
+    send_raw_ip(net, with_options(RA, b"x"))                 # IHL 6
+    assert len(slow) == 1
+    assert len(take(net.if1)) == 3
+
+
+def test_the_second_packet_takes_the_cached_route_and_the_vouched_source(
+        net, stack, monkeypatch):
+    lookups = calls(monkeypatch, stack.ip.routes, "lookup")
+    net.send0(udp(ident=1))
+    assert lookups == [(aton(R.H1),)]
+    assert stack.ip.good_src == {aton(R.H0)}
+    stack.ip.local_addrs = mine = CountingDict(stack.ip.local_addrs)
+    # TTL 2 protocol 0 is the smallest TTL/protocol word the fast path takes.
+    inject(net.if0, net.from_h0(udp(ident=2)),
+           net.eth0() + raw(IP(src=R.H0, dst=R.H1, id=3, ttl=2, proto=0) / b"zero"))
+    assert [(ip_of(f).id, ip_of(f).ttl) for f in take(net.if1)] == [(1, 63), (2, 63), (3, 1)]
+    assert lookups == [(aton(R.H1),)] and mine.asked == 0
+    assert stats(stack, "forward") == (3,)
+
+
+def test_the_vouched_sources_are_forgotten_once_there_are_good_src_max(net, stack):
+    good = stack.ip.good_src
+    good.update(range(1, GOOD_SRC_MAX))                      # one short of full
+    net.send0(udp(ident=1))
+    assert len(good) == GOOD_SRC_MAX and aton(R.H0) in good
+    net.send0(udp(src="10.0.0.3", ident=2))                  # a new source: full, forget
+    assert good == {aton("10.0.0.3")}
+    assert [ip_of(f).id for f in take(net.if1)] == [1, 2]
+
+
+def test_the_stacks_own_packets_take_a_route_the_forwarding_path_cached(
+        net, stack, monkeypatch):
+    net.send1(udp(src=R.H1, dst=R.H0))                       # forwarded: H0 cached
+    assert len(take(net.if0)) == 1 and aton(R.H0) in stack.ip.routes.cache
+    matches = calls(monkeypatch, stack.ip.routes, "match")
+    net.send0(IP(src=R.H0, dst=R.IP0) / ICMP(id=7, seq=1))   # the echo reply goes to H0
+    (f,) = take(net.if0)
+    assert (ip_of(f).dst, f[ICMP].type) == (R.H0, 0)
+    assert matches == []

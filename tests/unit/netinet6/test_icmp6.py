@@ -40,6 +40,7 @@ from iopkt.stack.stack import Stack
 
 from fakenet import FakeClock
 from offload_frames import chain, pseudo_seed
+from spy import calls
 
 LL = "fe80::aa"                      # a link-local host on fk0 (H0's MAC)
 NOWHERE = "2001:db8::1"              # no route
@@ -197,12 +198,14 @@ def test_an_echo_request_is_answered_in_place_byte_for_byte(rr):
     assert w.delta() == {"reflect": 2, "in echo/0": 2, "out echoreply/0": 2}
 
 
-def test_an_echo_request_of_eight_bytes_is_answered_and_its_code_kept(rr):
+def test_an_echo_request_of_eight_bytes_is_answered_and_its_code_kept(rr, monkeypatch):
     w = Watch(rr.stack.icmp6)
+    pullups = calls(monkeypatch, rr.stack.pool, "pullup")
     inject(rr.if0, eth0(rr, icmp(H0, R0, 128, code=5, body=b"\x00\x01\x00\x02")))
     (got,) = sent(rr.if0)
     assert got == icmp(R0, H0, 129, code=5, body=b"\x00\x01\x00\x02", hlim=64)
     assert w.delta() == {"reflect": 1, "in echo/5": 1, "out echoreply/5": 1}
+    assert pullups == []                    # the 8 bytes are whole in the one mbuf
 
 
 @SETTINGS
@@ -425,6 +428,22 @@ def test_a_packet_of_a_bare_ipv6_header_is_quoted_and_a_shorter_one_ignored(rr, 
     rr.stack.icmp6.error(mbuf(rr, hdr[:39]), 4, 1, 6)
     assert sent(rr.if0) == [error_of(R0, H0, ICMPv6ParamProblem(code=1, ptr=6), hdr)]
     assert w.delta() == {"error": 1, "out paramprob/1": 1}
+
+
+@pytest.mark.parametrize("nh,n,decide", [
+    (17, 1400, [256]),          # the upper layer within the first 256 bytes
+    (1, 1400, [256]),           # whatever its number (1: ICMP for IPv4)
+    (17, 0, [40]),              # a bare header, read whole once: nothing more to find
+], ids=["udp", "nh_1", "bare_header"])
+def test_an_error_reads_at_most_256_bytes_to_decide_then_its_quote(rr, monkeypatch,
+                                                                   nh, n, decide):
+    # Whether a packet is an ICMPv6 error shows in its first 256 bytes but
+    # for a long extension chain: a 1400-byte packet is not copied whole.
+    pkt = bytes(IPv6(src=H0, dst=R0, nh=nh) / (b"\x80" * n))
+    copies = calls(monkeypatch, rr.stack.pool, "copydata")
+    rr.stack.icmp6.error(mbuf(rr, pkt), 1, 4)
+    assert [a[1:] for a in copies] == [(0, k) for k in decide + [min(len(pkt), QMAX)]]
+    assert sent(rr.if0) == [error_of(R0, H0, ICMPv6DestUnreach(code=4), pkt[:QMAX])]
 
 
 @SETTINGS

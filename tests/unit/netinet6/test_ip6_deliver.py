@@ -8,7 +8,7 @@ helpers ICMPv6 shares: build_header6 and upper_layer."""
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ip6_net import Counters, resolved, split
+from ip6_net import Counters, cache_both, resolved, split
 from net6 import H0, H1, R0, R1, inject, take
 from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import (
@@ -29,6 +29,8 @@ from scapy.layers.l2 import Ether
 from iopkt.kern.mbuf import M_CSUM_UDPv6
 from iopkt.netinet6.in6 import aton6, ntoa6
 from iopkt.netinet6.ip6 import EXT_MAX, build_header6, upper_layer
+
+from spy import calls
 
 
 @pytest.fixture
@@ -247,6 +249,18 @@ def test_a_udp_header_outside_the_first_mbuf_is_not_read_there(r):
     assert f[ICMPv6DestUnreach].code == 4 and bytes(f[IPerror6]) == bytes(p)
 
 
+@pytest.mark.parametrize("n", [4, 7], ids=["no_checksum_field", "half_of_it"])
+def test_a_udp_header_cut_short_is_port_unreachable_not_read_past_its_end(r, n):
+    # Fewer than 8 bytes of UDP header: no checksum field to find zero in.
+    p = bytes(IPv6(src=H0, dst=R0, nh=17, plen=n)) + bytes(UDP(sport=4, dport=9, chksum=0))[:n]
+    c = Counters(r)
+    inject(r.if0, bytes(eth(r)) + p)
+    (f,) = take(r.if0)
+    assert f[ICMPv6DestUnreach].code == 4 and bytes(f[IPerror6]) == p
+    assert c.moved() == {"ip6.total": 1, "ip6.delivered": 1, "ip6.localout": 1,
+                         "icmp6.out.unreach/4": 1}
+
+
 def test_tcp_to_us_is_port_unreachable(r):
     p = IPv6(src=H0, dst=R0) / TCP(sport=4, dport=22, flags="S")
     c = Counters(r)
@@ -300,6 +314,15 @@ def test_output_to_a_global_address_follows_the_route_whatever_ifp_says(r):
     send(r, p, r.if0)
     assert r.if1.sent == [frame(r.MAC1, r.H1_MAC, p)] * 2 and r.if0.sent == []
     assert c.moved() == {"ip6.localout": 2}
+
+
+def test_output_to_a_destination_the_forwarding_path_cached_takes_the_cache(r, monkeypatch):
+    cache_both(r)
+    matches = calls(monkeypatch, r.stack.ip6.routes, "match")
+    p = IPv6(src=R0, dst=H0, hlim=64) / ICMPv6EchoRequest(seq=3)
+    send(r, p)
+    assert r.if0.sent == [frame(r.MAC0, r.H0_MAC, p)]
+    assert matches == []
 
 
 def test_output_through_a_gateway_goes_to_the_gateways_mac(r):

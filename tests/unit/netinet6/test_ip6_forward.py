@@ -35,6 +35,7 @@ from iopkt.netinet6.ip6 import GOOD_SRC_MAX
 
 from fakenet import FakeClock
 from offload_frames import chain, expected_segments, pseudo_seed
+from spy import calls
 
 DB8 = "2001:db8::"
 
@@ -95,7 +96,10 @@ def test_the_route_cache_serves_the_second_packet_the_same_way(r):
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cache_cold", "cache_warm"])
 def test_hop_limit_one_or_zero_is_time_exceeded_two_is_forwarded_with_one(r, warm):
-    if not warm:
+    if warm:
+        cache_both(r)                   # H1's route cached: the fast path's own test
+        assert aton6(H1) in r.stack.ip6.routes.cache
+    else:
         r.stack.ip6.routes.cache.clear()
     c = Counters(r)
     inject(r.if0, *[eth(r) / IPv6(src=H0, dst=H1, hlim=h) / ICMPv6EchoRequest(seq=h)
@@ -107,6 +111,21 @@ def test_hop_limit_one_or_zero_is_time_exceeded_two_is_forwarded_with_one(r, war
             for e in errs] == [(R0, H0, 0, 1), (R0, H0, 0, 0)]
     assert c.moved() == {"ip6.total": 3, "ip6.forward": 1, "ip6.timeexceed": 2,
                          "ip6.cantforward": 2, "icmp6.out.timxceed/0": 2, "ip6.localout": 2}
+
+
+def test_a_plain_packet_to_a_cached_route_is_neither_checked_again_nor_looked_up(
+        r, monkeypatch):
+    # The work the fast path spares is what makes it fast: the full header
+    # check, the route lookup. Hop limit 2 is the lowest it takes.
+    cache_both(r)
+    slow = calls(monkeypatch, r.stack.ip6, "_check_slow")
+    lookups = calls(monkeypatch, r.stack.ip6.routes, "lookup")
+    pkts = [IPv6(src=H0, dst=H1, hlim=h) / ICMPv6EchoRequest(seq=h) for h in (64, 2)]
+    c = Counters(r)
+    inject(r.if0, *[eth(r) / p for p in pkts])
+    assert r.if1.sent == [out_frame(r, r.H1_MAC, p) for p in pkts]
+    assert slow == [] and lookups == []
+    assert c.moved() == {"ip6.total": 2, "ip6.forward": 2}
 
 
 @pytest.mark.parametrize("mac", ["33:33:00:00:00:02", "ff:ff:ff:ff:ff:ff"],

@@ -11,6 +11,8 @@ from scapy.layers.inet import UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
+from spy import calls
+
 
 @pytest.fixture
 def r(stack, clock):
@@ -38,7 +40,8 @@ def with_plen(pkt, plen: int) -> bytes:
 
 
 # -- version -------------------------------------------------------------------------
-@pytest.mark.parametrize("byte0", [0x40, 0x70, 0x00, 0xF0, 0x30])
+# 0xc0 and 0xd0 (versions 12 and 13) share their top three bits with 6.
+@pytest.mark.parametrize("byte0", [0x40, 0x70, 0x00, 0xF0, 0x30, 0xC0, 0xD0])
 def test_a_version_other_than_6_is_dropped_as_badvers(r, byte0):
     p = with_byte0(IPv6(src=H0, dst=H1) / ICMPv6EchoRequest(), byte0)
     c = Counters(r)
@@ -74,7 +77,8 @@ def test_a_padded_echo_to_us_is_answered_without_the_padding(r):
     assert (f[ICMPv6EchoReply].seq, f[ICMPv6EchoReply].data, f[IPv6].plen) == (6, b"q", 9)
 
 
-@pytest.mark.parametrize("plen_delta", [1, 2, 100])
+# 80: a payload length of the frame's length plus a header's.
+@pytest.mark.parametrize("plen_delta", [1, 2, 80, 100])
 def test_a_payload_length_beyond_the_frame_is_tooshort(r, plen_delta):
     p = IPv6(src=H0, dst=H1) / ICMPv6EchoRequest(data=b"d" * 20)
     b = with_plen(p, len(p) - 40 + plen_delta)
@@ -118,6 +122,15 @@ def test_a_header_split_across_mbufs_is_pulled_up_and_forwarded(r, cut):
     inject(r.if0, split(r.stack.pool, eth(r) + bytes(p), cut))
     assert r.if1.sent == [out_frame(r, p)]
     assert c.moved() == {"ip6.total": 1, "ip6.forward": 1}
+
+
+@pytest.mark.parametrize("cut", [14 + 40, 14 + 41])
+def test_a_header_whole_in_the_first_mbuf_is_not_pulled_up(r, monkeypatch, cut):
+    p = IPv6(src=H0, dst=H1, hlim=9) / UDP(sport=3, dport=4) / (b"s" * 30)
+    pullups = calls(monkeypatch, r.stack.pool, "pullup")
+    inject(r.if0, split(r.stack.pool, eth(r) + bytes(p), cut))
+    assert r.if1.sent == [out_frame(r, p)]
+    assert pullups == []
 
 
 def test_a_split_echo_to_us_is_answered(r):

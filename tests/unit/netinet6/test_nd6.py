@@ -52,6 +52,7 @@ from iopkt.netinet6.nd6 import (
 )
 
 from fakenet import Router
+from spy import calls
 
 STATS = ("rx_ns", "rx_na", "rx_rs", "rx_ra", "rx_redirect", "tx_ns", "tx_na", "badhlim",
          "invalid", "held", "holdq_drops", "timeouts", "dad_ok", "dad_duplicated")
@@ -406,9 +407,12 @@ def test_an_ns_that_cannot_be_pulled_up_is_dropped_as_nobufs(r6):
 
 
 # -- Neighbor Solicitation in (§7.2.3) ---------------------------------------------------
-def test_an_ns_for_our_address_is_answered_and_its_sender_learnt_stale(r6, clock):
+def test_an_ns_for_our_address_is_answered_and_its_sender_learnt_stale(r6, clock,
+                                                                     monkeypatch):
     st = dict(r6.stack.nd6.stats)
+    pullups = calls(monkeypatch, r6.stack.pool, "pullup")
     to_r(r6, ns_for(R0, r6.H0_MAC), dst="ff02::1:ff00:1")
+    assert pullups == []                    # whole in one mbuf: nothing to pull up
     assert raw(r6.if0) == [our_na(r6, r6.if0, R0, H0, r6.H0_MAC, solicited=True)]
     assert moved(st, r6.stack.nd6.stats) == {"rx_ns": 1, "tx_na": 1}
     ln = entry(r6.if0, H0)
