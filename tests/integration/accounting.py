@@ -20,7 +20,11 @@ from pyroute2 import NetNS
 
 from iopkt.lab import netns
 
-DROP_WORDS = ("drop", "discard", "error", "lost")
+# A counter counts drops if its path holds one of these: BSD's words
+# (in_discards and out_discards by reason, iqdrops, oerrors) and io-net's
+# (rx_nobufs: no npkt for a frame; rx_not_taken; tx_failed).
+DROP_WORDS = ("drop", "discard", "error", "lost", "nobufs", "not_taken", "failed",
+              "too_long")
 _SNMP = {"Udp:": ("InErrors", "RcvbufErrors", "SndbufErrors"),
          "Udp6": ("Udp6InErrors", "Udp6RcvbufErrors", "Udp6SndbufErrors")}
 
@@ -41,10 +45,9 @@ def stack_drops(lb) -> dict[str, int]:
     out = {}
     for nic in lb.req("nicinfo"):
         for part in ("counters", "driver_info"):
-            for p, v in _leaves(nic.get(part) or {}, f"{nic['name']}.{part}"):
-                leaf = p.rpartition(".")[2]
-                if any(w in leaf for w in DROP_WORDS) and not leaf.startswith("bpf"):
-                    out[p] = v
+            for p, v in _leaves(nic.get(part) or {}, part):
+                if any(w in p for w in DROP_WORDS) and ".bpf" not in p:
+                    out[f"{nic['name']}.{p}"] = v
     mb = lb.netstat()["mbuf"]
     out.update({f"mbuf.{k}": v for k, v in mb.items() if "drops" in k})
     return out
