@@ -116,16 +116,20 @@ def test_hop_limit_one_or_zero_is_time_exceeded_two_is_forwarded_with_one(r, war
 def test_a_plain_packet_to_a_cached_route_is_neither_checked_again_nor_looked_up(
         r, monkeypatch):
     # The work the fast path spares is what makes it fast: the full header
-    # check, the route lookup. Hop limit 2 is the lowest it takes.
+    # check, the route lookup, the check against the outgoing interface.
+    # Hop limit 2 is the lowest it takes, a packet of exactly the MTU the
+    # largest.
     cache_both(r)
     slow = calls(monkeypatch, r.stack.ip6, "_check_slow")
     lookups = calls(monkeypatch, r.stack.ip6.routes, "lookup")
+    outs = calls(monkeypatch, r.stack.ip6, "_check_out")
     pkts = [IPv6(src=H0, dst=H1, hlim=h) / ICMPv6EchoRequest(seq=h) for h in (64, 2)]
+    pkts.append(echo_of_size(r.if1.mtu))
     c = Counters(r)
     inject(r.if0, *[eth(r) / p for p in pkts])
     assert r.if1.sent == [out_frame(r, r.H1_MAC, p) for p in pkts]
-    assert slow == [] and lookups == []
-    assert c.moved() == {"ip6.total": 2, "ip6.forward": 2}
+    assert slow == [] and lookups == [] and outs == []
+    assert c.moved() == {"ip6.total": 3, "ip6.forward": 3}
 
 
 @pytest.mark.parametrize("mac", ["33:33:00:00:00:02", "ff:ff:ff:ff:ff:ff"],
