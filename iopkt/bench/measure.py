@@ -111,24 +111,34 @@ def _listening(pid: int, port: int) -> bool:
             with open(f"/proc/{pid}/net/{name}") as f:
                 next(f)
                 for line in f:
-                    local, state = line.split()[1], line.split()[3]
-                    if state == "0A" and int(local.rpartition(":")[2], 16) == port:
+                    f = line.split()            # sl local_address rem_address st ...
+                    if f[3] == "0A" and int(f[1].rpartition(":")[2], 16) == port:
                         return True
         except (FileNotFoundError, ProcessLookupError):
             pass
     return False
 
 
+def _finish(p: subprocess.Popen, limit: float, what: str):
+    """p's (stdout, stderr) once it ends. Killed, with a BenchError, if it
+    runs past `limit` seconds; killed too on Ctrl-C, so nothing is left."""
+    try:
+        return p.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise BenchError(f"{what} did not finish within {limit:.0f}s") from None
+    except BaseException:
+        p.kill()
+        p.communicate()
+        raise
+
+
 def _iperf3_client(ns: str, cmd: list[str], cores, timeout: float) -> dict:
     """Run the iperf3 client `cmd` in `ns`; its JSON (an "error" key when
     iperf3 reports one)."""
     cli = netns.ns_popen(ns, cmd, cpus=cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        out, err = cli.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        cli.kill()
-        cli.communicate()
-        raise BenchError(f"iperf3 did not finish within {timeout}s") from None
+    out, err = _finish(cli, timeout, "iperf3")
     try:
         return json.loads(out)
     except json.JSONDecodeError:
@@ -309,17 +319,7 @@ def ping(ns: str, ip: str, count: int, cores: set[int] | None = None,
            "-W", "1", ip]
     p = netns.ns_popen(ns, cmd, cpus=cores, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True)
-    limit = total * interval + 10
-    try:
-        out, err = p.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.communicate()
-        raise BenchError(f"ping did not finish within {limit:.0f}s") from None
-    except BaseException:                   # Ctrl-C: leave no ping behind
-        p.kill()
-        p.communicate()
-        raise
+    out, err = _finish(p, total * interval + 10, "ping")
     if "packets transmitted" not in out:
         raise BenchError(f"ping failed: {(err or out).strip()[-300:]}")
     return {**parse_ping(out, warmup, count), "output": out}

@@ -671,9 +671,17 @@ def test_batch_0_sends_each_packet_up_with_its_done_handle(direct):
     assert (st.rxed_ok, st.octets_rxed_ok, st.rx_not_taken) == (3, 60 + 1514 + 99, 0)
 
 
-def ready_polls(monkeypatch) -> list:
-    """devn-tap's poll(2), recorded: the fds each call found ready."""
-    seen = []
+class PollRecord:
+    """devn-tap's poll(2), recorded: what each poller registered, and the
+    fds each poll found ready."""
+
+    def __init__(self):
+        self.registered: list = []
+        self.ready: list = []
+
+
+def record_polls(monkeypatch) -> PollRecord:
+    rec = PollRecord()
 
     class Select:
         POLLIN = select.POLLIN
@@ -684,15 +692,16 @@ def ready_polls(monkeypatch) -> list:
 
             class Poll:
                 def register(self, fd, *mask):
+                    rec.registered.append((fd, *mask))
                     real.register(fd, *mask)
 
                 def poll(self, *a):
                     events = real.poll(*a)
-                    seen.append(sorted(fd for fd, _ in events))
+                    rec.ready.append(sorted(fd for fd, _ in events))
                     return events
             return Poll()
     monkeypatch.setattr(devn_tap, "select", Select)
-    return seen
+    return rec
 
 
 def test_a_burst_that_runs_out_of_npkts_goes_up_and_reads_on_in_the_same_wakeup(direct,
@@ -700,7 +709,7 @@ def test_a_burst_that_runs_out_of_npkts_goes_up_and_reads_on_in_the_same_wakeup(
     """Two npkts, five frames waiting: the burst goes up when the free list
     is empty, the npkts come straight back, and the thread reads on without
     another poll: one wake-up for all five."""
-    polls = ready_polls(monkeypatch)
+    polls = record_polls(monkeypatch).ready
     sent = [frame(i) for i in range(5)]
     d = direct("npkts=2,burst=8", preload=sent)
     wait_for(lambda: len(d.ion.up) == 5, "five frames went up")
@@ -712,7 +721,7 @@ def test_a_burst_that_runs_out_of_npkts_goes_up_and_reads_on_in_the_same_wakeup(
 def test_frames_dropped_for_want_of_npkts_are_all_read_in_the_same_wakeup(direct, monkeypatch):
     """io-net keeps both npkts: the three frames after them are read and
     dropped (rx_nobufs) in the wake-up that found them, not one per poll."""
-    polls = ready_polls(monkeypatch)
+    polls = record_polls(monkeypatch).ready
     sent = [frame(i) for i in range(5)]
     d = direct("npkts=2,burst=8", preload=sent, hold=True)
     wait_for(lambda: d.drv.stats.rx_nobufs == 3, "three frames dropped")
@@ -1125,24 +1134,7 @@ def test_the_receive_thread_waits_for_input_on_the_tap_and_its_stop_signal(wire,
     """Its "interrupt": poll(2) for POLLIN on the TAP and on the stop
     eventfd, nothing else (POLLOUT on either is always ready: a thread
     waiting for it would never sleep)."""
-    registered = []
-
-    class Select:
-        POLLIN = select.POLLIN
-
-        @staticmethod
-        def poll():
-            real = select.poll()
-
-            class Poll:
-                def register(self, fd, *mask):
-                    registered.append((fd, *mask))
-                    real.register(fd, *mask)
-
-                def poll(self, *a):
-                    return real.poll(*a)
-            return Poll()
-    monkeypatch.setattr(devn_tap, "select", Select)
+    registered = record_polls(monkeypatch).registered
     w = wire()
     w.send(frame(1))
     w.until(lambda: w.got == [frame(1)], "the frame arrived")

@@ -3,7 +3,8 @@
 import pytest
 from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.l2 import Ether
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Ether
 
 from iopkt.kern.mbuf import M_BCAST, M_MCAST, M_PKTHDR
 from iopkt.net.ether import ETHERTYPE_IP, ether_header, ether_output_frame, mac_aton, mac_ntoa
@@ -111,17 +112,21 @@ def test_burst_of_mixed_frames(ifp):
     assert ifp.ipackets == 5
 
 
-def test_accepted_frames_are_counted_by_family(ifp):
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import ARP
+def family_frames(ifp):
+    """An IPv4, an IPv6 and an ARP frame for `ifp`, whose IPv6 and ARP
+    input free what they get."""
     ifp.ip6_input = lambda pkts: [ifp.stack.pool.freem(m) for m in pkts]
     ifp.arp_input = ifp.stack.pool.freem
     me = ifp.mac_str()
-    v4 = Ether(dst=me, src=OTHER_MAC) / IP() / UDP()
-    v6 = Ether(dst=me, src=OTHER_MAC) / IPv6() / UDP()
-    arp = Ether(dst=me, src=OTHER_MAC) / ARP()
+    return (Ether(dst=me, src=OTHER_MAC) / IP() / UDP(),
+            Ether(dst=me, src=OTHER_MAC) / IPv6() / UDP(),
+            Ether(dst=me, src=OTHER_MAC) / ARP())
+
+
+def test_accepted_frames_are_counted_by_family(ifp):
+    v4, v6, arp = family_frames(ifp)
     inject(ifp, v4, v6, v6, arp, v4, v4, Ether(dst=OTHER_MAC) / IPv6(),
-           Ether(dst=me, type=0x88B5) / b"zz")
+           Ether(dst=ifp.mac_str(), type=0x88B5) / b"zz")
     assert (ifp.ipackets_inet, ifp.ipackets_inet6, ifp.ipackets_arp) == (3, 2, 1)
     assert ifp.counters()["families"] == {"inet": {"ipackets": 3, "opackets": 0},
                                           "inet6": {"ipackets": 2, "opackets": 0},
@@ -492,14 +497,7 @@ def test_output_frame_without_room_or_mbuf_is_a_txerror(net, stack):
 # -- the family counters add up over bursts ------------------------------------------
 
 def test_input_family_counters_add_up_over_bursts(ifp):
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import ARP
-    ifp.ip6_input = lambda pkts: [ifp.stack.pool.freem(m) for m in pkts]
-    ifp.arp_input = ifp.stack.pool.freem
-    me = ifp.mac_str()
-    v4 = Ether(dst=me, src=OTHER_MAC) / IP() / UDP()
-    v6 = Ether(dst=me, src=OTHER_MAC) / IPv6() / UDP()
-    arp = Ether(dst=me, src=OTHER_MAC) / ARP()
+    v4, v6, arp = family_frames(ifp)
     inject(ifp, v4, v4, v6, arp)
     inject(ifp, v6, arp, v4, v6)
     assert (ifp.ipackets_inet, ifp.ipackets_inet6, ifp.ipackets_arp) == (3, 3, 2)
