@@ -13,11 +13,13 @@ then prints one row per module and, as its last line,
 
 K counts mutants killed by a failing test or by a timeout (the mutant made
 a loop run forever). N is every mutant minus those listed in
-tests/equivalent_mutants.txt: mutants that change no behaviour anyone can
-observe (a debug string, a cache key), each with a one-line reason. An
-entry records the mutated line too, so when the code moves and mutmut's
-numbering shifts, the entry is reported stale instead of silently
-excusing another mutant.
+tests/equivalent_mutants.txt (mutants that change no behaviour anyone can
+observe, each with its proof) and tests/performance_only_mutants.txt
+(mutants that only make the fast path slower). An entry records the
+mutated line too, so when the code moves and mutmut's numbering shifts,
+the entry is reported stale instead of silently excusing another mutant.
+Listed mutants are not run (scripts/mutmut_run.py): they can only
+survive, and they would be a third of the run; --check-listed runs them.
 
 Exit status: 0 when the score, and every module's, is at least --goal
 (90%); 1 below it or when an entry is stale; 2 when mutmut itself failed.
@@ -97,6 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                     help="mutants tested at once (default: the number of CPUs)")
     ap.add_argument("--goal", type=float, default=90.0, help="lowest passing score, percent")
+    ap.add_argument("--check-listed", action="store_true",
+                    help="run the mutants listed as equivalent or performance-only too "
+                         "(each should survive; a killed one is reported stale)")
     ap.add_argument("--report-only", action="store_true",
                     help="do not run mutmut; report the results already in mutants/")
     ap.add_argument("patterns", nargs="*", metavar="PATTERN",
@@ -118,8 +123,16 @@ def main(argv=None) -> int:
         log = os.path.join("mutants", "run.log")
         print(f"mutate: running mutmut with {args.jobs} jobs (progress in {log})", flush=True)
         t0 = time.monotonic()
+        # Listed mutants can only survive, and survivors cost the most (every
+        # test that reaches them runs): scripts/mutmut_run.py leaves them out.
+        skip = os.path.join("mutants", "listed.txt")
+        with open(skip, "w", encoding="utf-8") as f:
+            if not args.check_listed:
+                f.writelines(name + "\n" for name in {**load_equivalents(EQUIVALENT),
+                                                       **load_equivalents(PERF_ONLY)})
         with open(log, "w") as f:
-            r = subprocess.run([mutmut, "run", "--max-children", str(args.jobs), *args.patterns],
+            r = subprocess.run([sys.executable, os.path.join("scripts", "mutmut_run.py"), skip,
+                                "--max-children", str(args.jobs), *args.patterns],
                                stdout=f, stderr=subprocess.STDOUT)
         took = time.monotonic() - t0
         if r.returncode != 0:
@@ -148,13 +161,12 @@ def main(argv=None) -> int:
         status = res.get(name)
         if status is None:
             stale.append(f"{name}: no such mutant any more")
-        elif status == "not checked":
-            continue                    # not run yet (an interrupted run)
-        elif status not in ("survived", "no tests"):
+        elif status not in ("survived", "no tests", "not checked"):
             stale.append(f"{name}: listed but {status}")
         elif mutated_line(mutmut, name) != line:
             stale.append(f"{name}: now mutates `{mutated_line(mutmut, name)}`")
 
+    not_run = sum(1 for name in {**equiv, **perf} if res.get(name) == "not checked")
     rows: dict[str, Counter] = defaultdict(Counter)
     survivors = []
     for name, status in res.items():
@@ -195,6 +207,9 @@ def main(argv=None) -> int:
     print(f"\n{tot['equivalent']} equivalent mutants listed with proofs in {EQUIVALENT}")
     print(f"{tot['perf']} performance-only mutants (only slower; the bench figure that guards "
           f"each is in {PERF_ONLY})")
+    if not_run:
+        print(f"{not_run} of the listed mutants not run (they can only survive; "
+              f"--check-listed runs them)")
     if low:
         print(f"below {args.goal:g}%: {', '.join(low)}")
     print(f"mutation score: {tot['killed']}/{n} killed ({pct:.1f}%)")
