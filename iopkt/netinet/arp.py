@@ -23,7 +23,7 @@ from iopkt.net.ether import (
     ether_output_frame,
     mac_ntoa,
 )
-from iopkt.net.ifnet import IFF_NOARP
+from iopkt.net.ifnet import IFF_NOARP, IFF_RUNNING
 from iopkt.net.route import ntoa
 
 ARPHRD_ETHER = 1
@@ -180,6 +180,8 @@ class Arp:
                 self.stats["txannounce"] += 1
 
     def _send_request(self, ifp, spa: int, tpa: int) -> bool:
+        if not ifp.flags & IFF_RUNNING:
+            return False            # a stopped device sends nothing (as nd6's _send)
         frame = ether_header(BROADCAST, ifp.lladdr, ETHERTYPE_ARP) + _ARP.pack(
             ARPHRD_ETHER, ETHERTYPE_IP, 6, 4, ARPOP_REQUEST, ifp.lladdr,
             spa, b"\x00" * 6, tpa)
@@ -223,10 +225,11 @@ class Arp:
             icmp.error_unreach_host(m)
 
     def flush(self, ifp) -> None:
-        """Forget every neighbour of `ifp` and free what they held."""
+        """Forget every neighbour of `ifp`; what they held is discarded
+        and counted as "down" (the interface is going down or away)."""
         for la in ifp.llinfo.values():
             for m in la.holdq:
-                self.stack.pool.freem(m)
+                ifp.output_discard(m, "down")
             la.holdq = []
         ifp.llinfo.clear()
 

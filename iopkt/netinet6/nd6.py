@@ -387,10 +387,11 @@ class Nd6:
             icmp6.error(m, 1, 3)
 
     def flush(self, ifp) -> None:
-        """Forget every neighbour of `ifp` and free what they held."""
+        """Forget every neighbour of `ifp`; what they held is discarded
+        and counted as "down" (the interface is going down or away)."""
         for ln in ifp.nd6info.values():
             for m in ln.holdq:
-                self.stack.pool.freem(m)
+                ifp.output_discard(m, "down")
             ln.holdq = []
         ifp.nd6info.clear()
 

@@ -159,10 +159,16 @@ class Stack(EventLoop):
             ifp.if_init(ifp)
 
     def if_down(self, ifp: Ifnet) -> None:
+        """Stop `ifp` and forget its neighbours (NetBSD's in_if_down and
+        in6_if_down purge the link-layer tables): a neighbour being
+        resolved is not asked again through a stopped device, and the
+        packets it held are counted as discarded ("down")."""
         if ifp.flags & IFF_UP:
             ifp.flags &= ~IFF_UP
             ifp.if_stop(ifp)
             ifp.flags &= ~IFF_RUNNING
+            self.arp.flush(ifp)
+            self.nd6.flush(ifp)
 
     def link_lost(self, ifp: Ifnet, why: str) -> None:
         """A driver lost its device (e.g. EBADFD: the TAP's netdev is gone).

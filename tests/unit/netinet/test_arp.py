@@ -6,7 +6,7 @@ from scapy.compat import raw
 from scapy.layers.inet import ICMP, IP, UDP, IPerror
 from scapy.layers.l2 import ARP, Ether
 
-from iopkt.net.ifnet import IFF_NOARP
+from iopkt.net.ifnet import IFF_NOARP, IFF_RUNNING
 from iopkt.net.route import ntoa
 from iopkt.netinet.arp import LLE_INCOMPLETE, LLE_REACHABLE
 
@@ -203,11 +203,38 @@ def test_reply_updates_changed_mac(net, stack):
     assert f.dst == "02:bb:00:00:99:99"
 
 
-def test_flush_frees_held(router, stack):
+def test_flush_frees_held_and_counts_them_as_down(router, stack):
     router.send0(udp_to_h1(1))
-    assert stack.pool.in_use == 1
+    router.send0(udp_to_h1(2))
+    assert stack.pool.in_use == 2
     stack.arp.flush(router.if1)
     assert router.if1.llinfo == {} and stack.pool.in_use == 0
+    assert router.if1.out_discards["down"] == 2 and router.if1.oerrors == 2
+    assert router.if1.out_discards["arp_unresolved"] == 0
+
+
+def test_going_down_forgets_the_neighbours_and_asks_nothing_more(router, stack, clock):
+    router.learn(router.if0, R.H0, R.H0_MAC)       # an ICMP error would have a way back
+    router.send0(udp_to_h1(1))
+    router.send0(udp_to_h1(2))
+    assert len(take(router.if1)) == 1               # the first request
+    stack.if_down(router.if1)
+    assert router.if1.llinfo == {} and stack.pool.in_use == 0
+    assert router.if1.out_discards["down"] == 2
+    assert aton(R.H0) in router.if0.llinfo          # the other interface keeps its own
+    for _ in range(stack.arp.maxtries + 2):         # past the give-up point
+        clock.advance(1.0)
+        stack.arp.timer()
+    assert take(router.if1) == [] and take(router.if0) == []     # no retry, no ICMP error
+    assert stack.arp.stats["txrequests"] == 1 and stack.arp.stats["timeouts"] == 0
+
+
+def test_a_stopped_device_is_not_asked_to_send_a_request(router, stack):
+    router.if1.flags &= ~IFF_RUNNING                # up, but its driver stopped it
+    before = router.if1.counters()["families"]["arp"]["opackets"]
+    stack.arp.announce(router.if1)
+    assert take(router.if1) == [] and stack.arp.stats["txannounce"] == 0
+    assert router.if1.counters()["families"]["arp"]["opackets"] == before
 
 
 def test_table(net, stack, clock):

@@ -1066,7 +1066,7 @@ def test_a_probe_waits_until_its_time(stack, clock):
 
 
 # -- flush and the table -------------------------------------------------------------------------
-def test_flush_forgets_the_neighbours_of_one_interface_and_frees_their_queues(r6):
+def test_flush_forgets_the_neighbours_of_one_interface_and_counts_their_queues(r6):
     pool = r6.stack.pool
     ln = incomplete_h1(r6, 3)
     bare_entry(r6, H0, ND_STALE, r6.H0_MAC, ifp=r6.if0)
@@ -1074,7 +1074,22 @@ def test_flush_forgets_the_neighbours_of_one_interface_and_frees_their_queues(r6
     r6.stack.nd6.flush(r6.if1)
     assert r6.if1.nd6info == {} and ln.holdq == [] and pool.in_use == 0
     assert list(r6.if0.nd6info) == [aton6(H0)]
-    assert r6.if1.out_discards["nd6_unresolved"] == 0 and r6.if1.oerrors == 0
+    assert r6.if1.out_discards["nd6_unresolved"] == 0
+    assert r6.if1.out_discards["down"] == r6.if1.oerrors == 3
+    assert r6.if0.oerrors == 0
+
+
+def test_going_down_forgets_the_neighbours_and_solicits_nothing_more(r6, clock):
+    incomplete_h1(r6, 2)
+    st = dict(r6.stack.nd6.stats)
+    r6.stack.if_down(r6.if1)
+    assert r6.if1.nd6info == {} and r6.stack.pool.in_use == 0
+    assert r6.if1.out_discards["down"] == 2
+    for _ in range(nd6.MAX_MULTICAST_SOLICIT + 2):  # past the give-up point
+        clock.advance(1.0)
+        r6.stack.nd6.timer()
+    assert raw(r6.if1) == [] and raw(r6.if0) == []  # no NS, no ICMPv6 error
+    assert moved(st, r6.stack.nd6.stats) == {}
 
 
 def test_the_table_shows_every_neighbour_as_ndp_prints_it(r6, clock):
