@@ -248,6 +248,7 @@ IN_DISCARD_REASONS = (
     "ip6_tooshort",         # shorter than an IPv6 header, or than its payload length
     "ip6_badvers",          # IP version != 6 in an IPv6 frame
     "ip6_badaddr",          # source multicast, unspecified (not DAD) or loopback
+    "ip6_notready",         # to an address of ours still tentative or duplicated
     "nd6_invalid",          # ND message failing RFC 4861's validity checks
     "nobufs",               # mbuf pool empty
     "qfull",                # hand-off queue full

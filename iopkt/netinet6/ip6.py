@@ -63,7 +63,7 @@ IP6STAT_NAMES = (
     "total", "tooshort", "toosmall", "badvers", "badscope", "notmember",
     "delivered", "forward", "cantforward", "noroute", "localout", "odropped",
     "toobig", "timeexceed", "fragments", "badoptions", "noproto", "badaddr",
-    "badoffload", "tso_forward", "udp_nosum",
+    "badoffload", "tso_forward", "udp_nosum", "notready",
 )
 
 
@@ -333,6 +333,12 @@ class Ip6:
             self.ip6s_cantforward += 1
             self.pool.freem(m)
             return None
+        if self._notready(dst):
+            # Ours but tentative or duplicated: not ours yet, and not to be
+            # forwarded either (RFC 4862 §5.4; NetBSD's ip6_input drops it).
+            self.ip6s_notready += 1
+            m.rcvif.input_discard(m, "ip6_notready")
+            return None
         if hlim <= 1:
             self.ip6s_timeexceed += 1
             self.ip6s_cantforward += 1
@@ -344,6 +350,12 @@ class Ip6:
             self.ip6s_cantforward += 1
             self.stack.icmp6.error(m, 1, 0)         # no route to destination
         return rt
+
+    def _notready(self, dst: int) -> bool:
+        """Is `dst` an address of ours that DAD has not made usable (still
+        tentative, or found duplicated)?"""
+        return dst not in self.local6 and any(
+            ia.addr == dst for ifp in self.stack.ifnets.values() for ia in ifp.in6_addrs)
 
     def _check_out(self, m, ifp, plen: int) -> list | None:
         """Too big for `ifp`, a super-frame, or offload work `ifp` cannot

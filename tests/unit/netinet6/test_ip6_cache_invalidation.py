@@ -103,13 +103,17 @@ def unreachable(r) -> list:
 # -- addresses ---------------------------------------------------------------------------
 
 def test_an_address_usable_for_a_cached_destination_is_answered(r, stack, clock):
-    # Same prefix as fk1's address: no route changes, only the address. It
-    # is not ours while DAD runs (forwarded, cached again); once DAD is
-    # done, the next echo to it is answered.
+    # Same prefix as fk1's address: no route changes, only the address.
+    # While DAD runs it is neither ours nor forwarded to the neighbour that
+    # had it (RFC 4862 §5.4); once DAD is done, the next echo is answered.
     neighbour(r.if1, B77, B77_MAC, "2001:2:0:b::1")
     vouch(r, B77, r.if1, B77_MAC)
     stack.ip6.add_address(r.if1, aton6(B77), 64)
-    vouch(r, B77, r.if1, B77_MAC)
+    c = Counters(r)
+    send0(r, B77, 1)
+    assert out(r.if1) == [] and take(r.if0) == []
+    assert aton6(B77) not in stack.ip6.routes.cache
+    assert c.moved() == {"ip6.total": 1, "ip6.notready": 1, "fk0.in.ip6_notready": 1}
     stack.nd6.timer()                           # the DAD probe
     (probe,) = take(r.if1)
     assert (probe[IPv6].src, probe[ICMPv6ND_NS].tgt) == ("::", B77)

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ip6_net import H2, H2_MAC, Counters, cache_both, hop_limit_less, resolved
-from net6 import H0, H1, R0, inject, na, take
+from net6 import B_NET, H0, H1, R0, inject, na, take
 from scapy.layers.inet import TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
+    ICMPv6EchoReply,
     ICMPv6EchoRequest,
     ICMPv6PacketTooBig,
     ICMPv6TimeExceeded,
@@ -189,6 +190,31 @@ def test_what_a_router_does_not_forward(r, dst, hlim, moved, icmp):
             == [(r.H0_MAC, R0, H0, icmp[1])] * 2
         assert [bytes(e[IPerror6]) for e in errs] == [bytes(p) for p in pkts]
     assert c.moved() == want
+
+
+@pytest.mark.parametrize("duplicated", [False, True], ids=["tentative", "duplicated"])
+def test_a_packet_to_our_address_before_dad_made_it_ours_is_dropped(r, clock, duplicated):
+    # RFC 4862 §5.4: a tentative address is not ours yet, and it is no
+    # neighbour's either: neither delivered, nor forwarded onto its link
+    # (which would send a Neighbor Solicitation for our own address).
+    new = B_NET + "7"
+    ia = r.stack.ip6.add_address(r.if1, aton6(new), 64)
+    if duplicated:
+        r.stack.nd6._duplicated(r.if1, ia, "test")
+    c = Counters(r)
+    inject(r.if0, *[eth(r) / IPv6(src=H0, dst=new, hlim=hl) / ICMPv6EchoRequest(seq=hl)
+                    for hl in (64, 1)])
+    assert r.if1.sent == [] and r.if0.sent == []
+    assert c.moved() == {"ip6.total": 2, "ip6.notready": 2, "fk0.in.ip6_notready": 2}
+    if duplicated:
+        return
+    r.stack.nd6.timer()                     # the DAD probe, unanswered
+    clock.advance(1.0)
+    r.stack.nd6.timer()                     # ours now: answered
+    take(r.if1)
+    inject(r.if0, eth(r) / IPv6(src=H0, dst=new, hlim=64) / ICMPv6EchoRequest(seq=9))
+    (reply,) = take(r.if0)
+    assert (reply[IPv6].src, reply[IPv6].dst, reply[ICMPv6EchoReply].seq) == (new, H0, 9)
 
 
 @pytest.mark.parametrize("dst", ["::2", "fec0::1", "fe00::1", "2001:db8::1"],
