@@ -170,7 +170,8 @@ def mark_dash_words(argv: list[str]) -> list[str]:
     from iopkt.net.ifnet import CAP_KEYWORDS
     if not argv or argv[0] not in ("ifconfig", "route"):
         return argv
-    words = (*CAP_KEYWORDS, "alias") if argv[0] == "ifconfig" else ("ifp",)
+    # -inet and -inet6 start like the refused -i NAME: named here, they stay words.
+    words = (*CAP_KEYWORDS, "alias") if argv[0] == "ifconfig" else ("ifp", "inet", "inet6")
     out = [argv[0]]
     for prev, a in zip(argv, argv[1:]):
         option = (a in ("-h", "--help", "--json", "-i") or a.startswith("--")

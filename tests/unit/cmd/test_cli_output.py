@@ -256,6 +256,24 @@ def test_netstat_in_is_the_interface_table(stack, capsys):
     assert out.split()[:2] == ["Name", "Mtu"]
 
 
+@pytest.mark.parametrize("argv,want", [
+    (["route", "add", "-inet6", "2001:db8::/32", "2001:2:0:b::2"],
+     {"add": "2001:db8::/32", "gateway": "2001:2:0:b::2", "family": "inet6"}),
+    (["route", "add", "2001:db8::/32", "2001:2:0:b::2", "-inet6", "-ifp", "en1"],
+     {"add": "2001:db8::/32", "gateway": "2001:2:0:b::2", "ifname": "en1", "family": "inet6"}),
+    (["route", "delete", "-inet6", "2001:db8::/32"], {"delete": "2001:db8::/32", "family": "inet6"}),
+    (["route", "-inet6"], {"family": "inet6"}),
+    (["route", "-inet", "add", "10.9.0.0/16", "198.18.0.2"],
+     {"add": "10.9.0.0/16", "gateway": "198.18.0.2"}),
+], ids=["add", "add_after_ifp", "delete", "show", "inet"])
+def test_route_inet6_as_the_readme_writes_it(argv, want, stack, capsys):
+    # -inet6 starts like the refused -i NAME; it is route's word all the same.
+    stack.seq["route"] = [[]]
+    code, _, err = run(argv, capsys)
+    assert (code, err) == (0, "")
+    assert [(c[1], c[2]) for c in stack.calls] == [("route", want)]
+
+
 def test_netstat_rf_inet6_is_the_ipv6_table_alone(stack, capsys):
     code, out, _ = run(["netstat", "-r", "-f", "inet6"], capsys)
     assert code == 0 and [(c[1], c[2]) for c in stack.calls] == [("route", {"family": "inet6"})]
