@@ -50,6 +50,21 @@ def test_decode_reads_the_header_where_it_is(m):
                                                     (20 << 16) | 16, 1448)
 
 
+def test_the_header_is_in_the_hosts_byte_order_as_the_kernel_writes_it(m):
+    # struct virtio_net_hdr as x86's kernel lays it out, written byte by
+    # byte (not with vnet.HDR, which would agree with itself in either
+    # order): flags, gso_type, then hdr_len, gso_size, csum_start and
+    # csum_offset little-endian.
+    raw = bytes([CSUM, TCPV4, 66, 0, 0xA8, 0x05, 34, 0, 16, 0])    # gso_size 1448
+    assert vnet.decode(m, raw, 0) is True
+    assert (m.csum_flags, m.csum_data, m.segsz) == (M_CSUM_TSOv4 | M_CSUM_TCPv4,
+                                                    (20 << 16) | 16, 1448)
+    m.buf[m.off + 34 + 12] = 0x80                       # TCP data offset: 32 bytes
+    out = bytearray(10)
+    vnet.encode(m, out, 0)
+    assert out == raw
+
+
 def test_decode_partial_tcp_and_udp(m):
     assert decode(m, CSUM, 0, 0, 0, 38, 16) is True             # 24 bytes of IP options
     assert (m.csum_flags, m.csum_data) == (M_CSUM_TCPv4, (24 << 16) | 16)
