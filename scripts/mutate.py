@@ -80,12 +80,17 @@ def mutant_results(mutmut: str) -> dict[str, str]:
     return res
 
 
+def added_lines(diff: str) -> str:
+    """The lines a mutant's unified diff adds, stripped, joined by ' / '
+    (the form the lists record)."""
+    return " / ".join(ln[1:].strip() for ln in diff.splitlines()
+                      if ln.startswith("+") and not ln.startswith("+++"))
+
+
 def mutated_line(mutmut: str, name: str) -> str:
     """The line the mutant adds, as `mutmut show` prints it."""
-    r = subprocess.run([mutmut, "show", name], capture_output=True, text=True)
-    added = [ln[1:].strip() for ln in r.stdout.splitlines()
-             if ln.startswith("+") and not ln.startswith("+++")]
-    return " / ".join(added)
+    return added_lines(subprocess.run([mutmut, "show", name], capture_output=True,
+                                      text=True).stdout)
 
 
 def module_of(name: str) -> str:
@@ -128,8 +133,8 @@ def main(argv=None) -> int:
         skip = os.path.join("mutants", "listed.txt")
         with open(skip, "w", encoding="utf-8") as f:
             if not args.check_listed:
-                f.writelines(name + "\n" for name in {**load_equivalents(EQUIVALENT),
-                                                       **load_equivalents(PERF_ONLY)})
+                listed = {**load_equivalents(EQUIVALENT), **load_equivalents(PERF_ONLY)}
+                f.writelines(f"{name}\t{line}\n" for name, (line, _) in listed.items())
         with open(log, "w") as f:
             r = subprocess.run([sys.executable, os.path.join("scripts", "mutmut_run.py"), skip,
                                 "--max-children", str(args.jobs), *args.patterns],

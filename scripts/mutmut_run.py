@@ -3,17 +3,20 @@
 Usage (scripts/mutate.py calls it; the venv's python):
     python scripts/mutmut_run.py SKIPFILE [mutmut run arguments...]
 
-SKIPFILE holds one mutant name per line. A listed mutant has been proven
-to change nothing a test can observe (tests/equivalent_mutants.txt) or
-only to slow the fast path (tests/performance_only_mutants.txt): running
-it can only end in "survived", and the survivors are the slowest mutants
-of all (every test that reaches the function runs to the end, about 80 s
-each for Mbuf.__init__). So they are not run; they stay "not checked" in
-mutmut's results, and scripts/mutate.py still checks each entry's mutated
-line against the code. `make mutate ARGS=--check-listed` runs them too.
+SKIPFILE holds one listed mutant per line: its name, a tab, the line it
+adds as the list records it. A listed mutant has been proven to change
+nothing a test can observe (tests/equivalent_mutants.txt) or only to slow
+the fast path (tests/performance_only_mutants.txt): running it can only
+end in "survived", and survivors are the slowest mutants of all (every
+test that reaches the function runs to the end, about 80 s each for
+Mbuf.__init__). So it is not run, and stays "not checked" in mutmut's
+results, but only while it still adds the recorded line: when the code
+moved and the name now means another mutant, that one runs (and
+scripts/mutate.py reports the entry stale). `make mutate
+ARGS=--check-listed` runs the listed ones too.
 
 mutmut has no option for this: the hook wraps the one function that lists
-the mutants to run (mutmut is pinned in pyproject.toml, so the name holds).
+the mutants to run (mutmut is pinned in pyproject.toml, so the names hold).
 """
 
 from __future__ import annotations
@@ -21,18 +24,24 @@ from __future__ import annotations
 import sys
 
 import mutmut.__main__ as mm
+from mutate import added_lines
+from mutmut.mutation.diff_apply import get_diff_for_mutant
 
 
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as f:
-        skip = {ln.strip() for ln in f if ln.strip()}
+        skip = dict(ln.rstrip("\n").split("\t", 1) for ln in f if ln.strip())
     collect = mm.collect_source_file_mutation_data
+
+    def still_listed(data, name: str, result) -> bool:
+        # Untested, and still the mutant the list proved: a result from an
+        # earlier run (--check-listed) stands.
+        return (result is None and name in skip
+                and added_lines(get_diff_for_mutant(name, path=data.path)) == skip[name])
 
     def without_listed(*, mutant_names):
         mutants, by_path = collect(mutant_names=mutant_names)
-        # Only untested ones are left out: a listed mutant with a result
-        # from an earlier run (--check-listed) keeps it.
-        return [x for x in mutants if not (x[1] in skip and x[2] is None)], by_path
+        return [x for x in mutants if not still_listed(*x)], by_path
 
     mm.collect_source_file_mutation_data = without_listed
     sys.argv = ["mutmut", "run", *sys.argv[2:]]
