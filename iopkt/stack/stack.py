@@ -150,8 +150,8 @@ class Stack(EventLoop):
             self.timeout(0.0, lambda: self._announce(ifp))
 
     def _announce(self, ifp: Ifnet) -> None:
-        if self.ifnets.get(ifp.name) is ifp and ifp.flags & IFF_RUNNING:
-            self.arp.announce(ifp)
+        if self.ifnets.get(ifp.name) is ifp:     # not detached meanwhile (ARP itself
+            self.arp.announce(ifp)              # sends nothing through a stopped device)
 
     def if_up(self, ifp: Ifnet) -> None:
         if not ifp.flags & IFF_UP:
@@ -187,8 +187,6 @@ class Stack(EventLoop):
         self._stopping = True
         for ifp in list(self.ifnets.values()):
             self.if_down(ifp)
-            self.arp.flush(ifp)
-            self.nd6.flush(ifp)
         for ifp in list(self.ifnets.values()):
             try:
                 self.if_detach(ifp)
