@@ -226,11 +226,11 @@ class Arp:
 
     def flush(self, ifp) -> None:
         """Forget every neighbour of `ifp`; what they held is discarded
-        and counted as "down" (the interface is going down or away)."""
+        and counted as "down" (the interface is going down or away). The
+        entries go with the table: nothing else holds an LlEntry."""
         for la in ifp.llinfo.values():
             for m in la.holdq:
                 ifp.output_discard(m, "down")
-            la.holdq = []
         ifp.llinfo.clear()
 
     def table(self) -> list[dict]:

@@ -75,7 +75,9 @@ class Ip:
         self.routes = RouteTable()
         self._forwarding = True
         self.local_addrs: dict[int, object] = {}     # addr -> ifp
-        self.bcast_addrs: set[int] = {0xFFFFFFFF}
+        # Directed broadcasts of our subnets. 255.255.255.255 is not in it:
+        # every reader tests `>= 0xE0000000` (multicast and up) first.
+        self.bcast_addrs: set[int] = set()
         self.good_src: set[int] = set()     # sources already found not martian
         self.ident = 1
         for n in IPSTAT_NAMES:
@@ -125,8 +127,9 @@ class Ip:
         raise ValueError(f"{ntoa(addr)} is not an address of {ifp.name}")
 
     def purge_ifp(self, ifp) -> None:
-        for ia in list(ifp.in_addrs):
-            self.local_addrs.pop(ia.addr, None)
+        """The interface is going away: drop its addresses and routes."""
+        for ia in ifp.in_addrs:
+            del self.local_addrs[ia.addr]   # add_address put each one there
         ifp.in_addrs.clear()
         self._rebuild_bcast()
         self.routes.purge_ifp(ifp)
@@ -134,7 +137,7 @@ class Ip:
     def _rebuild_bcast(self) -> None:
         """Addresses changed: recompute the broadcast addresses and forget
         every destination and source the fast path had vouched for."""
-        b = {0xFFFFFFFF}
+        b = set()
         for ifp in self.local_addrs.values():
             for ia in ifp.in_addrs:
                 if ia.plen < 31:

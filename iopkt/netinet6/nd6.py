@@ -388,11 +388,11 @@ class Nd6:
 
     def flush(self, ifp) -> None:
         """Forget every neighbour of `ifp`; what they held is discarded
-        and counted as "down" (the interface is going down or away)."""
+        and counted as "down" (the interface is going down or away). The
+        entries go with the table: nothing else holds an NdEntry."""
         for ln in ifp.nd6info.values():
             for m in ln.holdq:
                 ifp.output_discard(m, "down")
-            ln.holdq = []
         ifp.nd6info.clear()
 
     def table(self) -> list[dict]:
