@@ -66,10 +66,10 @@ def cmd_capture(args) -> None:
     """The subcommand: a one-line error (exit 2 for usage, 1 at run time)
     or the capture's own exit code."""
     if (args.ifname is None) == (args.iface is None):
-        util.fail("capture: name one interface: 'capture IF' or 'capture -i IF'", util.EXIT_USAGE)
+        util.fail("name one interface: 'capture IF' or 'capture -i IF'", util.EXIT_USAGE)
     args.ifname = args.ifname or args.iface
     if args.json and args.write:
-        util.fail("capture: --json prints one JSON line per frame; it does not go with -w",
+        util.fail("--json prints one JSON line per frame; it does not go with -w",
                   util.EXIT_USAGE)
     util.need_root()
     try:
@@ -99,7 +99,7 @@ def run(instance: str, ifname: str, write: str | None = None, count: int = 0,
             sink = _open_sink(write, stdout, header, as_json)
         except OSError as e:
             sock.close()
-            raise CaptureError(f"capture: -w {write}: {e.strerror or e}") from None
+            raise CaptureError(f"-w {write}: {e.strerror or e}") from None
         print(f"iopkt: listening on {header['capture']} ({header['driver']}), link-type "
               f"EN10MB (Ethernet), {header['direction']}"
               + (f", {header['count']} frames" if header["count"] else ""),
@@ -112,7 +112,7 @@ def run(instance: str, ifname: str, write: str | None = None, count: int = 0,
     if sink.failed is not None:
         e = sink.failed
         where = "stdout" if write in (None, "-") else write
-        print(f"iopkt: capture: {where}: {e.strerror or e}; {_frames(sink.saved)} "
+        print(f"iopkt capture: {where}: {e.strerror or e}; {_frames(sink.saved)} "
               f"written to {where} before it", file=stderr)
         return 1
     n = f"{_frames(got)} captured"
@@ -120,14 +120,14 @@ def run(instance: str, ifname: str, write: str | None = None, count: int = 0,
         print(f"{n}; the stack did not say how many it dropped", file=stderr)
         if user:
             return 0
-        print(f"iopkt: capture: the stack '{instance}' closed the stream", file=stderr)
+        print(f"iopkt capture: the stack '{instance}' closed the stream", file=stderr)
         return 1
     print(f"{n}, {trailer['dropped']} dropped by a slow reader", file=stderr)
     if trailer["reason"] == "detached" and not user:
-        print(f"iopkt: capture: {header['capture']} was unmounted", file=stderr)
+        print(f"iopkt capture: {header['capture']} was unmounted", file=stderr)
         return 1
     if trailer["reason"] == "stopping" and not user:
-        print(f"iopkt: capture: the stack '{instance}' stopped", file=stderr)
+        print(f"iopkt capture: the stack '{instance}' stopped", file=stderr)
         return 1
     return 0
 

@@ -1,14 +1,18 @@
 """The `iopkt` command.
 
     iopkt run -i NAME -d tap name=tapA -d tap name=tapB [--inet IF=A/P] [--route DST=GW]
-    iopkt nicinfo [-w SECONDS [-c COUNT]] [IF] | ifconfig [IF ...] | route [add|delete ...]
-    iopkt netstat [-s | -r [-f inet|inet6] | -i | -m] | arp [-a] [-n] | ndp [-a] [-n]
+    iopkt nicinfo [-w SECONDS [-c COUNT]] [IF] | ifconfig [-a | IF ...]
+    iopkt route [-n] [show|get|add|delete|change|flush ...]
+    iopkt netstat [-s|-r|-i|-m|-I IF|-w SECONDS] [-an] [-f inet|inet6] [-p PROTO]
+    iopkt arp [-an] | arp -d HOST | arp -s HOST MAC | ndp [-an]
     iopkt lab up|down|status
     iopkt drivers [-v]
 
 The show commands (nicinfo, ifconfig, route, netstat, arp, ndp, mount, umount)
 ask the stack named by --instance NAME, else by the environment variable
-SOCK (as QNX utilities choose their stack), else "iopkt". `-i NAME` names
+SOCK (as QNX utilities choose their stack: SOCK=/alt or SOCK=alt), else
+"iopkt". Errors are one line on stderr, "iopkt CMD: message": exit 2 for
+a usage error, 1 for a failure at run time. `-i NAME` names
 the instance only for `iopkt run`, as io-pkt's own -i does; `netstat -i`
 is the interface table, as on BSD.
 """
@@ -94,24 +98,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    argv = util.mark_dash_words(list(sys.argv[1:] if argv is None else argv))
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    util.prog = " ".join(filter(None, ("iopkt", args.cmd, getattr(args, "lab_cmd", None),
+                                       getattr(args, "bench_cmd", None))))
+    if isinstance(getattr(args, "words", None), list):
+        util.take_options(args)
     util.resolve_instance(args)
     try:
         args.fn(args)
+        sys.stdout.flush()                  # a pipe's reader may leave before this
     except KeyboardInterrupt:
         sys.exit(130)
-    except BrokenPipeError:                 # the reader left (| head): no more output
+    except BrokenPipeError:                 # the reader left (| head): it had enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+        sys.exit(0)
     except Exception as e:                  # a bug: still one line, unless debugging
         if os.environ.get("IOPKT_DEBUG") == "1":
             raise
-        what = " ".join(filter(None, (args.cmd, getattr(args, "lab_cmd", None),
-                                      getattr(args, "bench_cmd", None))))
-        util.fail(f"internal error in {what}: {type(e).__name__}: "
+        util.fail(f"internal error: {type(e).__name__}: "
                   f"{' '.join(str(e).split())} (run with IOPKT_DEBUG=1 for the traceback)")
-
 
 if __name__ == "__main__":
     main()

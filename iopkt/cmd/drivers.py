@@ -19,7 +19,7 @@ def cmd_drivers(args) -> None:
         if args.verbose and d.options:
             print(d.options_help(opt_w))
     for name, why in sorted(load_errors.items()):
-        print(f"iopkt: driver {name} did not load: {why}", file=sys.stderr)
+        print(f"iopkt drivers: driver {name} did not load: {why}", file=sys.stderr)
     if load_errors:
         sys.exit(1)
 

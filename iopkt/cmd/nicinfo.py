@@ -192,7 +192,7 @@ def _nicinfo_one(out: _Dotted, d: dict) -> None:
 
 def cmd_nicinfo(args) -> None:
     if args.count is not None and args.wait is None:
-        util.fail("nicinfo: -c COUNT goes with -w SECONDS (the interval)", util.EXIT_USAGE)
+        util.fail("-c COUNT goes with -w SECONDS (the interval)", util.EXIT_USAGE)
     if args.wait is not None:
         return _nicinfo_watch(args)
     res = util.req(args, "nicinfo", ifname=args.ifname)

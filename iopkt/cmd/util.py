@@ -17,21 +17,32 @@ from iopkt.ctl.control import ControlError
 # Exit codes. A usage error (a value out of range, a bad address or prefix,
 # an unknown option, a size this machine cannot hold) exits 2; a failure at
 # run time (no such stack, interface or TAP; a device that will not open)
-# exits 1. Either way stderr gets one line naming the value or the object;
-# an unexpected exception is one line too (IOPKT_DEBUG=1: the traceback).
+# exits 1; a reader that went away (| head) ends the command with 0. Either
+# way stderr gets one line, "iopkt CMD: message", naming the value or the
+# object; an unexpected exception is one line too (IOPKT_DEBUG=1: the
+# traceback).
 EXIT_USAGE = 2
+
+# The command being run, as its error lines start ("iopkt netstat"):
+# cli.main sets it once the command line is parsed.
+prog = "iopkt"
 
 
 def need_root() -> None:
     if os.geteuid() != 0:
-        print("iopkt: needs root (CAP_NET_ADMIN for TAPs, namespaces and the "
-              "control socket): run it with sudo", file=sys.stderr)
-        sys.exit(1)
+        fail("needs root (CAP_NET_ADMIN for TAPs, namespaces and the "
+             "control socket): run it with sudo")
 
 
 def fail(msg: str, code: int = 1) -> None:
-    print(f"iopkt: {msg}", file=sys.stderr)
+    """The command's one error line, "iopkt CMD: msg", and exit `code`."""
+    print(f"{prog}: {msg}", file=sys.stderr)
     sys.exit(code)
+
+
+def say(msg: str) -> None:
+    """A line about the run, not its output ("listening on ..."): stderr."""
+    print(f"{prog}: {msg}", file=sys.stderr)
 
 
 def shown(text: str) -> str:
@@ -67,15 +78,19 @@ def _old_instance_option(text: str) -> str:
 
 
 def resolve_instance(args) -> None:
-    """A show command's stack: --instance, else $SOCK, else "iopkt"."""
+    """A show command's stack: --instance, else $SOCK (a name, or a path
+    prefix as QNX writes it: SOCK=/alt), else "iopkt"."""
     if getattr(args, "instance", "") is not None:
         return                              # given, or a command without one
     env = os.environ.get(INSTANCE_ENV)
     if env is None or env == "":
         args.instance = DEFAULT_INSTANCE
         return
+    # QNX's SOCK is a path prefix: SOCK=/alt makes a utility use the stack
+    # whose socket is under /alt (io-pkt -i alt). A bare name is ours.
+    name = env[1:].rstrip("/") if env.startswith("/") else env
     try:
-        args.instance = control.check_instance_name(env)
+        args.instance = control.check_instance_name(name)
     except ValueError as e:
         fail(f"{INSTANCE_ENV}={shown(env)}: {e} (the environment variable {INSTANCE_ENV} names "
              "the stack instance; --instance NAME overrides it)", EXIT_USAGE)
@@ -148,6 +163,12 @@ def timestamp(t: float | None = None) -> str:
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def json_flags(sp) -> None:
+    """--json, and -j as iproute2 spells it."""
+    sp.add_argument("-j", "--json", action="store_true",
+                    help="print JSON, with a timestamp (ISO 8601, UTC)")
+
+
 def dump(obj, key: str = "items") -> None:
     """--json: every output carries a "timestamp" (when the answer came).
     An object gets the key; a list is wrapped: {"timestamp": ..., key: [...]}
@@ -158,29 +179,29 @@ def dump(obj, key: str = "items") -> None:
 
 
 
-# ifconfig's and route's words that start with a dash (-tso4, -alias,
-# -ifp) are words, not options: they are marked before argparse sees them,
-# unmarked after. So is any other dash word that is not one of their options
-# (--instance NAME, --json, -h; and -i NAME, which argparse refuses with the
-# hint that --instance replaced it), so that the command itself says what it takes.
-DASH_WORD = "\0"
-
-
-def mark_dash_words(argv: list[str]) -> list[str]:
-    from iopkt.net.ifnet import CAP_KEYWORDS
-    if not argv or argv[0] not in ("ifconfig", "route"):
-        return argv
-    # -inet and -inet6 start like the refused -i NAME: named here, they stay words.
-    words = (*CAP_KEYWORDS, "alias") if argv[0] == "ifconfig" else ("ifp", "inet", "inet6")
-    out = [argv[0]]
-    for prev, a in zip(argv, argv[1:]):
-        option = (a in ("-h", "--help", "--json", "-i") or a.startswith("--")
-                  or a.startswith("-i") or a[1:2].isdigit() or prev in ("-i", "--instance"))
-        out.append(DASH_WORD + a if a.startswith("-") and len(a) > 1
-                   and (a[1:] in words or not option) else a)
-    return out
-
-
+# ifconfig's and route's words come after the interface or the command, as
+# BSD's do, and may start with a dash (-alias, -tso4, -net, -ifp): argparse
+# takes them as a remainder. Options a user puts after them (--json, -j,
+# --instance NAME) are taken back out by take_options.
+def take_options(args) -> None:
+    """Move --json, -j and --instance NAME from the remainder `args.words`
+    to their attributes, leaving the command's own words in order."""
+    words, out = list(args.words), []
+    while words:
+        w = words.pop(0)
+        if w in ("--json", "-j"):
+            args.json = True
+        elif w == "--instance" or w.startswith("--instance="):
+            name = w.partition("=")[2] if "=" in w else (words.pop(0) if words else "")
+            if not name:
+                fail("--instance needs a NAME", EXIT_USAGE)
+            try:
+                args.instance = _show_instance(name)
+            except argparse.ArgumentTypeError as e:
+                fail(str(e), EXIT_USAGE)
+        else:
+            out.append(w)
+    args.words = out
 
 
 def show_parser(sub, name, help_, fn, old_i=True):
@@ -193,8 +214,7 @@ def show_parser(sub, name, help_, fn, old_i=True):
     if old_i:       # netstat's -i is the interface table
         sp.add_argument("-i", dest="old_instance", type=_old_instance_option,
                         help=argparse.SUPPRESS)
-    sp.add_argument("--json", action="store_true",
-                    help="print JSON, with a timestamp (ISO 8601, UTC)")
+    json_flags(sp)
     sp.set_defaults(fn=fn)
     return sp
 

@@ -11,8 +11,9 @@ import threading
 
 from iopkt.ctl.control import MAX_COUNT, ControlError, UsageError
 from iopkt.net.bpf import BPF_BUFSIZE, DIRECTIONS, REC, BpfDesc, bpf_attach
+from iopkt.net.ether import mac_aton
 from iopkt.net.ifnet import caps_str, flags_str, parse_capwords
-from iopkt.net.route import aton, ntoa, parse_prefix
+from iopkt.net.route import RTF_GATEWAY, aton, ntoa, parse_prefix
 from iopkt.netinet6.in6 import parse_prefix6
 
 MAX_CAPTURES = 8            # capture streams open at once; one more is refused
@@ -45,10 +46,13 @@ class Ops:
     def op_ifconfig(self, ifname: str | None = None, inet: str | None = None,
                     delete: str | None = None, mtu: int | None = None,
                     up: bool | None = None, caps: list | None = None,
-                    inet6: str | None = None, delete6: str | None = None) -> list[dict]:
+                    inet6: str | None = None, delete6: str | None = None,
+                    replace: bool = False) -> list[dict]:
         """Show interfaces, or change one. Every argument is checked first
         (a bad one is a UsageError and changes nothing); what the state
-        then refuses (an address already there) is a ControlError."""
+        then refuses (an address already there) is a ControlError. With
+        `replace`, `inet` takes the place of the first IPv4 address (NetBSD's
+        ifconfig without alias); if it is refused, the old one stays."""
         st = self.stack
         if ifname is None:
             return [self._ifconfig_one(i) for i in st.ifnets.values()]
@@ -78,7 +82,17 @@ class Ops:
             if old is not None:
                 st.ip.del_address(ifp, old)
             if inet is not None:
-                st.ip.add_address(ifp, addr, plen)
+                first = ifp.in_addrs[0] if replace and ifp.in_addrs else None
+                if first is not None and (first.addr, first.plen) != (addr, plen):
+                    st.ip.del_address(ifp, first.addr)
+                    try:
+                        st.ip.add_address(ifp, addr, plen)
+                    except ValueError:
+                        st.ip.add_address(ifp, first.addr, first.plen)
+                        ifp.in_addrs.insert(0, ifp.in_addrs.pop())     # first again
+                        raise
+                elif first is None:
+                    st.ip.add_address(ifp, addr, plen)
                 st.if_up(ifp)
             if old6 is not None:
                 st.ip6.del_address(ifp, old6)
@@ -105,27 +119,86 @@ class Ops:
 
     def op_route(self, add: str | None = None, delete: str | None = None,
                  gateway: str | None = None, ifname: str | None = None,
-                 family: str = "inet") -> list[dict]:
-        """Show the table of `family` (inet or inet6), or change it: a
-        malformed prefix or address is a UsageError; a route the table
+                 family: str = "inet", change: str | None = None,
+                 interface: str | None = None) -> list[dict]:
+        """Show the table of `family` (inet or inet6), or change it (BSD's
+        route add, delete, change). A route goes through `gateway`, or
+        straight out of `interface` (a name, or one of our addresses: BSD's
+        -interface); `ifname` picks the interface of a gateway route (-ifp).
+        A malformed prefix or address is a UsageError; what the table
         refuses (exists, no such route, gateway not on a connected network)
-        a ControlError."""
-        if family not in ("inet", "inet6"):
-            raise UsageError(f"route: family {family!r}: inet or inet6")
-        v6 = family == "inet6"
-        rt = self.stack.ip6.routes if v6 else self.stack.ip.routes
-        prefix = (lambda t: _prefix6("route", t)) if v6 else parse_prefix
-        if add is not None:
-            dst, plen = prefix(add)
-            gw = (_prefix6("gateway", gateway)[0] if v6 else aton(gateway)) if gateway else 0
+        a ControlError, and then nothing changed."""
+        v6, rt, prefix = self._table(family)
+        if sum(x is not None for x in (add, delete, change)) > 1:
+            raise UsageError("route: one of add, delete, change at a time")
+        dst = add if add is not None else change
+        if dst is not None:
+            dst, plen = prefix(dst)
+            if (gateway is None) == (interface is None):
+                raise UsageError("route: give a gateway or an interface, one of them")
+            gw = 0
+            if gateway is not None:
+                gw = _prefix6("gateway", gateway)[0] if v6 else _addr4("gateway", gateway)
             ifp = self._ifp(ifname) if ifname else None
+            if interface is not None:
+                ifp = self._ifp_or_addr(interface, v6)
             with _refused():
-                rt.add(dst, plen, gw, ifp)
+                if change is not None:          # as one change: back if the add fails
+                    old = rt.delete(dst, plen)
+                    try:
+                        rt.add(dst, plen, gw, ifp)
+                    except ValueError:
+                        rt.add(old.dst, old.plen, old.gateway, old.ifp, old.flags)
+                        raise
+                else:
+                    rt.add(dst, plen, gw, ifp)
         if delete is not None:
             dst, plen = prefix(delete)
             with _refused():
                 rt.delete(dst, plen)
         return rt.to_list()
+
+    def op_route_get(self, dst: str, family: str = "inet") -> dict:
+        """BSD's route get: the route `dst` takes, with its mask and the
+        next hop, or a ControlError if none does."""
+        v6, rt, _ = self._table(family)
+        a = _prefix6("route get", dst)[0] if v6 else _addr4("route get", dst)
+        r = rt.match(a)
+        if r is None:
+            raise ControlError(f"route get {dst}: not in table")
+        fmt = rt.ntoa
+        return {"route_to": fmt(a), **r.to_dict(fmt), "mask": fmt(r.mask),
+                "next_hop": fmt(r.gateway or a)}
+
+    def op_route_flush(self, family: str = "inet") -> list[dict]:
+        """BSD's route flush: remove every route through a gateway (the
+        connected routes stay, as their addresses do); the routes removed."""
+        _, rt, _ = self._table(family)
+        gone = [r for r in rt.routes if r.flags & RTF_GATEWAY]
+        for r in gone:
+            rt.delete(r.dst, r.plen)
+        return [r.to_dict(rt.ntoa) for r in gone]
+
+    def _table(self, family: str):
+        """(is IPv6, its table, its prefix parser) for a request's family."""
+        if family not in ("inet", "inet6"):
+            raise UsageError(f"route: family {family!r}: inet or inet6")
+        if family == "inet6":
+            return True, self.stack.ip6.routes, lambda t: _prefix6("route", t)
+        return False, self.stack.ip.routes, parse_prefix   # its ValueError: a usage error
+
+    def _ifp_or_addr(self, text: str, v6: bool):
+        """An interface named by its name or by one of our addresses."""
+        if text in self.stack.ifnets:
+            return self.stack.ifnets[text]
+        try:
+            a = parse_prefix6(text)[0] if v6 else aton(text)
+        except ValueError:
+            return self._ifp(text)              # "no such interface", by name
+        for ifp in self.stack.ifnets.values():
+            if any(ia.addr == a for ia in (ifp.in6_addrs if v6 else ifp.in_addrs)):
+                return ifp
+        raise ControlError(f"-interface {text}: not an address of this stack")
 
     def op_netstat(self) -> dict:
         st = self.stack
@@ -182,8 +255,31 @@ class Ops:
                 "bufsize": BPF_BUFSIZE, "mtu": ifp.mtu,
                 "enabled": caps_str(ifp.capenable)}
 
-    def op_arp(self) -> list[dict]:
-        return self.stack.arp.table()
+    def op_arp(self, delete: str | None = None, set: str | None = None,
+               mac: str | None = None, permanent: bool = True,
+               ifname: str | None = None) -> list[dict]:
+        """The ARP table; or BSD's arp -d HOST (delete: an address, or
+        "all"), or arp -s HOST MAC [temp] (set: a static entry on the
+        interface whose network holds HOST, or `ifname`; `permanent`
+        False expires it as a learned one does)."""
+        arp = self.stack.arp
+        if delete is not None:
+            addr = None if delete == "all" else _addr4("arp -d", delete)
+            with _refused():
+                arp.delete(addr)
+        if set is not None:
+            if mac is None:
+                raise UsageError(f"arp -s {set}: give the MAC address")
+            addr = _addr4("arp -s", set)
+            try:
+                lladdr = mac_aton(mac)
+            except ValueError:
+                raise UsageError(f"arp -s {set} {mac}: not a MAC address "
+                                 "(six hex bytes, like 02:00:00:00:00:01)") from None
+            ifp = self._ifp(ifname) if ifname else None
+            with _refused():
+                arp.set_static(addr, lladdr, permanent, ifp)
+        return arp.table()
 
     def op_ndp(self) -> list[dict]:
         """The IPv6 neighbour cache (NetBSD's ndp -an)."""
@@ -210,6 +306,14 @@ class Ops:
     def op_stop(self) -> dict:
         self.stack.stop()
         return {"stopping": True}
+
+
+def _addr4(what: str, text: str) -> int:
+    """An IPv4 address from a request, or a UsageError naming it."""
+    try:
+        return aton(text)
+    except ValueError as e:
+        raise UsageError(f"{what} {e}") from None
 
 
 def _prefix6(what: str, text: str) -> tuple[int, int]:

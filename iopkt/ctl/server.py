@@ -107,7 +107,8 @@ class ControlServer(Ops):
             "nicinfo": self.op_nicinfo, "route": self.op_route,
             "netstat": self.op_netstat, "arp": self.op_arp, "ndp": self.op_ndp,
             "stop": self.op_stop, "detach": self.op_detach, "mount": self.op_mount,
-            "capture": self.op_capture,
+            "capture": self.op_capture, "route_get": self.op_route_get,
+            "route_flush": self.op_route_flush,
         }
 
     def close(self) -> None:

@@ -7,7 +7,10 @@ packet. An unresolved entry holds a small bounded queue of packets waiting
 for the answer; requests are retried once a second, and after `maxtries`
 unanswered requests the waiting packets are dropped with ICMP host
 unreachable sent back to their sources. Resolved entries age out after
-`keep` seconds and are resolved afresh on next use.
+`keep` seconds and are resolved afresh on next use. An entry set by hand
+(arp -s) is "permanent": it never ages, ARP traffic does not change it,
+and it outlives the interface going down; arp -s ... temp sets one that
+ages as a learned one does.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ ARP_MAXHOLD = 16        # packets waiting per unresolved neighbour
 
 LLE_INCOMPLETE = "incomplete"
 LLE_REACHABLE = "reachable"
+LLE_PERMANENT = "permanent"
 
 _ARP = struct.Struct("!HHBBH6sI6sI")
 
@@ -118,6 +122,8 @@ class Arp:
         self.stack.pool.freem(m)
 
     def _update(self, ifp, addr: int, mac: bytes, la: LlEntry | None) -> None:
+        if la is not None and la.state == LLE_PERMANENT:
+            return                      # set by hand: ARP traffic does not move it
         if la is None:
             la = ifp.llinfo[addr] = LlEntry(addr, ifp)
         la.mac = mac
@@ -202,6 +208,8 @@ class Arp:
         now = self.stack.clock()
         for ifp in list(self.stack.ifnets.values()):
             for addr, la in list(ifp.llinfo.items()):
+                if la.state == LLE_PERMANENT:
+                    continue
                 if la.state == LLE_REACHABLE:
                     if now >= la.expire:
                         self.stats["expired"] += 1
@@ -225,13 +233,47 @@ class Arp:
             icmp.error_unreach_host(m)
 
     def flush(self, ifp) -> None:
-        """Forget every neighbour of `ifp`; what they held is discarded
-        and counted as "down" (the interface is going down or away). The
-        entries go with the table: nothing else holds an LlEntry."""
-        for la in ifp.llinfo.values():
-            for m in la.holdq:
-                ifp.output_discard(m, "down")
-        ifp.llinfo.clear()
+        """Forget every neighbour of `ifp` but those set by hand; what they
+        held is discarded and counted as "down" (the interface is going
+        down or away; a detached one takes its table along)."""
+        for addr, la in list(ifp.llinfo.items()):
+            if la.state != LLE_PERMANENT:
+                for m in la.holdq:
+                    ifp.output_discard(m, "down")
+                del ifp.llinfo[addr]
+
+    # -- arp -s and arp -d -------------------------------------------------
+    def set_static(self, addr: int, mac: bytes, permanent: bool = True, ifp=None) -> None:
+        """arp -s: `addr` is at `mac`, on `ifp` or on the interface whose
+        network holds `addr`. Packets waiting for it go now. Raises
+        ValueError when no interface's network holds it."""
+        if ifp is None:
+            ifp = next((i for i in self.stack.ifnets.values()
+                        if any(addr & ia.mask == ia.net for ia in i.in_addrs)), None)
+            if ifp is None:
+                raise ValueError(f"arp -s {ntoa(addr)}: on no interface's network")
+        la = ifp.llinfo.get(addr)
+        if la is not None and la.state == LLE_PERMANENT:
+            la.state = LLE_REACHABLE    # set again: by hand, so it may change
+        self._update(ifp, addr, mac, la)
+        if permanent:
+            ifp.llinfo[addr].state = LLE_PERMANENT
+
+    def delete(self, addr: int | None) -> int:
+        """arp -d: forget `addr`'s entry (None: every entry, arp -d -a);
+        what it held is discarded as "down". The number of entries gone.
+        Raises ValueError for an address with no entry."""
+        gone = 0
+        for ifp in self.stack.ifnets.values():
+            for a, la in list(ifp.llinfo.items()):
+                if addr is None or a == addr:
+                    for m in la.holdq:
+                        ifp.output_discard(m, "down")
+                    del ifp.llinfo[a]
+                    gone += 1
+        if addr is not None and not gone:
+            raise ValueError(f"arp -d {ntoa(addr)}: no entry")
+        return gone
 
     def table(self) -> list[dict]:
         now = self.stack.clock()
@@ -241,7 +283,8 @@ class Arp:
                 out.append({
                     "interface": ifp.name, "address": ntoa(addr),
                     "mac": mac_ntoa(la.mac) if la.mac else None, "state": la.state,
-                    "expires_in": round(la.expire - now, 1) if la.mac else None,
+                    "expires_in": round(la.expire - now, 1)
+                    if la.mac and la.state != LLE_PERMANENT else None,
                     "held": len(la.holdq)})
         return out
 

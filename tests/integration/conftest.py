@@ -112,6 +112,26 @@ class Lab:
             assert res.returncode == 0, f"{cmd} failed: {res.stdout}"
         return res
 
+    def evidence(self, since: dict | None = None) -> str:
+        """What the stack knows now, for an assertion's message when
+        traffic went missing: its neighbour caches, each interface's
+        discards and errors, and the IPv4, IPv6 and ICMP counters that
+        moved since `since` (an earlier netstat()), or all of them."""
+        now = self.netstat()
+        out = [f"arp: {self.req('arp')}", f"ndp: {self.req('ndp')}"]
+        for d in self.req("nicinfo"):
+            c = d["counters"]
+            out.append(f"{d['name']}: in_discards={c.get('in_discards')} "
+                       f"out_discards={c.get('out_discards')} "
+                       f"ierrors={c.get('ierrors')} oerrors={c.get('oerrors')}")
+        for proto in ("ip", "ip6", "icmp", "icmp6", "nd6"):
+            new, old = now.get(proto, {}), (since or {}).get(proto, {})
+            moved = {k: v if not isinstance(v, int) or not isinstance(old.get(k, 0), int)
+                     else v - old.get(k, 0)
+                     for k, v in new.items() if v != old.get(k)}
+            out.append(f"{proto}: {moved}")
+        return "\n".join(out)
+
     def ping(self, ns, dst, *extra, count=1):
         return self.run(ns, ["ping", "-n", "-c", str(count), "-i", "0.2", "-W", "2", *extra, dst])
 

@@ -154,10 +154,11 @@ def test_traceroute6_shows_the_stack_as_the_first_hop(shared_lab, probe):
     """Hop limit 1 runs out at the stack: Time Exceeded from its address on
     A's side; then the host answers (port unreachable, or echo reply)."""
     lb = shared_lab
+    before = lb.netstat()
     res = lb.run(lb.ns_a, ["traceroute", "-6", "-n", "-q", "1", "-w", "2", *probe, B6],
                  check=True)
     hops = [ln.split()[:2] for ln in res.stdout.splitlines()[1:]]
-    assert hops == [["1", STACK_A6], ["2", B6]], res.stdout
+    assert hops == [["1", STACK_A6], ["2", B6]], res.stdout + lb.evidence(before)
 
 
 def test_packet_too_big_teaches_the_sender_the_path_mtu(make_lab):

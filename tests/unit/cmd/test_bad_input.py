@@ -33,20 +33,56 @@ CASES = [
     (["ifconfig", T, "inet", "300.1.1.1/24"], 2,
      "inet 300.1.1.1/24: 300.1.1.1 is not an IPv4 address (four numbers 0..255"),
     (["ifconfig", T, "inet", "10.0.0.1/33"], 2, "prefix length /33: must be 0..32"),
-    (["ifconfig", T, "inet", "10.0.0.1"], 2, "give a prefix length, e.g. 10.0.0.1/24"),
+    (["ifconfig", T, "inet", "10.0.0.1"], 2,
+     "give a prefix length or a netmask, e.g. 10.0.0.1/24"),
+    (["ifconfig", T, "10.0.0.1", "netmask", "255.0.255.0"], 2,
+     "netmask 255.0.255.0: not a netmask"),
+    (["ifconfig", T, "inet6", "2001:db8::1", "netmask", "255.0.0.0"], 2,
+     "netmask goes with inet"),
+    (["ifconfig", T, "10.0.0.1/24", "netmask", "255.0.0.0"], 2, "a prefix length and a netmask"),
+    (["ifconfig", T, "alias"], 2, "alias needs an address"),
+    (["ifconfig", T, "inet", "inet6", "::1/64"], 2, "one address family at a time"),
+    (["ifconfig", "-a", T], 2, "-a shows every interface"),
     (["ifconfig", T, "delete", "1.2.3.400"], 2, "1.2.3.400 is not an IPv4 address"),
-    (["ifconfig", T, "-frob"], 2, "cannot understand '-frob'"),
+    (["ifconfig", T, "-frob"], 2, "ifconfig: cannot understand '-frob'"),
     # route
     (["route", "add", "10.0.0.0/33", "198.18.0.2"], 2,
-     "route add 10.0.0.0/33: prefix length /33: must be 0..32"),
+     "route: add 10.0.0.0/33: prefix length /33: must be 0..32"),
     (["route", "add", "10.0.0.0/24", "198.18.0.256"], 2,
      "gateway 198.18.0.256: not an IPv4 address"),
     (["route", "delete", "10.0.0.0/40"], 2, "prefix length /40"),
-    (["route", "add", "10.0.0.0/24", "198.18.0.2", "-ifp"], 2, "cannot understand '-ifp'"),
-    (["route", "add", "10.0.0.0/24", "198.18.0.2", "-via", T], 2, "cannot understand '-via"),
-    (["route", "show", "all"], 2, "route: cannot understand 'show all'"),
-    (["route", "delete", "10.0.0.0/8", "198.18.0.2"], 2, "cannot understand 'delete 10.0.0.0/8"),
-    (["route", "add"], 2, "route: cannot understand 'add' (use: route [show], route add DST GW"),
+    (["route", "add", "10.0.0.0/24", "198.18.0.2", "-ifp"], 2, "add: give -ifp its value"),
+    (["route", "add", "10.0.0.0/24", "198.18.0.2", "-via", T], 2,
+     "route: add: unknown modifier '-via'"),
+    (["route", "show", "all"], 2, "route: show: cannot understand 'all'"),
+    (["route", "delete", "10.0.0.0/8", "198.18.0.2"], 2,
+     "delete: cannot understand '198.18.0.2' (route delete [-net|-host] DST)"),
+    (["route", "add"], 2, "iopkt route: add: give the destination (route add [-net|-host] DST"),
+    (["route", "frob"], 2, "iopkt route: unknown command 'frob': one of show, get, add"),
+    (["route", "add", "-net", "10.0.0.0", "198.18.0.2"], 2,
+     "add -net 10.0.0.0: give the prefix length (10.0.0.0/24) or -netmask M"),
+    (["route", "add", "-host", "10.0.0.1/24", "198.18.0.2"], 2, "a host is an address"),
+    (["route", "add", "-net", "10.0.0.0", "-netmask", "255.0.0.255", "198.18.0.2"], 2,
+     "-netmask 255.0.0.255: not a netmask"),
+    (["route", "add", "10.0.0.0/8", "-interface", T, "-ifp", T], 2, "-ifp goes with a gateway"),
+    (["route", "get"], 2, "get: give the destination"),
+    (["route", "flush", "-net"], 2, "flush: takes no -net"),
+    (["route", "-inet", "-inet6"], 2, "not allowed with argument"),
+    (["netstat", "-r", "-i"], 2, "iopkt netstat: argument -i: not allowed with argument -r"),
+    (["netstat", "-c", "3"], 2, "iopkt netstat: -c COUNT goes with -w SECONDS"),
+    (["netstat", "-w", "1", "-r"], 2, "-w SECONDS shows interface rates"),
+    (["netstat", "-w", "0"], 2, "-w 0: must be a number of seconds"),
+    (["netstat", "-r", "-p", "ip"], 2, "-p PROTO goes with -s"),
+    (["netstat", "-f", "inet6", "-p", "icmp"], 2, "-p icmp is not a protocol of -f inet6"),
+    (["netstat", "-p", "tcp"], 2, "argument -p: invalid choice: 'tcp'"),
+    (["arp", "-d"], 2, "iopkt arp: -d HOST, or -d -a for every entry"),
+    (["arp", "-d", "-a", "10.0.0.1"], 2, "-d HOST, or -d -a"),
+    (["arp", "-s", "10.0.0.1"], 2, "-s HOST MAC [temp]"),
+    (["arp", "-s", "10.0.0.1", "02:00:00:00:00:01", "pub"], 2, "proxy ARP is not supported"),
+    (["arp", "-s", "10.0.0.1", "02:00:00:00:00:01", "soon"], 2, "cannot understand 'soon'"),
+    (["arp", "-d", "-s", "10.0.0.1"], 2, "not allowed with argument"),
+    (["arp", "gateway.example"], 2, "gateway.example: HOST is an IPv4 address"),
+    (["arp", "10.0.0.1", "10.0.0.2"], 2, "one HOST at a time"),
     # lab
     (["lab", "up", "--speed", "-5"], 2, "--speed -5: one of 10, 100, 1000, 10000"),
     (["lab", "up", "--speed", "fast"], 2, "--speed fast: one of 10, 100, 1000, 10000"),
@@ -188,7 +224,7 @@ def test_a_pool_larger_than_free_memory_is_refused_before_it_is_built(monkeypatc
         cli.main(["run", "-d", "tap", "--nmbclusters", "1000000", "--mclbytes", "4096"])
     line = _one_line(capsys)
     assert e.value.code == 2
-    assert line.startswith("iopkt: --nmbclusters 1000000: 5.1 GB for the mbuf pool "
+    assert line.startswith("iopkt run: --nmbclusters 1000000: 5.1 GB for the mbuf pool "
                            "(1000000 clusters of 4096 bytes and 256 of 64 KB")
     assert line.endswith("more than the 3.1 GB this machine has free")
 
@@ -198,7 +234,7 @@ def test_jumbo_pool_named_when_it_is_what_does_not_fit(monkeypatch, capsys):
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(100_000_000))
     with pytest.raises(SystemExit) as e:
         cli.main(["run", "-d", "tap", "--nmbjumbo", "4096"])
-    assert e.value.code == 2 and _one_line(capsys).startswith("iopkt: --nmbjumbo 4096: 0.3 GB")
+    assert e.value.code == 2 and _one_line(capsys).startswith("iopkt run: --nmbjumbo 4096: 0.3 GB")
 
 
 def test_route_add_with_ifp_as_the_help_prints_it(monkeypatch):
@@ -220,8 +256,8 @@ def test_help_words_are_accepted(monkeypatch):
         cli.main(["ifconfig", "tap0", *w])
     # Each one as the request the stack is sent, in order.
     assert seen == [{"ifname": "tap0", **kw} for kw in (
-        {"inet": "10.0.0.1/24"}, {"delete": "10.0.0.1"}, {"mtu": 1400}, {"up": True},
-        {"up": False}, {"caps": ["-tso4"]}, {"caps": ["tcp4csum-rx"]},
+        {"inet": "10.0.0.1/24", "replace": True}, {"delete": "10.0.0.1"}, {"mtu": 1400},
+        {"up": True}, {"up": False}, {"caps": ["-tso4"]}, {"caps": ["tcp4csum-rx"]},
         {"caps": ["-udp4csum-tx"]}, {"caps": ["-ip4csum"]}, {"inet": "10.0.0.2/24"},
         {"delete": "10.0.0.2"})]
 
@@ -241,7 +277,7 @@ def test_a_tap_that_will_not_open_is_a_runtime_error_naming_it(driver, monkeypat
     line = _one_line(capsys)
     name = "devnp-tap" if driver == "tap" else "devn-tap"
     assert e.value.code == 1
-    assert line.startswith(f"iopkt: {name}: cannot open TAP lo: a link named lo exists "
+    assert line.startswith(f"iopkt run: {name}: cannot open TAP lo: a link named lo exists "
                            "and is not a TAP")
 
 
@@ -269,7 +305,7 @@ def test_an_unexpected_exception_is_one_line(monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["nicinfo"])
     assert e.value.code == 1
-    assert _one_line(capsys) == ("iopkt: internal error in nicinfo: RuntimeError: the bug "
+    assert _one_line(capsys) == ("iopkt nicinfo: internal error: RuntimeError: the bug "
                                  "(run with IOPKT_DEBUG=1 for the traceback)")
     monkeypatch.setenv("IOPKT_DEBUG", "1")
     with pytest.raises(RuntimeError):

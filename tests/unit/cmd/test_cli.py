@@ -7,19 +7,22 @@ import pytest
 
 from iopkt.cmd import cli, util
 
-ROOT_LINE = ("iopkt: needs root (CAP_NET_ADMIN for TAPs, namespaces and the control "
+ROOT_LINE = ("needs root (CAP_NET_ADMIN for TAPs, namespaces and the control "
              "socket): run it with sudo")
 
 
-@pytest.mark.parametrize("argv", [["nicinfo"], ["lab", "up"], ["run", "-d", "tap"],
-                                  ["netstat", "-m"], ["route"]])
-def test_without_root_says_so_in_one_line(argv, monkeypatch, capsys):
+@pytest.mark.parametrize("argv, prog", [(["nicinfo"], "iopkt nicinfo"),
+                                        (["lab", "up"], "iopkt lab up"),
+                                        (["run", "-d", "tap"], "iopkt run"),
+                                        (["netstat", "-m"], "iopkt netstat"),
+                                        (["route"], "iopkt route")])
+def test_without_root_says_so_in_one_line(argv, prog, monkeypatch, capsys):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
     assert e.value.code == 1
     err = capsys.readouterr().err
-    assert err.strip() == ROOT_LINE
+    assert err == f"{prog}: {ROOT_LINE}\n"
 
 
 COMMANDS = ("'run', 'nicinfo', 'ifconfig', 'route', 'netstat', 'arp', 'ndp', 'mount', "

@@ -380,7 +380,7 @@ def test_client_says_the_interface_was_unmounted(served):
     t.join(5)
     assert box["code"] == 1
     assert box["err"].getvalue().splitlines()[-2:] == [
-        "2 frames captured, 0 dropped by a slow reader", "iopkt: capture: fk1 was unmounted"]
+        "2 frames captured, 0 dropped by a slow reader", "iopkt capture: fk1 was unmounted"]
 
 
 def test_client_ends_cleanly_when_its_pipe_reader_leaves(served):
@@ -523,7 +523,7 @@ def test_a_full_disk_ends_the_capture_with_what_was_written(served, tmp_path, mo
     used = len(data) - header["bytes"]
     assert len(frame) == saved and set(frame) == {frame[0]}
     assert used <= 2000 < used + frame[0], (used, blocks)
-    assert last == (f"iopkt: capture: {path}: No space left on device; {saved} "
+    assert last == (f"iopkt capture: {path}: No space left on device; {saved} "
                     f"frame{'s' if saved != 1 else ''} written to {path} before it"), last
     wait_for(lambda: not served.srv.streams)
     assert control.request("unit", "netstat")["bpf"]["open"] == 0

@@ -22,7 +22,8 @@ def test_a_good_request_gives_its_operation_and_arguments():
     (b'{"op": "ping", "args": {"return": {}}}',
      "ping: unknown argument 'return' (arguments: none)"),
     (b'{"op": "route", "args": {"via": "x"}}',
-     "route: unknown argument 'via' (arguments: add, delete, gateway, ifname, family)"),
+     "route: unknown argument 'via' (arguments: add, delete, gateway, ifname, family, "
+     "change, interface)"),
     (b'{"op": "ifconfig", "args": {"caps": ["tso4", 4]}}',
      "ifconfig: argument 'caps' is list, expected list or null"),
     (b'{"op": "ifconfig", "args": {"up": 1}}',
