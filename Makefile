@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: all setup test unit lint mutate cover bench compare bpf-overhead lab-up lab-down clean root
+.PHONY: all setup test unit lint mutate cover bench compare bpf-overhead bpf-filter-cost lab-up lab-down clean root
 
 all: test
 
@@ -82,6 +82,9 @@ bench: root setup
 # What the capture taps cost when nobody captures (no root; about 5 s).
 bpf-overhead: $(STAMP)
 	PYTHONPATH=tests/unit $(PY) scripts/bpf_overhead.py $(ARGS)
+
+bpf-filter-cost: $(STAMP)
+	$(PY) scripts/bpf_filter_cost.py $(ARGS)
 
 # Native with and without offload, the shim and both relays side by side, with targets
 # (ARGS=--ipv6: native over IPv6 without and with TSO6 too, with their aims).

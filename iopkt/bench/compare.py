@@ -111,8 +111,10 @@ def compare(old_dir: str, new_dir: str, as_json: bool = False) -> str:
     """The change of every figure between two results folders: a table, or
     with `as_json` the rows of compare_rows() as JSON."""
     c = compare_rows(old_dir, new_dir)
-    if as_json:
-        return json.dumps(c, indent=1)
+    if as_json:                 # as every --json: when it was made
+        from datetime import datetime, timezone
+        ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return json.dumps({"timestamp": ts, **c}, indent=1)
 
     def head(which):
         m = c[which]

@@ -282,7 +282,24 @@ def machine_info() -> dict:
             "python_implementation": platform.python_implementation(),
             "iopkt_version": iopkt_version(), "git_commit": commit, "git_dirty": dirty,
             "iperf3_version": _first_line(["iperf3", "--version"]),
-            "ping_version": _first_line(["ping", "-V"])}
+            "ping_version": _first_line(["ping", "-V"]),
+            "packages": package_versions()}
+
+
+# The Python packages a run depends on (pyproject.toml's dependencies).
+PACKAGES = ("python-pytun", "pyroute2", "psutil", "scapy", "matplotlib")
+
+
+def package_versions() -> dict:
+    """{package: version, or None when it is not installed}."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 # -- latency -----------------------------------------------------------------

@@ -1,33 +1,33 @@
 """`iopkt capture`: tcpdump for the stack's interfaces (the client side of
-bpf.py's taps).
+bpf.py's taps), with tcpdump's options and filter expressions:
 
-    iopkt capture IF [-w FILE | -w -] [-c COUNT] [--direction in|out|both]
+    iopkt capture [-i] IF [-nevX] [-c COUNT] [-w FILE|-] [--pcapng] [-s SNAPLEN]
+                  [-Q in|out|inout] [EXPRESSION]
 
-asks the running stack for a `capture` stream (control.py) and, without
--w, prints one line per frame as tcpdump does (time, direction, scapy's
-summary, length); with -w it writes a pcapng file, or with `-w -` a pcapng
-stream on stdout flushed after every frame, so that
+EXPRESSION is any pcap-filter(7) expression (`icmp`, `host 198.19.0.2 and
+tcp port 5201`, `tcp[tcpflags] & tcp-syn != 0`): the stack has libpcap
+compile it once and runs it on each frame in C before copying anything
+(bpf_filter.py). Without -w each frame is one line, as tcpdump prints one
+(time, direction, scapy's summary, length; -e the Ethernet header too, -v
+the IP header's fields, -X the bytes in hex and ASCII; -n is always so).
+-w FILE writes a pcap file, as tcpdump -w does, which every reader takes;
+--pcapng writes pcapng instead, which also keeps each frame's direction (In
+or Out: on a router the same packet crosses an interface both ways) and the
+interface's name. `-w -` streams to stdout, flushed after every frame:
 
     iopkt capture en0 -w - | tcpdump -nr -
 
-shows the traffic live. It ends after COUNT frames, on Ctrl-C (SIGINT or
-SIGTERM) or when the reader of stdout goes away (exit 0 for all three), or
-when the interface is unmounted or the stack stops (exit 1); then stderr
-gets "N frames captured, M dropped by a slow reader", M being the frames
-the stack dropped because this reader did not keep up (bpf.py's bound).
-
-The writer is scapy's PcapNgWriter: pcapng records each frame's direction
-(the enhanced packet block's inbound/outbound flag, which scapy's rdpcap
-gives back as `.direction` and Wireshark shows), and names the interface;
-classic pcap (PcapWriter) has room for neither, and a capture of a
-router's interface that cannot tell a frame arriving from one leaving is
-half a capture. tcpdump and libpcap read pcapng from a file or a pipe.
-Scapy 2.8's PcapNgWriter opens a path itself; for `-w -` it is given the
-stdout stream after it is made.
+It ends after COUNT frames, on Ctrl-C (SIGINT or SIGTERM) or when the
+reader of stdout goes away (exit 0 for all three), or when the interface
+is unmounted or the stack stops (exit 1); then stderr gets "N frames
+captured, S seen by the filter, M dropped by a slow reader", as tcpdump's
+last lines, M being the frames the stack dropped because this reader did
+not keep up (bpf.py's bound).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -37,7 +37,7 @@ import time
 
 from iopkt.cmd import util
 from iopkt.ctl import control
-from iopkt.net.bpf import BPF_END, DIRECTION_NAMES, parse_records
+from iopkt.net.bpf import BPF_END, DIRECTION_NAMES, SNAPLEN_MAX, parse_records
 
 LINKTYPE_ETHERNET = 1
 POLL = 0.2              # s: how often a quiet stream checks for Ctrl-C
@@ -49,59 +49,97 @@ class CaptureError(Exception):
     """A capture failed at run time (the file, the stream): exit 1."""
 
 
+class Show:
+    """How a line is printed: -e (the link header), -v (more of the IP
+    header), -X (the bytes)."""
+
+    def __init__(self, link: bool = False, verbose: int = 0, hexdump: bool = False):
+        self.link = link
+        self.verbose = verbose
+        self.hexdump = hexdump
+
+
 def register(sub) -> None:
-    sp = util.show_parser(sub, "capture", "capture frames on an interface, as tcpdump does "
-                          "(-w FILE: pcapng; -w -: to stdout)", cmd_capture, old_i=False)
-    sp.add_argument("ifname", metavar="IF", nargs="?", help="the interface (tap0, en0, ...)")
-    sp.add_argument("-i", dest="iface", metavar="IF", help="the interface, as tcpdump -i")
-    sp.add_argument("-w", dest="write", metavar="FILE",
-                    help="write a pcapng file; '-' streams it to stdout")
+    sp = util.show_parser(sub, "capture", "capture frames on an interface, as tcpdump does, "
+                          "with its filter expressions", cmd_capture, old_i=False)
+    sp.formatter_class = argparse.RawDescriptionHelpFormatter
+    sp.description = __doc__.split("\n\n", 1)[1].split("\n\nIt ends", 1)[0]
+    sp.add_argument("-i", dest="iface", metavar="IF", help="the interface (tap0, en0, ...)")
+    sp.add_argument("-n", action="store_true", help="numeric (always so)")
+    sp.add_argument("-e", dest="link", action="store_true",
+                    help="print the Ethernet header of each frame")
+    sp.add_argument("-v", dest="verbose", action="count", default=0,
+                    help="print more of the IP header (TTL, id, flags, length)")
+    sp.add_argument("-X", dest="hexdump", action="store_true",
+                    help="print each frame's bytes in hex and ASCII")
     sp.add_argument("-c", dest="count", type=util.int_in("-c", 1, control.MAX_COUNT),
                     default=0, help="end after COUNT frames")
-    sp.add_argument("--direction", choices=("in", "out", "both"), default="both",
-                    help="frames received (in), sent (out) or both (default)")
+    sp.add_argument("-w", dest="write", metavar="FILE",
+                    help="write the frames to FILE (pcap; --pcapng); '-' streams to stdout")
+    sp.add_argument("--pcapng", action="store_true",
+                    help="with -w: pcapng, which keeps each frame's direction and interface")
+    sp.add_argument("-s", dest="snaplen", type=util.int_in("-s", 0, SNAPLEN_MAX),
+                    default=0, metavar="SNAPLEN",
+                    help=f"keep the first SNAPLEN bytes of each frame (0: all, {SNAPLEN_MAX})")
+    sp.add_argument("-Q", dest="direction", choices=("in", "out", "inout"), default="inout",
+                    help="frames received (in), sent (out) or both (inout, the default)")
+    sp.add_argument("--direction", dest="direction", choices=("in", "out", "both"),
+                    help=argparse.SUPPRESS)
+    sp.add_argument("words", nargs="*", metavar="EXPRESSION",
+                    help="IF (without -i), then a tcpdump filter expression (pcap-filter(7))")
 
 
 def cmd_capture(args) -> None:
     """The subcommand: a one-line error (exit 2 for usage, 1 at run time)
     or the capture's own exit code."""
-    if (args.ifname is None) == (args.iface is None):
-        util.fail("name one interface: 'capture IF' or 'capture -i IF'", util.EXIT_USAGE)
-    args.ifname = args.ifname or args.iface
+    words = list(args.words)
+    if args.iface is None:
+        if not words:
+            util.fail("name the interface: 'capture IF' or 'capture -i IF'", util.EXIT_USAGE)
+        args.iface = words.pop(0)
     if args.json and args.write:
         util.fail("--json prints one JSON line per frame; it does not go with -w",
                   util.EXIT_USAGE)
+    if args.pcapng and not args.write:
+        util.fail("--pcapng goes with -w FILE", util.EXIT_USAGE)
     util.need_root()
+    direction = "both" if args.direction == "inout" else args.direction
     try:
-        code = run(args.instance, args.ifname, args.write, args.count, args.direction,
-                   args.json)
+        code = run(args.instance, args.iface, args.write, args.count, direction,
+                   args.json, filter=" ".join(words), snaplen=args.snaplen or SNAPLEN_MAX,
+                   pcapng=args.pcapng, show=Show(args.link, args.verbose, args.hexdump))
     except control.ControlError as e:
-        util.fail(str(e), util.EXIT_USAGE if e.usage else 1)
+        util.fail(str(e).removeprefix("capture: "), util.EXIT_USAGE if e.usage else 1)
     except CaptureError as e:
         util.fail(str(e))
     sys.exit(code)
 
 
 def run(instance: str, ifname: str, write: str | None = None, count: int = 0,
-        direction: str = "both", as_json: bool = False, stdout=None, stderr=None) -> int:
+        direction: str = "both", as_json: bool = False, stdout=None, stderr=None, *,
+        filter: str = "", snaplen: int = SNAPLEN_MAX, pcapng: bool = False,
+        show: Show | None = None) -> int:
     """Capture on `ifname` of the stack `instance` until it ends; returns
     the exit code (0: COUNT reached, Ctrl-C, or stdout's reader left; 1:
     the interface or the stack went away). Raises ControlError when the
-    stack refuses (no such interface: not usage; a bad argument: usage),
-    CaptureError when the file cannot be written."""
+    stack refuses (no such interface: not usage; a bad argument or filter:
+    usage), CaptureError when the file cannot be written."""
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     stop = _Stop()
     with stop:
         sock, header, rest = control.open_stream(instance, "capture", ifname=ifname,
-                                                 direction=direction, count=count)
+                                                 direction=direction, count=count,
+                                                 filter=filter, snaplen=snaplen)
         try:
-            sink = _open_sink(write, stdout, header, as_json)
+            sink = _open_sink(write, stdout, header, as_json, pcapng, show or Show())
         except OSError as e:
             sock.close()
             raise CaptureError(f"-w {write}: {e.strerror or e}") from None
-        print(f"iopkt: listening on {header['capture']} ({header['driver']}), link-type "
-              f"EN10MB (Ethernet), {header['direction']}"
+        what = f"filter '{header['filter']}', " if header.get("filter") else ""
+        print(f"listening on {header['capture']} ({header['driver']}), {what}link-type "
+              f"EN10MB (Ethernet), snapshot length {header.get('snaplen', SNAPLEN_MAX)} bytes, "
+              f"{header['direction']}"
               + (f", {header['count']} frames" if header["count"] else ""),
               file=stderr, flush=True)
         try:
@@ -122,7 +160,8 @@ def run(instance: str, ifname: str, write: str | None = None, count: int = 0,
             return 0
         print(f"iopkt capture: the stack '{instance}' closed the stream", file=stderr)
         return 1
-    print(f"{n}, {trailer['dropped']} dropped by a slow reader", file=stderr)
+    seen = f", {trailer['seen']} seen by the filter" if header.get("filter") else ""
+    print(f"{n}{seen}, {trailer['dropped']} dropped by a slow reader", file=stderr)
     if trailer["reason"] == "detached" and not user:
         print(f"iopkt capture: {header['capture']} was unmounted", file=stderr)
         return 1
@@ -160,12 +199,12 @@ def _pump(sock: socket.socket, rest: bytes, sink, stop) -> tuple:
         recs, off = parse_records(buf)
         if off:
             del buf[:off]
-        for ts, d, data in recs:
+        for ts, d, data, wirelen in recs:
             if d == BPF_END:
                 trailer = data
                 break
             if not shut and not stop.flag:
-                got += sink.write(ts, d, data)
+                got += sink.write(ts, d, data, wirelen)
         if trailer is not None:
             break
         sink.flush()
@@ -209,10 +248,11 @@ class _Stop:
             signal.signal(sig, h)
 
 
-def _open_sink(write: str | None, stdout, header: dict, as_json: bool):
+def _open_sink(write: str | None, stdout, header: dict, as_json: bool, pcapng: bool,
+               show: Show):
     if write is None:
-        return _Lines(stdout, as_json)
-    return _PcapNg(write, stdout, header["capture"])
+        return _Lines(stdout, as_json, show)
+    return _File(write, stdout, header["capture"], pcapng, header.get("snaplen", SNAPLEN_MAX))
 
 
 class _Sink:
@@ -266,10 +306,10 @@ class _Sink:
 
 
 class _Lines(_Sink):
-    """tcpdump's text: time, In/Out, scapy's summary, length; or with
-    --json one object per line."""
+    """tcpdump's text: time, In/Out, scapy's summary, length (-e, -v, -X:
+    more of each frame); or with --json one object per line."""
 
-    def __init__(self, out, as_json: bool):
+    def __init__(self, out, as_json: bool, show: Show):
         import scapy.layers.inet  # noqa: F401  (binds IPv4, ICMP, TCP, UDP to Ether)
         import scapy.layers.inet6  # noqa: F401  (what hosts send by themselves)
         from scapy.layers.l2 import Ether
@@ -277,21 +317,28 @@ class _Lines(_Sink):
         self.out = out
         self.fd = _fileno(out)
         self.as_json = as_json
+        self.show = show
 
-    def write(self, ts: float, direction: int, frame: bytes) -> int:
+    def write(self, ts: float, direction: int, frame: bytes, wirelen: int) -> int:
         if self.broken or self.failed:
             return 0
         try:
-            summary = self.ether(frame).summary()
+            pkt = self.ether(frame)
+            summary = pkt.payload.summary()
         except Exception as e:              # scapy cannot parse it: still one line
-            summary = f"(not parsed: {type(e).__name__})"
+            pkt, summary = None, f"(not parsed: {type(e).__name__})"
         if self.as_json:
             line = json.dumps({"timestamp": util.timestamp(ts), "time": ts,
                                "direction": DIRECTION_NAMES[direction].lower(),
-                               "length": len(frame), "summary": summary})
+                               "length": wirelen, "captured": len(frame), "summary": summary})
         else:
             t = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1e6):06d}"
-            line = f"{t} {DIRECTION_NAMES[direction]:3} {summary}, length {len(frame)}"
+            link = f"{_link(pkt)}, length {wirelen}: " if self.show.link and pkt else ""
+            more = f" {_ip_detail(pkt)}" if self.show.verbose and pkt is not None else ""
+            line = f"{t} {DIRECTION_NAMES[direction]:3} {link}{summary}{more}, length {wirelen}"
+            if self.show.hexdump:
+                from scapy.utils import hexdump
+                line += "\n" + hexdump(frame, dump=True)
         return self._take(self.out.write, line + "\n")
 
     def flush(self) -> None:
@@ -301,35 +348,62 @@ class _Lines(_Sink):
         self.flush()
 
 
+ETHERTYPES = {0x0800: "IPv4", 0x0806: "ARP", 0x86DD: "IPv6", 0x8100: "802.1Q"}
+
+
+def _link(pkt) -> str:
+    """-e: the Ethernet header as tcpdump prints it."""
+    t = pkt.type
+    return f"{pkt.src} > {pkt.dst}, ethertype {ETHERTYPES.get(t, 'Unknown')} (0x{t:04x})"
+
+
+def _ip_detail(pkt) -> str:
+    """-v: the IP header's fields, as tcpdump -v shows them."""
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    if IP in pkt:
+        ip = pkt[IP]
+        return (f"(tos 0x{ip.tos:x}, ttl {ip.ttl}, id {ip.id}, offset {ip.frag * 8}, "
+                f"flags [{ip.flags or 'none'}], proto {ip.proto}, length {ip.len})")
+    if IPv6 in pkt:
+        ip = pkt[IPv6]
+        return (f"(flowlabel 0x{ip.fl:05x}, hlim {ip.hlim}, next-header {ip.nh}, "
+                f"payload length {ip.plen})")
+    return ""
+
+
 class _Frame(bytes):
-    """A frame as scapy's writer takes it: bytes with a direction (1 in,
-    2 out: pcapng's epb_flags) and the interface's name."""
+    """A frame as scapy's pcapng writer takes it: bytes with a direction
+    (1 in, 2 out: pcapng's epb_flags) and the interface's name."""
 
 
-class _PcapNg(_Sink):
-    """scapy's PcapNgWriter, to a file or (`-`) to stdout, flushed after
-    every frame when streaming. When the file fails (a full disk), the
-    frames it holds are counted from its size at the end: `ends` has where
-    each frame not yet flushed ends in the file."""
+class _File(_Sink):
+    """scapy's PcapWriter (pcap, as tcpdump -w writes) or PcapNgWriter
+    (--pcapng: each frame's direction and interface too), to a file or
+    (`-`) to stdout, flushed after every frame when streaming. When the
+    file fails (a full disk), the frames it holds are counted from its
+    size at the end: `ends` has where each frame not yet flushed ends."""
 
-    def __init__(self, path: str, stdout, ifname: str):
-        from scapy.utils import PcapNgWriter
+    def __init__(self, path: str, stdout, ifname: str, pcapng: bool, snaplen: int):
+        from scapy.utils import PcapNgWriter, PcapWriter
         self.live = path == "-"
-        if self.live:
-            # scapy 2.8's PcapNgWriter only takes a path: make it on
-            # /dev/null, then give it our stdout.
-            w = PcapNgWriter(os.devnull)
-            w.f.close()
-            w.f = getattr(stdout, "buffer", stdout)
-            w.sync = True
-            self.fd = _fileno(stdout)
+        target = getattr(stdout, "buffer", stdout) if self.live else path
+        if pcapng:
+            # scapy's PcapNgWriter opens a path itself: for stdout, make it
+            # on /dev/null, then give it our stream.
+            w = PcapNgWriter(os.devnull if self.live else path)    # OSError: the caller
+            if self.live:
+                w.f.close()
+                w.f = target
         else:
-            w = PcapNgWriter(path)          # OSError: the caller says which file
-            self.fd = w.f.fileno()
+            w = PcapWriter(target, linktype=LINKTYPE_ETHERNET, snaplen=snaplen,
+                           sync=self.live)
         w.linktype = LINKTYPE_ETHERNET
+        self.fd = _fileno(stdout) if self.live else w.f.fileno()
         self.w = w
         self.path = path
         self.ifname = ifname
+        self.pcapng = pcapng
         self.ends: list[int] = []
         try:
             w.write_header(None)            # a reader of the pipe can start at once
@@ -337,13 +411,19 @@ class _PcapNg(_Sink):
         except BrokenPipeError:
             self._gone()
 
-    def write(self, ts: float, direction: int, frame: bytes) -> int:
+    def write(self, ts: float, direction: int, frame: bytes, wirelen: int) -> int:
         if self.broken or self.failed:
             return 0
-        f = _Frame(frame)
-        f.direction = direction
-        f.sniffed_on = self.ifname
-        n = self._take(self.w.write_packet, f, sec=ts)
+        f = frame
+        if self.pcapng:
+            f = _Frame(frame)
+            f.direction = direction
+            f.sniffed_on = self.ifname
+        if self.pcapng:
+            when = {"sec": ts}
+        else:                               # scapy's pcap writer drops a float's fraction
+            when = {"sec": int(ts), "usec": round((ts - int(ts)) * 1e6)}
+        n = self._take(self.w.write_packet, f, wirelen=wirelen, **when)
         if n and not self.live:
             self.ends.append(self.w.f.tell())
         return n

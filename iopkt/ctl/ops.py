@@ -10,7 +10,8 @@ import sys
 import threading
 
 from iopkt.ctl.control import MAX_COUNT, ControlError, UsageError
-from iopkt.net.bpf import BPF_BUFSIZE, DIRECTIONS, REC, BpfDesc, bpf_attach
+from iopkt.net.bpf import BPF_BUFSIZE, DIRECTIONS, REC, SNAPLEN_MAX, BpfDesc, bpf_attach
+from iopkt.net.bpf_filter import BpfProgram, FilterError
 from iopkt.net.ether import mac_aton
 from iopkt.net.ifnet import caps_str, flags_str, parse_capwords
 from iopkt.net.route import RTF_GATEWAY, aton, ntoa, parse_prefix
@@ -226,17 +227,22 @@ class Ops:
                         "refused": t["refused"]},
                 "captures": [{"ifname": d.ifp.name, **d.stats()} for d in live]}
 
-    def op_capture(self, conn, ifname: str, direction: str = "both", count: int = 0) -> dict:
+    def op_capture(self, conn, ifname: str, direction: str = "both", count: int = 0,
+                   filter: str = "", snaplen: int = SNAPLEN_MAX) -> dict:
         """Capture frames on `ifname` (any interface, enN too): this
         connection becomes the capture's stream, and what this returns is
         its header line. `direction` is in, out or both; `count` ends it
         after that many frames (0: when the client closes or the interface
-        goes). `conn` comes from handle(), never from the client (it has
+        goes); `filter` is a tcpdump expression (libpcap compiles it here,
+        once; "" takes every frame) and `snaplen` the bytes kept of each
+        frame. `conn` comes from handle(), never from the client (it has
         no type hint, so request.check_args refuses it as an argument)."""
         if direction not in DIRECTIONS:
             raise UsageError(f"capture: direction {direction!r}: one of in, out, both")
         if not 0 <= count <= MAX_COUNT:
             raise UsageError(f"capture: count {count}: must be 0..{MAX_COUNT} (0: no limit)")
+        if not 1 <= snaplen <= SNAPLEN_MAX:
+            raise UsageError(f"capture: snaplen {snaplen}: must be 1..{SNAPLEN_MAX}")
         ifp = self._ifp(ifname)
         if conn is None:
             raise UsageError("capture: a stream needs a connection of its own")
@@ -244,15 +250,24 @@ class Ops:
             self.capture_totals["refused"] += 1
             raise ControlError(f"capture: {MAX_CAPTURES} captures are open already, "
                                "the most at once; end one first")
+        program = None
+        if filter.strip():
+            try:
+                program = BpfProgram(filter, snaplen)
+            except FilterError as e:
+                raise UsageError(f"capture: {e}") from None
         d = BpfDesc(DIRECTIONS[direction], count, BPF_BUFSIZE,
                     ready=lambda: self._stream_ready(conn),
-                    done=lambda why: self._stream_end(conn, why))
+                    done=lambda why: self._stream_end(conn, why), program=program,
+                    snaplen=snaplen)
         bpf_attach(ifp, d)
         conn.stream = d
         self.streams[conn.fd] = conn
         return {"capture": ifp.name, "driver": ifp.dname, "linktype": 1,
                 "direction": direction, "count": count, "record": REC.format,
-                "bufsize": BPF_BUFSIZE, "mtu": ifp.mtu,
+                "bufsize": BPF_BUFSIZE, "mtu": ifp.mtu, "snaplen": snaplen,
+                "filter": filter.strip(),
+                "filter_insns": program.ninsns if program is not None else 0,
                 "enabled": caps_str(ifp.capenable)}
 
     def op_arp(self, delete: str | None = None, set: str | None = None,

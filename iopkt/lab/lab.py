@@ -404,7 +404,7 @@ def _build(spec: LabSpec, drvs: list, rec: ownership.Record, wait: float) -> dic
     except control.ControlError as e:
         if proc.poll() is not None:
             # The stack refused to start and said why in one line
-            # ("iopkt: ..."): that line is the error; exit 2 stays 2.
+            # ("iopkt run: ..."): that line is the error; exit 2 stays 2.
             last = re.sub(r"^iopkt( run)?: ", "", _tail(state["log"], 1).strip())
             err = LabError(f"the lab's stack did not start: {last or e} "
                            f"(log: {state['log']})")

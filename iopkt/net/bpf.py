@@ -27,11 +27,15 @@ segments it itself, which is rare) is captured as the super-frame.
 A capture copies each frame it wants into its own bounded buffer, which is
 also what is waiting to be sent to its client (the control server streams
 it, control.py). A record is REC (timestamp as a double of Unix seconds,
-direction, length; network byte order) then the frame's bytes. When a
+direction, length kept, length on the wire; network byte order) then the
+frame's bytes: all of them, or the first `snaplen` (tcpdump's -s). When a
 record does not fit in what is left of the bound (BPF_BUFSIZE) the frame
 is dropped and counted: a slow reader never makes the stack wait or grow.
-The end of a capture is a record of direction BPF_END whose bytes are a
-JSON object: why it ended, frames captured and dropped.
+A capture may have a filter (bpf_filter.py: a tcpdump expression compiled
+by libpcap): it runs first, on the frame where it lies, and a frame it
+rejects is neither copied nor counted as captured. The end of a capture
+is a record of direction BPF_END whose bytes are a JSON object: why it
+ended, frames seen, captured and dropped.
 
 Stack thread only, like everything that touches an Ifnet.
 """
@@ -49,7 +53,8 @@ BPF_D_INOUT = BPF_D_IN | BPF_D_OUT
 DIRECTIONS = {"in": BPF_D_IN, "out": BPF_D_OUT, "both": BPF_D_INOUT}
 DIRECTION_NAMES = {BPF_D_IN: "In", BPF_D_OUT: "Out"}
 
-REC = struct.Struct("!dBI")     # timestamp, direction, length; then the frame
+REC = struct.Struct("!dBII")    # timestamp, direction, length kept, length on the wire
+SNAPLEN_MAX = 262144            # tcpdump's default snap length: every frame whole
 BPF_BUFSIZE = 4 << 20           # bytes a capture may hold for its client
 BPF_MAXFRAME = 65535 + 14 + 4   # the longest frame: an IP datagram of 64 KB, a VLAN-sized header
 
@@ -66,10 +71,11 @@ class BpfDesc:
     inside the packet path: they must not block."""
 
     __slots__ = ("ifp", "direction", "count", "bufsize", "buf", "captured",
-                 "dropped", "ready", "done", "ended", "reason")
+                 "dropped", "seen", "ready", "done", "ended", "reason", "match", "snaplen")
 
     def __init__(self, direction: int = BPF_D_INOUT, count: int = 0,
-                 bufsize: int = BPF_BUFSIZE, ready=None, done=None):
+                 bufsize: int = BPF_BUFSIZE, ready=None, done=None, program=None,
+                 snaplen: int = SNAPLEN_MAX):
         if bufsize < REC.size + BPF_MAXFRAME:
             raise ValueError(f"bpf buffer of {bufsize} bytes cannot hold one frame")
         self.ifp = None
@@ -79,45 +85,60 @@ class BpfDesc:
         self.buf = bytearray()
         self.captured = 0
         self.dropped = 0
+        self.seen = 0               # frames offered (BSD's bd_rcount): the filter's input
         self.ready = ready or _nop
         self.done = done or _nop
         self.ended = False
         self.reason = ""
+        # The filter (bpf_filter.BpfProgram, compiled with the snap length)
+        # or None for every frame; frames are cut to `snaplen` bytes.
+        self.match = program.match if program is not None else None
+        self.snaplen = program.snaplen if program is not None else snaplen
 
     def catch(self, pkts: list, direction: int, ts: float) -> None:
         """Copy each frame of the burst `pkts` (mbufs, data at the Ethernet
-        header) into `buf` as a record, until `count` is reached; a frame
-        that does not fit within `bufsize` is dropped and counted. The
-        mbufs stay the caller's, unchanged. Calls ready() and done() as
-        the class says."""
+        header) that the filter takes into `buf` as a record, at most
+        `snaplen` bytes of it, until `count` is reached; a frame that does
+        not fit within `bufsize` is dropped and counted. A frame the filter
+        rejects costs the filter's run and nothing else. The mbufs stay the
+        caller's, unchanged. Calls ready() and done() as the class says."""
         buf = self.buf
         was_empty = not buf
         room = self.bufsize - len(buf)
         left = self.count - self.captured if self.count else len(pkts)
         pack = REC.pack
-        n = dropped = 0
+        match = self.match
+        snaplen = self.snaplen
+        n = dropped = seen = 0
         for m in pkts:
             if n >= left:
                 break
-            if m.next is None:
-                size = m.len
-                if REC.size + size > room:
-                    dropped += 1
+            seen += 1
+            wirelen = m.len if m.next is None else m.chain_len()
+            if match is not None:
+                keep = match(m, wirelen)        # compiled with snaplen: keep <= it
+                if not keep:
                     continue
-                buf += pack(ts, direction, size)
-                buf += m.view[m.off:m.off + size]
+                caplen = keep if keep < wirelen else wirelen
+            else:
+                caplen = snaplen if snaplen < wirelen else wirelen
+            if REC.size + caplen > room:
+                dropped += 1
+                continue
+            buf += pack(ts, direction, caplen, wirelen)
+            if caplen <= m.len:
+                buf += m.view[m.off:m.off + caplen]
             else:                           # a chain: a super-frame, or prepended headers
-                size = m.chain_len()
-                if REC.size + size > room:
-                    dropped += 1
-                    continue
-                buf += pack(ts, direction, size)
                 x = m
-                while x is not None:
-                    buf += x.view[x.off:x.off + x.len]
+                want = caplen
+                while want:
+                    k = x.len if x.len < want else want
+                    buf += x.view[x.off:x.off + k]
+                    want -= k
                     x = x.next
-            room -= REC.size + size
+            room -= REC.size + caplen
             n += 1
+        self.seen += seen
         self.captured += n
         self.dropped += dropped
         ifp = self.ifp
@@ -146,10 +167,11 @@ class BpfDesc:
         self.ended = True
         self.reason = reason
         body = json.dumps(self.stats()).encode()
-        self.put(REC.pack(time.time(), BPF_END, len(body)) + body)
+        self.put(REC.pack(time.time(), BPF_END, len(body), 0) + body)
 
     def stats(self) -> dict:
         return {"reason": self.reason, "captured": self.captured, "dropped": self.dropped,
+                "seen": self.seen,
                 "direction": _direction_name(self.direction), "count": self.count,
                 "pending": len(self.buf)}
 
@@ -218,16 +240,17 @@ def bpf_ifdetach(ifp) -> None:
 def parse_records(buf, start: int = 0):
     """Split the records at the front of `buf` (bytes-like) from offset
     `start`. Returns (records, offset of the first incomplete byte): each
-    record is (timestamp, direction, frame as bytes); a trailer is
-    (timestamp, BPF_END, its JSON as a dict). Raises ValueError on a
-    record longer than any frame (not a capture stream)."""
+    record is (timestamp, direction, the bytes kept, the frame's length on
+    the wire); a trailer is (timestamp, BPF_END, its JSON as a dict, 0).
+    Raises ValueError on a record longer than any frame (not a capture
+    stream)."""
     out = []
     off = start
     end = len(buf)
     unpack = REC.unpack_from
     with memoryview(buf) as mv:             # one copy per frame, none of the rest
         while end - off >= REC.size:
-            ts, direction, size = unpack(mv, off)
+            ts, direction, size, wirelen = unpack(mv, off)
             if size > BPF_MAXFRAME + 65536 or direction > BPF_D_OUT:
                 raise ValueError(f"not a capture record (direction {direction}, "
                                  f"length {size})")
@@ -235,7 +258,8 @@ def parse_records(buf, start: int = 0):
                 break
             data = mv[off + REC.size:off + REC.size + size].tobytes()
             off += REC.size + size
-            out.append((ts, direction, json.loads(data) if direction == BPF_END else data))
+            out.append((ts, direction, json.loads(data) if direction == BPF_END else data,
+                        wirelen))
     return out, off
 
 

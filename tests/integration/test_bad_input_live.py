@@ -85,12 +85,12 @@ def test_route_add_with_ifp_as_the_help_prints_it(live):
 # (tap0 attached, detached) must not reach stderr, only the one line.
 RUN = [
     (["-d", "tap", "name=lo"], 1,
-     "iopkt: devnp-tap: cannot open TAP lo: a link named lo exists and is not a TAP"),
+     "iopkt run: devnp-tap: cannot open TAP lo: a link named lo exists and is not a TAP"),
     (["-d", "devn-tap", "name=lo"], 1,
-     "iopkt: devn-tap: cannot open TAP lo: a link named lo exists and is not a TAP"),
-    (["-d", "tap", "-d", "tap", "name=lo"], 1, "iopkt: devnp-tap: cannot open TAP lo"),
-    (["-d", "tap", "txqlen=0"], 2, "iopkt: devnp-tap: option txqlen=0: must be 1..65536"),
-    (["-d", "devn-tap", "batch=2"], 2, "iopkt: devn-tap: option batch=2: must be 0..1"),
+     "iopkt run: devn-tap: cannot open TAP lo: a link named lo exists and is not a TAP"),
+    (["-d", "tap", "-d", "tap", "name=lo"], 1, "iopkt run: devnp-tap: cannot open TAP lo"),
+    (["-d", "tap", "txqlen=0"], 2, "iopkt run: devnp-tap: option txqlen=0: must be 1..65536"),
+    (["-d", "devn-tap", "batch=2"], 2, "iopkt run: devn-tap: option batch=2: must be 0..1"),
     (["-d", "tap", "--inet", "tap9=10.0.0.1/24"], 2, "IF one of tap0"),
 ]
 

@@ -246,7 +246,7 @@ def test_a_client_that_never_reads_drops_frames_and_ping_loses_nothing(mixed):
 def test_no_such_interface_is_one_line_exit_1(mixed):
     r = subprocess.run(capture_cmd(mixed, "zz9"), capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
-    assert r.stderr.splitlines() == [f"iopkt: no interface 'zz9' (interfaces: "
+    assert r.stderr.splitlines() == [f"iopkt capture: no interface 'zz9' (interfaces: "
                                      f"{mixed.if_a}, {mixed.if_b})"]
 
 
@@ -277,9 +277,57 @@ def test_a_full_filesystem_ends_the_capture_in_one_line_with_what_was_written(mi
         except Exception:                   # the block the disk cut short
             pass
         assert 0 < whole < 60
-        assert lines[1] == (f"iopkt: capture: {path}: No space left on device; {whole} "
+        assert lines[1] == (f"iopkt capture: {path}: No space left on device; {whole} "
                             f"frames written to {path} before it"), (lines, whole)
         wait_open(lb, 0)
         assert "1 received" in lb.ping(lb.ns_a, "198.19.0.2").stdout
     finally:
         assert libc.umount2(mnt.encode(), 2) == 0
+
+
+FILTERS = ["host 198.19.0.2", "net 198.18.0.0/24", "udp port 53", "icmp6",
+           "tcp[tcpflags] & tcp-syn != 0"]
+
+
+def test_filters_take_what_tcpdump_takes_from_the_same_traffic(mixed, tmp_path):
+    """Five captures with tcpdump expressions and one of everything, all on
+    A's interface at once, under pings of both families, a TCP connection
+    refused and a DNS query nobody answers: in the window where all six were
+    open, each filtered file holds exactly the frames tcpdump's own filter
+    takes from the file of everything."""
+    lb = mixed
+    procs = []
+    try:
+        for i, expr in enumerate(["", *FILTERS]):
+            procs.append(subprocess.Popen(
+                capture_cmd(lb, lb.if_a, "-w", str(tmp_path / f"{i}.pcap"), *expr.split()),
+                stderr=subprocess.PIPE, text=True))
+        wait_open(lb, len(procs))
+        t0 = time.time()
+        lb.ping(lb.ns_a, "198.19.0.2", count=3)
+        lb.ping(lb.ns_a, "2001:2:0:b::2", "-6", count=3)
+        lb.run(lb.ns_a, [sys.executable, "-c", "import socket\ntry:\n socket.create_connection("
+                         "('198.19.0.2', 9), 3)\nexcept OSError: pass"])
+        lb.run(lb.ns_a, [sys.executable, "-c", "import socket; socket.socket(2, 2).sendto("
+                         "b'q', ('198.19.0.2', 53))"])
+        time.sleep(0.5)
+        t1 = time.time()
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        ends = [finish(p) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for (code, err), expr in zip(ends, ["", *FILTERS], strict=True):
+        assert code == 0 and ", 0 dropped by a slow reader" in err, (expr, err)
+
+    def window(pkts):
+        return [bytes(p) for p in pkts if t0 <= float(p.time) <= t1]
+    for i, expr in enumerate(FILTERS, 1):
+        theirs = str(tmp_path / f"tcpdump{i}.pcap")
+        r = subprocess.run(["tcpdump", "-r", str(tmp_path / "0.pcap"), "-w", theirs, expr],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        want = window(rdpcap(theirs))
+        assert want and window(rdpcap(str(tmp_path / f"{i}.pcap"))) == want, expr

@@ -162,7 +162,7 @@ def test_a_full_backlog_is_one_line_and_lab_down_still_works(make_lab):
         r = subprocess.run([sys.executable, "-m", "iopkt", "netstat", "--instance", lb.prefix],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 1, r
-        assert r.stderr.strip() == (f"iopkt: the stack '{lb.prefix}' is busy: its control "
+        assert r.stderr.strip() == (f"iopkt netstat: the stack '{lb.prefix}' is busy: its control "
                                     f"socket {path} has a full backlog of connections"), r.stderr
         r = subprocess.run([sys.executable, "-m", "iopkt", "lab", "down", "--prefix", lb.prefix],
                            capture_output=True, text=True, timeout=60)

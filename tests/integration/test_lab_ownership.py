@@ -116,7 +116,7 @@ def test_down_without_a_record_leaves_a_namespace_of_its_name(fresh_prefix, vict
     tap = netns.link_index(f"{p}-a0", f"{p}-a")
     r = iopkt("lab", "down", "--prefix", p)
     assert r.returncode == 1, r
-    assert one_line(r) == f"iopkt: left alone, not made by lab '{p}': netns {p}-a"
+    assert one_line(r) == f"iopkt lab down: left alone, not made by lab '{p}': netns {p}-a"
     assert f"lab '{p}' has no record" in r.stdout
     time.sleep(0.2)
     assert alive(sleeper)
@@ -130,7 +130,7 @@ def test_up_refuses_over_a_namespace_of_its_name(fresh_prefix, victims):
     r = iopkt("lab", "up", "--prefix", p)
     assert r.returncode == 1, r
     line = one_line(r)
-    assert line.startswith(f"iopkt: lab '{p}' cannot be made: in the way, and not made by a "
+    assert line.startswith(f"iopkt lab up: lab '{p}' cannot be made: in the way, and not made by a "
                            f"lab '{p}': netns {p}-a;"), line
     time.sleep(0.2)
     assert alive(sleeper)
@@ -199,7 +199,7 @@ def test_root_namespace_links_of_its_names_are_left(fresh_prefix, victims):
     idx = {n: victims.root_tap(n) for n in (f"{p}-a0", f"{p}-sb")}
     r = iopkt("lab", "down", "--prefix", p)
     assert r.returncode == 1, r
-    assert one_line(r) == (f"iopkt: left alone, not made by lab '{p}': link {p}-a0, "
+    assert one_line(r) == (f"iopkt lab down: left alone, not made by lab '{p}': link {p}-a0, "
                            f"link {p}-sb")
     r = iopkt("lab", "up", "--prefix", p)
     assert r.returncode == 1 and f"not made by a lab '{p}': link {p}-a0;" in one_line(r), r
@@ -227,7 +227,7 @@ def test_a_stack_started_with_iopkt_run_is_never_the_labs(foreign_stack):
     p, proc = foreign_stack
     r = iopkt("lab", "down", "--prefix", p)
     assert r.returncode == 1, r
-    assert one_line(r) == (f"iopkt: left alone, not made by lab '{p}': control socket "
+    assert one_line(r) == (f"iopkt lab down: left alone, not made by lab '{p}': control socket "
                            f"{control.sock_path(p)}, stack pid {proc.pid} (iopkt run -i {p})")
     r = iopkt("lab", "up", "--prefix", p)
     assert r.returncode == 1, r
@@ -256,7 +256,7 @@ def test_a_planted_socket_symlink_is_never_followed(make_lab):
     os.symlink(control.sock_path(other.prefix), control.sock_path(lb.prefix))
     r = iopkt("lab", "down", "--prefix", lb.prefix)
     assert r.returncode == 1, r
-    assert one_line(r) == (f"iopkt: left alone, not made by lab '{lb.prefix}': "
+    assert one_line(r) == (f"iopkt lab down: left alone, not made by lab '{lb.prefix}': "
                            f"{control.sock_path(lb.prefix)} (not the lab's stack's socket)")
     assert f"stack pid {lb.pid}" in r.stdout and f"netns {lb.ns_a}" in r.stdout
     assert ownership.wait_gone(psutil.Process(lb.pid), 5) if psutil.pid_exists(lb.pid) else True

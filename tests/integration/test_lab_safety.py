@@ -196,7 +196,7 @@ def test_a_failed_up_points_at_a_log_that_exists(fresh_prefix):
         r = iopkt("lab", "up", "--prefix", p, "--options", "bogus=1")
         assert r.returncode == 2                # the stack refused a usage error
         assert r.stderr.strip() == (
-            "iopkt: the lab's stack did not start: devnp-tap: unknown option 'bogus' "
+            "iopkt lab up: the lab's stack did not start: devnp-tap: unknown option 'bogus' "
             "(options: burst, mac, mtu, name, netns, offload, speed, tcp4csum, tcp6csum, tso4, "
             f"tso6, txqlen, udp4csum, udp6csum) (log: {lab.log_path(p)})"), r.stderr
         assert "unknown option 'bogus'" in open(lab.log_path(p)).read()
@@ -227,7 +227,7 @@ def test_umount_then_one_mount_brings_traffic_back(make_lab, driver):
         r = iopkt("mount", "--instance", p, driver, f"name={p}-a0,netns={p}-nosuch")
         # A bad option's value: a usage error, whichever driver.
         assert r.returncode == 2 and r.stderr == (
-            f"iopkt: {driver}: option netns={p}-nosuch: no network namespace '{p}-nosuch' "
+            f"iopkt mount: {driver}: option netns={p}-nosuch: no network namespace '{p}-nosuch' "
             "(see 'ip netns list')\n"), r
 
         r = iopkt("mount", "--instance", p, driver, one_command)

@@ -246,13 +246,13 @@ def test_capabilities_from_mount_options_and_the_command_line(make_lab):
     assert info(lb, lb.if_a)["tun_offload"] == "none"
     r = _cli(lb.prefix, "ifconfig", lb.if_a, "tso4", json_out=False)
     assert r.returncode == 1
-    assert r.stderr.strip() == (f"iopkt: {lb.if_a}: tso4 needs tcp4csum (rx and tx); "
+    assert r.stderr.strip() == (f"iopkt ifconfig: {lb.if_a}: tso4 needs tcp4csum (rx and tx); "
                                 "turn on tcp4csum, or turn off tso4 as well")
     r = _cli(lb.prefix, "ifconfig", lb.if_a, "ip4csum", json_out=False)
     assert r.returncode == 1 and "cannot do 300<IP4CSUM_Rx,IP4CSUM_Tx>" in r.stderr
     r = _cli(lb.prefix, "ifconfig", lb.if_a, "tcp4csum", "tso6", json_out=False)
     assert r.returncode == 1
-    assert r.stderr.strip() == (f"iopkt: {lb.if_a}: tso6 needs tcp6csum (rx and tx); "
+    assert r.stderr.strip() == (f"iopkt ifconfig: {lb.if_a}: tso6 needs tcp6csum (rx and tx); "
                                 "turn on tcp6csum, or turn off tso6 as well")
     assert lb.nic(lb.if_a)["enabled"] == "0<>"         # refusals changed nothing
     # The IPv6 words: TCP over IPv6 alone asks the TAP for CSUM and TSO6.

@@ -155,6 +155,7 @@ def test_compare_json_from_the_command_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     c = json.loads(r.stdout)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", c["timestamp"])
     assert c["old"]["dir"] == old and c["new"]["reps"] == 3
     assert c["old"]["git_commit"].startswith("0123456789ab")
     row = next(x for x in c["rows"] if x["point"] == "tcp-1518-loadunlimited-linknone-cpu1"
@@ -216,3 +217,7 @@ def test_meta_names_the_code_the_tools_and_the_machine():
         code, out = _out("iperf3", "--version")
         assert info["iperf3_version"] == (out.splitlines()[0].strip() if code == 0 else None)
     assert measure.machine_line(info).startswith(f"{info['cpu_model']}, ")
+    # The Python packages it ran with, each as installed (None: not installed).
+    assert set(info["packages"]) == set(measure.PACKAGES)
+    assert info["packages"]["scapy"] == metadata.version("scapy")
+    assert info["packages"]["psutil"] == metadata.version("psutil")

@@ -83,6 +83,13 @@ CASES = [
     (["arp", "-d", "-s", "10.0.0.1"], 2, "not allowed with argument"),
     (["arp", "gateway.example"], 2, "gateway.example: HOST is an IPv4 address"),
     (["arp", "10.0.0.1", "10.0.0.2"], 2, "one HOST at a time"),
+    # capture
+    (["capture"], 2, "iopkt capture: name the interface: 'capture IF' or 'capture -i IF'"),
+    (["capture", T, "--pcapng"], 2, "iopkt capture: --pcapng goes with -w FILE"),
+    (["capture", T, "-Q", "sideways"], 2, "argument -Q: invalid choice: 'sideways'"),
+    (["capture", T, "-s", "-1"], 2, "-s -1: must be 0..262144"),
+    (["capture", T, "-c", "0"], 2, "-c 0: must be 1.."),
+    (["capture", T, "-w", "x", "--json"], 2, "--json prints one JSON line per frame"),
     # lab
     (["lab", "up", "--speed", "-5"], 2, "--speed -5: one of 10, 100, 1000, 10000"),
     (["lab", "up", "--speed", "fast"], 2, "--speed fast: one of 10, 100, 1000, 10000"),

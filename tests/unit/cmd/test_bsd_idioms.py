@@ -4,7 +4,6 @@ are in test_bad_input.py; what the lines look like in test_cli_output.py.
 """
 
 import pytest
-
 from canned import ROUTES, nic, run
 
 T = "tap0"
@@ -188,3 +187,43 @@ def test_arp_host_shows_its_entry_alone_or_fails(stack, capsys):
         "? (198.18.0.2) at 92:57:40:bb:07:23 on tap0 expires in 1199 seconds [ethernet]"]
     code, out, err = run(["arp", "198.18.0.77"], capsys)
     assert (code, out, err) == (1, "", "iopkt arp: 198.18.0.77: no entry\n")
+
+
+# -- tcpdump(1), as iopkt capture takes it -----------------------------------------
+TCPDUMP = [
+    ("capture tap0", dict(ifname=T, filter="", direction="both")),
+    ("capture -i tap0", dict(ifname=T, filter="", direction="both")),
+    ("capture -ni tap0 icmp", dict(ifname=T, filter="icmp")),
+    ("capture -n -i tap0 -c 5 icmp6", dict(ifname=T, filter="icmp6", count=5)),
+    ("capture tap0 tcp port 5201 and host 198.19.0.2",
+     dict(ifname=T, filter="tcp port 5201 and host 198.19.0.2")),
+    ("capture -i tap0 tcp[tcpflags] & tcp-syn != 0",
+     dict(ifname=T, filter="tcp[tcpflags] & tcp-syn != 0")),
+    ("capture -i tap0 -Q in", dict(ifname=T, direction="in")),
+    ("capture -i tap0 -Q inout", dict(ifname=T, direction="both")),
+    ("capture -i tap0 -s 96 -w x.pcap", dict(ifname=T, snaplen=96, write="x.pcap",
+                                             pcapng=False)),
+    ("capture -i tap0 -s 0", dict(ifname=T, snaplen=262144)),
+    ("capture -i tap0 -w - --pcapng", dict(ifname=T, write="-", pcapng=True)),
+    ("capture -nei tap0 -vX arp", dict(ifname=T, filter="arp", show=(True, 1, True))),
+]
+
+
+@pytest.mark.parametrize("line, want", TCPDUMP, ids=[line for line, _ in TCPDUMP])
+def test_a_tcpdump_idiom_asks_for_what_it_means(line, want, monkeypatch):
+    from iopkt.cmd import capture, util
+    seen = {}
+
+    def fake_run(instance, ifname, write=None, count=0, direction="both", as_json=False,
+                 stdout=None, stderr=None, **kw):
+        seen.update(ifname=ifname, write=write, count=count, direction=direction, **kw)
+        show = kw["show"]
+        seen["show"] = (show.link, show.verbose, show.hexdump)
+        return 0
+    monkeypatch.setattr(capture, "run", fake_run)
+    monkeypatch.setattr(util, "need_root", lambda: None)
+    with pytest.raises(SystemExit) as e:
+        from iopkt.cmd import cli
+        cli.main(line.split())
+    assert e.value.code == 0
+    assert {k: seen[k] for k in want} == want

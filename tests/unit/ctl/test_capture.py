@@ -149,7 +149,7 @@ def test_header_then_count_frames_then_the_trailer(served):
     sent = served.pings(5)
     recs, off = parse_records(rest + read_to_eof(sock))
     sock.close()
-    assert [(d, f) for _, d, f in recs[:3]] == [(BPF_D_IN, bytes(f)) for f in sent[:3]]
+    assert [(d, f) for _, d, f, _w in recs[:3]] == [(BPF_D_IN, bytes(f)) for f in sent[:3]]
     assert recs[3][1] == BPF_END
     assert recs[3][2]["reason"] == "count" and recs[3][2]["captured"] == 3
     assert len(recs) == 4
@@ -193,8 +193,8 @@ def test_shutting_down_the_sending_side_gets_the_rest_and_the_counts(served):
     sock.shutdown(socket.SHUT_WR)
     recs, _ = parse_records(rest + read_to_eof(sock))
     sock.close()
-    assert [d for _, d, _ in recs] == [BPF_D_OUT] * 4 + [BPF_END]
-    assert [Ether(f)[ICMP].seq for _, _, f in recs[:4]] == [0, 1, 2, 3]
+    assert [d for _, d, _, _w in recs] == [BPF_D_OUT] * 4 + [BPF_END]
+    assert [Ether(f)[ICMP].seq for _, _, f, _w in recs[:4]] == [0, 1, 2, 3]
     assert Ether(recs[0][2])[IP].ttl == Ether(bytes(sent[0]))[IP].ttl - 1
     assert recs[-1][2]["reason"] == "client" and recs[-1][2]["captured"] == 4
 
@@ -221,7 +221,7 @@ def test_detach_tells_the_client(served):
     served.call(served.st.if_detach, served.net.if0)
     recs, _ = parse_records(rest + read_to_eof(sock))
     sock.close()
-    assert [d for _, d, _ in recs] == [BPF_D_IN, BPF_END]
+    assert [d for _, d, _, _w in recs] == [BPF_D_IN, BPF_END]
     assert recs[-1][2]["reason"] == "detached"
     wait_for(lambda: not served.srv.streams)
 
@@ -248,7 +248,7 @@ def test_a_reader_that_never_reads_gets_drops_not_a_stalled_stack(served, monkey
     sock.shutdown(socket.SHUT_WR)
     recs, _ = parse_records(rest + read_to_eof(sock))
     sock.close()
-    seqs = [Ether(f)[ICMP].seq for _, d, f in recs if d != BPF_END]
+    seqs = [Ether(f)[ICMP].seq for _, d, f, _w in recs if d != BPF_END]
     assert len(seqs) == cap["captured"] and seqs == sorted(seqs)
     assert recs[-1][2]["captured"] == cap["captured"]
     assert recs[-1][2]["dropped"] == cap["dropped"]
@@ -282,7 +282,7 @@ def test_several_captures_on_one_interface_and_a_limit(served, monkeypatch):
     for s, rest in ((a, ra), (b, rb)):
         recs, _ = parse_records(rest + read_to_eof(s))
         s.close()
-        assert [d for _, d, _ in recs] == [BPF_D_IN, BPF_D_IN, BPF_END]
+        assert [d for _, d, _, _w in recs] == [BPF_D_IN, BPF_D_IN, BPF_END]
     assert served.srv.capture_stats()["bpf"]["refused"] == 1
 
 
@@ -298,7 +298,7 @@ def test_a_capture_is_never_evicted_by_new_connections(served, monkeypatch):
     assert served.srv.cut["evicted"] == 3
     served.pings(1)
     recs, _ = parse_records(rest + read_to_eof(sock))
-    assert [d for _, d, _ in recs] == [BPF_D_IN, BPF_END]
+    assert [d for _, d, _, _w in recs] == [BPF_D_IN, BPF_END]
     for s in idle + [sock]:
         s.close()
 
@@ -331,7 +331,7 @@ def run_client(served, **kw):
 
 def test_client_writes_pcapng_with_directions(served, tmp_path):
     path = str(tmp_path / "cap.pcapng")
-    t, box = run_client(served, write=path, count=6)
+    t, box = run_client(served, write=path, count=6, pcapng=True)
     t0 = time.time()
     served.pings(3)                                     # in on fk0
     served.call(inject, served.net.if1, *[served.net.from_h1(
@@ -353,7 +353,7 @@ def test_client_writes_pcapng_with_directions(served, tmp_path):
 
 
 # scapy's summary of the echo requests pings() sends (40 bytes of payload).
-SUMMARY = "Ether / IP / ICMP 10.0.0.2 > 10.0.1.2 echo-request 0 / Raw"
+SUMMARY = "IP / ICMP 10.0.0.2 > 10.0.1.2 echo-request 0 / Raw"
 
 
 def test_client_prints_a_line_per_frame(served):
@@ -370,6 +370,49 @@ def test_client_prints_a_line_per_frame(served):
     t.join(5)
     obj = json.loads(box["out"].getvalue())
     assert obj["direction"] == "in" and obj["length"] == 82 and obj["summary"] == SUMMARY
+
+
+def test_a_filter_takes_only_its_frames_and_the_counts_say_what_it_saw(served):
+    t, box = run_client(served, count=2, filter="icmp[icmptype] = icmp-echo and icmp[7] & 1 = 1")
+    served.pings(6)                                 # seq 0..5: the odd ones match
+    t.join(5)
+    lines = box["out"].getvalue().splitlines()
+    assert box["code"] == 0 and len(lines) == 2
+    err = box["err"].getvalue().splitlines()
+    assert err[0].startswith("listening on fk0 (fake), filter 'icmp[icmptype] = icmp-echo "
+                             "and icmp[7] & 1 = 1', link-type EN10MB (Ethernet), snapshot "
+                             "length 262144 bytes, both")
+    # In: 0 1 2 3 (the second match ends it); out: never reached (one burst in first).
+    assert err[-1] == "2 frames captured, 4 seen by the filter, 0 dropped by a slow reader"
+
+
+def test_a_bad_filter_is_a_usage_error_naming_it(served):
+    with pytest.raises(control.ControlError) as e:
+        capture.run("unit", "fk0", filter="icmp and")
+    assert e.value.usage and str(e.value).startswith("capture: filter 'icmp and': ")
+    assert served.srv.streams == {}
+
+
+def test_e_and_v_print_the_link_header_and_the_ip_fields(served):
+    t, box = run_client(served, count=1, direction="in", show=capture.Show(True, 1, True))
+    served.pings(1)
+    t.join(5)
+    first, *dump = box["out"].getvalue().splitlines()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{6} In  " + re.escape(
+        f"{R.H0_MAC} > {R.MAC0}, ethertype IPv4 (0x0800), length 82: " + SUMMARY
+        + " (tos 0x0, ttl 64, id 1, offset 0, flags [none], proto 1, length 68), length 82"),
+        first), first
+    assert dump[0].startswith("0000  02 00 00 00 00 01 02 AA") and len(dump) == 6
+
+
+def test_snaplen_keeps_the_first_bytes_and_the_file_says_the_wire_length(served, tmp_path):
+    path = str(tmp_path / "cut.pcap")
+    t, box = run_client(served, count=2, direction="in", write=path, snaplen=34)
+    served.pings(2)
+    t.join(5)
+    pk = rdpcap(path)
+    assert [(len(p), p.wirelen) for p in pk] == [(34, 82), (34, 82)]
+    assert all(p[IP].src == R.H0 for p in pk)       # the headers are all there
 
 
 def test_client_says_the_interface_was_unmounted(served):
@@ -389,7 +432,7 @@ def test_client_ends_cleanly_when_its_pipe_reader_leaves(served):
     t, box = run_client(served, write="-", stdout=out)
     served.pings(1)
     head = os.read(r, 4)
-    assert head == b"\x0a\x0d\x0d\x0a"                 # a pcapng section header
+    assert head == b"\xd4\xc3\xb2\xa1"                 # a pcap file header, as tcpdump -w
     os.close(r)                                      # the reader leaves
     for i in range(5):
         served.pings(1, start=i)
@@ -506,7 +549,7 @@ def test_a_full_disk_ends_the_capture_with_what_was_written(served, tmp_path, mo
         sink.w.f = _FillsUp(sink.w.f, 2000)        # room for a few frames
         return sink
     monkeypatch.setattr(capture, "_open_sink", small_disk)
-    t, box = run_client(served, write=path)
+    t, box = run_client(served, write=path, pcapng=True)
     for i in range(0, 10, burst):
         served.pings(burst, start=i, size=200)
     t.join(5)

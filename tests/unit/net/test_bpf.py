@@ -64,17 +64,17 @@ def test_a_capture_sees_exactly_the_burst_in_and_out(net, stack):
     inject(net.if0, *burst)
     assert len(net.if1.sent) == 5                   # forwarded, one burst
     got0, got1 = records(d0), records(d1)
-    assert [(dr, f) for _, dr, f in got0] == [(BPF_D_IN, raw(p)) for p in burst]
-    assert [(dr, f) for _, dr, f in got1] == [(BPF_D_OUT, f) for f in net.if1.sent]
-    assert [Ether(f)[ICMP].seq for _, _, f in got1] == list(range(5))
-    assert len({ts for ts, _, _ in got0}) == 1      # one timestamp per burst
+    assert [(dr, f) for _, dr, f, _w in got0] == [(BPF_D_IN, raw(p)) for p in burst]
+    assert [(dr, f) for _, dr, f, _w in got1] == [(BPF_D_OUT, f) for f in net.if1.sent]
+    assert [Ether(f)[ICMP].seq for _, _, f, _w in got1] == list(range(5))
+    assert len({ts for ts, _, _, _w in got0}) == 1      # one timestamp per burst
     assert (d0.captured, d0.dropped, d1.captured) == (5, 0, 5)
     assert net.if0.counters()["bpf_captured"] == 5
     assert ev.ready == 2 and ev.done == []
     # the replies come back the other way
     inject(net.if1, *[net.from_h1(ping(i, R.H1, R.H0)) for i in range(2)])
-    assert [dr for _, dr, _ in records(d1)][5:] == [BPF_D_IN] * 2
-    assert [dr for _, dr, _ in records(d0)][5:] == [BPF_D_OUT] * 2
+    assert [dr for _, dr, _, _w in records(d1)][5:] == [BPF_D_IN] * 2
+    assert [dr for _, dr, _, _w in records(d0)][5:] == [BPF_D_OUT] * 2
 
 
 def test_the_stack_s_own_frames_are_captured_too(router, stack):
@@ -86,7 +86,7 @@ def test_the_stack_s_own_frames_are_captured_too(router, stack):
     router.send0(ping(1))                           # H1 not resolved: ARP asks
     inject(router.if1, Ether(dst="ff:ff:ff:ff:ff:ff", src=R.H1_MAC) / ARP(
         op=1, hwsrc=R.H1_MAC, psrc=R.H1, pdst=R.IP1))
-    got = [Ether(f) for _, _, f in records(d)]
+    got = [Ether(f) for _, _, f, _w in records(d)]
     assert [f[ARP].op for f in got if ARP in f][:1] == [1]      # who-has
     assert sum(1 for f in got if ARP in f and f[ARP].op == 2) == 1   # is-at, to H1
     assert sum(1 for f in got if ICMP in f) == 1    # the held ping, once resolved
@@ -101,7 +101,7 @@ def test_direction_filter(net, stack, direction, want):
     bpf_attach(net.if0, d)
     inject(net.if0, *[net.from_h0(ping(i)) for i in range(3)])      # in on if0
     inject(net.if1, *[net.from_h1(ping(i, R.H1, R.H0)) for i in range(3)])   # out on if0
-    assert [dr for _, dr, _ in records(d)] == want
+    assert [dr for _, dr, _, _w in records(d)] == want
     assert d.captured == 3
 
 
@@ -112,10 +112,11 @@ def test_count_ends_the_capture_mid_burst(net, stack):
     bpf_attach(net.if0, d)
     inject(net.if0, *[net.from_h0(ping(i)) for i in range(5)])
     recs = records(d)
-    assert [Ether(f)[ICMP].seq for _, dr, f in recs if dr != BPF_END] == [0, 1, 2]
+    assert [Ether(f)[ICMP].seq for _, dr, f, _w in recs if dr != BPF_END] == [0, 1, 2]
     assert recs[-1][1] == BPF_END
     assert recs[-1][2] == {"reason": "count", "captured": 3, "dropped": 0,
-                           "direction": "both", "count": 3, "pending": recs[-1][2]["pending"]}
+                           "direction": "both", "count": 3, "pending": recs[-1][2]["pending"],
+                           "seen": 3}
     assert ev.done == ["count"]
     assert net.if0.if_bpf is None                   # the last one off: taps cost nothing
     assert len(net.if1.sent) == 5                   # forwarding never noticed
@@ -180,7 +181,7 @@ def test_finish_writes_a_trailer_and_detaches(net, stack):
     d.finish("count")                               # only the first reason counts
     inject(net.if0, net.from_h0(ping(2)))
     recs = records(d)
-    assert [dr for _, dr, _ in recs] == [BPF_D_IN, BPF_END]
+    assert [dr for _, dr, _, _w in recs] == [BPF_D_IN, BPF_END]
     assert recs[1][2]["reason"] == "client" and recs[1][2]["captured"] == 1
     assert net.if0.if_bpf is None
 
@@ -231,10 +232,10 @@ def test_a_superframe_is_one_frame(net, stack):
     assert m.next is not None
     whole = m.tobytes()
     inject(net.if0, m)
-    (_, _, fin), = records(d0)
-    (_, _, fout), = records(d1)
-    assert fin == whole and len(fin) == 14 + len(pkt)
-    assert fout == net.if1.sent[0] and len(fout) == 14 + len(pkt)
+    (_, _, fin, win), = records(d0)
+    (_, _, fout, wout), = records(d1)
+    assert fin == whole and len(fin) == win == 14 + len(pkt)
+    assert fout == net.if1.sent[0] and len(fout) == wout == 14 + len(pkt)
     assert Ether(fout)[TCP].dport == 5201
     assert stack.pool.jumbo_in_use == 0
 
@@ -246,23 +247,23 @@ def test_segmented_in_software_is_captured_as_segments(net, stack):
     d = Events().desc(direction=BPF_D_OUT)
     bpf_attach(net.if1, d)
     inject(net.if0, received(net, flow(5000), 1448))
-    got = [f for _, _, f in records(d)]
+    got = [f for _, _, f, _w in records(d)]
     assert got == net.if1.sent and len(got) == 4
     assert max(len(f) for f in got) <= 1514
 
 
 def test_parse_records_keeps_an_incomplete_record_for_later():
     frame = b"\x01" * 60
-    rec = REC.pack(1.5, BPF_D_IN, len(frame)) + frame
+    rec = REC.pack(1.5, BPF_D_IN, len(frame), len(frame)) + frame
     trailer = json.dumps({"reason": "count"}).encode()
-    data = rec + rec + REC.pack(2.0, BPF_END, len(trailer)) + trailer
+    data = rec + rec + REC.pack(2.0, BPF_END, len(trailer), 0) + trailer
     recs, off = parse_records(data[:len(rec) + 20])
-    assert recs == [(1.5, BPF_D_IN, frame)] and off == len(rec)
+    assert recs == [(1.5, BPF_D_IN, frame, len(frame))] and off == len(rec)
     recs, off = parse_records(data, 0)
     assert [r[1] for r in recs] == [BPF_D_IN, BPF_D_IN, BPF_END] and off == len(data)
     assert recs[-1][2] == {"reason": "count"}
     with pytest.raises(ValueError):
-        parse_records(REC.pack(0, 9, 10) + b"x" * 10)
+        parse_records(REC.pack(0, 9, 10, 10) + b"x" * 10)
 
 
 def test_attach_refuses_a_capture_twice(net, stack):

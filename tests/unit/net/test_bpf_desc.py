@@ -56,7 +56,8 @@ def test_a_buffer_too_small_for_one_frame_is_refused_naming_its_size():
         BpfDesc(bufsize=MIN_BUF - 1)
     d = BpfDesc(bufsize=MIN_BUF)
     assert d.ended is False and d.stats() == {"reason": "", "captured": 0, "dropped": 0,
-                                              "direction": "both", "count": 0, "pending": 0}
+                                              "direction": "both", "count": 0, "pending": 0,
+                                              "seen": 0}
 
 
 @pytest.mark.parametrize("chained", [False, True], ids=["one-mbuf", "a-chain"])
@@ -66,7 +67,7 @@ def test_a_frame_that_fills_the_buffer_exactly_is_captured_and_one_more_byte_is_
     d, ifp, _ = attached(bufsize=MIN_BUF)
     d.catch([frame], BPF_D_IN, 1.0)
     assert (d.captured, d.dropped, len(d.buf)) == (1, 0, MIN_BUF)
-    assert parse_records(d.buf)[0] == [(1.0, BPF_D_IN, data)]
+    assert parse_records(d.buf)[0] == [(1.0, BPF_D_IN, data, len(data))]
     d.buf.clear()
     big = M(data[:100], M(data[100:] + b"y")) if chained else M(data + b"y")
     d.catch([big], BPF_D_IN, 2.0)
@@ -119,19 +120,19 @@ def test_a_direction_without_a_name_is_shown_as_its_number():
 
 
 def test_the_parser_takes_an_empty_frame_and_refuses_only_what_no_capture_writes():
-    empty = REC.pack(5.0, BPF_D_IN, 0)
-    assert parse_records(empty) == ([(5.0, BPF_D_IN, b"")], REC.size)
+    empty = REC.pack(5.0, BPF_D_IN, 0, 0)
+    assert parse_records(empty) == ([(5.0, BPF_D_IN, b"", 0)], REC.size)
     body = json.dumps({"reason": "count"}).encode()
-    trailer = REC.pack(6.0, BPF_END, len(body)) + body
-    assert parse_records(empty + trailer) == ([(5.0, BPF_D_IN, b""),
-                                               (6.0, BPF_END, {"reason": "count"})],
+    trailer = REC.pack(6.0, BPF_END, len(body), 0) + body
+    assert parse_records(empty + trailer) == ([(5.0, BPF_D_IN, b"", 0),
+                                               (6.0, BPF_END, {"reason": "count"}, 0)],
                                               2 * REC.size + len(body))
     longest = BPF_MAXFRAME + 65536
-    assert parse_records(REC.pack(1.0, BPF_D_OUT, longest)) == ([], 0)     # waits for it
+    assert parse_records(REC.pack(1.0, BPF_D_OUT, longest, longest)) == ([], 0)     # waits for it
     with pytest.raises(ValueError, match=f"length {longest + 1}"):
-        parse_records(REC.pack(1.0, BPF_D_OUT, longest + 1))
+        parse_records(REC.pack(1.0, BPF_D_OUT, longest + 1, longest + 1))
     with pytest.raises(ValueError, match="direction 3"):
-        parse_records(REC.pack(1.0, 3, 0))
+        parse_records(REC.pack(1.0, 3, 0, 0))
 
 
 
@@ -150,6 +151,7 @@ def test_every_frame_that_does_not_fit_is_counted_and_the_smaller_ones_after_it_
 
 
 def test_a_record_whose_frame_has_not_all_arrived_waits():
-    part = REC.pack(1.0, BPF_D_IN, 10) + b"12345"
+    part = REC.pack(1.0, BPF_D_IN, 10, 10) + b"12345"
     assert parse_records(part) == ([], 0)
-    assert parse_records(part + b"67890") == ([(1.0, BPF_D_IN, b"1234567890")], REC.size + 10)
+    assert parse_records(part + b"67890") == ([(1.0, BPF_D_IN, b"1234567890", 10)],
+                                              REC.size + 10)

@@ -127,5 +127,5 @@ def test_a_driver_that_will_not_load_is_named_and_the_others_still_work(tmp_path
                        text=True, timeout=60, env=env)
     assert r.returncode == 1
     assert "devnp-tap" in r.stdout and "devnp-broken" not in r.stdout
-    assert r.stderr.strip() == ("iopkt: driver devnp-broken did not load: devnp_broken:DRIVER: "
-                                "ImportError: no such hardware library")
+    assert r.stderr.strip() == ("iopkt drivers: driver devnp-broken did not load: "
+                                "devnp_broken:DRIVER: ImportError: no such hardware library")
