@@ -15,11 +15,14 @@ moved and the name now means another mutant, that one runs (and
 scripts/mutate.py reports the entry stale). `make mutate
 ARGS=--check-listed` runs the listed ones too.
 
-It also hands each mutant's tests to pytest fastest first (by the
-durations mutmut measured on the clean run). pytest runs them with -x, so
-a mutant dies at its first failing test: cheap tests first reach it
-sooner, and the order, hence the run, is the same every time instead of
-following the hash seed of a set.
+It also hands each mutant's tests to pytest nearest first: those of the
+mutated module's own test files (tests/unit/netinet/test_arp*.py for
+iopkt/netinet/arp.py), then the rest of its layer's folder, then the
+others, each group fastest first (by the durations mutmut measured on the
+clean run). pytest runs them with -x, so a mutant dies at its first
+failing test, and the module's own tests are the likeliest to fail first;
+the order, hence the run, is the same every time instead of following
+the hash seed of a set.
 
 mutmut has no option for either: the hooks wrap the function that lists
 the mutants to run and the runner's submit (mutmut is pinned in
@@ -33,6 +36,27 @@ import sys
 import mutmut.__main__ as mm
 from mutate import added_lines
 from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+
+def nearness(mutant: str):
+    """For a mutant's name (iopkt.netinet.arp.xǁArpǁflush__mutmut_7), a key
+    for a test's node id: 0 for a test file named after the module
+    (tests/unit/netinet/test_arp_counts.py), 1 for another file of the
+    layer's folder (tests/unit/netinet/), 2 for any other."""
+    parts = []
+    for p in mutant.split("."):
+        if p.startswith(("x_", "xǁ")):
+            break
+        parts.append(p)
+    module, layer = parts[-1], parts[-2] if parts[0] != "drivers" else "drivers"
+
+    def key(test: str) -> int:
+        path = test.split("::", 1)[0]
+        folder, _, fname = path.rpartition("/")
+        if module in fname:
+            return 0
+        return 1 if folder.endswith("/" + layer) else 2
+    return key
 
 
 def main() -> None:
@@ -60,7 +84,8 @@ def main() -> None:
 
         def submit_sorted(name, tests, *rest):
             duration = mm.state().duration_by_test     # loaded after the runner is made
-            submit(name, sorted(tests, key=lambda t: (duration.get(t, 0.0), t)), *rest)
+            near = nearness(name)
+            submit(name, sorted(tests, key=lambda t: (near(t), duration.get(t, 0.0), t)), *rest)
 
         runner.submit = submit_sorted
         return runner

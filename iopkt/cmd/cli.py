@@ -98,7 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args, extra = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    if extra:
+        # capture's expression may follow its options (`capture tap0 -c 5 icmp`),
+        # as tcpdump's does: what argparse left over is the rest of it.
+        if args.cmd != "capture" or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.words += extra
     util.prog = " ".join(filter(None, ("iopkt", args.cmd, getattr(args, "lab_cmd", None),
                                        getattr(args, "bench_cmd", None))))
     if isinstance(getattr(args, "words", None), list):

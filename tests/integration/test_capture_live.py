@@ -77,9 +77,9 @@ def test_capture_files_of_ping_and_iperf3_on_native_and_shim(mixed, tmp_path):
     lb = mixed
     fa, fb = str(tmp_path / "a.pcapng"), str(tmp_path / "b.pcapng")
     n = 300
-    pa = subprocess.Popen(capture_cmd(lb, lb.if_a, "-w", fa, "-c", str(n)),
+    pa = subprocess.Popen(capture_cmd(lb, lb.if_a, "-w", fa, "--pcapng", "-c", str(n)),
                           stderr=subprocess.PIPE, text=True)
-    pb = subprocess.Popen(capture_cmd(lb, lb.if_b, "-w", fb, "-c", str(n)),
+    pb = subprocess.Popen(capture_cmd(lb, lb.if_b, "-w", fb, "--pcapng", "-c", str(n)),
                           stderr=subprocess.PIPE, text=True)
     try:
         wait_open(lb, 2)
@@ -263,8 +263,8 @@ def test_a_full_filesystem_ends_the_capture_in_one_line_with_what_was_written(mi
         os.strerror(ctypes.get_errno())
     try:
         path = os.path.join(mnt, "cap.pcapng")
-        p = subprocess.Popen(capture_cmd(lb, lb.if_a, "-w", path), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(capture_cmd(lb, lb.if_a, "-w", path, "--pcapng"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_open(lb, 1)
         lb.ping(lb.ns_a, "198.19.0.2", "-s", "1000", count=30)
         code, err = finish(p)

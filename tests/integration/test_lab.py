@@ -160,12 +160,15 @@ def test_route_and_ifconfig_commands(make_lab):
     lb = make_lab()
     p = lb.prefix
     r = iopkt("route", "--instance", p, "add", "198.18.77.0/24", "198.19.0.2")
-    assert r.returncode == 0, r.stderr
-    assert "198.18.77.0/24" in r.stdout and "UGS" in r.stdout
+    assert (r.returncode, r.stdout) == (0, "add net 198.18.77.0/24: gateway 198.19.0.2\n"), r
+    shown = iopkt("route", "--instance", p, "show", "-inet").stdout
+    assert any(ln.split()[:3] == ["198.18.77.0/24", "198.19.0.2", "UGS"]
+               for ln in shown.splitlines()), shown
     r = iopkt("route", "--instance", p, "add", "198.18.78.0/24", "10.9.9.9")
     assert r.returncode == 1 and "not on a connected network" in r.stderr
     r = iopkt("route", "--instance", p, "delete", "198.18.77.0/24")
-    assert r.returncode == 0 and "198.18.77.0/24" not in r.stdout
+    assert (r.returncode, r.stdout) == (0, "delete net 198.18.77.0/24\n"), r
+    assert "198.18.77.0/24" not in iopkt("route", "--instance", p, "show").stdout
     r = iopkt("ifconfig", "--instance", p, "tap9")
     assert r.returncode == 1 and "no interface 'tap9'" in r.stderr
     r = iopkt("ifconfig", "--instance", p, lb.if_a, "mtu", "1400")

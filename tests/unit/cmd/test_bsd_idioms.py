@@ -227,3 +227,20 @@ def test_a_tcpdump_idiom_asks_for_what_it_means(line, want, monkeypatch):
         cli.main(line.split())
     assert e.value.code == 0
     assert {k: seen[k] for k in want} == want
+
+
+def test_options_after_the_expression_start_are_still_options(monkeypatch):
+    """tcpdump takes `tcpdump -i tap0 icmp` and iopkt `capture tap0 -c 5 icmp`:
+    the words left after the options are the expression, in order; an
+    unknown option is still refused."""
+    from iopkt.cmd import capture, cli, util
+    seen = {}
+    monkeypatch.setattr(capture, "run", lambda *a, **kw: seen.update(a=a, **kw) or 0)
+    monkeypatch.setattr(util, "need_root", lambda: None)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["capture", T, "-w", "x.pcap", "host", "198.19.0.2", "-c", "5", "and", "icmp"])
+    assert e.value.code == 0 and seen["filter"] == "host 198.19.0.2 and icmp"
+    assert seen["a"][1:4] == (T, "x.pcap", 5)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["capture", T, "icmp", "--frob"])
+    assert e.value.code == 2
