@@ -90,10 +90,10 @@ class BpfDesc:
         self.done = done or _nop
         self.ended = False
         self.reason = ""
-        # The filter (bpf_filter.BpfProgram, compiled with the snap length)
-        # or None for every frame; frames are cut to `snaplen` bytes.
+        # The filter (bpf_filter.BpfProgram, compiled with the same snap
+        # length) or None for every frame; frames are cut to `snaplen` bytes.
         self.match = program.match if program is not None else None
-        self.snaplen = program.snaplen if program is not None else snaplen
+        self.snaplen = snaplen
 
     def catch(self, pkts: list, direction: int, ts: float) -> None:
         """Copy each frame of the burst `pkts` (mbufs, data at the Ethernet
@@ -126,16 +126,13 @@ class BpfDesc:
                 dropped += 1
                 continue
             buf += pack(ts, direction, caplen, wirelen)
-            if caplen <= m.len:
-                buf += m.view[m.off:m.off + caplen]
-            else:                           # a chain: a super-frame, or prepended headers
-                x = m
-                want = caplen
-                while want:
-                    k = x.len if x.len < want else want
-                    buf += x.view[x.off:x.off + k]
-                    want -= k
-                    x = x.next
+            x = m                           # one mbuf, or a chain (a super-frame)
+            want = caplen
+            while want:
+                k = x.len if x.len < want else want
+                buf += x.view[x.off:x.off + k]
+                want -= k
+                x = x.next
             room -= REC.size + caplen
             n += 1
         self.seen += seen

@@ -20,7 +20,8 @@ frame costs the call and nothing else: no copy, no allocation of ours.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+
+from iopkt.net.bpf import BPF_MAXFRAME
 
 DLT_EN10MB = 1              # Ethernet, pcap's LINKTYPE_ETHERNET
 SNAPLEN_DEFAULT = 262144    # tcpdump's: every frame whole
@@ -41,20 +42,28 @@ class _Program(ctypes.Structure):
     _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_Insn))]
 
 
+# What distributions call the library tcpdump uses: Debian and Ubuntu
+# (libpcap0.8), then Fedora, Arch and others.
+LIBPCAP_NAMES = ("libpcap.so.0.8", "libpcap.so.1")
+
 _lib = None
 
 
 def libpcap():
-    """The loaded libpcap with the prototypes we use, or FilterError."""
+    """The loaded libpcap with the prototypes we use (loaded once), or
+    FilterError saying what to install."""
     global _lib
     if _lib is not None:
         return _lib
-    name = ctypes.util.find_library("pcap") or "libpcap.so.0.8"
-    try:
-        lib = ctypes.CDLL(name)
-    except OSError:
+    for name in LIBPCAP_NAMES:
+        try:
+            lib = ctypes.CDLL(name)
+            break
+        except OSError:
+            continue
+    else:
         raise FilterError("a capture filter needs libpcap (Debian: apt install libpcap0.8, "
-                          "which tcpdump brings)") from None
+                          "which tcpdump brings)")
     lib.pcap_open_dead.restype = ctypes.c_void_p
     lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.pcap_compile.restype = ctypes.c_int
@@ -78,8 +87,8 @@ def lib_version() -> str:
 
 
 class BpfProgram:
-    """One compiled expression. `expression` is kept as given (for the
-    capture's header line); `ninsns` is the program's length."""
+    """One compiled expression; `ninsns` is the program's length. It takes
+    at most `snaplen` bytes of a frame (match's answer)."""
 
     def __init__(self, expression: str, snaplen: int = SNAPLEN_DEFAULT):
         lib = libpcap()
@@ -89,13 +98,11 @@ class BpfProgram:
             text = expression.encode("ascii")
         except UnicodeEncodeError:
             raise FilterError(f"filter {expression!r}: not ASCII") from None
-        p = lib.pcap_open_dead(DLT_EN10MB, snaplen)
-        if not p:
-            raise FilterError("libpcap could not make a handle to compile with")
+        p = lib.pcap_open_dead(DLT_EN10MB, snaplen)      # fails only if malloc does
         prog = _Program()
         try:
             if lib.pcap_compile(p, ctypes.byref(prog), text, 1, PCAP_NETMASK_UNKNOWN) != 0:
-                why = lib.pcap_geterr(p).decode(errors="replace")
+                why = lib.pcap_geterr(p).decode()   # ASCII: so is the expression
                 raise FilterError(f"filter '{expression}': {why}")
             # Our own copy of the instructions: libpcap's are freed at once.
             self.ninsns = prog.bf_len
@@ -104,11 +111,9 @@ class BpfProgram:
             lib.pcap_freecode(ctypes.byref(prog))
         finally:
             lib.pcap_close(p)
-        self.expression = expression
-        self.snaplen = snaplen
         self._run = lib.bpf_filter
         self._addr: dict[int, tuple] = {}      # id(storage) -> _pinned(storage)
-        self._scratch = bytearray(65536 + 64)
+        self._scratch = bytearray(BPF_MAXFRAME)      # a chain is gathered here
         self._scratch_pin, self._scratch_addr = _pinned(self._scratch)
 
     def match(self, m, wirelen: int) -> int:

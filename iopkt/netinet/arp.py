@@ -122,8 +122,14 @@ class Arp:
         self.stack.pool.freem(m)
 
     def _update(self, ifp, addr: int, mac: bytes, la: LlEntry | None) -> None:
-        if la is not None and la.state == LLE_PERMANENT:
-            return                      # set by hand: ARP traffic does not move it
+        """What ARP traffic teaches: `addr` is at `mac`, unless its entry
+        was set by hand."""
+        if la is None or la.state != LLE_PERMANENT:
+            self._set(ifp, addr, mac, la)
+
+    def _set(self, ifp, addr: int, mac: bytes, la: LlEntry | None) -> None:
+        """`addr` is at `mac` (`la` its entry, or None for a new one), for
+        `keep` seconds; what it held goes now."""
         if la is None:
             la = ifp.llinfo[addr] = LlEntry(addr, ifp)
         la.mac = mac
@@ -243,37 +249,31 @@ class Arp:
                 del ifp.llinfo[addr]
 
     # -- arp -s and arp -d -------------------------------------------------
-    def set_static(self, addr: int, mac: bytes, permanent: bool = True, ifp=None) -> None:
+    def set_static(self, addr: int, mac: bytes, permanent: bool, ifp=None) -> None:
         """arp -s: `addr` is at `mac`, on `ifp` or on the interface whose
-        network holds `addr`. Packets waiting for it go now. Raises
-        ValueError when no interface's network holds it."""
+        network holds `addr`; `permanent`, or learned-like (temp). Packets
+        waiting for it go now. Raises ValueError when no interface's network
+        holds it."""
         if ifp is None:
             ifp = next((i for i in self.stack.ifnets.values()
                         if any(addr & ia.mask == ia.net for ia in i.in_addrs)), None)
             if ifp is None:
                 raise ValueError(f"arp -s {ntoa(addr)}: on no interface's network")
-        la = ifp.llinfo.get(addr)
-        if la is not None and la.state == LLE_PERMANENT:
-            la.state = LLE_REACHABLE    # set again: by hand, so it may change
-        self._update(ifp, addr, mac, la)
+        self._set(ifp, addr, mac, ifp.llinfo.get(addr))
         if permanent:
             ifp.llinfo[addr].state = LLE_PERMANENT
 
-    def delete(self, addr: int | None) -> int:
+    def delete(self, addr: int | None) -> None:
         """arp -d: forget `addr`'s entry (None: every entry, arp -d -a);
-        what it held is discarded as "down". The number of entries gone.
-        Raises ValueError for an address with no entry."""
-        gone = 0
-        for ifp in self.stack.ifnets.values():
-            for a, la in list(ifp.llinfo.items()):
-                if addr is None or a == addr:
-                    for m in la.holdq:
-                        ifp.output_discard(m, "down")
-                    del ifp.llinfo[a]
-                    gone += 1
+        what it held is discarded as "down". Raises ValueError for an
+        address with no entry, and then forgets nothing."""
+        gone = [(ifp, a) for ifp in self.stack.ifnets.values() for a in ifp.llinfo
+                if addr is None or a == addr]
         if addr is not None and not gone:
             raise ValueError(f"arp -d {ntoa(addr)}: no entry")
-        return gone
+        for ifp, a in gone:
+            for m in ifp.llinfo.pop(a).holdq:
+                ifp.output_discard(m, "down")
 
     def table(self) -> list[dict]:
         now = self.stack.clock()

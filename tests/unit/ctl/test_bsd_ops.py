@@ -212,3 +212,18 @@ def test_ifconfig_replace_takes_the_first_address_place(srv):
 
 def router_addrs(srv):
     return srv.stack.ip.local_addrs
+
+
+def test_arp_s_again_moves_an_entry_set_by_hand(srv, router):
+    ask(srv, "arp", set="10.0.1.7", mac="02:00:00:00:77:77")
+    ask(srv, "arp", set="10.0.1.7", mac="02:00:00:00:77:78")
+    assert (arp_entry(srv, "10.0.1.7")["mac"], arp_entry(srv, "10.0.1.7")["state"]) == (
+        "02:00:00:00:77:78", "permanent")
+    ask(srv, "arp", set="10.0.1.7", mac="02:00:00:00:77:79", permanent=False)
+    e = arp_entry(srv, "10.0.1.7")
+    assert (e["mac"], e["state"], e["expires_in"]) == ("02:00:00:00:77:79", "reachable",
+                                                       router.stack.arp.keep)
+
+
+def test_arp_d_a_on_an_empty_table_is_no_error(srv):
+    assert ask(srv, "arp", delete="all") == []

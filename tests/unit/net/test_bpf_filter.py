@@ -12,7 +12,7 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from iopkt.kern.mbuf import MbufPool
-from iopkt.net.bpf import BPF_D_IN, BpfDesc, parse_records
+from iopkt.net.bpf import BPF_D_IN, BPF_END, BPF_MAXFRAME, BpfDesc, parse_records
 from iopkt.net.bpf_filter import SNAPLEN_DEFAULT, BpfProgram, FilterError
 
 E = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b")
@@ -128,6 +128,7 @@ def test_snaplen_out_of_range_is_refused(snaplen):
 
 # -- a filtered capture -----------------------------------------------------------
 class FakeIf:
+    if_bpf = None
     bpf_captured = 0
     bpf_dropped = 0
 
@@ -160,7 +161,7 @@ def test_count_counts_the_frames_taken_not_those_seen(pool):
 @pytest.mark.parametrize("filtered", [False, True])
 def test_snaplen_cuts_each_frame_and_keeps_its_wire_length(pool, filtered):
     ack = FRAMES["ack"]
-    d = desc(program=BpfProgram("ip", 96)) if filtered else desc(snaplen=96)
+    d = desc(program=BpfProgram("ip", 96), snaplen=96) if filtered else desc(snaplen=96)
     head = mbuf(pool, bytes(ack)[:60])
     head.next = mbuf(pool, bytes(ack)[60:])         # a chain: cut across the mbufs
     d.catch([head, mbuf(pool, FRAMES["syn"])], BPF_D_IN, 2.0)
@@ -168,3 +169,136 @@ def test_snaplen_cuts_each_frame_and_keeps_its_wire_length(pool, filtered):
     assert [(r[2], r[3]) for r in recs] == [(bytes(ack)[:96], len(ack)),
                                             (bytes(FRAMES["syn"]), len(FRAMES["syn"]))]
     assert head.tobytes() == bytes(ack)
+
+
+def test_the_prototypes_are_libpcaps_declarations(monkeypatch):
+    """ctypes calls a C function as told: each prototype as pcap/pcap.h and
+    pcap/bpf.h declare it (a wrong one truncates a pointer or a length)."""
+    import ctypes
+
+    from iopkt.net import bpf_filter
+    monkeypatch.setattr(bpf_filter, "_lib", None)       # loaded here, not by an earlier test
+    lib = bpf_filter.libpcap()
+    assert bpf_filter.libpcap() is lib                  # and once
+    void_p, c_int, c_uint, c_char_p = (ctypes.c_void_p, ctypes.c_int, ctypes.c_uint,
+                                      ctypes.c_char_p)
+    program_p = ctypes.POINTER(bpf_filter._Program)
+    want = {
+        # pcap_t *pcap_open_dead(int linktype, int snaplen)
+        "pcap_open_dead": (void_p, [c_int, c_int]),
+        # int pcap_compile(pcap_t *, struct bpf_program *, const char *, int, bpf_u_int32)
+        "pcap_compile": (c_int, [void_p, program_p, c_char_p, c_int, ctypes.c_uint32]),
+        # char *pcap_geterr(pcap_t *)
+        "pcap_geterr": (c_char_p, [void_p]),
+        # void pcap_freecode(struct bpf_program *); void pcap_close(pcap_t *)
+        "pcap_freecode": (c_int, [program_p]),
+        "pcap_close": (c_int, [void_p]),
+        # u_int bpf_filter(const struct bpf_insn *, const u_char *, u_int wirelen, u_int buflen)
+        "bpf_filter": (c_uint, [void_p, void_p, c_uint, c_uint]),
+        # const char *pcap_lib_version(void)
+        "pcap_lib_version": (c_char_p, None),
+    }
+    for name, (restype, argtypes) in want.items():
+        f = getattr(lib, name)
+        assert (f.restype, f.argtypes and list(f.argtypes)) == (restype, argtypes), name
+    # struct bpf_insn { u_short code; u_char jt; u_char jf; bpf_u_int32 k; }: 8 bytes
+    assert [(n, t) for n, t in bpf_filter._Insn._fields_] == [
+        ("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte),
+        ("k", ctypes.c_uint32)] and ctypes.sizeof(bpf_filter._Insn) == 8
+    assert bpf_filter.lib_version().startswith("libpcap version ")
+
+
+def test_a_cluster_is_pinned_once_while_the_program_lives(pool, monkeypatch):
+    """Its address is found the first time a frame in it is filtered, then
+    remembered: one pin per cluster, not one per frame."""
+    from iopkt.net import bpf_filter
+    prog = BpfProgram("icmp")
+    pins = []
+    real = bpf_filter._pinned
+    monkeypatch.setattr(bpf_filter, "_pinned", lambda buf: pins.append(id(buf)) or real(buf))
+    a, b = mbuf(pool, FRAMES["ping"]), mbuf(pool, FRAMES["syn"])
+    assert [prog.match(m, m.len) for m in (a, b, a, b, a)] == [SNAPLEN_DEFAULT, 0] * 2 + [
+        SNAPLEN_DEFAULT]
+    assert pins == [id(a.buf), id(b.buf)]
+
+
+def test_a_chain_longer_than_any_frame_is_filtered_on_its_first_bytes(pool):
+    """No frame is longer than the scratch buffer; a chain that were is
+    judged on what fits, and the buffer neither grows nor moves."""
+    big = MbufPool(64)
+    data = bytes(FRAMES["ack"]) + b"z" * 70000
+    m = big.from_bytes(data)
+    assert m.next is not None and m.chain_len() == len(data)
+    prog = BpfProgram("greater 1000")
+    assert prog.match(m, len(data)) == SNAPLEN_DEFAULT
+    assert len(prog._scratch) == BPF_MAXFRAME
+
+
+def test_the_longest_frame_in_a_chain_is_filtered_to_its_last_byte():
+    """A filter that reads the last byte of a frame of BPF_MAXFRAME bytes in
+    a chain sees it: the chain is gathered whole."""
+    big = MbufPool(64)
+    data = bytes(FRAMES["ack"]) + b"z" * (BPF_MAXFRAME - len(FRAMES["ack"]) - 1) + b"\x5a"
+    m = big.from_bytes(data)
+    assert m.next is not None and m.chain_len() == BPF_MAXFRAME
+    assert BpfProgram(f"ether[{BPF_MAXFRAME - 1}] = 0x5a").match(m, len(data)) == SNAPLEN_DEFAULT
+    assert BpfProgram(f"ether[{BPF_MAXFRAME - 1}] = 0x5b").match(m, len(data)) == 0
+
+
+def test_a_program_says_its_length_and_keeps_at_most_its_snaplen(pool):
+    prog = BpfProgram("ip", 1)                      # the shortest snap length there is
+    assert prog.match(mbuf(pool, FRAMES["ping"]), len(FRAMES["ping"])) == 1
+    assert prog.ninsns == len(prog.insns) > 0
+
+
+def test_seen_counts_every_burst_and_a_lone_mbuf_is_never_walked(pool, monkeypatch):
+    """`seen` adds up over bursts; the length of a frame in one mbuf is
+    its length, without walking a chain."""
+    from iopkt.kern.mbuf import Mbuf
+    walks = []
+    real = Mbuf.chain_len
+    monkeypatch.setattr(Mbuf, "chain_len", lambda m: walks.append(m) or real(m))
+    d = desc(program=BpfProgram("icmp"))
+    for _ in range(3):
+        d.catch([mbuf(pool, FRAMES["ping"]), mbuf(pool, FRAMES["syn"])], BPF_D_IN, 1.0)
+    assert (d.seen, d.captured, walks) == (6, 3, [])
+    d.finish("client")
+    *frames, (_, end, stats, wirelen) = parse_records(d.buf)[0]
+    assert len(frames) == 3 and (end, wirelen, stats["seen"]) == (BPF_END, 0, 6)
+
+
+def test_without_libpcap_a_filter_says_what_to_install(monkeypatch):
+    """It tries the names distributions give libpcap, in order; when none
+    loads, a filter is refused with one line saying what to install."""
+    import ctypes
+
+    from iopkt.net import bpf_filter
+    tried = []
+
+    def nothing(name, *a, **kw):
+        tried.append(name)
+        raise OSError(f"{name}: cannot open shared object file")
+    monkeypatch.setattr(bpf_filter, "_lib", None)
+    monkeypatch.setattr(ctypes, "CDLL", nothing)
+    with pytest.raises(FilterError) as e:
+        BpfProgram("icmp")
+    assert str(e.value) == ("a capture filter needs libpcap (Debian: apt install libpcap0.8, "
+                            "which tcpdump brings)")
+    assert tried == ["libpcap.so.0.8", "libpcap.so.1"]
+    assert bpf_filter._lib is None
+
+
+def test_the_second_name_is_used_when_the_first_is_missing(monkeypatch):
+    import ctypes
+
+    from iopkt.net import bpf_filter
+    real, tried = ctypes.CDLL, []
+
+    def first_missing(name, *a, **kw):
+        tried.append(name)
+        if name == "libpcap.so.0.8":
+            raise OSError("missing")
+        return real("libpcap.so.0.8")       # this machine's, under the other name
+    monkeypatch.setattr(bpf_filter, "_lib", None)
+    monkeypatch.setattr(ctypes, "CDLL", first_missing)
+    assert BpfProgram("icmp").ninsns > 0 and tried == ["libpcap.so.0.8", "libpcap.so.1"]
