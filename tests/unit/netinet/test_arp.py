@@ -548,3 +548,14 @@ def test_table_rounds_to_a_tenth_and_shows_incomplete_entries(router, stack, clo
                "state": "reachable", "expires_in": 1189.7, "held": 0},
         R.H1: {"interface": "fk1", "address": R.H1, "mac": None,
                "state": "incomplete", "expires_in": None, "held": 1}}
+
+
+def test_an_entry_set_by_hand_does_not_stop_the_others_ageing(stack, router, clock):
+    """The timer passes over a permanent entry and goes on: one learned
+    after it on the same interface still expires."""
+    stack.arp.set_static(aton("10.0.1.7"), b"\x02\x00\x00\x00\x77\x77", True)
+    router.learn(router.if1, "10.0.1.2", "02:bb:00:00:01:02")
+    assert list(router.if1.llinfo) == [aton("10.0.1.7"), aton("10.0.1.2")]
+    clock.advance(stack.arp.keep)
+    stack.arp.timer()
+    assert list(router.if1.llinfo) == [aton("10.0.1.7")]
