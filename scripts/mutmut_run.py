@@ -78,7 +78,7 @@ def main() -> None:
 
     make_runner = mm.get_mutant_runner
 
-    def fastest_first(*args, **kwargs):
+    def nearest_first(*args, **kwargs):
         runner = make_runner(*args, **kwargs)
         submit = runner.submit
 
@@ -90,7 +90,7 @@ def main() -> None:
         runner.submit = submit_sorted
         return runner
 
-    mm.get_mutant_runner = fastest_first
+    mm.get_mutant_runner = nearest_first
     sys.argv = ["mutmut", "run", *sys.argv[2:]]
     sys.exit(mm.cli())
 

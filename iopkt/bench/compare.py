@@ -107,14 +107,10 @@ def _range(st) -> str:
     return f"{_num(st['median'])} [{_num(st['min'])}–{_num(st['max'])}]"
 
 
-def compare(old_dir: str, new_dir: str, as_json: bool = False) -> str:
-    """The change of every figure between two results folders: a table, or
-    with `as_json` the rows of compare_rows() as JSON."""
+def compare(old_dir: str, new_dir: str) -> str:
+    """The change of every figure between two results folders, as a table
+    (compare_rows() has them as data)."""
     c = compare_rows(old_dir, new_dir)
-    if as_json:                 # as every --json: when it was made
-        from datetime import datetime, timezone
-        ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return json.dumps({"timestamp": ts, **c}, indent=1)
 
     def head(which):
         m = c[which]

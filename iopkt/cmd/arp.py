@@ -13,16 +13,12 @@ HOST is an IPv4 address (-n: iopkt never looks names up). Proxy ARP
 
 from __future__ import annotations
 
-import argparse
-
 from iopkt.cmd import util
 
 
 def cmd_arp(args) -> None:
     from iopkt.net.route import aton
-    w = list(args.words)
-    if args.delete and args.set:
-        util.fail("-d and -s: one at a time", util.EXIT_USAGE)
+    w = list(args.words)                    # -d and -s: argparse lets one through
     if w and not _is_addr(w[0], aton):
         util.fail(f"{w[0]}: HOST is an IPv4 address (iopkt never looks names up)",
                   util.EXIT_USAGE)
@@ -50,12 +46,11 @@ def cmd_arp(args) -> None:
         res = [e for e in res if e["address"] == w[0]]
         if not res:
             util.fail(f"{w[0]}: no entry", 1)
-    if args.delete or args.set:
-        return util.dump(res, "neighbours") if args.json else None
     if args.json:
         return util.dump(res, "neighbours")
-    for e in res:
-        print(entry_line(e))
+    if not (args.delete or args.set):       # as BSD's arp, a change prints nothing
+        for e in res:
+            print(entry_line(e))
 
 
 def _is_addr(text: str, aton) -> bool:
@@ -78,9 +73,8 @@ def entry_line(e: dict) -> str:
 
 
 def register(sub) -> None:
-    sp = util.show_parser(sub, "arp", "the ARP table, in NetBSD's words", cmd_arp)
-    sp.formatter_class = argparse.RawDescriptionHelpFormatter
-    sp.description = __doc__.split("\n\n", 1)[1]
+    sp = util.show_parser(sub, "arp", "the ARP table, in NetBSD's words", cmd_arp,
+                          usage_text=__doc__.split("\n\n", 1)[1])
     sp.add_argument("-a", action="store_true", help="every entry (the default); with -d: "
                     "forget every entry")
     sp.add_argument("-n", action="store_true",

@@ -14,7 +14,10 @@ def cmd_bench(args) -> None:
     from iopkt.bench import compare, matrix, measure, report, runner, stats
     if args.bench_cmd == "compare":
         try:
-            print(compare.compare(args.old, args.new, as_json=args.json))
+            if args.json:                   # with its timestamp, as every --json
+                util.dump(compare.compare_rows(args.old, args.new))
+            else:
+                print(compare.compare(args.old, args.new))
         except measure.BenchError as e:
             util.fail(str(e), util.EXIT_USAGE)
         return

@@ -61,9 +61,8 @@ class Show:
 
 def register(sub) -> None:
     sp = util.show_parser(sub, "capture", "capture frames on an interface, as tcpdump does, "
-                          "with its filter expressions", cmd_capture, old_i=False)
-    sp.formatter_class = argparse.RawDescriptionHelpFormatter
-    sp.description = __doc__.split("\n\n", 1)[1].split("\n\nIt ends", 1)[0]
+                          "with its filter expressions", cmd_capture, old_i=False,
+                          usage_text=__doc__.split("\n\n", 1)[1].split("\n\nIt ends", 1)[0])
     sp.add_argument("-i", dest="iface", metavar="IF", help="the interface (tap0, en0, ...)")
     sp.add_argument("-n", action="store_true", help="numeric (always so)")
     sp.add_argument("-e", dest="link", action="store_true",

@@ -154,9 +154,8 @@ def cmd_ifconfig(args) -> None:
 
 def register(sub) -> None:
     sp = util.show_parser(sub, "ifconfig", "show or configure interfaces, in NetBSD's words",
-                          cmd_ifconfig)
-    sp.formatter_class = argparse.RawDescriptionHelpFormatter
-    sp.description = __doc__.split("\n\n", 1)[1]
+                          cmd_ifconfig,
+                          usage_text=__doc__.split("\n\n", 1)[1])
     sp.add_argument("-a", action="store_true", help="every interface (also without IF)")
     sp.add_argument("ifname", nargs="?", metavar="IF")
     sp.add_argument("words", nargs=argparse.REMAINDER, metavar="WORD", help=WORDS_HELP)

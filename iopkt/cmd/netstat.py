@@ -205,9 +205,7 @@ def register(sub) -> None:
     sp = util.show_parser(sub, "netstat", "protocol statistics (-s, the default), the routing "
                           "tables (-r), the interfaces (-i, -I IF), their rates (-w SECONDS) "
                           "or the mbuf pool (-m), as NetBSD's netstat", cmd_netstat,
-                          old_i=False)
-    sp.formatter_class = argparse.RawDescriptionHelpFormatter
-    sp.description = __doc__.split("\n\n", 1)[1]
+                          old_i=False, usage_text=__doc__.split("\n\n", 1)[1])
     mode = sp.add_mutually_exclusive_group()
     mode.add_argument("-s", action="store_true", help="protocol statistics (the default)")
     mode.add_argument("-r", action="store_true", help="the routing tables")

@@ -241,9 +241,8 @@ def print_get(r: dict) -> None:
 
 def register(sub) -> None:
     sp = util.show_parser(sub, "route", "show or change the routing tables, in NetBSD's words",
-                          cmd_route)
-    sp.formatter_class = argparse.RawDescriptionHelpFormatter
-    sp.description = __doc__.split("\n\n", 1)[1]
+                          cmd_route,
+                          usage_text=__doc__.split("\n\n", 1)[1])
     sp.add_argument("-n", action="store_true", help="numeric (always so)")
     sp.add_argument("-q", action="store_true", help="quiet: nothing printed after a change")
     fam = sp.add_mutually_exclusive_group()

@@ -40,11 +40,6 @@ def fail(msg: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def say(msg: str) -> None:
-    """A line about the run, not its output ("listening on ..."): stderr."""
-    print(f"{prog}: {msg}", file=sys.stderr)
-
-
 def shown(text: str) -> str:
     """`text` as one line: control characters escaped (\\n, \\x1b), so a
     value from the environment cannot break or forge lines of output."""
@@ -204,10 +199,14 @@ def take_options(args) -> None:
     args.words = out
 
 
-def show_parser(sub, name, help_, fn, old_i=True):
+def show_parser(sub, name, help_, fn, old_i=True, usage_text=None):
     """A show command's parser: --instance NAME (else $SOCK, else iopkt),
-    --json, and the old -i refused with the hint that --instance replaced it."""
-    sp = sub.add_parser(name, help=help_, description=help_)
+    --json, and the old -i refused with the hint that --instance replaced it.
+    `usage_text` (the command's own lines, as its module's docstring lays
+    them out) is its --help description, kept as written."""
+    sp = sub.add_parser(name, help=help_, description=usage_text or help_,
+                        formatter_class=argparse.RawDescriptionHelpFormatter
+                        if usage_text else argparse.HelpFormatter)
     sp.add_argument("--instance", dest="instance", default=None, type=_show_instance,
                     metavar="NAME", help=f"the stack instance to ask (default: "
                     f"${INSTANCE_ENV}, else {DEFAULT_INSTANCE})")

@@ -267,7 +267,7 @@ class Ops:
                 "direction": direction, "count": count, "record": REC.format,
                 "bufsize": BPF_BUFSIZE, "mtu": ifp.mtu, "snaplen": snaplen,
                 "filter": filter.strip(),
-                "filter_insns": program.ninsns if program is not None else 0,
+                "filter_insns": len(program.insns) if program is not None else 0,
                 "enabled": caps_str(ifp.capenable)}
 
     def op_arp(self, delete: str | None = None, set: str | None = None,

@@ -4,7 +4,7 @@ interpreter, in C (BSD's bpf_filter; the kernel's classic BPF is the same
 machine). Nothing here parses the filter language: libpcap does, so an
 expression means exactly what it means to tcpdump.
 
-    prog = BpfProgram("tcp port 80 and host 198.19.0.2", snaplen=262144)
+    prog = BpfProgram("tcp port 80 and host 198.19.0.2", snaplen=96)
     n = prog.match(m, wirelen)      # 0: rejected; else how many bytes to keep
 
 libpcap is reached through ctypes (the system's libpcap.so.0.8, which
@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import ctypes
 
-from iopkt.net.bpf import BPF_MAXFRAME
+from iopkt.net.bpf import BPF_MAXFRAME, SNAPLEN_MAX
 
 DLT_EN10MB = 1              # Ethernet, pcap's LINKTYPE_ETHERNET
-SNAPLEN_DEFAULT = 262144    # tcpdump's: every frame whole
 PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF
 
 
@@ -87,13 +86,13 @@ def lib_version() -> str:
 
 
 class BpfProgram:
-    """One compiled expression; `ninsns` is the program's length. It takes
-    at most `snaplen` bytes of a frame (match's answer)."""
+    """One compiled expression (`insns`, the program). It takes at most
+    `snaplen` bytes of a frame (match's answer)."""
 
-    def __init__(self, expression: str, snaplen: int = SNAPLEN_DEFAULT):
+    def __init__(self, expression: str, snaplen: int = SNAPLEN_MAX):
         lib = libpcap()
-        if not 1 <= snaplen <= SNAPLEN_DEFAULT:
-            raise FilterError(f"snaplen {snaplen}: must be 1..{SNAPLEN_DEFAULT}")
+        if not 1 <= snaplen <= SNAPLEN_MAX:
+            raise FilterError(f"snaplen {snaplen}: must be 1..{SNAPLEN_MAX}")
         try:
             text = expression.encode("ascii")
         except UnicodeEncodeError:
@@ -105,7 +104,6 @@ class BpfProgram:
                 why = lib.pcap_geterr(p).decode()   # ASCII: so is the expression
                 raise FilterError(f"filter '{expression}': {why}")
             # Our own copy of the instructions: libpcap's are freed at once.
-            self.ninsns = prog.bf_len
             self.insns = (_Insn * prog.bf_len)(*prog.bf_insns[:prog.bf_len])
             self._insns_addr = ctypes.addressof(self.insns)
             lib.pcap_freecode(ctypes.byref(prog))

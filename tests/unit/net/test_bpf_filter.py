@@ -12,8 +12,8 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from iopkt.kern.mbuf import MbufPool
-from iopkt.net.bpf import BPF_D_IN, BPF_END, BPF_MAXFRAME, BpfDesc, parse_records
-from iopkt.net.bpf_filter import SNAPLEN_DEFAULT, BpfProgram, FilterError
+from iopkt.net.bpf import BPF_D_IN, BPF_END, BPF_MAXFRAME, SNAPLEN_MAX, BpfDesc, parse_records
+from iopkt.net.bpf_filter import BpfProgram, FilterError
 
 E = Ether(src="02:00:00:00:00:0a", dst="02:00:00:00:00:0b")
 FRAMES = {name: bytes(f) for name, f in {
@@ -62,9 +62,9 @@ def mbuf(pool, frame, headroom=None):
 def test_an_expression_takes_what_tcpdump_would(pool, expr, takes):
     prog = BpfProgram(expr)
     got = {name for name, f in FRAMES.items()
-           if prog.match(mbuf(pool, f), len(f)) == SNAPLEN_DEFAULT}
+           if prog.match(mbuf(pool, f), len(f)) == SNAPLEN_MAX}
     assert got == takes
-    assert all(prog.match(mbuf(pool, f), len(f)) in (0, SNAPLEN_DEFAULT)
+    assert all(prog.match(mbuf(pool, f), len(f)) in (0, SNAPLEN_MAX)
                for f in FRAMES.values())
 
 
@@ -103,7 +103,7 @@ def test_storage_owned_elsewhere_is_filtered_where_it_lies(pool):
     buf = bytearray(100) + bytearray(bytes(FRAMES["ping"])) + bytearray(50)
     freed = []
     m = pool.get_ext(buf, 100, len(FRAMES["ping"]), freed.append, "npkt")
-    assert BpfProgram("icmp").match(m, m.len) == SNAPLEN_DEFAULT
+    assert BpfProgram("icmp").match(m, m.len) == SNAPLEN_MAX
     assert BpfProgram("tcp").match(m, m.len) == 0
     pool.freem(m)
     assert freed == ["npkt"]
@@ -111,18 +111,22 @@ def test_storage_owned_elsewhere_is_filtered_where_it_lies(pool):
 
 @pytest.mark.parametrize("expr, why", [
     ("tcp porte 80", "filter 'tcp porte 80': can't parse filter expression: syntax error"),
-    ("host 300.1.1.1", "filter 'host 300.1.1.1': "),
+    ("host 300.1.1.1", "filter 'host 300.1.1.1': ..."),     # libpcap's words vary by version
     ("héte", "filter 'héte': not ASCII"),
 ])
 def test_a_bad_expression_says_what_libpcap_says(expr, why):
     with pytest.raises(FilterError) as e:
         BpfProgram(expr)
-    assert str(e.value).startswith(why)
+    said = str(e.value)
+    if why.endswith("..."):
+        assert said.startswith(why[:-3]) and len(said) > len(why), said
+    else:
+        assert said == why
 
 
-@pytest.mark.parametrize("snaplen", [0, SNAPLEN_DEFAULT + 1])
+@pytest.mark.parametrize("snaplen", [0, SNAPLEN_MAX + 1])
 def test_snaplen_out_of_range_is_refused(snaplen):
-    with pytest.raises(FilterError, match=f"snaplen {snaplen}: must be 1..{SNAPLEN_DEFAULT}"):
+    with pytest.raises(FilterError, match=f"snaplen {snaplen}: must be 1..{SNAPLEN_MAX}"):
         BpfProgram("ip", snaplen)
 
 
@@ -217,8 +221,8 @@ def test_a_cluster_is_pinned_once_while_the_program_lives(pool, monkeypatch):
     real = bpf_filter._pinned
     monkeypatch.setattr(bpf_filter, "_pinned", lambda buf: pins.append(id(buf)) or real(buf))
     a, b = mbuf(pool, FRAMES["ping"]), mbuf(pool, FRAMES["syn"])
-    assert [prog.match(m, m.len) for m in (a, b, a, b, a)] == [SNAPLEN_DEFAULT, 0] * 2 + [
-        SNAPLEN_DEFAULT]
+    assert [prog.match(m, m.len) for m in (a, b, a, b, a)] == [SNAPLEN_MAX, 0] * 2 + [
+        SNAPLEN_MAX]
     assert pins == [id(a.buf), id(b.buf)]
 
 
@@ -230,7 +234,7 @@ def test_a_chain_longer_than_any_frame_is_filtered_on_its_first_bytes(pool):
     m = big.from_bytes(data)
     assert m.next is not None and m.chain_len() == len(data)
     prog = BpfProgram("greater 1000")
-    assert prog.match(m, len(data)) == SNAPLEN_DEFAULT
+    assert prog.match(m, len(data)) == SNAPLEN_MAX
     assert len(prog._scratch) == BPF_MAXFRAME
 
 
@@ -241,14 +245,14 @@ def test_the_longest_frame_in_a_chain_is_filtered_to_its_last_byte():
     data = bytes(FRAMES["ack"]) + b"z" * (BPF_MAXFRAME - len(FRAMES["ack"]) - 1) + b"\x5a"
     m = big.from_bytes(data)
     assert m.next is not None and m.chain_len() == BPF_MAXFRAME
-    assert BpfProgram(f"ether[{BPF_MAXFRAME - 1}] = 0x5a").match(m, len(data)) == SNAPLEN_DEFAULT
+    assert BpfProgram(f"ether[{BPF_MAXFRAME - 1}] = 0x5a").match(m, len(data)) == SNAPLEN_MAX
     assert BpfProgram(f"ether[{BPF_MAXFRAME - 1}] = 0x5b").match(m, len(data)) == 0
 
 
 def test_a_program_says_its_length_and_keeps_at_most_its_snaplen(pool):
     prog = BpfProgram("ip", 1)                      # the shortest snap length there is
     assert prog.match(mbuf(pool, FRAMES["ping"]), len(FRAMES["ping"])) == 1
-    assert prog.ninsns == len(prog.insns) > 0
+    assert len(prog.insns) > 0
 
 
 def test_seen_counts_every_burst_and_a_lone_mbuf_is_never_walked(pool, monkeypatch):
@@ -301,4 +305,4 @@ def test_the_second_name_is_used_when_the_first_is_missing(monkeypatch):
         return real("libpcap.so.0.8")       # this machine's, under the other name
     monkeypatch.setattr(bpf_filter, "_lib", None)
     monkeypatch.setattr(ctypes, "CDLL", first_missing)
-    assert BpfProgram("icmp").ninsns > 0 and tried == ["libpcap.so.0.8", "libpcap.so.1"]
+    assert len(BpfProgram("icmp").insns) > 0 and tried == ["libpcap.so.0.8", "libpcap.so.1"]
